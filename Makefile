@@ -1,0 +1,33 @@
+# strongroom: `make demo` and `make test` are the Quick start; `make bench` runs the benchmark.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import strongroom, pyfastcdc; assert pyfastcdc.FastCDC.__module__.startswith('pyfastcdc.cy'), 'pyfastcdc compiled chunker missing'"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) scripts/demo.py
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(VENV)/bin/pytest -n 2 -q tests
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

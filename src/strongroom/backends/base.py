@@ -1,0 +1,56 @@
+"""The backend port: a store of opaque, named, immutable-once-written blobs.
+
+Backends know nothing of chunks, keys or packs. Names are validated here, on the way in and on the way
+out ("no crap in, no crap out"): relative, lowercase ASCII, no ``..``, no temp suffixes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Protocol
+
+from strongroom.errors import IntegrityError, StrongroomError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+
+
+class BackendError(StrongroomError):
+    template = "storage error: {}"
+
+
+class TransientBackendError(BackendError):
+    """May succeed if tried again (a dropped connection, a busy server)."""
+
+
+class ObjectMissing(IntegrityError):
+    template = "missing from storage: {}"
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name or ".tmp" in name or len(name) > 512:
+        raise ValueError(f"invalid object name: {name!r}")
+    return name
+
+
+class Backend(Protocol):
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        """Store durably and atomically: readers see all of it or nothing."""
+
+    def put_exclusive(self, name: str, data: bytes) -> bool:
+        """Create only if absent; False when it already exists."""
+
+    def get(self, name: str) -> bytes: ...
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes: ...
+
+    def size(self, name: str) -> int | None:
+        """Size in bytes, or None when absent."""
+
+    def delete(self, name: str) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(name, size) of every object under prefix (a folder name such as ``data``)."""
+
+    def describe(self) -> str:
+        """Where this is, with any secret removed: safe for logs and errors."""

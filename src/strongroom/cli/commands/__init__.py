@@ -1,0 +1,18 @@
+"""One module per command group; each registers its commands on the app."""
+
+from __future__ import annotations
+
+import typer
+
+_done = False
+
+
+def register(app: typer.Typer) -> None:
+    global _done
+    if _done:
+        return
+    from strongroom.cli.commands import repo_cmd, versions_cmd
+
+    repo_cmd.register(app)
+    versions_cmd.register(app)
+    _done = True

@@ -1,0 +1,125 @@
+"""init, stats, verify, repair, trust-current, unlock."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from strongroom.cli.main import STATE, session
+from strongroom.cli.render import emit_json, human_bytes, line, note, safe, table
+from strongroom.errors import InputError
+from strongroom.service import repo as svc
+
+repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=True)
+
+
+def init(
+    user: Annotated[str, typer.Option(help="Actor recorded on versions when STRONGROOM_USER is unset.")] = "",
+    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 3,
+) -> None:
+    """Create an encrypted repository (refuses a folder that is not empty)."""
+    res = svc.init(session(), user=user, compression=compression)
+    if STATE.json:
+        emit_json(res)
+    else:
+        line(f"created repository {res.repo_id[:16]} at {res.path}")
+        note("keep the passphrase safe: without it the data cannot be recovered by anyone")
+
+
+def stats() -> None:
+    """Raw bytes, stored bytes, dedupe and compression ratios."""
+    s = svc.stats(session())
+    if STATE.json:
+        emit_json(s)
+        return
+    table(
+        ["stat", "value"],
+        [
+            ["versions", s.versions],
+            ["branches", s.branches],
+            ["files (all versions)", s.files],
+            ["raw bytes", f"{s.raw_bytes} ({human_bytes(s.raw_bytes)})"],
+            ["unique bytes", f"{s.unique_bytes} ({human_bytes(s.unique_bytes)})"],
+            ["stored bytes", f"{s.stored_bytes} ({human_bytes(s.stored_bytes)})"],
+            ["packs", s.packs],
+            ["dedupe ratio", s.dedupe_ratio],
+            ["compression ratio", s.compression_ratio],
+        ],
+    )
+
+
+def verify(
+    full: Annotated[bool, typer.Option("--full", help="Decrypt and re-hash every chunk.")] = False,
+    structure: Annotated[
+        bool, typer.Option("--structure", help="Keyless: re-hash every file against its name.")
+    ] = False,
+    sample: Annotated[
+        str | None, typer.Option("--sample", help="Full check of PERCENT% or slice n/t of the packs.")
+    ] = None,
+) -> None:
+    """Check the repository; exit 1 listing every damaged object, version and file."""
+    if sum([full, structure, sample is not None]) > 1:
+        raise InputError("choose one of --full, --structure and --sample")
+    mode = "full" if full else "structure" if structure else "default"
+    res = svc.verify(session(), mode=mode, sample=sample)
+    if STATE.json:
+        emit_json(res)
+    else:
+        for w in res.warnings:
+            note(f"warning: {w}")
+        for d in res.damage:
+            line(f"damaged\t{safe(d['object'])}\t{d['reason']}")
+        for version, paths in sorted(res.affected.items()):
+            for p in paths:
+                line(f"affected\t{version}\t{safe(p)}")
+        state = "ok" if res.ok else "DAMAGED"
+        note(
+            f"verify ({res.mode}): {state}; {res.versions} versions, {res.packs_checked} packs, "
+            f"{human_bytes(res.bytes_checked)} checked in {res.seconds:.2f}s"
+        )
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def repair_index() -> None:
+    """Rebuild the index from the pack headers, losing nothing that is still readable."""
+    res = svc.repair_index(session())
+    if STATE.json:
+        emit_json(res)
+    else:
+        line(
+            f"index rebuilt: {res.packs} packs, {res.objects} objects, {res.index_files_removed} old index files removed"
+        )
+        for p in res.unreadable_packs:
+            note(f"warning: header of {p} unreadable; kept its entries from the old index")
+
+
+def trust_current() -> None:
+    """Accept the repository as it is now after a rollback or swap warning."""
+    rid = svc.trust_current(session())
+    line(f"trusting the current state of repository {rid[:16]}")
+
+
+def unlock(
+    force: Annotated[bool, typer.Option("--force", help="Remove every lock, not only stale ones.")] = False,
+) -> None:
+    """Remove stale locks (held by processes that no longer run on this host)."""
+    removed = svc.unlock(session(), force)
+    if STATE.json:
+        emit_json(removed)
+        return
+    for r in removed:
+        line(f"removed {r}")
+    if not removed:
+        note("no stale lock")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(stats)
+    app.command()(verify)
+    repair_app.command("index")(repair_index)
+    app.add_typer(repair_app, name="repair")
+    app.command("trust-current")(trust_current)
+    app.command()(unlock)

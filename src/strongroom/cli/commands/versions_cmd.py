@@ -1,0 +1,113 @@
+"""commit, log, ls, diff, cat, checkout."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from strongroom.cli.main import STATE, session
+from strongroom.cli.render import emit_json, human_bytes, is_tty, line, note, safe, table
+from strongroom.service import versions as svc
+
+
+def commit(
+    folder: Annotated[str, typer.Argument(help="Folder to snapshot.")],
+    message: Annotated[str, typer.Option("-m", "--message")] = "",
+    branch: Annotated[str, typer.Option("--branch", "-b")] = svc.DEFAULT_BRANCH,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob to leave out (repeatable).")] = None,
+    skip_unreadable: Annotated[
+        bool, typer.Option("--skip-unreadable", help="Skip and report unreadable files.")
+    ] = False,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a held lock.")] = 0.0,
+) -> None:
+    """Snapshot FOLDER as a new version of BRANCH and print its id."""
+    res = svc.commit(session(), folder, message, branch, exclude or [], skip_unreadable, wait)
+    if STATE.json:
+        emit_json(res)
+        return
+    line(res.id)
+    for s in res.skipped:
+        note(f"skipped: {safe(s)}")
+    note(
+        f"{res.files} files, {human_bytes(res.bytes)}; read {res.files_read} files ({human_bytes(res.bytes_read)}), "
+        f"stored {human_bytes(res.bytes_stored)} in {res.seconds:.2f}s" + (" (no change)" if res.unchanged else "")
+    )
+
+
+def log(branch: Annotated[str | None, typer.Option("--branch", "-b")] = None) -> None:
+    """Versions, newest first."""
+    entries = svc.log(session(), branch)
+    if STATE.json:
+        emit_json(
+            [{k: getattr(e, k) for k in ("id", "parents", "branch", "author", "time", "message")} for e in entries]
+        )
+        return
+    if is_tty():
+        table(
+            ["version", "branch", "time", "author", "message"],
+            [[e.id[:12], e.branch, e.time, e.author, safe(e.message)] for e in entries],
+        )
+    else:
+        for e in entries:
+            line("\t".join([e.id, e.branch, e.time, e.author, safe(e.message)]))
+
+
+def ls(
+    version: Annotated[str, typer.Argument(help="Version: id, prefix, branch, tag or BRANCH~N.")],
+    path: Annotated[str, typer.Argument(help="Path relative to the version's root.")] = "",
+) -> None:
+    """List the files of a version (below PATH)."""
+    entries = svc.ls(session(), version, path)
+    if STATE.json:
+        emit_json(entries)
+        return
+    for e in entries:
+        suffix = f" -> {safe(e.target or '')}" if e.type == "symlink" else ""
+        line(f"{ {"file": "f", "dir": "d", "symlink": "l"}[e.type]}\t{e.mode}\t{e.size}\t{e.mtime}\t{safe(e.path)}{suffix}")
+
+
+def diff(a: Annotated[str, typer.Argument()], b: Annotated[str, typer.Argument()]) -> None:
+    """Files added, removed, modified and renamed from version A to version B."""
+    changes = svc.diff(session(), a, b)
+    if STATE.json:
+        emit_json(changes)
+        return
+    for c in changes:
+        if c.status == "renamed":
+            line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")
+        elif c.status == "modified":
+            line(f"modified\t{c.old_size} -> {c.size}\t{safe(c.path)}")
+        else:
+            line(f"{c.status}\t{c.size}\t{safe(c.path)}")
+    if not changes:
+        note("no differences")
+
+
+def cat(version: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument()]) -> None:
+    """Write one file of a version to standard output."""
+    out = sys.stdout.buffer
+    for piece in svc.cat(session(), version, path):
+        out.write(piece)
+    out.flush()
+
+
+def checkout(
+    version: Annotated[str, typer.Argument()],
+    dest: Annotated[str, typer.Argument(help="Absent or empty folder.")],
+    include: Annotated[list[str] | None, typer.Option("--include", help="Only paths matching this glob.")] = None,
+) -> None:
+    """Restore a version (or part of it) into DEST, byte for byte, with modes and mtimes."""
+    res = svc.checkout(session(), version, dest, include or [])
+    if STATE.json:
+        emit_json(res)
+        return
+    line(
+        f"restored {res.files} files ({human_bytes(res.bytes)}) of {res.version[:12]} into {res.dest} in {res.seconds:.2f}s"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (commit, log, ls, diff, cat, checkout):
+        app.command()(fn)

@@ -1,0 +1,124 @@
+"""The `strongroom` command: global options, the Session, and the ONE place errors become exit codes.
+
+Exit codes: 0 success; 1 the command ran and found a problem; 2 bad usage or bad input; 3 an internal
+error (a bug), with one line pointing at a log file that holds the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import sys
+import time
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from strongroom.cli.progress import TerminalProgress
+from strongroom.errors import StrongroomError
+from strongroom.service.context import Session
+from strongroom.settings import Settings
+
+app = typer.Typer(
+    name="strongroom",
+    help="Encrypted, deduplicated, versioned storage for ML training data, with provenance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class State:
+    session: Session | None = None
+    json: bool = False
+    settings: Settings | None = None
+
+
+STATE = State()
+
+
+def _prompt(confirm: bool) -> str:
+    text = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("passphrase again: ") != text:
+        from strongroom.errors import InputError
+
+        raise InputError("the passphrases do not match")
+    return text
+
+
+@app.callback()
+def _global(
+    repo: Annotated[str | None, typer.Option("--repo", "-r", help="Repository folder (or STRONGROOM_REPO).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
+    passphrase_command: Annotated[
+        str | None, typer.Option("--passphrase-command", help="Command that prints the passphrase.")
+    ] = None,
+) -> None:
+    settings = Settings.from_env(repo=repo, passphrase_command=passphrase_command)
+    STATE.settings = settings
+    STATE.json = json_out
+    STATE.session = Session(settings, progress=TerminalProgress(), prompt=_prompt)
+
+
+def session() -> Session:
+    assert STATE.session is not None
+    return STATE.session
+
+
+def _log_internal_error(exc: BaseException) -> str:
+    try:
+        settings = STATE.settings or Settings.from_env()
+        log_dir = settings.log_dir
+    except StrongroomError:
+        log_dir = os.path.join(os.path.expanduser("~"), ".local", "state", "strongroom", "logs")
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(log_dir, f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log")
+    with open(path, "w") as f:
+        f.write(f"strongroom {' '.join(sys.argv[1:2])}\n")  # the subcommand only: arguments may name secrets
+        traceback.print_exception(exc, file=f)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from strongroom.cli.commands import register
+
+    register(app)
+    try:
+        result = app(args=argv, prog_name="strongroom", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("strongroom: interrupted\n")
+        return 130
+    except click.exceptions.ClickException as e:
+        sys.stderr.write(f"strongroom: error: {e.format_message().splitlines()[0]}\n")
+        return 2
+    except StrongroomError as e:
+        if e.exit_code == 3:
+            path = _log_internal_error(e)
+            sys.stderr.write(f"strongroom: internal error: {e} (details in {path})\n")
+            return 3
+        hint = e.hint()
+        sys.stderr.write(f"strongroom: error: {e}" + (f" ({hint})" if hint else "") + "\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("strongroom: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        path = _log_internal_error(e)
+        sys.stderr.write(f"strongroom: internal error (a bug): {type(e).__name__}; details in {path}\n")
+        return 3
+
+
+def run() -> None:
+    code = main(sys.argv[1:])
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+    sys.exit(code)

@@ -1,0 +1,49 @@
+"""A progress bar (files, bytes, MB/s, ETA) on a terminal; nothing at all off one."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+class TerminalProgress:
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._bytes: TaskID | None = None
+        self._files: TaskID | None = None
+
+    def start(self, label: str, files: int, total_bytes: int) -> None:
+        if not sys.stderr.isatty() or (files == 0 and total_bytes == 0):
+            return
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            MofNCompleteColumn(),
+            transient=True,
+        )
+        self._bytes = self._progress.add_task(label, total=max(total_bytes, 1))
+        self._files = self._progress.add_task("files", total=max(files, 1), visible=False)
+        self._progress.start()
+
+    def advance(self, files: int, nbytes: int) -> None:
+        if self._progress is not None and self._bytes is not None and self._files is not None:
+            self._progress.advance(self._bytes, nbytes)
+            self._progress.advance(self._files, files)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,60 @@
+"""Output: one JSON document with --json; rich tables on a terminal; off a terminal, one record per line
+with full paths, no wrapping and no colour."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from strongroom.service.results import Result
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def emit_json(obj: Any) -> None:
+    if isinstance(obj, Result):
+        obj = obj.to_json()
+    elif isinstance(obj, list):
+        obj = [o.to_json() if isinstance(o, Result) else o for o in obj]
+    sys.stdout.write(json.dumps(obj, indent=2 if is_tty() else None, ensure_ascii=False) + "\n")
+
+
+def safe(text: str) -> str:
+    """Control characters in names must not break one-record-per-line output."""
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii") if not text.isprintable() else text
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    if is_tty():
+        t = Table(*headers, show_edge=False, box=None, pad_edge=False)
+        for row in rows:
+            t.add_row(*(str(c) for c in row))
+        Console().print(t)
+    else:
+        out = sys.stdout
+        for row in rows:
+            out.write("\t".join(str(c) for c in row) + "\n")
+
+
+def line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def note(text: str) -> None:
+    """Human commentary on stderr, so stdout stays parseable."""
+    sys.stderr.write(text + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"

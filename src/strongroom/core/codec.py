@@ -1,0 +1,117 @@
+"""Canonical, deterministic encoding of trees and commits (format ``sr-obj/1``).
+
+Objects are JSON with sorted keys, no whitespace and ASCII only (non-UTF-8 file names travel as
+surrogate escapes), so the same object always encodes to the same bytes and so to the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry, Tree
+from strongroom.errors import IntegrityError
+
+FORMAT = 1
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _loads(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise IntegrityError(f"{what} object is not valid") from None
+
+
+def encode_tree(tree: Tree) -> bytes:
+    items = []
+    for e in sorted(tree.entries, key=lambda x: x.name):
+        item: dict[str, Any] = {"n": e.name, "t": e.type, "m": e.mode, "mt": e.mtime_ns, "u": e.uid, "g": e.gid}
+        if e.type == FILE:
+            item["s"] = e.size
+            item["c"] = [c.hex() for c in e.chunks]
+        elif e.type == DIR:
+            assert e.subtree is not None
+            item["x"] = e.subtree.hex()
+        elif e.type == SYMLINK:
+            item["l"] = e.target
+        items.append(item)
+    return _dumps({"v": FORMAT, "e": items})
+
+
+def decode_tree(data: bytes) -> Tree:
+    obj = _loads(data, "tree")
+    try:
+        if obj["v"] != FORMAT:
+            raise IntegrityError(f"unsupported tree format {obj['v']}")
+        entries = []
+        for it in obj["e"]:
+            t = it["t"]
+            if t not in (FILE, DIR, SYMLINK):
+                raise IntegrityError(f"unknown entry type {t!r}")
+            entries.append(
+                Entry(
+                    name=it["n"],
+                    type=t,
+                    mode=int(it["m"]),
+                    mtime_ns=int(it["mt"]),
+                    size=int(it.get("s", 0)),
+                    uid=int(it["u"]),
+                    gid=int(it["g"]),
+                    chunks=tuple(bytes.fromhex(c) for c in it.get("c", ())),
+                    subtree=bytes.fromhex(it["x"]) if t == DIR else None,
+                    target=it.get("l") if t == SYMLINK else None,
+                )
+            )
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("tree object is malformed") from None
+    return Tree(tuple(entries))
+
+
+def encode_commit(c: Commit) -> bytes:
+    return _dumps(
+        {
+            "v": FORMAT,
+            "tree": c.tree.hex(),
+            "parents": [p.hex() for p in c.parents],
+            "author": c.author,
+            "host": c.host,
+            "time_ns": c.time_ns,
+            "message": c.message,
+            "branch": c.branch,
+            "source": c.source,
+            "extra": c.extra,
+        }
+    )
+
+
+def decode_commit(data: bytes) -> Commit:
+    obj = _loads(data, "commit")
+    try:
+        if obj["v"] != FORMAT:
+            raise IntegrityError(f"unsupported commit format {obj['v']}")
+        return Commit(
+            tree=bytes.fromhex(obj["tree"]),
+            parents=tuple(bytes.fromhex(p) for p in obj["parents"]),
+            author=str(obj["author"]),
+            host=str(obj["host"]),
+            time_ns=int(obj["time_ns"]),
+            message=str(obj["message"]),
+            branch=str(obj["branch"]),
+            source=str(obj.get("source", "")),
+            extra={str(k): str(v) for k, v in obj.get("extra", {}).items()},
+        )
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("commit object is malformed") from None
+
+
+def dumps_canonical(obj: Any) -> bytes:
+    """Canonical JSON for small records (refs, config) that are hashed or authenticated."""
+    return _dumps(obj)
+
+
+def loads_record(data: bytes, what: str) -> Any:
+    return _loads(data, what)

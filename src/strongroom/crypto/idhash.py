@@ -1,0 +1,31 @@
+"""Keyed BLAKE3 object ids: an id says nothing about content to anyone without the id key."""
+
+from __future__ import annotations
+
+import hashlib
+
+import blake3
+
+from strongroom.crypto.secret import Secret
+
+
+class IdHasher:
+    __slots__ = ("_key",)
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key.reveal()
+
+    def __repr__(self) -> str:
+        return "<IdHasher redacted>"
+
+    def __call__(self, data: bytes | memoryview) -> bytes:
+        return bytes(blake3.blake3(data, key=self._key).digest())
+
+
+def content_name(data: bytes | memoryview) -> str:
+    """Name of a stored file: SHA-256 of its ciphertext, so anyone can re-hash it without a key."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,179 @@
+"""The key hierarchy: a passphrase-derived KEK wraps the master key; the master key protects the keyring,
+which holds the data keys, the id key and the chunker secret.
+
+Key file (``sr-key/1``, plaintext JSON): KDF parameters, salt, nonce, the wrapped master key and a SHA-256
+checksum of those fields, so a damaged key file is told apart from a wrong passphrase.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from strongroom.crypto.aead import open_with, seal_with
+from strongroom.crypto.kdf import KdfParams, derive_kek, subkey
+from strongroom.crypto.secret import Secret
+from strongroom.errors import DecryptionFailed, IntegrityError, WrongPassphrase
+
+KEYFILE_FORMAT = "sr-key/1"
+KEYRING_FORMAT = "sr-keyring/1"
+# Random 96-bit GCM nonces stay safe for 2^32 messages per key (SP 800-38D 8.3). We rotate to a fresh
+# data key long before: at 2^30 frames, checked at every publish.
+ROTATE_AFTER_MESSAGES = 1 << 30
+CHUNKER_SEED_BITS = 63  # pyfastcdc's compiled chunker rejects seeds of 2^63 and above
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s.encode(), validate=True)
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def new_master_key() -> Secret:
+    return Secret(os.urandom(32))
+
+
+def fingerprint(master: Secret) -> str:
+    """Public fingerprint of a master key: tells one repository's key from another's, reveals nothing."""
+    return subkey(master, "fingerprint").reveal()[:16].hex()
+
+
+def make_passphrase_keyfile(repo_id: str, key_id: str, master: Secret, passphrase: Secret, params: KdfParams) -> bytes:
+    salt = os.urandom(16)
+    kek = derive_kek(passphrase, salt, params)
+    aad = f"{KEYFILE_FORMAT}|{repo_id}|{key_id}".encode()
+    nonce, wrapped = seal_with(kek, master.reveal(), aad)
+    body = {
+        "format": KEYFILE_FORMAT,
+        "id": key_id,
+        "repo_id": repo_id,
+        "kek": "passphrase",
+        "kdf": {"alg": "argon2id", "t": params.time_cost, "m": params.memory_kib, "p": params.parallelism},
+        "salt": _b64(salt),
+        "nonce": _b64(nonce),
+        "wrapped": _b64(wrapped),
+    }
+    body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    return json.dumps(body, indent=1, sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    key_id: str
+    repo_id: str
+    params: KdfParams
+    salt: bytes
+    nonce: bytes
+    wrapped: bytes
+
+
+def parse_keyfile(data: bytes) -> KeyFile:
+    """Parse and check a key file; raises IntegrityError when it was damaged."""
+    try:
+        body = json.loads(data)
+        checksum = body.pop("checksum")
+        ok = hmac.compare_digest(hashlib.sha256(_canonical(body)).hexdigest(), checksum)
+        if not ok or body["format"] != KEYFILE_FORMAT or body["kek"] != "passphrase":
+            raise IntegrityError("key file is damaged")
+        kdf = body["kdf"]
+        return KeyFile(
+            key_id=body["id"],
+            repo_id=body["repo_id"],
+            params=KdfParams(int(kdf["t"]), int(kdf["m"]), int(kdf["p"])),
+            salt=_unb64(body["salt"]),
+            nonce=_unb64(body["nonce"]),
+            wrapped=_unb64(body["wrapped"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IntegrityError("key file is damaged") from None
+
+
+def unwrap_master(kf: KeyFile, repo_id: str, passphrase: Secret) -> Secret:
+    if kf.repo_id != repo_id:
+        raise IntegrityError("key file belongs to another repository")
+    kek = derive_kek(passphrase, kf.salt, kf.params)
+    aad = f"{KEYFILE_FORMAT}|{repo_id}|{kf.key_id}".encode()
+    try:
+        return Secret(open_with(kek, kf.nonce, kf.wrapped, aad))
+    except DecryptionFailed:
+        raise WrongPassphrase() from None
+
+
+@dataclass
+class Keyring:
+    """Decrypted keyring: data keys by id (the newest is current), the id key, the chunker secret."""
+
+    data_keys: dict[int, Secret]
+    current: int
+    id_key: Secret
+    chunker_seed: int
+    created: dict[int, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<Keyring data_keys={sorted(self.data_keys)} current={self.current}>"
+
+    @classmethod
+    def generate(cls, now_ns: int) -> Keyring:
+        seed = int.from_bytes(os.urandom(8), "big") & ((1 << CHUNKER_SEED_BITS) - 1)
+        return cls({1: Secret(os.urandom(32))}, 1, Secret(os.urandom(32)), seed or 1, {1: now_ns})
+
+    def rotate(self, now_ns: int) -> int:
+        new_id = max(self.data_keys) + 1
+        self.data_keys[new_id] = Secret(os.urandom(32))
+        self.created[new_id] = now_ns
+        self.current = new_id
+        return new_id
+
+    def encode(self) -> bytes:
+        return _canonical(
+            {
+                "format": KEYRING_FORMAT,
+                "current": self.current,
+                "data_keys": {str(k): _b64(v.reveal()) for k, v in self.data_keys.items()},
+                "created": {str(k): v for k, v in self.created.items()},
+                "id_key": _b64(self.id_key.reveal()),
+                "chunker_seed": self.chunker_seed,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Keyring:
+        try:
+            obj = json.loads(data)
+            if obj["format"] != KEYRING_FORMAT:
+                raise IntegrityError("unsupported keyring format")
+            return cls(
+                data_keys={int(k): Secret(_unb64(v)) for k, v in obj["data_keys"].items()},
+                current=int(obj["current"]),
+                id_key=Secret(_unb64(obj["id_key"])),
+                chunker_seed=int(obj["chunker_seed"]),
+                created={int(k): int(v) for k, v in obj.get("created", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError("keyring is malformed") from None
+
+
+def seal_keyring(master: Secret, repo_id: str, keyring: Keyring) -> bytes:
+    nonce, ct = seal_with(subkey(master, "keyring"), keyring.encode(), f"{KEYRING_FORMAT}|{repo_id}".encode())
+    return nonce + ct
+
+
+def open_keyring(master: Secret, repo_id: str, data: bytes) -> Keyring:
+    if len(data) < 28:
+        raise IntegrityError("keyring is damaged")
+    try:
+        plain = open_with(subkey(master, "keyring"), data[:12], data[12:], f"{KEYRING_FORMAT}|{repo_id}".encode())
+    except DecryptionFailed:
+        raise IntegrityError("keyring is damaged or belongs to another key") from None
+    return Keyring.decode(plain)

@@ -1,0 +1,136 @@
+"""The one error tree of strongroom.
+
+    StrongroomError                      exit 3, HTTP 500 (a bug unless a subclass says otherwise)
+    ├── InputError                       exit 2, HTTP 400  bad usage or bad input; nothing was changed
+    │   ├── NotARepository
+    │   ├── WrongPassphrase
+    │   ├── UnknownVersion               HTTP 404
+    │   ├── DestinationNotEmpty
+    │   ├── UnreadableSource
+    │   └── UnsafeSwitchRefused
+    └── ProblemFound                     exit 1, HTTP 409  the command ran and found a problem
+        ├── IntegrityError               HTTP 422  damaged or tampered data
+        │   ├── DecryptionFailed         (opaque on purpose: never says why)
+        │   └── RollbackDetected
+        ├── BranchMoved
+        └── RepositoryLocked
+
+Each class carries its message template in ``template``; ``hint()`` adds detail for humans.
+A library never calls ``sys.exit``: the shells map these to exit codes in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class StrongroomError(Exception):
+    """internal error: {}"""
+
+    exit_code: ClassVar[int] = 3
+    http_status: ClassVar[int] = 500
+    template: ClassVar[str] = "internal error: {}"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.args_ = args
+
+    def __str__(self) -> str:
+        try:
+            return self.template.format(*self.args_)
+        except (IndexError, KeyError):
+            return self.template.replace("{}", "").strip() + " " + " ".join(map(str, self.args_))
+
+    def hint(self) -> str | None:
+        return None
+
+
+class InputError(StrongroomError):
+    exit_code = 2
+    http_status = 400
+    template = "{}"
+
+
+class NotARepository(InputError):
+    template = "not a strongroom repository: {}"
+
+
+class RepositoryExists(InputError):
+    template = "refusing to initialise: {} exists and is not empty"
+
+
+class WrongPassphrase(InputError):
+    template = "wrong passphrase"
+
+
+class UnknownVersion(InputError):
+    http_status = 404
+    template = "unknown version: {}"
+
+
+class UnknownPath(InputError):
+    http_status = 404
+    template = "no such path in version {}: {}"
+
+
+class DestinationNotEmpty(InputError):
+    template = "destination is not empty: {}"
+
+
+class UnreadableSource(InputError):
+    template = "cannot read {}: {}"
+
+
+class UnsafeSwitchRefused(InputError):
+    template = "{}"
+
+
+class ProblemFound(StrongroomError):
+    exit_code = 1
+    http_status = 409
+    template = "{}"
+
+
+class IntegrityError(ProblemFound):
+    http_status = 422
+    template = "integrity error: {}"
+
+
+class DecryptionFailed(IntegrityError):
+    template = "decryption failed: {}"
+
+
+class RollbackDetected(IntegrityError):
+    template = "{}"
+
+    def hint(self) -> str | None:
+        return "if this change is expected, confirm it with `strongroom trust-current`"
+
+
+class BranchMoved(ProblemFound):
+    template = "branch moved; retry"
+
+
+class RepositoryLocked(ProblemFound):
+    template = "repository is locked by {}"
+
+    def hint(self) -> str | None:
+        return "wait with --wait SECONDS, or clear a stale lock with `strongroom unlock`"
+
+
+class VerificationFailed(ProblemFound):
+    http_status = 422
+    template = "{}"
+
+
+def all_error_classes() -> list[type[StrongroomError]]:
+    """Every class of the tree, depth first: the source of docs/errors.md."""
+    out: list[type[StrongroomError]] = []
+
+    def walk(cls: type[StrongroomError]) -> None:
+        out.append(cls)
+        for sub in cls.__subclasses__():
+            walk(sub)
+
+    walk(StrongroomError)
+    return out

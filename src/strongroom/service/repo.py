@@ -1,0 +1,156 @@
+"""Use cases on a whole repository: init, stats, verify, repair, trust-current, unlock."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from strongroom.backends.local import LocalBackend
+from strongroom.core.ids import ObjectKind
+from strongroom.core.model import DIR, FILE
+from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY
+from strongroom.errors import InputError, RepositoryExists, StrongroomError
+from strongroom.service.context import Session
+from strongroom.service.results import InitResult, RepairResult, Stats, VerifyResult
+from strongroom.store import check, lock
+from strongroom.store.index import Index
+from strongroom.store.repository import DEFAULT_COMPRESSION, Repository
+
+
+def init(session: Session, user: str = "", compression: int = DEFAULT_COMPRESSION) -> InitResult:
+    path = session.repo_path()
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise RepositoryExists(path)
+    if not 0 <= compression <= 19:
+        raise InputError("--compression takes a zstd level from 0 (off) to 19")
+    passphrase = session.get_passphrase(confirm=True)
+    kdf = UNSAFE_TEST_ONLY if session.settings.unsafe_weak_kdf else STRONG
+    backend = LocalBackend(path)
+    backend.ensure_root()
+    repo = Repository.create(backend, passphrase, kdf, user=user, compression=compression)
+    session.remember(repo, repo.read_refs())
+    return InitResult(path, repo.config.repo_id, kdf.name, repo.config.suite, repo.config.chunker)
+
+
+def stats(session: Session) -> Stats:
+    repo = session.open()
+    refs = repo.read_refs()
+    from strongroom.core.dag import ancestors
+
+    versions = list(ancestors(refs.heads(), repo.load_commit))
+    raw = files = 0
+    unique: set[bytes] = set()
+    tree_cache: dict[bytes, tuple[int, int, set[bytes]]] = {}
+
+    def tree_totals(tid: bytes) -> tuple[int, int, set[bytes]]:
+        if tid in tree_cache:
+            return tree_cache[tid]
+        nbytes = nfiles = 0
+        chunks: set[bytes] = set()
+        for e in repo.load_tree(tid).entries:
+            if e.type == FILE:
+                nbytes += e.size
+                nfiles += 1
+                chunks.update(e.chunks)
+            elif e.type == DIR and e.subtree is not None:
+                b, f, c = tree_totals(e.subtree)
+                nbytes += b
+                nfiles += f
+                chunks |= c
+        tree_cache[tid] = (nbytes, nfiles, chunks)
+        return tree_cache[tid]
+
+    for _, c in versions:
+        b, f, ch = tree_totals(c.tree)
+        raw += b
+        files += f
+        unique |= ch
+    index = repo.index
+    unique_bytes = sum(loc.raw_length for cid in unique if (loc := index.get(cid)) is not None)
+    stored = sum(size for _, size in repo.backend.list("data"))
+    return Stats(
+        versions=len(versions),
+        branches=len(refs.branches),
+        files=files,
+        raw_bytes=raw,
+        unique_bytes=unique_bytes,
+        stored_bytes=stored,
+        packs=len(index.packs),
+        dedupe_ratio=round(raw / unique_bytes, 3) if unique_bytes else 1.0,
+        compression_ratio=round(unique_bytes / stored, 3) if stored else 1.0,
+    )
+
+
+def verify(session: Session, mode: str = "default", sample: str | None = None) -> VerifyResult:
+    t0 = time.perf_counter()
+    if mode == "structure":
+        report = check.verify_structure(session.backend())
+    else:
+        repo = session.open()
+        chosen = check.parse_sample(sample) if sample else None
+        with lock.read_lock(repo.backend, "verify"):
+            report = check.verify(
+                repo,
+                full=mode == "full",
+                sample=chosen,
+                progress=lambda f, b: session.progress.advance(f, b),
+            )
+    return VerifyResult(
+        mode=report.mode,
+        ok=report.ok,
+        versions=report.versions,
+        packs_checked=report.packs_checked,
+        bytes_checked=report.bytes_checked,
+        objects_checked=report.objects_checked,
+        damage=[{"object": d.what, "reason": d.reason} for d in report.damage],
+        affected=report.affected,
+        warnings=report.warnings,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def repair_index(session: Session) -> RepairResult:
+    """Rebuild the index from the pack headers. A pack whose header cannot be read keeps the entries the
+    old index had for it, so nothing still readable is lost."""
+    repo = session.open()
+    old = repo.load_index()
+    fresh = Index()
+    unreadable: list[str] = []
+    with lock.publish_lock(repo.backend, "repair index"):
+        for name, size in repo.backend.list("data"):
+            pid = name.rsplit("/", 1)[-1]
+            try:
+                fresh.add_pack(pid, repo.read_pack_header(pid, size))
+            except StrongroomError:
+                unreadable.append(name)
+                if pid in old.packs:
+                    fresh.add_pack(pid, old.packs[pid])
+        old_files = [n for n, _ in repo.backend.list("index")]
+        name, data = fresh.encode(repo.sealer, repo.context, sorted(fresh.packs))
+        repo.backend.put(f"index/{name}", data)
+        removed = 0
+        for n in old_files:
+            if n != f"index/{name}":
+                repo.backend.delete(n)
+                removed += 1
+    return RepairResult(len(fresh.packs), len(fresh), unreadable, removed)
+
+
+def trust_current(session: Session) -> str:
+    repo = session.open(check_rollback=False)
+    refs = repo.read_refs()
+    session.client_state(repo).save(repo.fingerprint, repo.config.suite, refs, force=True)
+    return repo.config.repo_id
+
+
+def unlock(session: Session, force: bool = False) -> list[str]:
+    backend = session.backend()
+    if backend.size("config") is None:
+        from strongroom.errors import NotARepository
+
+        raise NotARepository(session.repo_path())
+    now = time.time_ns()
+    return [f"{h.name}: {h.describe(now)}" for h in lock.clear(backend, force)]
+
+
+__all__ = ["ObjectKind", "init", "repair_index", "stats", "trust_current", "unlock", "verify"]

@@ -1,0 +1,118 @@
+"""JSON-serializable results shared by the shells (CLI, library, HTTP)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Result:
+    def to_json(self) -> Any:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclasses.dataclass
+class InitResult(Result):
+    path: str
+    repo_id: str
+    kdf: str
+    suite: str
+    chunker: str
+
+
+@dataclasses.dataclass
+class CommitInfo(Result):
+    id: str
+    parents: list[str]
+    branch: str
+    author: str
+    host: str
+    time: str
+    message: str
+    source: str
+
+
+@dataclasses.dataclass
+class CommitSummary(Result):
+    id: str
+    branch: str
+    parent: str | None
+    files: int
+    bytes: int
+    files_read: int
+    bytes_read: int
+    bytes_stored: int
+    packs: int
+    unchanged: bool
+    skipped: list[str]
+    seconds: float
+
+
+@dataclasses.dataclass
+class LsEntry(Result):
+    path: str
+    type: str
+    size: int
+    mode: str
+    mtime: str
+    target: str | None = None
+
+
+@dataclasses.dataclass
+class DiffEntry(Result):
+    status: str
+    path: str
+    size: int
+    old_path: str | None = None
+    old_size: int | None = None
+
+
+@dataclasses.dataclass
+class Stats(Result):
+    versions: int
+    branches: int
+    files: int
+    raw_bytes: int
+    unique_bytes: int
+    stored_bytes: int
+    packs: int
+    dedupe_ratio: float
+    compression_ratio: float
+
+
+@dataclasses.dataclass
+class CheckoutSummary(Result):
+    version: str
+    dest: str
+    files: int
+    bytes: int
+    folders: int
+    links: int
+    seconds: float
+
+
+@dataclasses.dataclass
+class VerifyResult(Result):
+    mode: str
+    ok: bool
+    versions: int
+    packs_checked: int
+    bytes_checked: int
+    objects_checked: int
+    damage: list[dict[str, str]]
+    affected: dict[str, list[str]]
+    warnings: list[str]
+    seconds: float
+
+
+@dataclasses.dataclass
+class RepairResult(Result):
+    packs: int
+    objects: int
+    unreadable_packs: list[str]
+    index_files_removed: int

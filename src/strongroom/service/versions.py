@@ -1,0 +1,199 @@
+"""Use cases on versions: commit, log, ls, diff, cat, checkout; and resolving a version name."""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+import time
+from collections.abc import Iterator
+
+from strongroom.core.dag import ancestors, split_tilde, validate_ref_name, walk_first_parent
+from strongroom.core.diff import diff_flat
+from strongroom.core.ids import ID_LEN, ObjectKind, is_hex_prefix
+from strongroom.core.model import DIR, FILE, Entry
+from strongroom.errors import InputError, UnknownPath, UnknownVersion
+from strongroom.service.context import Session
+from strongroom.service.results import CheckoutSummary, CommitInfo, CommitSummary, DiffEntry, LsEntry, iso
+from strongroom.store import lock
+from strongroom.store.ingest import CommitRequest, commit_folder
+from strongroom.store.repository import Repository
+from strongroom.store.restore import checkout as restore_checkout
+from strongroom.store.restore import walk
+
+DEFAULT_BRANCH = "main"
+
+
+def resolve(repo: Repository, name: str) -> bytes:
+    """A full id, a unique prefix of at least 8 hex digits, a branch or tag, or BRANCH~N."""
+    refs = repo.read_refs()
+    base, n = split_tilde(name)
+    head: bytes | None = refs.branches.get(base) or refs.tags.get(base)
+    if head is None:
+        low = base.lower()
+        if len(low) == ID_LEN * 2 and is_hex_prefix(low):
+            cand = bytes.fromhex(low)
+            loc = repo.index.get(cand)
+            head = cand if loc is not None and loc.kind == ObjectKind.COMMIT else None
+        elif is_hex_prefix(low):
+            found = [
+                oid
+                for oid, loc in repo.index.locations.items()
+                if loc.kind == ObjectKind.COMMIT and oid.hex().startswith(low)
+            ]
+            if len(found) > 1:
+                raise InputError(f"version prefix {base} is ambiguous ({len(found)} versions)")
+            head = found[0] if found else None
+    if head is None:
+        raise UnknownVersion(name)
+    return walk_first_parent(head, n, repo.load_commit, base) if n else head
+
+
+def _info(cid: bytes, repo: Repository) -> CommitInfo:
+    c = repo.load_commit(cid)
+    return CommitInfo(
+        cid.hex(), [p.hex() for p in c.parents], c.branch, c.author, c.host, iso(c.time_ns), c.message, c.source
+    )
+
+
+def commit(
+    session: Session,
+    source: str,
+    message: str = "",
+    branch: str = DEFAULT_BRANCH,
+    excludes: list[str] | None = None,
+    skip_unreadable: bool = False,
+    wait: float = 0.0,
+    workers: int = 0,
+) -> CommitSummary:
+    validate_ref_name(branch)
+    if not os.path.isdir(source):
+        raise InputError(f"not a folder: {source}")
+    repo = session.open()
+    t0 = time.perf_counter()
+    req = CommitRequest(
+        source=source,
+        branch=branch,
+        message=message,
+        author=session.actor(repo).split("@")[0],
+        excludes=excludes or [],
+        skip_unreadable=skip_unreadable,
+        workers=workers,
+        cache_path=session.file_cache_path(repo, source),
+        wait=wait,
+    )
+    res = commit_folder(
+        repo, req, lambda f, b: session.progress.start("commit", f, b), lambda f, b: session.progress.advance(f, b)
+    )
+    session.progress.finish()
+    session.remember(repo, repo.read_refs())
+    return CommitSummary(
+        id=res.commit_id.hex(),
+        branch=branch,
+        parent=res.parent.hex() if res.parent else None,
+        files=res.files,
+        bytes=res.bytes_total,
+        files_read=res.files_read,
+        bytes_read=res.bytes_read,
+        bytes_stored=res.bytes_stored,
+        packs=res.packs,
+        unchanged=res.unchanged,
+        skipped=res.skipped,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def log(session: Session, branch: str | None = None) -> list[CommitInfo]:
+    repo = session.open()
+    refs = repo.read_refs()
+    if branch is not None:
+        if branch not in refs.branches:
+            raise UnknownVersion(branch)
+        heads = [refs.branches[branch]]
+    else:
+        heads = list(refs.branches.values())
+    return [_info(cid, repo) for cid, _ in ancestors(heads, repo.load_commit)]
+
+
+def _find(repo: Repository, tree_id: bytes, path: str, version: str) -> tuple[str, Entry | None]:
+    """The entry at path ('' is the root, returned as None)."""
+    path = path.strip("/")
+    if not path:
+        return "", None
+    tid = tree_id
+    parts = path.split("/")
+    entry: Entry | None = None
+    for i, part in enumerate(parts):
+        entry = repo.load_tree(tid).find(part)
+        if entry is None or (i < len(parts) - 1 and entry.type != DIR):
+            raise UnknownPath(version, path)
+        if entry.type == DIR and entry.subtree is not None:
+            tid = entry.subtree
+    return path, entry
+
+
+def _ls_entry(rel: str, e: Entry) -> LsEntry:
+    return LsEntry(
+        rel, {"f": "file", "d": "dir", "l": "symlink"}[e.type], e.size, oct(e.mode), iso(e.mtime_ns), e.target
+    )
+
+
+def ls(session: Session, version: str, path: str = "") -> list[LsEntry]:
+    repo = session.open()
+    c = repo.load_commit(resolve(repo, version))
+    rel, entry = _find(repo, c.tree, path, version)
+    if entry is None:
+        return [_ls_entry(r, e) for r, e in walk(repo, c.tree)]
+    if entry.type != DIR or entry.subtree is None:
+        return [_ls_entry(rel, entry)]
+    return [_ls_entry(rel, entry)] + [_ls_entry(r, e) for r, e in walk(repo, entry.subtree, rel)]
+
+
+def _flat(repo: Repository, tree_id: bytes) -> dict[str, Entry]:
+    return {r: e for r, e in walk(repo, tree_id) if e.type != DIR}
+
+
+def diff(session: Session, a: str, b: str) -> list[DiffEntry]:
+    repo = session.open()
+    ta = repo.load_commit(resolve(repo, a)).tree
+    tb = repo.load_commit(resolve(repo, b)).tree
+    if ta == tb:
+        return []
+    return [
+        DiffEntry(c.status, c.path, c.size, c.old_path if c.status == "renamed" else None, c.old_size)
+        for c in diff_flat(_flat(repo, ta), _flat(repo, tb))
+    ]
+
+
+def cat(session: Session, version: str, path: str) -> Iterator[bytes]:
+    repo = session.open()
+    c = repo.load_commit(resolve(repo, version))
+    _rel, entry = _find(repo, c.tree, path, version)
+    if entry is None or entry.type != FILE:
+        raise InputError(f"not a file in version {version}: {path}")
+    with lock.read_lock(repo.backend, "cat"):
+        for cid in entry.chunks:
+            yield repo.read_object(cid, ObjectKind.CHUNK)
+
+
+def checkout(session: Session, version: str, dest: str, includes: list[str] | None = None) -> CheckoutSummary:
+    repo = session.open()
+    cid = resolve(repo, version)
+    c = repo.load_commit(cid)
+    t0 = time.perf_counter()
+    with lock.read_lock(repo.backend, "checkout"):
+        res = restore_checkout(
+            repo,
+            c.tree,
+            dest,
+            includes,
+            progress_start=lambda f, b: session.progress.start("checkout", f, b),
+            progress=lambda f, b: session.progress.advance(f, b),
+        )
+    session.progress.finish()
+    return CheckoutSummary(
+        cid.hex(), dest, res.files, res.bytes, res.folders, res.links, round(time.perf_counter() - t0, 3)
+    )
+
+
+def mode_string(mode: int) -> str:
+    return statmod.filemode(mode)

@@ -1,0 +1,79 @@
+"""Settings: the only module that reads the environment. Everything below gets explicit parameters.
+
+STRONGROOM_REPO                 repository folder (or --repo)
+STRONGROOM_PASSPHRASE_FILE      file whose first line is the passphrase
+STRONGROOM_PASSPHRASE           the passphrase itself (least safe: other processes may read it)
+STRONGROOM_USER                 the actor recorded on versions
+STRONGROOM_STATE_DIR            client state (rollback detection), logs; default ~/.local/state/strongroom
+STRONGROOM_CACHE_DIR            file cache; default ~/.cache/strongroom
+STRONGROOM_UNSAFE_TEST_WEAK_KDF=1   test suite only: weak Argon2 parameters for new repositories
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from strongroom.errors import UnsafeSwitchRefused
+
+WEAK_KDF_SWITCH = "STRONGROOM_UNSAFE_TEST_WEAK_KDF"
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: str | None
+    passphrase_file: str | None
+    passphrase_env: str | None
+    passphrase_command: str | None
+    user: str | None
+    os_user: str
+    state_dir: str
+    cache_dir: str
+    unsafe_weak_kdf: bool
+    interactive: bool
+
+    def __repr__(self) -> str:
+        return f"Settings(repo={self.repo!r}, user={self.user!r}, state_dir={self.state_dir!r})"
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.state_dir, "logs")
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        repo: str | None = None,
+        passphrase_command: str | None = None,
+    ) -> Settings:
+        env = os.environ if env is None else env
+        home = env.get("HOME") or os.path.expanduser("~")
+        weak = env.get(WEAK_KDF_SWITCH) == "1"
+        if weak and "PYTEST_CURRENT_TEST" not in env and "pytest" not in sys.modules:
+            raise UnsafeSwitchRefused(f"{WEAK_KDF_SWITCH} is for strongroom's own test suite only; unset it")
+        try:
+            os_user = getpass.getuser()
+        except (KeyError, OSError):
+            os_user = str(os.getuid())
+        state = env.get("STRONGROOM_STATE_DIR") or os.path.join(
+            env.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state"), "strongroom"
+        )
+        cache = env.get("STRONGROOM_CACHE_DIR") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "strongroom"
+        )
+        return cls(
+            repo=repo or env.get("STRONGROOM_REPO") or None,
+            passphrase_file=env.get("STRONGROOM_PASSPHRASE_FILE") or None,
+            passphrase_env=env.get("STRONGROOM_PASSPHRASE"),
+            passphrase_command=passphrase_command,
+            user=env.get("STRONGROOM_USER") or None,
+            os_user=os_user,
+            state_dir=state,
+            cache_dir=cache,
+            unsafe_weak_kdf=weak,
+            interactive=sys.stdin.isatty(),
+        )

@@ -1,0 +1,71 @@
+"""(size, inode, mtime_ns, ctime_ns) → chunk list per source folder, so unchanged files are not read.
+
+Kept sealed in the user's cache folder (it names files). A file whose mtime or ctime falls within a second
+before the scan started is never trusted (git's racy-clean rule), and a cached chunk that the index no
+longer knows forces a re-read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import zstandard
+
+from strongroom.core.ids import ObjectKind
+from strongroom.crypto.aead import Sealer
+from strongroom.errors import StrongroomError
+
+RACY_WINDOW_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    size: int
+    inode: int
+    mtime_ns: int
+    ctime_ns: int
+    chunks: tuple[bytes, ...]
+
+
+class FileCache:
+    def __init__(self, path: str, sealer: Sealer, context: bytes) -> None:
+        self.path = path
+        self._sealer = sealer
+        self._context = context
+        self.entries: dict[str, CachedFile] = {}
+
+    def load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+            plain = zstandard.ZstdDecompressor().decompress(
+                self._sealer.open(data, ObjectKind.FILECACHE, self._context), max_output_size=1 << 31
+            )
+            raw = json.loads(plain)
+            self.entries = {
+                p: CachedFile(v[0], v[1], v[2], v[3], tuple(bytes.fromhex(c) for c in v[4])) for p, v in raw.items()
+            }
+        except (OSError, ValueError, KeyError, IndexError, TypeError, StrongroomError, zstandard.ZstdError):
+            self.entries = {}  # a missing or unreadable cache only costs a full read
+
+    def lookup(self, rel: str, st: os.stat_result, scan_start_ns: int) -> tuple[bytes, ...] | None:
+        c = self.entries.get(rel)
+        if c is None:
+            return None
+        if (c.size, c.inode, c.mtime_ns, c.ctime_ns) != (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns):
+            return None
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= scan_start_ns - RACY_WINDOW_NS:
+            return None
+        return c.chunks
+
+    def save(self, entries: dict[str, CachedFile]) -> None:
+        raw = {p: [c.size, c.inode, c.mtime_ns, c.ctime_ns, [x.hex() for x in c.chunks]] for p, c in entries.items()}
+        plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(raw, separators=(",", ":")).encode())
+        data = self._sealer.seal(plain, ObjectKind.FILECACHE, self._context)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self.path)

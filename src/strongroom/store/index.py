@@ -1,0 +1,90 @@
+"""The index: object id → (pack, offset, length, kind), kept in memory and in encrypted index files.
+
+Index file (``sr-index/1``): a sealed frame (kind INDEX, repository id as context) around a zstd-compressed
+list of packs, each with its entries. Its name is the SHA-256 of its bytes. Every commit writes one index
+file for the packs it added; `repair index` rewrites them all from the pack headers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import zstandard
+
+from strongroom.core.ids import ObjectKind
+from strongroom.crypto.aead import Sealer
+from strongroom.crypto.idhash import content_name
+from strongroom.errors import IntegrityError
+from strongroom.store.pack import PackEntry
+
+_PACK = struct.Struct("<32sI")
+_ENTRY = struct.Struct("<B32sQII")
+FORMAT = b"sr-index/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    pack_id: str
+    offset: int
+    length: int
+    kind: int
+    raw_length: int
+
+
+class Index:
+    def __init__(self) -> None:
+        self.locations: dict[bytes, Location] = {}
+        self.packs: dict[str, list[PackEntry]] = {}
+        self.files: set[str] = set()
+        self.bad_files: list[str] = []
+
+    def __contains__(self, object_id: bytes) -> bool:
+        return object_id in self.locations
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def get(self, object_id: bytes) -> Location | None:
+        return self.locations.get(object_id)
+
+    def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        entries = list(entries)
+        self.packs[pack_id] = entries
+        for e in entries:
+            self.locations.setdefault(e.object_id, Location(pack_id, e.offset, e.length, e.kind, e.raw_length))
+
+    def encode(self, sealer: Sealer, repo_ctx: bytes, pack_ids: Iterable[str]) -> tuple[str, bytes]:
+        parts = [FORMAT]
+        for pid in pack_ids:
+            entries = self.packs[pid]
+            parts.append(_PACK.pack(bytes.fromhex(pid), len(entries)))
+            parts.extend(_ENTRY.pack(e.kind, e.object_id, e.offset, e.length, e.raw_length) for e in entries)
+        plain = zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
+        data = sealer.seal(plain, ObjectKind.INDEX, repo_ctx)
+        return content_name(data), data
+
+    def load_file(self, name: str, data: bytes, sealer: Sealer, repo_ctx: bytes) -> None:
+        if content_name(data) != name.rsplit("/", 1)[-1]:
+            raise IntegrityError(f"index file {name} does not match its name")
+        plain = sealer.open(data, ObjectKind.INDEX, repo_ctx)
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(plain, max_output_size=1 << 31)
+        except zstandard.ZstdError:
+            raise IntegrityError(f"index file {name} is malformed") from None
+        if not raw.startswith(FORMAT):
+            raise IntegrityError(f"index file {name} is malformed")
+        off = len(FORMAT)
+        try:
+            while off < len(raw):
+                pid, count = _PACK.unpack_from(raw, off)
+                off += _PACK.size
+                entries = []
+                for _ in range(count):
+                    entries.append(PackEntry(*_ENTRY.unpack_from(raw, off)))
+                    off += _ENTRY.size
+                self.add_pack(pid.hex(), entries)
+        except struct.error:
+            raise IntegrityError(f"index file {name} is malformed") from None
+        self.files.add(name)

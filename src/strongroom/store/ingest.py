@@ -1,0 +1,353 @@
+"""Folder → version. The parent walks the folder and skips unchanged files (file cache); the files to read
+are spread over forked worker processes, each chunking, hashing, compressing, sealing and writing its own
+packs. Files are grouped by size before they are dealt out, so exact duplicates meet in one worker and are
+stored once. Memory per worker is bounded: one read buffer and one pack being filled.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from strongroom.core import codec
+from strongroom.core.ids import ObjectKind
+from strongroom.core.ignore import IgnoreRules
+from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry, Tree
+from strongroom.errors import InputError, StrongroomError, UnreadableSource
+from strongroom.store import parallel
+from strongroom.store.chunker import Chunker
+from strongroom.store.filecache import CachedFile, FileCache
+from strongroom.store.pack import PackBuilder, pack_path
+from strongroom.store.repository import Repository
+
+IGNORE_FILE = ".strongroomignore"
+INLINE_BYTES = 32 << 20  # below this, reading in-process beats starting workers
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class CommitRequest:
+    source: str
+    branch: str
+    message: str
+    author: str
+    excludes: list[str] = field(default_factory=list)
+    skip_unreadable: bool = False
+    workers: int = 0
+    cache_path: str | None = None
+    wait: float = 0.0
+
+
+@dataclass
+class CommitResult:
+    commit_id: bytes
+    parent: bytes | None
+    files: int
+    bytes_total: int
+    files_read: int
+    bytes_read: int
+    bytes_stored: int
+    skipped: list[str]
+    packs: int
+    unchanged: bool
+
+
+@dataclass
+class _Node:
+    rel: str
+    name: str
+    st: os.stat_result
+    type: str
+    target: str | None = None
+
+
+@dataclass
+class _Job:
+    rel: str
+    path: str
+    size: int
+
+
+# ------------------------------------------------------------------------------------------ scanning
+
+
+def _scan(root: str, rules: IgnoreRules) -> tuple[dict[str, list[_Node]], list[str]]:
+    """Every folder (relative path, '' for the root) with its entries; plus the names skipped."""
+    folders: dict[str, list[_Node]] = {}
+    skipped: list[str] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        path = os.path.join(root, rel_dir) if rel_dir else root
+        nodes: list[_Node] = []
+        try:
+            with os.scandir(path) as it:
+                items = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise UnreadableSource(path, e.strerror or str(e)) from None
+        for item in items:
+            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError as e:
+                raise UnreadableSource(os.path.join(path, item.name), e.strerror or str(e)) from None
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if rules and rules.ignored(rel, is_dir):
+                continue
+            if is_dir:
+                nodes.append(_Node(rel, item.name, st, DIR))
+                stack.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                nodes.append(_Node(rel, item.name, st, FILE))
+            elif stat.S_ISLNK(st.st_mode):
+                nodes.append(_Node(rel, item.name, st, SYMLINK, os.readlink(os.path.join(path, item.name))))
+            else:
+                skipped.append(rel)  # sockets, fifos, devices: not data
+        folders[rel_dir] = nodes
+    return folders, skipped
+
+
+def _rules(root: str, excludes: list[str]) -> IgnoreRules:
+    patterns = list(excludes)
+    try:
+        with open(os.path.join(root, IGNORE_FILE), encoding="utf-8", errors="surrogateescape") as f:
+            patterns.extend(f.read().splitlines())
+    except FileNotFoundError:
+        pass
+    return IgnoreRules(patterns)
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+_STATE: dict[str, Any] = {}
+
+
+def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> None:
+    """The body of one worker (also run in-process for small work)."""
+    repo: Repository = _STATE["repo"]
+    known: set[bytes] = _STATE["known"]
+    chunker = Chunker(repo.chunker_params, repo.keyring.chunker_seed)
+    hasher, encode = repo.hasher, repo.codec.encode
+    builder = PackBuilder()
+    pack_size = repo.config.pack_size
+    messages_before = repo.sealer.messages
+
+    def flush() -> None:
+        if len(builder):
+            pack_id, data, entries = builder.finish(repo.sealer, repo.context)
+            repo.backend.put(pack_path(pack_id), data)
+            send(("pack", pack_id, entries, len(data)))
+
+    for job in jobs:
+        try:
+            fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            send(("unreadable", job.rel, e.strerror or str(e)))
+            continue
+        try:
+            before = os.fstat(fd)
+            ids: list[bytes] = []
+            size = 0
+            for chunk in chunker.cut_fd(fd):
+                cid = hasher(chunk)
+                ids.append(cid)
+                size += len(chunk)
+                if cid not in known:
+                    known.add(cid)
+                    builder.add(ObjectKind.CHUNK, cid, encode(chunk, ObjectKind.CHUNK, cid), len(chunk))
+                    if builder.size >= pack_size:
+                        flush()
+            after = os.fstat(fd)
+        except OSError as e:
+            send(("unreadable", job.rel, e.strerror or str(e)))
+            continue
+        finally:
+            os.close(fd)
+        stable = (
+            (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
+        )
+        send(("file", job.rel, ids, size, stable, after.st_ino, after.st_mtime_ns, after.st_ctime_ns))
+    flush()
+    send(("done", repo.sealer.messages - messages_before))
+
+
+def _run_jobs(
+    repo: Repository, jobs: list[_Job], workers: int, progress: Progress | None
+) -> tuple[dict[str, tuple[list[bytes], int, bool, int, int, int]], list[tuple[str, str]], list[str], int]:
+    results: dict[str, tuple[list[bytes], int, bool, int, int, int]] = {}
+    unreadable: list[tuple[str, str]] = []
+    packs: list[str] = []
+    stored = 0
+    total = sum(j.size for j in jobs)
+    shares = (
+        [jobs]
+        if workers <= 1 or total < INLINE_BYTES
+        else parallel.deal(jobs, lambda j: j.size, workers, lambda j: j.size)
+    )
+    forked = len(shares) > 1
+
+    def handle(msg: tuple[Any, ...]) -> None:
+        nonlocal stored
+        kind = msg[0]
+        if kind == "pack":
+            _, pack_id, entries, nbytes = msg
+            repo.index.add_pack(pack_id, entries)
+            packs.append(pack_id)
+            stored += nbytes
+        elif kind == "file":
+            _, rel, ids, size, stable, ino, mtime, ctime = msg
+            results[rel] = (ids, size, stable, ino, mtime, ctime)
+            if progress:
+                progress(1, size)
+        elif kind == "unreadable":
+            unreadable.append((msg[1], msg[2]))
+        elif kind == "done" and forked:
+            repo.sealer.messages += msg[1]  # frames sealed in the workers count against the key too
+
+    _STATE["repo"] = repo
+    _STATE["known"] = set(repo.index.locations)
+    try:
+        parallel.run(shares, _read_files, handle)
+    finally:
+        _STATE.clear()
+    return results, unreadable, packs, stored
+
+
+# ------------------------------------------------------------------------------------------ commit
+
+
+def commit_folder(
+    repo: Repository,
+    req: CommitRequest,
+    progress_start: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+) -> CommitResult:
+    root = os.path.abspath(req.source)
+    if not os.path.isdir(root):
+        raise InputError(f"not a folder: {req.source}")
+    scan_start = time.time_ns()
+    rules = _rules(root, req.excludes)
+    folders, skipped = _scan(root, rules)
+
+    refs = repo.read_refs()
+    parent = refs.branches.get(req.branch)
+    repo.adopt_orphan_packs()
+    index = repo.index
+
+    cache = FileCache(req.cache_path, repo.sealer, repo.context) if req.cache_path else None
+    if cache:
+        cache.load()
+    chunks_of: dict[str, tuple[bytes, ...]] = {}
+    jobs: list[_Job] = []
+    total_files = total_bytes = 0
+    for nodes in folders.values():
+        for n in nodes:
+            if n.type != FILE:
+                continue
+            total_files += 1
+            total_bytes += n.st.st_size
+            hit = cache.lookup(n.rel, n.st, scan_start) if cache else None
+            if hit is not None and all(c in index for c in hit):
+                chunks_of[n.rel] = hit
+            else:
+                jobs.append(_Job(n.rel, os.path.join(root, n.rel), n.st.st_size))
+    if progress_start:
+        progress_start(len(jobs), sum(j.size for j in jobs))
+
+    workers = req.workers or parallel.default_workers()
+    results, unreadable, new_packs, stored = _run_jobs(repo, jobs, workers, progress)
+    if unreadable and not req.skip_unreadable:
+        rel, why = unreadable[0]
+        raise UnreadableSource(os.path.join(root, rel), why)
+    unreadable_set = {r for r, _ in unreadable}
+    skipped.extend(sorted(unreadable_set))
+
+    new_cache: dict[str, CachedFile] = {}
+    for rel, (ids, size, stable, ino, mtime, ctime) in results.items():
+        chunks_of[rel] = tuple(ids)
+        if stable:
+            new_cache[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids))
+    if cache:
+        for rel, hit in chunks_of.items():
+            if rel not in results:
+                new_cache[rel] = cache.entries[rel]
+
+    # Trees bottom-up: deepest folders first, so each subtree id is known before its parent is encoded.
+    meta = PackBuilder()
+    written: set[bytes] = set()
+
+    def store(kind: int, plain: bytes) -> bytes:
+        oid = repo.hasher(plain)
+        if oid not in index and oid not in written:
+            written.add(oid)
+            meta.add(kind, oid, repo.codec.encode(plain, kind, oid), len(plain))
+        return oid
+
+    tree_ids: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
+    for rel_dir in sorted(folders, key=lambda d: -d.count("/") - (1 if d else 0)):
+        entries = []
+        for n in folders[rel_dir]:
+            st = n.st
+            common = dict(
+                name=n.name, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid
+            )
+            if n.type == FILE:
+                if n.rel in unreadable_set:
+                    continue
+                ids_t = chunks_of[n.rel]
+                real = results[n.rel][1] if n.rel in results else st.st_size
+                entries.append(Entry(type=FILE, size=real, chunks=ids_t, **common))  # type: ignore[arg-type]
+            elif n.type == DIR:
+                entries.append(Entry(type=DIR, subtree=tree_ids[n.rel], **common))  # type: ignore[arg-type]
+            else:
+                entries.append(Entry(type=SYMLINK, target=n.target, **common))  # type: ignore[arg-type]
+        tree_ids[rel_dir] = store(ObjectKind.TREE, codec.encode_tree(Tree(tuple(entries))))
+        sizes[rel_dir] = len(entries)
+
+    root_tree = tree_ids[""]
+    unchanged = False
+    if parent is not None:
+        try:
+            unchanged = repo.load_commit(parent).tree == root_tree
+        except StrongroomError:
+            unchanged = False
+    commit = Commit(
+        tree=root_tree,
+        parents=(parent,) if parent else (),
+        author=req.author,
+        host=socket.gethostname(),
+        time_ns=time.time_ns(),
+        message=req.message,
+        branch=req.branch,
+        source=root,
+    )
+    commit_id = store(ObjectKind.COMMIT, codec.encode_commit(commit))
+    if len(meta):
+        pid = repo.write_pack(meta)
+        new_packs.append(pid)
+        stored += repo.backend.size(pack_path(pid)) or 0
+    repo.write_index(new_packs)
+    repo.update_refs(req.branch, parent, commit_id, "commit", wait=req.wait)
+    if cache:
+        cache.save(new_cache)
+    return CommitResult(
+        commit_id=commit_id,
+        parent=parent,
+        files=total_files - len(unreadable_set),
+        bytes_total=total_bytes,
+        files_read=len(results),
+        bytes_read=sum(v[1] for v in results.values()),
+        bytes_stored=stored,
+        skipped=skipped,
+        packs=len(new_packs),
+        unchanged=unchanged,
+    )

@@ -1,0 +1,104 @@
+"""Repository locks. Packs are written without a lock; publishing (index, then ref compare-and-swap) takes
+the short exclusive ``locks/publish``. Readers hold shared ``locks/read-*`` files that garbage collection
+must honour. A lock whose holder is a dead process on this host is stale and is cleared automatically."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from strongroom.backends.base import Backend
+from strongroom.errors import RepositoryLocked
+
+PUBLISH = "locks/publish"
+
+
+@dataclass(frozen=True)
+class Holder:
+    name: str
+    pid: int
+    host: str
+    time_ns: int
+    command: str
+
+    def describe(self, now_ns: int) -> str:
+        age = max(0, (now_ns - self.time_ns) // 1_000_000_000)
+        return f"PID {self.pid} on {self.host} ({self.command}, {age}s ago)"
+
+    def is_stale(self) -> bool:
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def _record(command: str) -> bytes:
+    return json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "time_ns": time.time_ns(), "command": command}
+    ).encode()
+
+
+def read_holder(backend: Backend, name: str) -> Holder | None:
+    try:
+        obj = json.loads(backend.get(name))
+        return Holder(name, int(obj["pid"]), str(obj["host"]), int(obj["time_ns"]), str(obj.get("command", "")))
+    except Exception:
+        return None if backend.size(name) is None else Holder(name, -1, "?", 0, "unreadable lock")
+
+
+def holders(backend: Backend) -> list[Holder]:
+    out = []
+    for name, _ in backend.list("locks"):
+        h = read_holder(backend, name)
+        if h is not None:
+            out.append(h)
+    return out
+
+
+@contextmanager
+def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    deadline = time.monotonic() + wait_seconds
+    while not backend.put_exclusive(PUBLISH, _record(command)):
+        holder = read_holder(backend, PUBLISH)
+        if holder is None:
+            continue
+        if holder.is_stale():
+            backend.delete(PUBLISH)
+            continue
+        if time.monotonic() >= deadline:
+            raise RepositoryLocked(holder.describe(time.time_ns()))
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        backend.delete(PUBLISH)
+
+
+@contextmanager
+def read_lock(backend: Backend, command: str) -> Iterator[None]:
+    name = f"locks/read-{os.urandom(8).hex()}"
+    backend.put(name, _record(command))
+    try:
+        yield
+    finally:
+        backend.delete(name)
+
+
+def clear(backend: Backend, force: bool) -> list[Holder]:
+    """Remove stale locks (or, with force, every lock); returns what was removed."""
+    removed = []
+    for h in holders(backend):
+        if force or h.is_stale():
+            backend.delete(h.name)
+            removed.append(h)
+    return removed

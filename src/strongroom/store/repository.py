@@ -1,0 +1,342 @@
+"""The repository façade (``sr-repo/1``): create and open, typed objects, packs, index, refs, publish.
+
+Layout of a repository folder (docs/format.md):
+
+    config            plaintext JSON: format, id, suite, chunker, compression; authenticated by an HMAC
+    keys/<id>         key files: the master key wrapped by a passphrase-derived key (crypto.keys)
+    keyring           sealed data keys, id key, chunker secret
+    counters          sealed count of frames sealed under each data key (nonce budget)
+    data/<xx>/<id>    pack files, named by the SHA-256 of their bytes
+    index/<id>        index files, named by the SHA-256 of their bytes
+    refs              sealed branches and tags with a generation counter
+    locks/            publish lock and readers' shared locks
+
+Write order (restic's invariants): packs, then the index that names them, then the refs that reach them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from strongroom.backends.base import Backend, ObjectMissing
+from strongroom.core import codec
+from strongroom.core.ids import ObjectKind
+from strongroom.core.model import Commit, Tree
+from strongroom.crypto import aead
+from strongroom.crypto.idhash import IdHasher
+from strongroom.crypto.kdf import KdfParams, mac, mac_ok, subkey
+from strongroom.crypto.keys import (
+    ROTATE_AFTER_MESSAGES,
+    Keyring,
+    fingerprint,
+    make_passphrase_keyfile,
+    new_master_key,
+    open_keyring,
+    parse_keyfile,
+    seal_keyring,
+    unwrap_master,
+)
+from strongroom.crypto.secret import Secret
+from strongroom.errors import (
+    BranchMoved,
+    IntegrityError,
+    NotARepository,
+    RepositoryExists,
+    StrongroomError,
+    WrongPassphrase,
+)
+from strongroom.store import lock
+from strongroom.store.blob import BlobCodec
+from strongroom.store.chunker import ChunkerParams
+from strongroom.store.index import Index
+from strongroom.store.pack import (
+    TRAILER_LEN,
+    PackBuilder,
+    PackEntry,
+    header_location,
+    pack_path,
+    parse_header,
+)
+from strongroom.store.refs import REFS_NAME, Refs, open_refs, seal_refs
+
+FORMAT = "sr-repo/1"
+DEFAULT_PACK_SIZE = 16 << 20
+DEFAULT_COMPRESSION = 3
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    repo_id: str
+    created_ns: int
+    suite: str
+    chunker: str
+    compression: int
+    pack_size: int
+    user: str
+
+    def body(self) -> dict[str, object]:
+        return {
+            "format": FORMAT,
+            "id": self.repo_id,
+            "created_ns": self.created_ns,
+            "suite": self.suite,
+            "chunker": self.chunker,
+            "compression": f"zstd/{self.compression}" if self.compression else "none",
+            "pack_size": self.pack_size,
+            "user": self.user,
+        }
+
+
+def _parse_config(data: bytes) -> tuple[RepoConfig, bytes, bytes]:
+    try:
+        obj = json.loads(data)
+        tag = bytes.fromhex(obj.pop("mac"))
+        if obj["format"] != FORMAT:
+            raise IntegrityError(f"unsupported repository format {obj['format']!r}")
+        comp = str(obj["compression"])
+        cfg = RepoConfig(
+            repo_id=str(obj["id"]),
+            created_ns=int(obj["created_ns"]),
+            suite=str(obj["suite"]),
+            chunker=str(obj["chunker"]),
+            compression=0 if comp == "none" else int(comp.split("/")[1]),
+            pack_size=int(obj["pack_size"]),
+            user=str(obj.get("user", "")),
+        )
+        bytes.fromhex(cfg.repo_id)
+        return cfg, codec.dumps_canonical(obj), tag
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        raise IntegrityError("repository config is damaged") from None
+
+
+class Repository:
+    def __init__(self, backend: Backend, config: RepoConfig, master: Secret, keyring: Keyring) -> None:
+        self.backend = backend
+        self.config = config
+        self.keyring = keyring
+        self.fingerprint = fingerprint(master)
+        self.context = bytes.fromhex(config.repo_id)
+        self.sealer = aead.Sealer(keyring.data_keys, keyring.current)
+        self.codec = BlobCodec(self.sealer, config.compression)
+        self.hasher = IdHasher(keyring.id_key)
+        self.chunker_params = ChunkerParams.parse(config.chunker)
+        self._master = master
+        self._index: Index | None = None
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.config.repo_id[:12]} at {self.backend.describe()}>"
+
+    # ---------------------------------------------------------------- create / open
+
+    @classmethod
+    def create(
+        cls,
+        backend: Backend,
+        passphrase: Secret,
+        kdf: KdfParams,
+        *,
+        user: str = "",
+        compression: int = DEFAULT_COMPRESSION,
+        chunker: ChunkerParams | None = None,
+        pack_size: int = DEFAULT_PACK_SIZE,
+    ) -> Repository:
+        if backend.size("config") is not None or any(True for _ in backend.list("keys")):
+            raise RepositoryExists(backend.describe())
+        now = time.time_ns()
+        config = RepoConfig(
+            repo_id=os.urandom(32).hex(),
+            created_ns=now,
+            suite=aead.SUITE,
+            chunker=(chunker or ChunkerParams()).name,
+            compression=compression,
+            pack_size=pack_size,
+            user=user,
+        )
+        master = new_master_key()
+        keyring = Keyring.generate(now)
+        key_id = os.urandom(8).hex()
+        backend.put(f"keys/{key_id}", make_passphrase_keyfile(config.repo_id, key_id, master, passphrase, kdf))
+        backend.put("keyring", seal_keyring(master, config.repo_id, keyring))
+        repo = cls(backend, config, master, keyring)
+        repo._write_refs(Refs())
+        repo._write_counters({keyring.current: 0})
+        # The config goes last: a folder without one is not (yet) a repository.
+        body = codec.dumps_canonical(config.body())
+        signed = dict(config.body(), mac=mac(subkey(master, "config"), body).hex())
+        backend.put("config", json.dumps(signed, indent=1, sort_keys=True).encode())
+        return repo
+
+    @classmethod
+    def open(cls, backend: Backend, passphrase: Secret) -> Repository:
+        try:
+            raw_config = backend.get("config")
+        except ObjectMissing:
+            raise NotARepository(backend.describe()) from None
+        config, body, tag = _parse_config(raw_config)
+        master = None
+        damaged = 0
+        for name, _ in backend.list("keys"):
+            try:
+                kf = parse_keyfile(backend.get(name))
+                master = unwrap_master(kf, config.repo_id, passphrase)
+                break
+            except WrongPassphrase:
+                continue
+            except IntegrityError:
+                damaged += 1
+        if master is None:
+            if damaged:
+                raise IntegrityError("key file is damaged: the repository cannot be opened")
+            raise WrongPassphrase()
+        if not mac_ok(subkey(master, "config"), body, tag):
+            raise IntegrityError("repository config was modified")
+        try:
+            keyring = open_keyring(master, config.repo_id, backend.get("keyring"))
+        except ObjectMissing:
+            raise IntegrityError("keyring is missing") from None
+        return cls(backend, config, master, keyring)
+
+    # ---------------------------------------------------------------- refs
+
+    def read_refs(self) -> Refs:
+        try:
+            data = self.backend.get(REFS_NAME)
+        except ObjectMissing:
+            raise IntegrityError("refs are missing") from None
+        try:
+            return open_refs(self.sealer, self.context, data)
+        except StrongroomError:
+            raise IntegrityError("refs are damaged") from None
+
+    def _write_refs(self, refs: Refs) -> None:
+        self.backend.put(REFS_NAME, seal_refs(self.sealer, self.context, refs))
+
+    def update_refs(
+        self, branch: str, expected: bytes | None, new: bytes, command: str, wait: float = 0.0, tag: bool = False
+    ) -> Refs:
+        """Compare-and-swap one ref under the publish lock; BranchMoved if it is no longer ``expected``."""
+        with lock.publish_lock(self.backend, command, wait):
+            refs = self.read_refs()
+            table = refs.tags if tag else refs.branches
+            if table.get(branch) != expected:
+                raise BranchMoved()
+            self._account_messages()
+            table[branch] = new
+            refs.generation += 1
+            self._write_refs(refs)
+            return refs
+
+    # ---------------------------------------------------------------- nonce budget
+
+    def _read_counters(self) -> dict[int, int]:
+        try:
+            plain = self.sealer.open(self.backend.get("counters"), ObjectKind.COUNTERS, self.context)
+            return {int(k): int(v) for k, v in json.loads(plain).items()}
+        except (ObjectMissing, StrongroomError, ValueError):
+            return {}
+
+    def _write_counters(self, counts: dict[int, int]) -> None:
+        plain = codec.dumps_canonical({str(k): v for k, v in counts.items()})
+        self.backend.put("counters", self.sealer.seal(plain, ObjectKind.COUNTERS, self.context))
+
+    def _account_messages(self, extra: int = 0) -> None:
+        """Add the frames sealed since the last publish to the persisted count; rotate at the cap."""
+        counts = self._read_counters()
+        used = self.sealer.messages + extra
+        for kid in set(counts) | {self.sealer.current}:
+            if kid == self.sealer.current:
+                counts[kid] = counts.get(kid, 0) + used
+        self.sealer.messages = 0
+        if counts[self.sealer.current] >= ROTATE_AFTER_MESSAGES:
+            self.rotate_data_key()
+            counts[self.sealer.current] = 0
+        self._write_counters(counts)
+
+    def message_count(self) -> dict[int, int]:
+        return self._read_counters()
+
+    def rotate_data_key(self) -> int:
+        new_id = self.keyring.rotate(time.time_ns())
+        self.backend.put("keyring", seal_keyring(self._master, self.config.repo_id, self.keyring))
+        self.sealer = aead.Sealer(self.keyring.data_keys, self.keyring.current)
+        self.codec = BlobCodec(self.sealer, self.config.compression)
+        return new_id
+
+    # ---------------------------------------------------------------- index and objects
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = self.load_index()
+        return self._index
+
+    def load_index(self) -> Index:
+        idx = Index()
+        for name, _ in self.backend.list("index"):
+            try:
+                idx.load_file(name, self.backend.get(name), self.sealer, self.context)
+            except StrongroomError:
+                idx.bad_files.append(name)
+        return idx
+
+    def adopt_orphan_packs(self) -> list[str]:
+        """Packs left by an interrupted commit are not in any index: read their headers so that the next
+        commit reuses what they hold."""
+        idx = self.index
+        adopted = []
+        for name, size in self.backend.list("data"):
+            pid = name.rsplit("/", 1)[-1]
+            if pid in idx.packs:
+                continue
+            try:
+                entries = self.read_pack_header(pid, size)
+            except StrongroomError:
+                continue
+            idx.add_pack(pid, entries)
+            adopted.append(pid)
+        return adopted
+
+    def read_pack_header(self, pack_id: str, size: int | None = None) -> list[PackEntry]:
+        name = pack_path(pack_id)
+        if size is None:
+            size = self.backend.size(name)
+            if size is None:
+                raise ObjectMissing(name)
+        trailer = self.backend.get_range(name, size - TRAILER_LEN, TRAILER_LEN)
+        start, hlen = header_location(size, trailer)
+        return parse_header(self.sealer, self.context, self.backend.get_range(name, start, hlen))
+
+    def read_object(self, object_id: bytes, kind: int) -> bytes:
+        loc = self.index.get(object_id)
+        if loc is None:
+            raise ObjectMissing(f"object {object_id.hex()[:16]}")
+        if loc.kind != kind:
+            raise IntegrityError(f"object {object_id.hex()[:16]} has the wrong kind")
+        frame = self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
+        plain = self.codec.decode(frame, kind, object_id)
+        if self.hasher(plain) != object_id:
+            raise IntegrityError(f"object {object_id.hex()[:16]} does not match its id")
+        return plain
+
+    def load_tree(self, tree_id: bytes) -> Tree:
+        return codec.decode_tree(self.read_object(tree_id, ObjectKind.TREE))
+
+    def load_commit(self, commit_id: bytes) -> Commit:
+        return codec.decode_commit(self.read_object(commit_id, ObjectKind.COMMIT))
+
+    def write_pack(self, builder: PackBuilder) -> str:
+        pack_id, data, entries = builder.finish(self.sealer, self.context)
+        self.backend.put(pack_path(pack_id), data)
+        self.index.add_pack(pack_id, entries)
+        return pack_id
+
+    def write_index(self, pack_ids: list[str]) -> str | None:
+        if not pack_ids:
+            return None
+        name, data = self.index.encode(self.sealer, self.context, pack_ids)
+        self.backend.put(f"index/{name}", data)
+        self.index.files.add(f"index/{name}")
+        return name

@@ -1,0 +1,136 @@
+"""Version → folder: byte-identical files with their modes and mtimes, folders, symlinks. Files are
+written by forked workers; every chunk is decrypted and checked against its id on the way out."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from strongroom.core.ids import ObjectKind
+from strongroom.core.model import DIR, FILE, SYMLINK, Entry
+from strongroom.errors import DestinationNotEmpty, InputError, IntegrityError, StrongroomError
+from strongroom.store import parallel
+from strongroom.store.repository import Repository
+
+Progress = Callable[[int, int], None]
+
+
+def walk(repo: Repository, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Entry]]:
+    """Every entry below a tree, folders before their contents, paths relative to the version's root."""
+    for e in repo.load_tree(tree_id).entries:
+        rel = f"{prefix}/{e.name}" if prefix else e.name
+        yield rel, e
+        if e.type == DIR and e.subtree is not None:
+            yield from walk(repo, e.subtree, rel)
+
+
+def matches(rel: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, p) or rel.startswith(p.rstrip("/") + "/") or rel == p for p in patterns)
+
+
+@dataclass
+class CheckoutResult:
+    files: int
+    bytes: int
+    folders: int
+    links: int
+    failed: list[tuple[str, str]]
+
+
+def _os_path(dest: str, rel: str) -> bytes:
+    return os.fsencode(os.path.join(dest, rel))
+
+
+def write_file(repo: Repository, path: bytes, entry: Entry) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        for cid in entry.chunks:
+            data = memoryview(repo.read_object(cid, ObjectKind.CHUNK))
+            while data:
+                data = data[os.write(fd, data) :]
+        os.fchmod(fd, entry.mode)
+        if os.geteuid() == 0:
+            os.fchown(fd, entry.uid, entry.gid)
+    finally:
+        os.close(fd)
+    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _restore_files(
+    repo: Repository, dest: str, share: list[tuple[str, Entry]], send: Callable[[tuple[Any, ...]], None]
+) -> None:
+    for rel, e in share:
+        try:
+            write_file(repo, _os_path(dest, rel), e)
+        except (StrongroomError, OSError) as err:
+            send(("failed", rel, str(err) if isinstance(err, StrongroomError) else (err.strerror or str(err))))
+            continue
+        send(("file", rel, e.size))
+
+
+def checkout(
+    repo: Repository,
+    tree_id: bytes,
+    dest: str,
+    includes: list[str] | None = None,
+    workers: int = 0,
+    progress_start: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+) -> CheckoutResult:
+    if os.path.lexists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise DestinationNotEmpty(dest)
+    entries = list(walk(repo, tree_id))
+    if includes:
+        wanted = [(r, e) for r, e in entries if e.type != DIR and matches(r, includes)]
+        if not wanted:
+            raise InputError(f"no path in the version matches {' '.join(includes)}")
+        dirs = {"/".join(r.split("/")[:i]) for r, _ in wanted for i in range(1, r.count("/") + 1)}
+        entries = [
+            (r, e) for r, e in entries if (e.type == DIR and r in dirs) or (e.type != DIR and matches(r, includes))
+        ]
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    folders = [(r, e) for r, e in entries if e.type == DIR]
+    files = [(r, e) for r, e in entries if e.type == FILE]
+    links = [(r, e) for r, e in entries if e.type == SYMLINK]
+    for rel, _ in folders:
+        os.mkdir(_os_path(dest, rel), 0o700)
+    total = sum(e.size for _, e in files)
+    if progress_start:
+        progress_start(len(files), total)
+    n = workers or parallel.default_workers()
+    shares = parallel.deal(files, lambda x: x[1].size, n) if total >= (32 << 20) else [files]
+    failed: list[tuple[str, str]] = []
+    done_bytes = 0
+
+    def handle(msg: tuple[Any, ...]) -> None:
+        nonlocal done_bytes
+        if msg[0] == "failed":
+            failed.append((msg[1], msg[2]))
+        elif msg[0] == "file":
+            done_bytes += msg[2]
+            if progress:
+                progress(1, msg[2])
+
+    parallel.run(shares, lambda share, send: _restore_files(repo, dest, share, send), handle)
+    for rel, e in links:
+        p = _os_path(dest, rel)
+        os.symlink(os.fsencode(e.target or ""), p)
+        try:
+            os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+            if os.geteuid() == 0:
+                os.lchown(p, e.uid, e.gid)
+        except OSError:
+            pass
+    for rel, e in sorted(folders, key=lambda x: -x[0].count("/")):
+        p = _os_path(dest, rel)
+        os.chmod(p, e.mode)
+        if os.geteuid() == 0:
+            os.chown(p, e.uid, e.gid)
+        os.utime(p, ns=(e.mtime_ns, e.mtime_ns))
+    if failed:
+        failed.sort()
+        raise IntegrityError(f"{len(failed)} file(s) could not be restored, first: {failed[0][0]}: {failed[0][1]}")
+    return CheckoutResult(len(files), done_bytes, len(folders), len(links), failed)
