@@ -1,7 +1,8 @@
 """Authenticated encryption of framed objects (suite ``blake3k+aes256gcm/1``).
 
-Frame: version u8 | kind u8 | key id u32 (big-endian) | nonce (12 random bytes from the OS) | ciphertext+tag.
-Associated data: the first six bytes of the frame followed by a context (the object id, or the repository
+Frame: version u8 | kind u8 | flags u8 | key id u32 (big-endian) | nonce (12 random bytes from the OS) |
+ciphertext+tag. Flags say how the payload is encoded (raw or zstd). Associated data: the first seven bytes
+of the frame (so kind and flags cannot be changed) followed by a context (the object id, or the repository
 id for singleton objects), so a valid ciphertext moved into another slot, relabelled with another kind,
 or copied from another repository never decrypts.
 """
@@ -19,7 +20,7 @@ from strongroom.errors import DecryptionFailed, IntegrityError
 
 VERSION = 1
 SUITE = "blake3k+aes256gcm/1"
-_HEAD = struct.Struct(">BBI")
+_HEAD = struct.Struct(">BBBI")
 HEADER_LEN = _HEAD.size + 12
 OVERHEAD = HEADER_LEN + 16
 
@@ -37,16 +38,20 @@ class Sealer:
     def __repr__(self) -> str:
         return f"<Sealer keys={sorted(self._aead)} current={self.current}>"
 
-    def seal(self, plain: bytes | memoryview, kind: int, context: bytes) -> bytes:
-        head = _HEAD.pack(VERSION, kind, self.current)
+    def seal(self, plain: bytes | memoryview, kind: int, context: bytes, flags: int = 0) -> bytes:
+        head = _HEAD.pack(VERSION, kind, flags, self.current)
         nonce = os.urandom(12)
         self.messages += 1
         return head + nonce + self._aead[self.current].encrypt(nonce, plain, head + context)
 
     def open(self, frame: bytes | memoryview, kind: int, context: bytes) -> bytes:
+        return self.open_flagged(frame, kind, context)[0]
+
+    def open_flagged(self, frame: bytes | memoryview, kind: int, context: bytes) -> tuple[bytes, int]:
+        """Decrypt a frame; returns (plaintext, flags)."""
         if len(frame) < OVERHEAD:
             raise IntegrityError("object is truncated")
-        version, fkind, kid = _HEAD.unpack_from(frame, 0)
+        version, fkind, flags, kid = _HEAD.unpack_from(frame, 0)
         if version != VERSION or fkind != kind:
             raise DecryptionFailed("object kind or format does not match its slot")
         aead = self._aead.get(kid)
@@ -54,13 +59,14 @@ class Sealer:
             raise DecryptionFailed(f"object needs data key {kid}, which this repository does not have")
         mv = memoryview(frame)
         try:
-            return aead.decrypt(bytes(mv[_HEAD.size : HEADER_LEN]), mv[HEADER_LEN:], bytes(mv[: _HEAD.size]) + context)
+            plain = aead.decrypt(bytes(mv[_HEAD.size : HEADER_LEN]), mv[HEADER_LEN:], bytes(mv[: _HEAD.size]) + context)
         except InvalidTag:
             raise DecryptionFailed("authentication failed") from None
+        return plain, flags
 
 
 def key_id_of(frame: bytes | memoryview) -> int:
-    return int(_HEAD.unpack_from(frame, 0)[2])
+    return int(_HEAD.unpack_from(frame, 0)[3])
 
 
 def seal_with(key: Secret, plain: bytes, aad: bytes) -> tuple[bytes, bytes]:

@@ -23,8 +23,9 @@ class IdHasher:
 
 
 def content_name(data: bytes | memoryview) -> str:
-    """Name of a stored file: SHA-256 of its ciphertext, so anyone can re-hash it without a key."""
-    return hashlib.sha256(data).hexdigest()
+    """Name of a stored file: unkeyed BLAKE3 of its ciphertext, so anyone can re-hash it without a key
+    (`b3sum`); BLAKE3 rather than SHA-256 because it runs several times faster on the ingest path."""
+    return str(blake3.blake3(data).hexdigest())
 
 
 def sha256_hex(data: bytes | memoryview) -> str:

@@ -38,7 +38,7 @@ class Strongroom:
         return f"Strongroom({self._session.settings.repo!r})"
 
     @staticmethod
-    def _session(
+    def _make_session(
         path: str,
         passphrase: str | bytes,
         env: Mapping[str, str] | None,
@@ -64,7 +64,7 @@ class Strongroom:
         user: str | None = None,
         compression: int = 3,
     ) -> Strongroom:
-        s = cls._session(path, passphrase, env, user, None)
+        s = cls._make_session(path, passphrase, env, user, None)
         repo_svc.init(s, compression=compression)
         return cls(s)
 
@@ -78,7 +78,7 @@ class Strongroom:
         user: str | None = None,
         progress: ProgressSink | None = None,
     ) -> Strongroom:
-        s = cls._session(path, passphrase, env, user, progress)
+        s = cls._make_session(path, passphrase, env, user, progress)
         s.open()
         return cls(s)
 

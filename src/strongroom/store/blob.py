@@ -1,7 +1,7 @@
 """One object ⇄ one framed ciphertext: compress with zstd when it helps, then seal.
 
-Plaintext inside the frame: a one-byte tag (0 raw, 1 zstd) and the payload. The frame binds its kind and
-object id as associated data (crypto.aead).
+The frame's flags (authenticated, in the clear) say whether the payload is raw or zstd; the frame binds its
+kind, flags and object id as associated data (crypto.aead). Raw chunks are sealed without being copied.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import zstandard
 from strongroom.crypto.aead import Sealer
 from strongroom.errors import IntegrityError
 
-RAW = b"\x00"
-ZSTD = b"\x01"
+RAW = 0
+ZSTD = 1
 _MIN_GAIN = 1.02
 
 
@@ -27,23 +27,20 @@ class BlobCodec:
         return {"sealer": self.sealer, "level": self.level}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["sealer"], state["level"])  # type: ignore[misc,arg-type]
+        self.__init__(state["sealer"], state["level"])  # type: ignore[misc]
 
     def encode(self, plain: bytes | memoryview, kind: int, object_id: bytes) -> bytes:
-        body: bytes | memoryview = plain
-        tag = RAW
         if self._cctx is not None and len(plain) > 64:
             packed = self._cctx.compress(plain)
             if len(packed) * _MIN_GAIN < len(plain):
-                body, tag = packed, ZSTD
-        return self.sealer.seal(tag + bytes(body), kind, object_id)
+                return self.sealer.seal(packed, kind, object_id, ZSTD)
+        return self.sealer.seal(plain, kind, object_id, RAW)
 
     def decode(self, frame: bytes | memoryview, kind: int, object_id: bytes) -> bytes:
-        plain = self.sealer.open(frame, kind, object_id)
-        tag, body = plain[:1], memoryview(plain)[1:]
-        if tag == RAW:
-            return bytes(body)
-        if tag == ZSTD:
+        body, flags = self.sealer.open_flagged(frame, kind, object_id)
+        if flags == RAW:
+            return body
+        if flags == ZSTD:
             try:
                 return bytes(self._dctx.decompress(body))
             except zstandard.ZstdError:

@@ -130,16 +130,16 @@ def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, st
     entries = repo.index.packs.get(pid, [])
     try:
         data = repo.backend.get(name)
-    except StrongroomError as e:
-        return [(name, str(e), None)] + [(f"{name}", "object unreadable", e.object_id) for e in entries]
+    except StrongroomError as err:
+        return [(name, str(err), None)] + [(name, "object unreadable", entry.object_id) for entry in entries]
     if content_name(data) != pid:
         out.append((name, "content does not match its name", None))
     try:
         header = {(e.object_id, e.offset, e.length) for e in read_header_from(data, repo.sealer, repo.context)}
         if header != {(e.object_id, e.offset, e.length) for e in entries}:
             out.append((name, "pack header disagrees with the index", None))
-    except StrongroomError as e:
-        out.append((name, f"pack header: {e}", None))
+    except StrongroomError as err:
+        out.append((name, f"pack header: {err}", None))
     for e in entries:
         frame = data[e.offset : e.offset + e.length]
         try:
@@ -164,8 +164,8 @@ def verify(
         report.damage.append(Damage(name, "index file is damaged or does not match its name"))
     try:
         refs = repo.read_refs()
-    except StrongroomError as e:
-        report.damage.append(Damage("refs", str(e)))
+    except StrongroomError as err:
+        report.damage.append(Damage("refs", str(err)))
         return report
 
     pack_sizes = {name.rsplit("/", 1)[-1]: size for name, size in repo.backend.list("data")}
@@ -192,8 +192,8 @@ def verify(
     try:
         for cid, c in ancestors([h for h in heads if h not in unreadable_commits], load_commit):
             commits.append((cid, c.tree))
-    except StrongroomError as e:
-        report.damage.append(Damage("commit history", str(e)))
+    except StrongroomError as err:
+        report.damage.append(Damage("commit history", str(err)))
     report.versions = len(commits)
     seen_trees: set[bytes] = set()
     referenced_chunks: set[bytes] = set()

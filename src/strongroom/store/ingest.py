@@ -276,7 +276,7 @@ def commit_folder(
         if stable:
             new_cache[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids))
     if cache:
-        for rel, hit in chunks_of.items():
+        for rel in chunks_of:
             if rel not in results:
                 new_cache[rel] = cache.entries[rel]
 

@@ -2,7 +2,8 @@
 
     blob frame 0 | blob frame 1 | ... | random padding | sealed header | header length (u32 LE)
 
-The header lists (kind, id, offset, length, plaintext length) for each blob; it is sealed with the repository id as context.
+The header lists (kind, id, offset, length, plaintext length) for each blob, sealed with the repository id
+as context.
 Blobs are shuffled before writing and packs are padded (Padmé), so sizes and order reveal less. A pack's
 name is the SHA-256 of its bytes: anyone can check it without a key.
 """

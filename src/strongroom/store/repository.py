@@ -64,7 +64,7 @@ from strongroom.store.refs import REFS_NAME, Refs, open_refs, seal_refs
 
 FORMAT = "sr-repo/1"
 DEFAULT_PACK_SIZE = 16 << 20
-DEFAULT_COMPRESSION = 3
+DEFAULT_COMPRESSION = 1
 
 
 @dataclass(frozen=True)
@@ -245,10 +245,8 @@ class Repository:
     def _account_messages(self, extra: int = 0) -> None:
         """Add the frames sealed since the last publish to the persisted count; rotate at the cap."""
         counts = self._read_counters()
-        used = self.sealer.messages + extra
-        for kid in set(counts) | {self.sealer.current}:
-            if kid == self.sealer.current:
-                counts[kid] = counts.get(kid, 0) + used
+        current = self.sealer.current
+        counts[current] = counts.get(current, 0) + self.sealer.messages + extra
         self.sealer.messages = 0
         if counts[self.sealer.current] >= ROTATE_AFTER_MESSAGES:
             self.rotate_data_key()

@@ -16,7 +16,7 @@ repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=Tr
 
 def init(
     user: Annotated[str, typer.Option(help="Actor recorded on versions when STRONGROOM_USER is unset.")] = "",
-    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 3,
+    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 1,
 ) -> None:
     """Create an encrypted repository (refuses a folder that is not empty)."""
     res = svc.init(session(), user=user, compression=compression)
@@ -89,7 +89,8 @@ def repair_index() -> None:
         emit_json(res)
     else:
         line(
-            f"index rebuilt: {res.packs} packs, {res.objects} objects, {res.index_files_removed} old index files removed"
+            f"index rebuilt: {res.packs} packs, {res.objects} objects; "
+            f"{res.index_files_removed} old index files removed"
         )
         for p in res.unreadable_packs:
             note(f"warning: header of {p} unreadable; kept its entries from the old index")

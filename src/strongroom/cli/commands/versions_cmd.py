@@ -11,6 +11,8 @@ from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, is_tty, line, note, safe, table
 from strongroom.service import versions as svc
 
+_TYPE_LETTER = {"file": "f", "dir": "d", "symlink": "l"}
+
 
 def commit(
     folder: Annotated[str, typer.Argument(help="Folder to snapshot.")],
@@ -65,7 +67,7 @@ def ls(
         return
     for e in entries:
         suffix = f" -> {safe(e.target or '')}" if e.type == "symlink" else ""
-        line(f"{ {"file": "f", "dir": "d", "symlink": "l"}[e.type]}\t{e.mode}\t{e.size}\t{e.mtime}\t{safe(e.path)}{suffix}")
+        line(f"{_TYPE_LETTER[e.type]}\t{e.mode}\t{e.size}\t{e.mtime}\t{safe(e.path)}{suffix}")
 
 
 def diff(a: Annotated[str, typer.Argument()], b: Annotated[str, typer.Argument()]) -> None:
@@ -104,7 +106,8 @@ def checkout(
         emit_json(res)
         return
     line(
-        f"restored {res.files} files ({human_bytes(res.bytes)}) of {res.version[:12]} into {res.dest} in {res.seconds:.2f}s"
+        f"restored {res.files} files ({human_bytes(res.bytes)}) of {res.version[:12]} "
+        f"into {res.dest} in {res.seconds:.2f}s"
     )
 
 
