@@ -14,7 +14,6 @@ import time
 import traceback
 from typing import Annotated
 
-import click
 import typer
 
 from strongroom.cli.progress import TerminalProgress
@@ -83,6 +82,11 @@ def _log_internal_error(exc: BaseException) -> str:
     return path
 
 
+def _is_usage_error(e: Exception) -> bool:
+    """Click's usage errors (typer ships its own copy of click, so match the shape, not a class)."""
+    return callable(getattr(e, "format_message", None)) and getattr(e, "exit_code", None) == 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from strongroom.cli.commands import register
 
@@ -90,14 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="strongroom", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return int(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("strongroom: interrupted\n")
         return 130
-    except click.exceptions.ClickException as e:
-        sys.stderr.write(f"strongroom: error: {e.format_message().splitlines()[0]}\n")
-        return 2
     except StrongroomError as e:
         if e.exit_code == 3:
             path = _log_internal_error(e)
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:
+        if _is_usage_error(e):
+            message = e.format_message().splitlines()  # type: ignore[attr-defined]
+            sys.stderr.write(f"strongroom: error: {message[0] if message else e}\n")
+            return 2
         path = _log_internal_error(e)
         sys.stderr.write(f"strongroom: internal error (a bug): {type(e).__name__}; details in {path}\n")
         return 3

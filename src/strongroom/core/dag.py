@@ -52,10 +52,12 @@ def is_ancestor(old: bytes, new: bytes, load: Callable[[bytes], Commit]) -> bool
     return any(cid == old for cid, _ in ancestors([new], load))
 
 
-_NAME = re.compile(r"^[A-Za-z0-9._-][A-Za-z0-9._/-]{0,199}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 
 
 def validate_ref_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name or name.endswith("/") or "//" in name or name.endswith(".") or "~" in name:
-        raise InputError(f"invalid branch or tag name: {name!r}")
+    """Branch and tag names: letters, digits, '.', '_' and '-'; no path separators, no control characters,
+    no '..', not ending in '.' or '.lock'."""
+    if not _NAME.match(name) or ".." in name or name.endswith(".") or name.endswith(".lock"):
+        raise InputError(f"invalid branch or tag name: {name!r} (use letters, digits, '.', '_' and '-')")
     return name

@@ -116,3 +116,10 @@ class RepairResult(Result):
     objects: int
     unreadable_packs: list[str]
     index_files_removed: int
+
+
+@dataclasses.dataclass
+class RefInfo(Result):
+    name: str
+    version: str
+    kind: str

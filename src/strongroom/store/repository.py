@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from strongroom.backends.base import Backend, ObjectMissing
@@ -214,20 +215,26 @@ class Repository:
     def _write_refs(self, refs: Refs) -> None:
         self.backend.put(REFS_NAME, seal_refs(self.sealer, self.context, refs))
 
-    def update_refs(
-        self, branch: str, expected: bytes | None, new: bytes, command: str, wait: float = 0.0, tag: bool = False
-    ) -> Refs:
-        """Compare-and-swap one ref under the publish lock; BranchMoved if it is no longer ``expected``."""
+    def edit_refs(self, change: Callable[[Refs], None], command: str, wait: float = 0.0) -> Refs:
+        """Apply change() to the current refs under the publish lock and store them with the next generation.
+        change() raises to refuse (for example BranchMoved when a branch is no longer where it was)."""
         with lock.publish_lock(self.backend, command, wait):
             refs = self.read_refs()
-            table = refs.tags if tag else refs.branches
-            if table.get(branch) != expected:
-                raise BranchMoved()
+            change(refs)
             self._account_messages()
-            table[branch] = new
             refs.generation += 1
             self._write_refs(refs)
             return refs
+
+    def update_refs(self, branch: str, expected: bytes | None, new: bytes, command: str, wait: float = 0.0) -> Refs:
+        """Compare-and-swap one branch; BranchMoved if it no longer points at ``expected``."""
+
+        def swap(refs: Refs) -> None:
+            if refs.branches.get(branch) != expected:
+                raise BranchMoved()
+            refs.branches[branch] = new
+
+        return self.edit_refs(swap, command, wait)
 
     # ---------------------------------------------------------------- nonce budget
 

@@ -11,8 +11,9 @@ def register(app: typer.Typer) -> None:
     global _done
     if _done:
         return
-    from strongroom.cli.commands import repo_cmd, versions_cmd
+    from strongroom.cli.commands import refs_cmd, repo_cmd, versions_cmd
 
     repo_cmd.register(app)
+    refs_cmd.register(app)
     versions_cmd.register(app)
     _done = True

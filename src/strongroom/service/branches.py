@@ -1,0 +1,80 @@
+"""Branches and tags: O(1) names for versions, changed by compare-and-swap of the refs."""
+
+from __future__ import annotations
+
+from strongroom.core.dag import validate_ref_name
+from strongroom.errors import InputError, UnknownVersion
+from strongroom.service.context import Session
+from strongroom.service.results import RefInfo
+from strongroom.service.versions import resolve
+from strongroom.store.refs import Refs
+
+
+def _head_of(session: Session, version: str | None) -> bytes:
+    repo = session.open()
+    if version is None:
+        refs = repo.read_refs()
+        if "main" in refs.branches:
+            return refs.branches["main"]
+        raise InputError("the repository has no version yet: give --from VERSION")
+    return resolve(repo, version)
+
+
+def branch_create(session: Session, name: str, from_version: str | None = None) -> RefInfo:
+    validate_ref_name(name)
+    head = _head_of(session, from_version)
+    repo = session.open()
+
+    def add(refs: Refs) -> None:
+        if name in refs.branches:
+            raise InputError(f"branch {name} already exists")
+        refs.branches[name] = head
+
+    session.remember(repo, repo.edit_refs(add, "branch create"))
+    return RefInfo(name, head.hex(), "branch")
+
+
+def branch_delete(session: Session, name: str) -> RefInfo:
+    repo = session.open()
+    removed: list[bytes] = []
+
+    def drop(refs: Refs) -> None:
+        if name not in refs.branches:
+            raise UnknownVersion(f"branch {name}")
+        removed.append(refs.branches.pop(name))
+
+    session.remember(repo, repo.edit_refs(drop, "branch delete"))
+    return RefInfo(name, removed[0].hex(), "branch")
+
+
+def tag_create(session: Session, name: str, version: str, force: bool = False) -> RefInfo:
+    validate_ref_name(name)
+    target = _head_of(session, version)
+    repo = session.open()
+
+    def add(refs: Refs) -> None:
+        if name in refs.tags and not force and refs.tags[name] != target:
+            raise InputError(f"tag {name} already exists (tags are immutable; --force moves it)")
+        refs.tags[name] = target
+
+    session.remember(repo, repo.edit_refs(add, "tag create"))
+    return RefInfo(name, target.hex(), "tag")
+
+
+def tag_delete(session: Session, name: str) -> RefInfo:
+    repo = session.open()
+    removed: list[bytes] = []
+
+    def drop(refs: Refs) -> None:
+        if name not in refs.tags:
+            raise UnknownVersion(f"tag {name}")
+        removed.append(refs.tags.pop(name))
+
+    session.remember(repo, repo.edit_refs(drop, "tag delete"))
+    return RefInfo(name, removed[0].hex(), "tag")
+
+
+def list_refs(session: Session, kind: str) -> list[RefInfo]:
+    refs = session.open().read_refs()
+    table = refs.branches if kind == "branch" else refs.tags
+    return [RefInfo(name, head.hex(), kind) for name, head in sorted(table.items())]

@@ -1,0 +1,101 @@
+"""Shared fixtures. `clean_env` (autouse) strips STRONGROOM_* from the environment, points state and cache
+at tmp, and turns on the test-only weak KDF so hundreds of repository opens stay fast."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from strongroom import Strongroom
+
+PASSPHRASE = "correct horse battery staple 7f3a"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key in list(os.environ):
+        if key.startswith("STRONGROOM_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STRONGROOM_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STRONGROOM_UNSAFE_TEST_WEAK_KDF", "1")
+    yield
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+    out_bytes: bytes
+
+
+@dataclass
+class Cli:
+    """Runs `strongroom` as a subprocess, the way users and scripts do."""
+
+    repo: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, passphrase: str | None = PASSPHRASE, input: bytes | None = None,
+                 extra_env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+        env = dict(self.env)
+        if passphrase is not None:
+            env["STRONGROOM_PASSPHRASE"] = passphrase
+        env.update(extra_env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "strongroom", "--repo", str(self.repo), *args],
+            env=env, capture_output=True, input=input, timeout=timeout,
+        )
+        return CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
+                         proc.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_PASSPHRASE")}
+    env["PYTEST_CURRENT_TEST"] = os.environ.get("PYTEST_CURRENT_TEST", "cli")
+    return Cli(tmp_path / "repo", env)
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def repo(repo_path: Path) -> Strongroom:
+    return Strongroom.init(str(repo_path), PASSPHRASE)
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
+    """Path → (kind, content or link target, mode) of everything below root."""
+    out: dict[str, tuple[str, bytes | str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                out[rel] = ("l", os.readlink(full), 0)
+            elif os.path.isdir(full):
+                out[rel] = ("d", b"", st.st_mode & 0o7777)
+            else:
+                out[rel] = ("f", Path(full).read_bytes(), st.st_mode & 0o7777)
+    return out
