@@ -19,11 +19,32 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not canonical JSON")
+
+
 def _loads(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise IntegrityError(f"{what} object is not valid") from None
+
+
+# Decoding damaged input must raise IntegrityError and nothing else.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
+def _entry_name(name: Any) -> str:
+    """A name that cannot reach outside its folder on checkout."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise IntegrityError("tree entry has an invalid name")
+    return name
+
+
+def _target(target: Any) -> str:
+    if not isinstance(target, str):
+        raise IntegrityError("symlink entry has no target")
+    return target
 
 
 def encode_tree(tree: Tree) -> bytes:
@@ -47,6 +68,8 @@ def decode_tree(data: bytes) -> Tree:
     try:
         if obj["v"] != FORMAT:
             raise IntegrityError(f"unsupported tree format {obj['v']}")
+        if not isinstance(obj["e"], list):
+            raise IntegrityError("tree object is malformed")
         entries = []
         for it in obj["e"]:
             t = it["t"]
@@ -54,7 +77,7 @@ def decode_tree(data: bytes) -> Tree:
                 raise IntegrityError(f"unknown entry type {t!r}")
             entries.append(
                 Entry(
-                    name=it["n"],
+                    name=_entry_name(it["n"]),
                     type=t,
                     mode=int(it["m"]),
                     mtime_ns=int(it["mt"]),
@@ -63,10 +86,10 @@ def decode_tree(data: bytes) -> Tree:
                     gid=int(it["g"]),
                     chunks=tuple(bytes.fromhex(c) for c in it.get("c", ())),
                     subtree=bytes.fromhex(it["x"]) if t == DIR else None,
-                    target=it.get("l") if t == SYMLINK else None,
+                    target=_target(it["l"]) if t == SYMLINK else None,
                 )
             )
-    except (KeyError, TypeError, ValueError):
+    except _MALFORMED:
         raise IntegrityError("tree object is malformed") from None
     return Tree(tuple(entries))
 
@@ -93,6 +116,8 @@ def decode_commit(data: bytes) -> Commit:
     try:
         if obj["v"] != FORMAT:
             raise IntegrityError(f"unsupported commit format {obj['v']}")
+        if not isinstance(obj["parents"], list):
+            raise IntegrityError("commit object is malformed")
         return Commit(
             tree=bytes.fromhex(obj["tree"]),
             parents=tuple(bytes.fromhex(p) for p in obj["parents"]),
@@ -104,7 +129,7 @@ def decode_commit(data: bytes) -> Commit:
             source=str(obj.get("source", "")),
             extra={str(k): str(v) for k, v in obj.get("extra", {}).items()},
         )
-    except (KeyError, TypeError, ValueError):
+    except _MALFORMED:
         raise IntegrityError("commit object is malformed") from None
 
 

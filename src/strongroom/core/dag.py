@@ -58,6 +58,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 def validate_ref_name(name: str) -> str:
     """Branch and tag names: letters, digits, '.', '_' and '-'; no path separators, no control characters,
     no '..', not ending in '.' or '.lock'."""
-    if not _NAME.match(name) or ".." in name or name.endswith(".") or name.endswith(".lock"):
+    if not _NAME.fullmatch(name) or ".." in name or name.endswith(".") or name.endswith(".lock"):
         raise InputError(f"invalid branch or tag name: {name!r} (use letters, digits, '.', '_' and '-')")
     return name

@@ -27,6 +27,10 @@ def _translate(pattern: str) -> str:
             out.append(".*")
             i += 2
             continue
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))  # `\#`, `\!`, `\*`: the character itself
+            i += 2
+            continue
         if c == "*":
             out.append("[^/]*")
         elif c == "?":
