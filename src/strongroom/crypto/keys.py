@@ -153,15 +153,18 @@ class Keyring:
             obj = json.loads(data)
             if obj["format"] != KEYRING_FORMAT:
                 raise IntegrityError("unsupported keyring format")
-            return cls(
+            ring = cls(
                 data_keys={int(k): Secret(_unb64(v)) for k, v in obj["data_keys"].items()},
                 current=int(obj["current"]),
                 id_key=Secret(_unb64(obj["id_key"])),
                 chunker_seed=int(obj["chunker_seed"]),
                 created={int(k): int(v) for k, v in obj.get("created", {}).items()},
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise IntegrityError("keyring is malformed") from None
+        if ring.current not in ring.data_keys or any(len(k) != 32 for k in [*ring.data_keys.values(), ring.id_key]):
+            raise IntegrityError("keyring is malformed")
+        return ring
 
 
 def seal_keyring(master: Secret, repo_id: str, keyring: Keyring) -> bytes:
