@@ -3,8 +3,10 @@
     StrongroomError                      exit 3, HTTP 500 (a bug unless a subclass says otherwise)
     ├── InputError                       exit 2, HTTP 400  bad usage or bad input; nothing was changed
     │   ├── NotARepository
+    │   ├── RepositoryExists
     │   ├── WrongPassphrase
     │   ├── UnknownVersion               HTTP 404
+    │   ├── UnknownPath                  HTTP 404
     │   ├── DestinationNotEmpty
     │   ├── UnreadableSource
     │   └── UnsafeSwitchRefused
@@ -13,7 +15,11 @@
         │   ├── DecryptionFailed         (opaque on purpose: never says why)
         │   └── RollbackDetected
         ├── BranchMoved
-        └── RepositoryLocked
+        ├── RepositoryLocked
+        └── VerificationFailed           HTTP 422
+
+strongroom.backends.base adds BackendError and TransientBackendError (under StrongroomError, exit 3) and
+ObjectMissing (under IntegrityError). docs/errors.md is generated from this tree by scripts/errorlist.py.
 
 Each class carries its message template in ``template``; ``hint()`` adds detail for humans.
 A library never calls ``sys.exit``: the shells map these to exit codes in one place.
