@@ -16,7 +16,7 @@ from typing import Any
 
 from strongroom.backends.base import Backend
 from strongroom.core.dag import ancestors
-from strongroom.core.model import DIR, FILE
+from strongroom.core.model import DIR, FILE, Commit
 from strongroom.crypto.idhash import content_name
 from strongroom.errors import InputError, StrongroomError
 from strongroom.store import parallel
@@ -182,8 +182,26 @@ def verify(
     commits: list[tuple[bytes, bytes]] = []
     unreadable_commits: dict[bytes, str] = {}
 
+    def read_twice(load: Callable[[bytes], Any], oid: bytes, what: str) -> tuple[Any, str | None]:
+        """Load an object; a read that fails once and then succeeds is a warning, not damage."""
+        try:
+            return load(oid), None
+        except StrongroomError:
+            pass
+        try:
+            obj = load(oid)
+        except StrongroomError as err:
+            return None, str(err)
+        report.warnings.append(f"{what} {oid.hex()[:16]}: a read failed once and succeeded when retried")
+        return obj, None
+
     def load_commit(cid: bytes) -> Any:
-        return repo.load_commit(cid)
+        c, why = read_twice(repo.load_commit, cid, "commit")
+        if why is not None:
+            # The version is lost; walk on without it (its parents cannot be known).
+            unreadable_commits[cid] = f"unreadable: {why}"
+            return Commit(tree=b"", parents=(), author="", host="", time_ns=0, message="", branch="")
+        return c
 
     heads = refs.heads()
     for h in heads:
@@ -191,7 +209,8 @@ def verify(
             unreadable_commits[h] = "missing"
     try:
         for cid, c in ancestors([h for h in heads if h not in unreadable_commits], load_commit):
-            commits.append((cid, c.tree))
+            if cid not in unreadable_commits:
+                commits.append((cid, c.tree))
     except StrongroomError as err:
         report.damage.append(Damage("commit history", str(err)))
     report.versions = len(commits)
@@ -206,10 +225,10 @@ def verify(
         if not present(tid):
             bad_ids.add(tid)
             continue
-        try:
-            tree = repo.load_tree(tid)
-        except StrongroomError:
+        tree, why = read_twice(repo.load_tree, tid, "tree")
+        if why is not None:
             bad_ids.add(tid)
+            report.damage.append(Damage(f"tree {tid.hex()[:16]}", f"unreadable: {why}"))
             continue
         for e in tree.entries:
             if e.type == DIR and e.subtree is not None:
