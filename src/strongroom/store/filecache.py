@@ -47,7 +47,9 @@ class FileCache:
             self.entries = {
                 p: CachedFile(v[0], v[1], v[2], v[3], tuple(bytes.fromhex(c) for c in v[4])) for p, v in raw.items()
             }
-        except (OSError, ValueError, KeyError, IndexError, TypeError, StrongroomError, zstandard.ZstdError):
+        except (
+            OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, StrongroomError, zstandard.ZstdError
+        ):
             self.entries = {}  # a missing or unreadable cache only costs a full read
 
     def lookup(self, rel: str, st: os.stat_result, scan_start_ns: int) -> tuple[bytes, ...] | None:

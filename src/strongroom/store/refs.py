@@ -47,7 +47,7 @@ class Refs:
                 {k: bytes.fromhex(v) for k, v in obj["branches"].items()},
                 {k: bytes.fromhex(v) for k, v in obj["tags"].items()},
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise IntegrityError("refs are malformed") from None
 
     def heads(self) -> list[bytes]:

@@ -1,0 +1,86 @@
+"""Client-side memory of each repository: a rollback (older generation) or a swap (other key, other suite,
+other refs at the same generation) is refused; newer states are accepted and remembered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from strongroom.errors import RollbackDetected
+from strongroom.store.clientstate import ClientState
+from strongroom.store.refs import Refs
+
+FP, SUITE = "f" * 32, "blake3k+aes256gcm/1"
+
+
+def refs(gen: int, head: bytes = b"\1" * 32) -> Refs:
+    return Refs(gen, {"main": head})
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> ClientState:
+    return ClientState(str(tmp_path / "state"), "ab" * 32)
+
+
+def test_first_contact_is_trusted(state: ClientState) -> None:
+    assert state.load() is None
+    state.check(FP, SUITE, refs(5))
+
+
+def test_save_then_same_state_is_fine(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(5))
+    state.check(FP, SUITE, refs(5))
+    seen = state.load()
+    assert seen is not None and (seen.fingerprint, seen.suite, seen.generation) == (FP, SUITE, 5)
+
+
+def test_newer_generation_is_accepted(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(5))
+    state.check(FP, SUITE, refs(6, b"\2" * 32))
+
+
+def test_rollback_is_detected(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(5))
+    with pytest.raises(RollbackDetected, match="rolled back") as info:
+        state.check(FP, SUITE, refs(4))
+    assert info.value.exit_code == 1
+    assert "trust-current" in (info.value.hint() or "")
+
+
+def test_same_generation_with_other_refs_is_a_swap(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(5))
+    with pytest.raises(RollbackDetected, match="swapped"):
+        state.check(FP, SUITE, refs(5, b"\2" * 32))
+
+
+@pytest.mark.parametrize("fp,suite", [("e" * 32, SUITE), (FP, "other/1")])
+def test_other_key_or_suite_is_a_swap(state: ClientState, fp: str, suite: str) -> None:
+    state.save(FP, SUITE, refs(5))
+    with pytest.raises(RollbackDetected, match="swapped"):
+        state.check(fp, suite, refs(9))
+
+
+def test_save_never_moves_back_unless_forced(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(5))
+    state.save(FP, SUITE, refs(3))
+    assert state.load().generation == 5  # type: ignore[union-attr]
+    with pytest.raises(RollbackDetected):
+        state.check(FP, SUITE, refs(3))
+    state.save(FP, SUITE, refs(3), force=True)  # `trust-current`
+    assert state.load().generation == 3  # type: ignore[union-attr]
+    state.check(FP, SUITE, refs(3))
+
+
+def test_state_is_per_repository(tmp_path: Path) -> None:
+    a = ClientState(str(tmp_path), "aa" * 32)
+    b = ClientState(str(tmp_path), "bb" * 32)
+    a.save(FP, SUITE, refs(9))
+    b.check("e" * 32, SUITE, refs(1))  # b has never been seen
+
+
+def test_save_leaves_no_temp_file(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(1))
+    state.save(FP, SUITE, refs(2))
+    folder = Path(state.path).parent
+    assert [p.name for p in folder.iterdir()] == [Path(state.path).name]
