@@ -28,7 +28,7 @@ class ObjectMissing(IntegrityError):
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name or ".tmp" in name or len(name) > 512:
+    if not _NAME.fullmatch(name) or ".." in name or ".tmp" in name or len(name) > 512:
         raise ValueError(f"invalid object name: {name!r}")
     return name
 

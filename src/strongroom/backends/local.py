@@ -46,9 +46,9 @@ class LocalBackend:
     def put(self, name: str, data: bytes | memoryview) -> None:
         path = self._path(name)
         d = os.path.dirname(path)
-        self._ensure_dir(d)
         tmp = f"{path}.tmp{os.getpid()}-{os.urandom(4).hex()}"
         try:
+            self._ensure_dir(d)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
@@ -69,19 +69,26 @@ class LocalBackend:
     def put_exclusive(self, name: str, data: bytes) -> bool:
         path = self._path(name)
         d = os.path.dirname(path)
-        self._ensure_dir(d)
         try:
+            self._ensure_dir(d)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False
         except OSError as e:
             raise BackendError(f"creating {name}: {e.strerror or e}") from None
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(d)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(d)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # never leave a half-written object under its name
+            raise BackendError(f"writing {name}: {e.strerror or e}") from None
         return True
 
     def get(self, name: str) -> bytes:

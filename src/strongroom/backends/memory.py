@@ -42,4 +42,8 @@ class MemoryBackend:
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         for name in sorted(self.objects):
             if name == prefix or name.startswith(prefix.rstrip("/") + "/"):
+                try:
+                    validate_name(name)
+                except ValueError:
+                    continue  # no crap out: whatever did not come in through put()
                 yield name, len(self.objects[name])
