@@ -119,6 +119,8 @@ def _check_packs(repo: Repository, share: list[str], send: Callable[[tuple[Any, 
             if not second:
                 send(("warning", f"{name}: a read failed once and succeeded when retried"))
             bad = second
+        if not bad and pid not in index.packs:
+            send(("warning", f"{name}: in no index (an interrupted commit left it, or its index file is lost)"))
         size = repo.backend.size(name) or 0
         for what, reason, oid in bad:
             send(("damage", what, reason, oid))
@@ -127,6 +129,7 @@ def _check_packs(repo: Repository, share: list[str], send: Callable[[tuple[Any, 
 
 def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, str, bytes | None]]:
     out: list[tuple[str, str, bytes | None]] = []
+    indexed = pid in repo.index.packs
     entries = repo.index.packs.get(pid, [])
     try:
         data = repo.backend.get(name)
@@ -135,8 +138,11 @@ def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, st
     if content_name(data) != pid:
         out.append((name, "content does not match its name", None))
     try:
-        header = {(e.object_id, e.offset, e.length) for e in read_header_from(data, repo.sealer, repo.context)}
-        if header != {(e.object_id, e.offset, e.length) for e in entries}:
+        listed = read_header_from(data, repo.sealer, repo.context)
+        header = {(e.object_id, e.offset, e.length) for e in listed}
+        if not indexed:
+            entries = listed  # an orphan (an interrupted commit wrote it): check what its own header lists
+        elif header != {(e.object_id, e.offset, e.length) for e in entries}:
             out.append((name, "pack header disagrees with the index", None))
     except StrongroomError as err:
         out.append((name, f"pack header: {err}", None))

@@ -239,7 +239,7 @@ def commit_folder(
 
     refs = repo.read_refs()
     parent = refs.branches.get(req.branch)
-    repo.adopt_orphan_packs()
+    adopted = repo.adopt_orphan_packs()  # left by an interrupted commit: reused, and indexed below
     index = repo.index
 
     cache = FileCache(req.cache_path, repo.sealer, repo.context) if req.cache_path else None
@@ -335,7 +335,7 @@ def commit_folder(
         pid = repo.write_pack(meta)
         new_packs.append(pid)
         stored += repo.backend.size(pack_path(pid)) or 0
-    repo.write_index(new_packs)
+    repo.write_index(adopted + new_packs)
     repo.update_refs(req.branch, parent, commit_id, "commit", wait=req.wait)
     if cache:
         cache.save(new_cache)

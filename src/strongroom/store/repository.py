@@ -281,10 +281,13 @@ class Repository:
     def load_index(self) -> Index:
         idx = Index()
         for name, _ in self.backend.list("index"):
-            try:
-                idx.load_file(name, self.backend.get(name), self.sealer, self.context)
-            except StrongroomError:
-                idx.bad_files.append(name)
+            for attempt in (1, 2):  # a read that fails once and then succeeds is not damage
+                try:
+                    idx.load_file(name, self.backend.get(name), self.sealer, self.context)
+                    break
+                except StrongroomError:
+                    if attempt == 2:
+                        idx.bad_files.append(name)
         return idx
 
     def adopt_orphan_packs(self) -> list[str]:
