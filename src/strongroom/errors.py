@@ -16,7 +16,9 @@
         │   └── RollbackDetected
         ├── BranchMoved
         ├── RepositoryLocked
-        └── VerificationFailed           HTTP 422
+        ├── VerificationFailed           HTTP 422
+        ├── PolicyDenied                 HTTP 403  a protected branch, a failed check
+        └── MergeConflict
 
 strongroom.backends.base adds BackendError and TransientBackendError (under StrongroomError, exit 3) and
 ObjectMissing (under IntegrityError). docs/errors.md is generated from this tree by scripts/errorlist.py.
@@ -140,3 +142,15 @@ def all_error_classes() -> list[type[StrongroomError]]:
 
     walk(StrongroomError)
     return out
+
+
+class PolicyDenied(ProblemFound):
+    http_status = 403
+    template = "{}"
+
+
+class MergeConflict(ProblemFound):
+    template = "{}"
+
+    def hint(self) -> str | None:
+        return "resolve with --strategy ours|theirs, or change one side and merge again"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from strongroom.core.dag import validate_ref_name
-from strongroom.errors import InputError, UnknownVersion
+from strongroom.errors import InputError, PolicyDenied, UnknownVersion
 from strongroom.service.context import Session
 from strongroom.service.results import RefInfo
 from strongroom.service.versions import resolve
@@ -41,6 +41,8 @@ def branch_delete(session: Session, name: str) -> RefInfo:
     def drop(refs: Refs) -> None:
         if name not in refs.branches:
             raise UnknownVersion(f"branch {name}")
+        if name in refs.protected:
+            raise PolicyDenied(f"branch {name} is protected: deleting it is refused")
         removed.append(refs.branches.pop(name))
 
     session.remember(repo, repo.edit_refs(drop, "branch delete"))
@@ -77,4 +79,7 @@ def tag_delete(session: Session, name: str) -> RefInfo:
 def list_refs(session: Session, kind: str) -> list[RefInfo]:
     refs = session.open().read_refs()
     table = refs.branches if kind == "branch" else refs.tags
-    return [RefInfo(name, head.hex(), kind) for name, head in sorted(table.items())]
+    return [
+        RefInfo(name, head.hex(), kind, kind == "branch" and name in refs.protected)
+        for name, head in sorted(table.items())
+    ]

@@ -123,3 +123,13 @@ class RefInfo(Result):
     name: str
     version: str
     kind: str
+    protected: bool = False
+
+
+@dataclasses.dataclass
+class MergeResult(Result):
+    branch: str
+    version: str
+    kind: str  # merge | fast-forward | up-to-date | revert | reset
+    conflicts: list[str]
+    checks_passed: list[str]

@@ -11,7 +11,7 @@ from strongroom.core.dag import ancestors, split_tilde, validate_ref_name, walk_
 from strongroom.core.diff import diff_flat
 from strongroom.core.ids import ID_LEN, ObjectKind, is_hex_prefix
 from strongroom.core.model import DIR, FILE, Entry
-from strongroom.errors import InputError, UnknownPath, UnknownVersion
+from strongroom.errors import InputError, PolicyDenied, UnknownPath, UnknownVersion
 from strongroom.service.context import Session
 from strongroom.service.results import CheckoutSummary, CommitInfo, CommitSummary, DiffEntry, LsEntry, iso
 from strongroom.store import lock
@@ -69,6 +69,8 @@ def commit(
     if not os.path.isdir(source):
         raise InputError(f"not a folder: {source}")
     repo = session.open()
+    if branch in repo.read_refs().protected:
+        raise PolicyDenied(f"branch {branch} is protected: it takes new versions only by merge")
     t0 = time.perf_counter()
     req = CommitRequest(
         source=source,

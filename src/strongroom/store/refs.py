@@ -17,11 +17,29 @@ from strongroom.errors import IntegrityError
 REFS_NAME = "refs"
 
 
+@dataclass(frozen=True)
+class Protection:
+    """A protected branch takes new versions only by merge, and only when every check command passes."""
+
+    require_signed: bool = False
+    checks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RefChange:
+    time_ns: int
+    ref: str  # "branch:NAME" or "tag:NAME"
+    old: bytes | None
+    new: bytes | None
+
+
 @dataclass
 class Refs:
     generation: int = 0
     branches: dict[str, bytes] = field(default_factory=dict)
     tags: dict[str, bytes] = field(default_factory=dict)
+    protected: dict[str, Protection] = field(default_factory=dict)
+    reflog: list[RefChange] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return dumps_canonical(
@@ -30,6 +48,14 @@ class Refs:
                 "generation": self.generation,
                 "branches": {k: v.hex() for k, v in sorted(self.branches.items())},
                 "tags": {k: v.hex() for k, v in sorted(self.tags.items())},
+                "protected": {
+                    k: {"require_signed": p.require_signed, "checks": list(p.checks)}
+                    for k, p in sorted(self.protected.items())
+                },
+                "reflog": [
+                    [c.time_ns, c.ref, c.old.hex() if c.old else None, c.new.hex() if c.new else None]
+                    for c in self.reflog
+                ],
             }
         )
 
@@ -46,9 +72,24 @@ class Refs:
                 int(obj["generation"]),
                 {k: bytes.fromhex(v) for k, v in obj["branches"].items()},
                 {k: bytes.fromhex(v) for k, v in obj["tags"].items()},
+                {
+                    k: Protection(bool(v["require_signed"]), tuple(str(c) for c in v["checks"]))
+                    for k, v in obj.get("protected", {}).items()
+                },
+                [
+                    RefChange(int(t), str(r), bytes.fromhex(o) if o else None, bytes.fromhex(n) if n else None)
+                    for t, r, o, n in obj.get("reflog", [])
+                ],
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise IntegrityError("refs are malformed") from None
+
+    def record_changes(self, before: Refs, now_ns: int) -> None:
+        """Append to the reflog every branch and tag that moved, appeared or went away since ``before``."""
+        for kind, old_t, new_t in (("branch", before.branches, self.branches), ("tag", before.tags, self.tags)):
+            for name in sorted(old_t.keys() | new_t.keys()):
+                if old_t.get(name) != new_t.get(name):
+                    self.reflog.append(RefChange(now_ns, f"{kind}:{name}", old_t.get(name), new_t.get(name)))
 
     def heads(self) -> list[bytes]:
         return list(dict.fromkeys([*self.branches.values(), *self.tags.values()]))

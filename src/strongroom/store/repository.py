@@ -220,7 +220,9 @@ class Repository:
         change() raises to refuse (for example BranchMoved when a branch is no longer where it was)."""
         with lock.publish_lock(self.backend, command, wait):
             refs = self.read_refs()
+            before = Refs(refs.generation, dict(refs.branches), dict(refs.tags))
             change(refs)
+            refs.record_changes(before, time.time_ns())
             self._account_messages()
             refs.generation += 1
             self._write_refs(refs)

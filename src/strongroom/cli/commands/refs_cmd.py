@@ -9,6 +9,7 @@ import typer
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, line
 from strongroom.service import branches as svc
+from strongroom.service import merge as merge_svc
 from strongroom.service.results import RefInfo
 
 branch_app = typer.Typer(help="Create, list and delete branches (O(1): nothing is copied).", no_args_is_help=True)
@@ -20,7 +21,7 @@ def _show(refs: list[RefInfo]) -> None:
         emit_json(refs)
         return
     for r in refs:
-        line(f"{r.name}\t{r.version}")
+        line(f"{r.name}\t{r.version}" + ("\tprotected" if r.protected else ""))
 
 
 @branch_app.command("create")
@@ -42,6 +43,56 @@ def branch_list() -> None:
 def branch_delete(name: Annotated[str, typer.Argument()]) -> None:
     """Delete branch NAME (its versions stay reachable from other refs, or until gc)."""
     _show([svc.branch_delete(session(), name)])
+
+
+@branch_app.command("protect")
+def branch_protect(
+    name: Annotated[str, typer.Argument()],
+    require_check: Annotated[
+        list[str] | None,
+        typer.Option("--require-check", help="Command run on the candidate (split like a shell, not run by one)."),
+    ] = None,
+) -> None:
+    """Let NAME take new versions only by merge, and only when every check exits 0."""
+    p = merge_svc.protect(session(), name, require_check or [])
+    if STATE.json:
+        emit_json({"branch": name, "checks": list(p.checks) if p else []})
+    else:
+        line(f"{name}\tprotected" + "".join(f"\tcheck: {c}" for c in (p.checks if p else ())))
+
+
+@branch_app.command("unprotect")
+def branch_unprotect(name: Annotated[str, typer.Argument()]) -> None:
+    """Remove the protection of NAME."""
+    merge_svc.protect(session(), name, [], on=False)
+    line(f"{name}\tunprotected")
+
+
+def merge(
+    source: Annotated[str, typer.Argument(help="Version or branch to merge.")],
+    into: Annotated[str, typer.Option("--into", help="Branch that receives the merge.")],
+    message: Annotated[str, typer.Option("-m", "--message")] = "",
+    strategy: Annotated[str | None, typer.Option("--strategy", help="ours or theirs, for conflicting paths.")] = None,
+) -> None:
+    """Three-way, file-level merge of SOURCE into a branch (a fast-forward where possible)."""
+    res = merge_svc.merge(session(), source, into, message, strategy)
+    emit_json(res) if STATE.json else line(f"{res.kind}\t{res.branch}\t{res.version}")
+
+
+def revert(
+    version: Annotated[str, typer.Argument()],
+    branch: Annotated[str | None, typer.Option("--branch", "-b")] = None,
+    message: Annotated[str, typer.Option("-m", "--message")] = "",
+) -> None:
+    """Make a new version that undoes VERSION."""
+    res = merge_svc.revert(session(), version, branch, message)
+    emit_json(res) if STATE.json else line(f"{res.kind}\t{res.branch}\t{res.version}")
+
+
+def reset(branch: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()]) -> None:
+    """Move BRANCH to VERSION (refused on a protected branch)."""
+    res = merge_svc.reset(session(), branch, version)
+    emit_json(res) if STATE.json else line(f"{res.kind}\t{res.branch}\t{res.version}")
 
 
 @tag_app.command("create")
@@ -69,3 +120,5 @@ def tag_delete(name: Annotated[str, typer.Argument()]) -> None:
 def register(app: typer.Typer) -> None:
     app.add_typer(branch_app, name="branch")
     app.add_typer(tag_app, name="tag")
+    for fn in (merge, revert, reset):
+        app.command()(fn)

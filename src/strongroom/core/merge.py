@@ -1,0 +1,65 @@
+"""Three-way, file-level merge of flattened trees ({path: entry}, folders left out). Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strongroom.core.model import Entry
+from strongroom.errors import InputError
+
+STRATEGIES = ("ours", "theirs")
+
+
+def _same(a: Entry | None, b: Entry | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.type, a.chunks, a.target, a.size, a.mode) == (b.type, b.chunks, b.target, b.size, b.mode)
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    merged: dict[str, Entry]
+    conflicts: list[str]
+
+
+def three_way(
+    base: dict[str, Entry], ours: dict[str, Entry], theirs: dict[str, Entry], strategy: str | None = None
+) -> MergePlan:
+    """A path changed on one side only takes that side; changed identically on both, either; changed
+    differently on both, a conflict unless a strategy picks a side. Deletions count as changes."""
+    if strategy is not None and strategy not in STRATEGIES:
+        raise InputError(f"--strategy takes ours or theirs, not {strategy!r}")
+    merged: dict[str, Entry] = {}
+    conflicts: list[str] = []
+    for path in sorted(base.keys() | ours.keys() | theirs.keys()):
+        b, o, t = base.get(path), ours.get(path), theirs.get(path)
+        if _same(o, t) or _same(b, t):
+            pick = o
+        elif _same(b, o):
+            pick = t
+        elif strategy == "ours":
+            pick = o
+        elif strategy == "theirs":
+            pick = t
+        else:
+            conflicts.append(path)
+            continue
+        if pick is not None:
+            merged[path] = pick
+    # A file on one side and a folder path below it on the other cannot both exist.
+    for path in list(merged):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in merged:
+                conflicts.append(path)
+                merged.pop(path, None)
+                break
+    return MergePlan(merged, sorted(set(conflicts)))
+
+
+def merge_base(ancestors_a: list[bytes], ancestors_b: set[bytes]) -> bytes | None:
+    """The newest of A's ancestors (newest first) that B also has."""
+    for cid in ancestors_a:
+        if cid in ancestors_b:
+            return cid
+    return None

@@ -1,0 +1,197 @@
+"""merge, revert, reset and protected branches."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+
+from strongroom.core.dag import ancestors, validate_ref_name
+from strongroom.core.merge import STRATEGIES, merge_base, three_way
+from strongroom.core.model import Commit, Entry
+from strongroom.errors import InputError, MergeConflict, PolicyDenied, UnknownVersion
+from strongroom.service.context import Session
+from strongroom.service.results import MergeResult
+from strongroom.service.versions import resolve
+from strongroom.store.refs import Protection, Refs
+from strongroom.store.repository import Repository
+from strongroom.store.restore import checkout as restore_checkout
+from strongroom.store.treebuild import ObjectWriter, flatten
+
+CHECK_TIMEOUT = 3600
+
+
+def _flat(repo: Repository, commit_id: bytes | None) -> tuple[dict[str, Entry], dict[str, Entry]]:
+    if commit_id is None:
+        return {}, {}
+    return flatten(repo, repo.load_commit(commit_id).tree)
+
+
+def _conflict(paths: list[str]) -> MergeConflict:
+    shown = ", ".join(paths[:20]) + (f" and {len(paths) - 20} more" if len(paths) > 20 else "")
+    return MergeConflict(f"{len(paths)} conflicting path(s): {shown}")
+
+
+def run_checks(repo: Repository, tree_id: bytes, checks: tuple[str, ...]) -> list[tuple[str, int, str]]:
+    """Run each check in a private checkout of the candidate; returns (check, exit code, output) of failures."""
+    if not checks:
+        return []
+    work = tempfile.mkdtemp(prefix="strongroom-check-")
+    os.chmod(work, 0o700)
+    try:
+        dest = os.path.join(work, "candidate")
+        restore_checkout(repo, tree_id, dest)
+        failures = []
+        for check in checks:
+            try:
+                proc = subprocess.run(
+                    shlex.split(check), cwd=dest, capture_output=True, timeout=CHECK_TIMEOUT, check=False
+                )
+                code, out = proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+            except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+                code, out = 127, str(e)
+            if code != 0:
+                failures.append((check, code, out))
+        return failures
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _enforce_checks(repo: Repository, protection: Protection | None, tree_id: bytes, branch: str) -> list[str]:
+    if protection is None:
+        return []
+    failures = run_checks(repo, tree_id, protection.checks)
+    if failures:
+        check, code, out = failures[0]
+        tail = " | ".join(out.strip().splitlines()[-5:])
+        raise PolicyDenied(f"check `{check}` failed (exit {code}) for {branch}; branch unchanged: {tail}")
+    return list(protection.checks)
+
+
+def merge(
+    session: Session, source: str, into: str, message: str = "", strategy: str | None = None, wait: float = 0.0
+) -> MergeResult:
+    if strategy is not None and strategy not in STRATEGIES:
+        raise InputError(f"--strategy takes ours or theirs, not {strategy!r}")
+    repo = session.open()
+    refs = repo.read_refs()
+    if into not in refs.branches:
+        raise UnknownVersion(f"branch {into}")
+    head = refs.branches[into]
+    src = resolve(repo, source)
+    head_line = [cid for cid, _ in ancestors([head], repo.load_commit)]
+    if src in set(head_line):
+        return MergeResult(into, head.hex(), "up-to-date", [], [])
+    src_line = [cid for cid, _ in ancestors([src], repo.load_commit)]
+    protection = refs.protected.get(into)
+    if head in set(src_line):
+        new, kind, tree = src, "fast-forward", repo.load_commit(src).tree
+    else:
+        base = merge_base(head_line, set(src_line))
+        base_files, _ = _flat(repo, base)
+        ours_files, ours_dirs = _flat(repo, head)
+        theirs_files, theirs_dirs = _flat(repo, src)
+        plan = three_way(base_files, ours_files, theirs_files, strategy)
+        if plan.conflicts:
+            raise _conflict(plan.conflicts)
+        writer = ObjectWriter(repo)
+        tree = writer.tree_from_flat(plan.merged, {**theirs_dirs, **ours_dirs})
+        commit = Commit(
+            tree,
+            (head, src),
+            session.actor(repo).split("@")[0],
+            _host(),
+            time.time_ns(),
+            message or f"merge {source} into {into}",
+            into,
+        )
+        new, kind = writer.commit(commit), "merge"
+        writer.finish()  # packs first: if a check fails they stay unreferenced, for gc to collect
+        checks = _enforce_checks(repo, protection, tree, into)
+        session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
+        return MergeResult(into, new.hex(), kind, [], checks)
+    checks = _enforce_checks(repo, protection, tree, into)
+    session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
+    return MergeResult(into, new.hex(), kind, [], checks)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def revert(session: Session, version: str, branch: str | None = None, message: str = "") -> MergeResult:
+    """A new version on the branch that undoes what VERSION changed relative to its first parent."""
+    repo = session.open()
+    target = resolve(repo, version)
+    commit = repo.load_commit(target)
+    refs = repo.read_refs()
+    name = branch or (commit.branch if commit.branch in refs.branches else "main")
+    if name not in refs.branches:
+        raise UnknownVersion(f"branch {name}")
+    if name in refs.protected:
+        raise PolicyDenied(f"branch {name} is protected: it takes new versions only by merge")
+    head = refs.branches[name]
+    base_files, _ = _flat(repo, target)
+    ours_files, ours_dirs = _flat(repo, head)
+    parent_files, _ = _flat(repo, commit.parents[0] if commit.parents else None)
+    plan = three_way(base_files, ours_files, parent_files)
+    if plan.conflicts:
+        raise _conflict(plan.conflicts)
+    writer = ObjectWriter(repo)
+    tree = writer.tree_from_flat(plan.merged, ours_dirs)
+    new = writer.commit(
+        Commit(
+            tree,
+            (head,),
+            session.actor(repo).split("@")[0],
+            _host(),
+            time.time_ns(),
+            message or f"revert {target.hex()[:12]}",
+            name,
+        )
+    )
+    writer.finish()
+    session.remember(repo, repo.update_refs(name, head, new, "revert"))
+    return MergeResult(name, new.hex(), "revert", [], [])
+
+
+def reset(session: Session, branch: str, version: str) -> MergeResult:
+    repo = session.open()
+    target = resolve(repo, version)
+
+    def move(refs: Refs) -> None:
+        if branch not in refs.branches:
+            raise UnknownVersion(f"branch {branch}")
+        if branch in refs.protected:
+            raise PolicyDenied(f"branch {branch} is protected: reset is refused")
+        refs.branches[branch] = target
+
+    session.remember(repo, repo.edit_refs(move, "reset"))
+    return MergeResult(branch, target.hex(), "reset", [], [])
+
+
+def protect(session: Session, branch: str, checks: list[str], on: bool = True) -> Protection | None:
+    validate_ref_name(branch)
+    for c in checks:
+        if not shlex.split(c):
+            raise InputError("an empty --require-check command")
+    repo = session.open()
+    result: list[Protection | None] = []
+
+    def change(refs: Refs) -> None:
+        if branch not in refs.branches:
+            raise UnknownVersion(f"branch {branch}")
+        if on:
+            refs.protected[branch] = Protection(False, tuple(checks))
+            result.append(refs.protected[branch])
+        else:
+            refs.protected.pop(branch, None)
+            result.append(None)
+
+    session.remember(repo, repo.edit_refs(change, "branch protect" if on else "branch unprotect"))
+    return result[0]

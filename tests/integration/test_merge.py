@@ -1,0 +1,108 @@
+"""merge, revert, reset and protected branches (issue 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, make_tree
+
+
+@pytest.fixture
+def forked(cli: Cli, tmp_path: Path) -> tuple[Path, Path]:
+    """main and dev share a base; main changed a, dev changed sub/c and added n."""
+    main = make_tree(tmp_path / "main", {"a": b"base\n", "b": b"b\n", "sub/c": b"c\n"})
+    assert cli("init").code == 0
+    assert cli("commit", str(main), "-m", "base").code == 0
+    assert cli("branch", "create", "dev").code == 0
+    dev = tmp_path / "dev"
+    assert cli("checkout", "dev", str(dev)).code == 0
+    (main / "a").write_bytes(b"main change\n")
+    assert cli("commit", str(main), "-m", "main work").code == 0
+    (dev / "sub" / "c").write_bytes(b"dev change\n")
+    (dev / "n").write_bytes(b"new on dev\n")
+    assert cli("commit", str(dev), "-b", "dev", "-m", "dev work").code == 0
+    return main, dev
+
+
+def test_three_way_merge_takes_each_sides_changes(cli: Cli, forked: tuple[Path, Path]) -> None:
+    res = cli("--json", "merge", "dev", "--into", "main")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["kind"] == "merge"
+    assert cli("cat", "main", "a").out == "main change\n"
+    assert cli("cat", "main", "sub/c").out == "dev change\n"
+    assert cli("cat", "main", "n").out == "new on dev\n"
+    log = json.loads(cli("--json", "log", "--branch", "main").out)
+    assert len(log[0]["parents"]) == 2
+    assert cli("verify", "--full").code == 0
+    # merging again changes nothing
+    assert json.loads(cli("--json", "merge", "dev", "--into", "main").out)["kind"] == "up-to-date"
+
+
+def test_fast_forward(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "s", {"x": b"1"})
+    cli("init")
+    cli("commit", str(src))
+    cli("branch", "create", "feature")
+    (src / "x").write_bytes(b"2")
+    v2 = cli("commit", str(src), "-b", "feature").out.strip()
+    out = json.loads(cli("--json", "merge", "feature", "--into", "main").out)
+    assert out == {"branch": "main", "version": v2, "kind": "fast-forward", "conflicts": [], "checks_passed": []}
+
+
+def test_conflicts_exit_1_and_strategies_resolve(cli: Cli, forked: tuple[Path, Path]) -> None:
+    _, dev = forked
+    (dev / "a").write_bytes(b"dev also changed a\n")
+    assert cli("commit", str(dev), "-b", "dev").code == 0
+    before = cli("branch", "list").out
+    res = cli("merge", "dev", "--into", "main")
+    assert res.code == 1 and "conflicting" in res.err and " a" in res.err
+    assert cli("branch", "list").out == before  # nothing moved
+    assert cli("merge", "dev", "--into", "main", "--strategy", "theirs").code == 0
+    assert cli("cat", "main", "a").out == "dev also changed a\n"
+    bad = cli("merge", "dev", "--into", "main", "--strategy", "mine")
+    assert bad.code == 2
+
+
+def test_revert_undoes_one_version(cli: Cli, forked: tuple[Path, Path]) -> None:
+    main, _ = forked
+    (main / "b").write_bytes(b"oops\n")
+    v = cli("commit", str(main), "-m", "mistake").out.strip()
+    (main / "extra").write_bytes(b"kept\n")
+    assert cli("commit", str(main), "-m", "later").code == 0
+    assert cli("revert", v).code == 0
+    assert cli("cat", "main", "b").out == "b\n"  # the mistake is undone
+    assert cli("cat", "main", "extra").out == "kept\n"  # later work stays
+
+
+def test_reset_moves_a_branch_back(cli: Cli, forked: tuple[Path, Path]) -> None:
+    log = json.loads(cli("--json", "log", "--branch", "main").out)
+    assert cli("reset", "main", log[1]["id"]).code == 0
+    assert json.loads(cli("--json", "log", "--branch", "main").out)[0]["id"] == log[1]["id"]
+
+
+def test_protected_branch_takes_versions_only_by_checked_merge(cli: Cli, forked: tuple[Path, Path]) -> None:
+    main, dev = forked
+    assert cli("branch", "protect", "main", "--require-check", "test -f b").code == 0
+    direct = cli("commit", str(main), "-m", "direct")
+    assert direct.code == 1 and "protected" in direct.err
+    assert cli("reset", "main", "main~1").code == 1
+    assert cli("branch", "delete", "main").code == 1
+    def main_line() -> str:
+        return next(line for line in cli("branch", "list").out.splitlines() if line.startswith("main\t"))
+
+    head = main_line()
+    (dev / "b").unlink()
+    assert cli("commit", str(dev), "-b", "dev", "-m", "drop b").code == 0
+    failed = cli("merge", "dev", "--into", "main")
+    assert failed.code == 1 and "test -f b" in failed.err
+    assert main_line() == head  # a failed check leaves the branch unchanged
+    (dev / "b").write_bytes(b"b restored\n")
+    assert cli("commit", str(dev), "-b", "dev", "-m", "b back").code == 0
+    ok = cli("--json", "merge", "dev", "--into", "main")
+    assert ok.code == 0, ok.err
+    assert json.loads(ok.out)["checks_passed"] == ["test -f b"]
+    assert cli("verify", "--full").code == 0
