@@ -133,3 +133,14 @@ class MergeResult(Result):
     kind: str  # merge | fast-forward | up-to-date | revert | reset
     conflicts: list[str]
     checks_passed: list[str]
+
+
+@dataclasses.dataclass
+class GcResult(Result):
+    dry_run: bool
+    packs_deleted: int
+    packs_repacked: int
+    objects_removed: int
+    bytes_removable: int
+    bytes_freed: int
+    live_objects: int

@@ -83,9 +83,10 @@ def commit(
         cache_path=session.file_cache_path(repo, source),
         wait=wait,
     )
-    res = commit_folder(
-        repo, req, lambda f, b: session.progress.start("commit", f, b), lambda f, b: session.progress.advance(f, b)
-    )
+    with lock.read_lock(repo.backend, "commit"):  # gc must not delete packs this commit is about to reference
+        res = commit_folder(
+            repo, req, lambda f, b: session.progress.start("commit", f, b), lambda f, b: session.progress.advance(f, b)
+        )
     session.progress.finish()
     session.remember(repo, repo.read_refs())
     return CommitSummary(

@@ -16,6 +16,7 @@ from strongroom.backends.base import Backend
 from strongroom.errors import RepositoryLocked
 
 PUBLISH = "locks/publish"
+EXCLUSIVE = "locks/exclusive"
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,44 @@ def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> I
         backend.delete(PUBLISH)
 
 
+def _live_exclusive(backend: Backend) -> Holder | None:
+    holder = read_holder(backend, EXCLUSIVE)
+    if holder is not None and holder.is_stale():
+        backend.delete(EXCLUSIVE)
+        return None
+    return holder
+
+
 @contextmanager
 def read_lock(backend: Backend, command: str) -> Iterator[None]:
+    """A shared lock (readers and commits). Two-flag protocol with exclusive_lock: write ours, then look for
+    theirs; whichever comes second sees the other and backs off."""
     name = f"locks/read-{os.urandom(8).hex()}"
     backend.put(name, _record(command))
+    holder = _live_exclusive(backend)
+    if holder is not None:
+        backend.delete(name)
+        raise RepositoryLocked(holder.describe(time.time_ns()))
     try:
         yield
     finally:
         backend.delete(name)
+
+
+@contextmanager
+def exclusive_lock(backend: Backend, command: str) -> Iterator[None]:
+    """Held by gc while it deletes: no reader or commit may run. Refuses while shared locks are held."""
+    _live_exclusive(backend)
+    if not backend.put_exclusive(EXCLUSIVE, _record(command)):
+        holder = read_holder(backend, EXCLUSIVE)
+        raise RepositoryLocked(holder.describe(time.time_ns()) if holder else EXCLUSIVE)
+    try:
+        readers = [h for h in holders(backend) if h.name.startswith("locks/read-") and not h.is_stale()]
+        if readers:
+            raise RepositoryLocked(readers[0].describe(time.time_ns()) + "; gc does not delete while others read")
+        yield
+    finally:
+        backend.delete(EXCLUSIVE)
 
 
 def clear(backend: Backend, force: bool) -> list[Holder]:

@@ -9,6 +9,7 @@ import typer
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, line, note, safe, table
 from strongroom.errors import InputError
+from strongroom.service import gc as gc_svc
 from strongroom.service import repo as svc
 
 repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=True)
@@ -116,7 +117,29 @@ def unlock(
         note("no stale lock")
 
 
+def gc(
+    keep_unreachable: Annotated[
+        float, typer.Option("--keep-unreachable", help="Keep versions that became unreachable less than DAYS ago.")
+    ] = 14,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be freed; change nothing.")] = False,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a held lock.")] = 0.0,
+) -> None:
+    """Remove data that no branch, tag or recently moved ref needs."""
+    res = gc_svc.gc(session(), keep_unreachable, dry_run, wait)
+    if STATE.json:
+        emit_json(res)
+        return
+    verb = "would remove" if res.dry_run else "removed"
+    line(
+        f"{verb} {res.objects_removed} objects ({human_bytes(res.bytes_removable)}): "
+        f"{res.packs_deleted} packs deleted, {res.packs_repacked} repacked; {res.live_objects} objects kept"
+    )
+    if not res.dry_run:
+        note(f"freed {human_bytes(res.bytes_freed)} on disk")
+
+
 def register(app: typer.Typer) -> None:
+    app.command()(gc)
     app.command()(init)
     app.command()(stats)
     app.command()(verify)
