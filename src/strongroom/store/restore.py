@@ -51,9 +51,9 @@ def write_file(repo: Repository, path: bytes, entry: Entry) -> None:
             data = memoryview(repo.read_object(cid, ObjectKind.CHUNK))
             while data:
                 data = data[os.write(fd, data) :]
-        os.fchmod(fd, entry.mode)
         if os.geteuid() == 0:
             os.fchown(fd, entry.uid, entry.gid)
+        os.fchmod(fd, entry.mode)  # after chown, which clears set-user-ID and set-group-ID bits
     finally:
         os.close(fd)
     os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
@@ -126,9 +126,9 @@ def checkout(
             pass
     for rel, e in sorted(folders, key=lambda x: -x[0].count("/")):
         p = _os_path(dest, rel)
-        os.chmod(p, e.mode)
         if os.geteuid() == 0:
             os.chown(p, e.uid, e.gid)
+        os.chmod(p, e.mode)
         os.utime(p, ns=(e.mtime_ns, e.mtime_ns))
     if failed:
         failed.sort()
