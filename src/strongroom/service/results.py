@@ -144,3 +144,14 @@ class GcResult(Result):
     bytes_removable: int
     bytes_freed: int
     live_objects: int
+
+
+@dataclasses.dataclass
+class WorkspaceInfo(Result):
+    folder: str
+    branch: str
+    base: str
+    paths: list[str]
+    files: int
+    bytes_written: int
+    interrupted_switch: str | None

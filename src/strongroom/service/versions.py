@@ -64,6 +64,9 @@ def commit(
     skip_unreadable: bool = False,
     wait: float = 0.0,
     workers: int = 0,
+    pinned_parent: bytes | None = None,
+    overlay: tuple[dict[str, Entry], dict[str, Entry]] | None = None,
+    always_ignore: tuple[str, ...] = (),
 ) -> CommitSummary:
     validate_ref_name(branch)
     if not os.path.isdir(source):
@@ -82,6 +85,9 @@ def commit(
         workers=workers,
         cache_path=session.file_cache_path(repo, source),
         wait=wait,
+        pinned_parent=pinned_parent,
+        overlay=overlay,
+        always_ignore=always_ignore,
     )
     with lock.read_lock(repo.backend, "commit"):  # gc must not delete packs this commit is about to reference
         res = commit_folder(

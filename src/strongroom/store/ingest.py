@@ -17,13 +17,14 @@ from typing import Any
 from strongroom.core import codec
 from strongroom.core.ids import ObjectKind
 from strongroom.core.ignore import IgnoreRules
-from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry, Tree
+from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry
 from strongroom.errors import InputError, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import CachedFile, FileCache
 from strongroom.store.pack import PackBuilder, pack_path
 from strongroom.store.repository import Repository
+from strongroom.store.treebuild import build_tree
 
 IGNORE_FILE = ".strongroomignore"
 INLINE_BYTES = 32 << 20  # below this, reading in-process beats starting workers
@@ -42,6 +43,11 @@ class CommitRequest:
     workers: int = 0
     cache_path: str | None = None
     wait: float = 0.0
+    # Workspaces: the commit's parent is the workspace's base (the branch must still be there), and a sparse
+    # workspace keeps the base's files and folders outside its paths (overlay: flat files, flat folders).
+    pinned_parent: bytes | None = None
+    overlay: tuple[dict[str, Entry], dict[str, Entry]] | None = None
+    always_ignore: tuple[str, ...] = ()
 
 
 @dataclass
@@ -146,9 +152,10 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
 
     for job in jobs:
         try:
-            fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+            except PermissionError:  # O_NOATIME needs ownership; a file we cannot read fails again below
+                fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             send(("unreadable", job.rel, e.strerror or str(e)))
             continue
@@ -234,11 +241,11 @@ def commit_folder(
     if not os.path.isdir(root):
         raise InputError(f"not a folder: {req.source}")
     scan_start = time.time_ns()
-    rules = _rules(root, req.excludes)
+    rules = _rules(root, req.excludes + [f"/{name}" for name in req.always_ignore])
     folders, skipped = _scan(root, rules)
 
     refs = repo.read_refs()
-    parent = refs.branches.get(req.branch)
+    parent = req.pinned_parent if req.pinned_parent is not None else refs.branches.get(req.branch)
     adopted = repo.adopt_orphan_packs()  # left by an interrupted commit: reused, and indexed below
     index = repo.index
 
@@ -280,7 +287,7 @@ def commit_folder(
             if rel not in results:
                 new_cache[rel] = cache.entries[rel]
 
-    # Trees bottom-up: deepest folders first, so each subtree id is known before its parent is encoded.
+    # Trees bottom-up (store.treebuild): each subtree id is known before its parent is encoded.
     meta = PackBuilder()
     written: set[bytes] = set()
 
@@ -291,11 +298,10 @@ def commit_folder(
             meta.add(kind, oid, repo.codec.encode(plain, kind, oid), len(plain))
         return oid
 
-    tree_ids: dict[str, bytes] = {}
-    sizes: dict[str, int] = {}
-    for rel_dir in sorted(folders, key=lambda d: -d.count("/") - (1 if d else 0)):
-        entries = []
-        for n in folders[rel_dir]:
+    files_flat: dict[str, Entry] = {}
+    folders_flat: dict[str, Entry] = {}
+    for nodes in folders.values():
+        for n in nodes:
             st = n.st
             common = dict(
                 name=n.name, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid
@@ -303,17 +309,19 @@ def commit_folder(
             if n.type == FILE:
                 if n.rel in unreadable_set:
                     continue
-                ids_t = chunks_of[n.rel]
                 real = results[n.rel][1] if n.rel in results else st.st_size
-                entries.append(Entry(type=FILE, size=real, chunks=ids_t, **common))  # type: ignore[arg-type]
+                files_flat[n.rel] = Entry(type=FILE, size=real, chunks=chunks_of[n.rel], **common)  # type: ignore[arg-type]
             elif n.type == DIR:
-                entries.append(Entry(type=DIR, subtree=tree_ids[n.rel], **common))  # type: ignore[arg-type]
+                folders_flat[n.rel] = Entry(type=DIR, **common)  # type: ignore[arg-type]
             else:
-                entries.append(Entry(type=SYMLINK, target=n.target, **common))  # type: ignore[arg-type]
-        tree_ids[rel_dir] = store(ObjectKind.TREE, codec.encode_tree(Tree(tuple(entries))))
-        sizes[rel_dir] = len(entries)
+                files_flat[n.rel] = Entry(type=SYMLINK, target=n.target, **common)  # type: ignore[arg-type]
+    if req.overlay is not None:
+        for path, entry in req.overlay[0].items():
+            files_flat.setdefault(path, entry)
+        for path, entry in req.overlay[1].items():
+            folders_flat.setdefault(path, entry)
+    root_tree = build_tree(files_flat, folders_flat, store)
 
-    root_tree = tree_ids[""]
     unchanged = False
     if parent is not None:
         try:

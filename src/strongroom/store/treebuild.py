@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from strongroom.core import codec
@@ -37,34 +38,41 @@ class ObjectWriter:
             self.builder.add(kind, oid, self.repo.codec.encode(plain, kind, oid), len(plain))
         return oid
 
-    def finish(self) -> None:
+    def finish(self, extra_packs: list[str] | None = None) -> list[str]:
+        """Write the pack of new objects, then one index file for it and ``extra_packs``."""
+        packs = list(extra_packs or [])
         if len(self.builder):
-            pid = self.repo.write_pack(self.builder)
-            self.repo.write_index([pid])
+            packs.append(self.repo.write_pack(self.builder))
+        self.repo.write_index(packs)
+        return packs
 
     def tree_from_flat(self, files: dict[str, Entry], folders: dict[str, Entry]) -> bytes:
-        """Store the trees of a flat map, deepest first, and return the root tree id."""
-        children: dict[str, list[Entry]] = {"": []}
-        for path in [*files, *folders]:
-            parts = path.split("/")
-            for i in range(1, len(parts)):
-                children.setdefault("/".join(parts[:i]), [])
-        for path in folders:
-            children.setdefault(path, [])
-        for path, entry in files.items():
-            parent, _, name = path.rpartition("/")
-            children[parent].append(replace(entry, name=name))
-        now = time.time_ns()
-        root = b""
-        for d in sorted(children, key=lambda p: -p.count("/") - (1 if p else 0)):
-            tid = self.put(ObjectKind.TREE, codec.encode_tree(Tree(tuple(sorted(children[d], key=lambda e: e.name)))))
-            if not d:
-                root = tid
-                continue
-            parent, _, name = d.rpartition("/")
-            meta = folders.get(d) or Entry(name=name, type=DIR, mode=0o755, mtime_ns=now)
-            children[parent].append(replace(meta, name=name, subtree=tid))
-        return root
+        return build_tree(files, folders, self.put)
 
     def commit(self, commit: Commit) -> bytes:
         return self.put(ObjectKind.COMMIT, codec.encode_commit(commit))
+
+
+def build_tree(files: dict[str, Entry], folders: dict[str, Entry], put: Callable[[int, bytes], bytes]) -> bytes:
+    """Store the trees of a flat map (paths relative to the root), deepest first; return the root tree id."""
+    children: dict[str, list[Entry]] = {"": []}
+    for path in [*files, *folders]:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            children.setdefault("/".join(parts[:i]), [])
+    for path in folders:
+        children.setdefault(path, [])
+    for path, entry in files.items():
+        parent, _, name = path.rpartition("/")
+        children[parent].append(replace(entry, name=name))
+    now = time.time_ns()
+    root = b""
+    for d in sorted(children, key=lambda p: -p.count("/") - (1 if p else 0)):
+        tid = put(ObjectKind.TREE, codec.encode_tree(Tree(tuple(sorted(children[d], key=lambda e: e.name)))))
+        if not d:
+            root = tid
+            continue
+        parent, _, name = d.rpartition("/")
+        meta = folders.get(d) or Entry(name=name, type=DIR, mode=0o755, mtime_ns=now)
+        children[parent].append(replace(meta, name=name, subtree=tid))
+    return root

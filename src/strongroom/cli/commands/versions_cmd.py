@@ -10,6 +10,7 @@ import typer
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, is_tty, line, note, safe, table
 from strongroom.service import versions as svc
+from strongroom.service import workspace as ws_svc
 
 _TYPE_LETTER = {"file": "f", "dir": "d", "symlink": "l"}
 
@@ -17,7 +18,9 @@ _TYPE_LETTER = {"file": "f", "dir": "d", "symlink": "l"}
 def commit(
     folder: Annotated[str, typer.Argument(help="Folder to snapshot.")],
     message: Annotated[str, typer.Option("-m", "--message")] = "",
-    branch: Annotated[str, typer.Option("--branch", "-b")] = svc.DEFAULT_BRANCH,
+    branch: Annotated[
+        str | None, typer.Option("--branch", "-b", help="Default: main, or a workspace's branch.")
+    ] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob to leave out (repeatable).")] = None,
     skip_unreadable: Annotated[
         bool, typer.Option("--skip-unreadable", help="Skip and report unreadable files.")
@@ -25,7 +28,7 @@ def commit(
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a held lock.")] = 0.0,
 ) -> None:
     """Snapshot FOLDER as a new version of BRANCH and print its id."""
-    res = svc.commit(session(), folder, message, branch, exclude or [], skip_unreadable, wait)
+    res = ws_svc.commit_any(session(), folder, message, branch, exclude or [], skip_unreadable, wait)
     if STATE.json:
         emit_json(res)
         return

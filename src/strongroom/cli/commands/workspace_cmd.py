@@ -1,0 +1,69 @@
+"""workspace create/switch/discard, status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from strongroom.cli.main import STATE, session
+from strongroom.cli.render import emit_json, human_bytes, line, note, safe
+from strongroom.service import workspace as svc
+from strongroom.service.results import WorkspaceInfo
+
+workspace_app = typer.Typer(help="Writable working folders tied to a branch.", no_args_is_help=True)
+
+
+def _show(info: WorkspaceInfo, verb: str) -> None:
+    if STATE.json:
+        emit_json(info)
+        return
+    line(f"{verb} {info.folder}: branch {info.branch} at {info.base[:12]}")
+    if info.bytes_written:
+        note(f"{info.files} files in the workspace, {human_bytes(info.bytes_written)} written")
+
+
+@workspace_app.command("create")
+def create(
+    folder: Annotated[str, typer.Argument(help="Absent or empty folder.")],
+    branch: Annotated[str, typer.Option("--branch", "-b", help="Branch the workspace commits to (created if new).")],
+    from_version: Annotated[str | None, typer.Option("--from", help="Version a new branch starts from.")] = None,
+    paths: Annotated[list[str] | None, typer.Option("--paths", help="Only files matching these globs.")] = None,
+) -> None:
+    """Materialise a version into FOLDER as a writable workspace of BRANCH."""
+    _show(svc.create(session(), folder, branch, from_version, paths or []), "created")
+
+
+@workspace_app.command("switch")
+def switch(folder: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()]) -> None:
+    """Move a clean workspace to VERSION, rewriting only the files that differ."""
+    _show(svc.switch(session(), folder, version), "switched")
+
+
+@workspace_app.command("discard")
+def discard(folder: Annotated[str, typer.Argument()]) -> None:
+    """Remove a workspace folder (committed versions are untouched)."""
+    _show(svc.discard(session(), folder), "discarded")
+
+
+def status(folder: Annotated[str, typer.Argument()]) -> None:
+    """What changed in a workspace since its base version (unchanged files are not read)."""
+    info, changes = svc.status(session(), folder)
+    if STATE.json:
+        emit_json({"workspace": info.to_json(), "changes": [c.to_json() for c in changes]})
+        return
+    note(f"workspace {info.folder}: branch {info.branch}, base {info.base[:12]}")
+    if info.interrupted_switch:
+        note(f"an interrupted switch to {info.interrupted_switch[:12]}: run `workspace switch` to it again")
+    for c in changes:
+        if c.status == "renamed":
+            line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")
+        else:
+            line(f"{c.status}\t{c.size}\t{safe(c.path)}")
+    if not changes:
+        note("no changes")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(workspace_app, name="workspace")
+    app.command()(status)
