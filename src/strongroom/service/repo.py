@@ -9,7 +9,7 @@ from strongroom.backends.local import LocalBackend
 from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY
-from strongroom.errors import InputError, RepositoryExists, StrongroomError
+from strongroom.errors import InputError, NotARepository, RepositoryExists, StrongroomError
 from strongroom.service.context import Session
 from strongroom.service.results import InitResult, RepairResult, Stats, VerifyResult
 from strongroom.store import check, lock
@@ -84,6 +84,9 @@ def stats(session: Session) -> Stats:
 def verify(session: Session, mode: str = "default", sample: str | None = None) -> VerifyResult:
     t0 = time.perf_counter()
     if mode == "structure":
+        path = session.repo_path()
+        if not any(os.path.exists(os.path.join(path, n)) for n in ("config", "keys", "keyring", "refs")):
+            raise NotARepository(path)
         report = check.verify_structure(session.backend())
     else:
         repo = session.open()
