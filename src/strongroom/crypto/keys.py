@@ -87,6 +87,9 @@ def parse_keyfile(data: bytes) -> KeyFile:
         if not ok or body["format"] != KEYFILE_FORMAT or body["kek"] != "passphrase":
             raise IntegrityError("key file is damaged")
         kdf = body["kdf"]
+        t, m, p = int(kdf["t"]), int(kdf["m"]), int(kdf["p"])
+        if not (1 <= t <= 64 and 8 * p <= m <= (4 << 20) and 1 <= p <= 64):
+            raise IntegrityError("key file has out-of-range KDF parameters")
         return KeyFile(
             key_id=body["id"],
             repo_id=body["repo_id"],
@@ -119,6 +122,9 @@ class Keyring:
     id_key: Secret
     chunker_seed: int
     created: dict[int, int] = field(default_factory=dict)
+    # Ed25519 seed of the repository's log key: signs audit checkpoints and backup manifests. It lives
+    # sealed inside the repository, so every copy can verify and re-sign its own log.
+    log_seed: Secret | None = None
 
     def __repr__(self) -> str:
         return f"<Keyring data_keys={sorted(self.data_keys)} current={self.current}>"
@@ -126,7 +132,9 @@ class Keyring:
     @classmethod
     def generate(cls, now_ns: int) -> Keyring:
         seed = int.from_bytes(os.urandom(8), "big") & ((1 << CHUNKER_SEED_BITS) - 1)
-        return cls({1: Secret(os.urandom(32))}, 1, Secret(os.urandom(32)), seed or 1, {1: now_ns})
+        return cls(
+            {1: Secret(os.urandom(32))}, 1, Secret(os.urandom(32)), seed or 1, {1: now_ns}, Secret(os.urandom(32))
+        )
 
     def rotate(self, now_ns: int) -> int:
         new_id = max(self.data_keys) + 1
@@ -144,6 +152,7 @@ class Keyring:
                 "created": {str(k): v for k, v in self.created.items()},
                 "id_key": _b64(self.id_key.reveal()),
                 "chunker_seed": self.chunker_seed,
+                **({"log_seed": _b64(self.log_seed.reveal())} if self.log_seed is not None else {}),
             }
         )
 
@@ -159,10 +168,12 @@ class Keyring:
                 id_key=Secret(_unb64(obj["id_key"])),
                 chunker_seed=int(obj["chunker_seed"]),
                 created={int(k): int(v) for k, v in obj.get("created", {}).items()},
+                log_seed=Secret(_unb64(obj["log_seed"])) if "log_seed" in obj else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise IntegrityError("keyring is malformed") from None
-        if ring.current not in ring.data_keys or any(len(k) != 32 for k in [*ring.data_keys.values(), ring.id_key]):
+        keys = [*ring.data_keys.values(), ring.id_key, *([ring.log_seed] if ring.log_seed is not None else [])]
+        if ring.current not in ring.data_keys or any(len(k) != 32 for k in keys):
             raise IntegrityError("keyring is malformed")
         return ring
 

@@ -41,6 +41,7 @@ from strongroom.crypto.keys import (
     unwrap_master,
 )
 from strongroom.crypto.secret import Secret
+from strongroom.crypto.signing import Ed25519Signer
 from strongroom.errors import (
     BranchMoved,
     IntegrityError,
@@ -199,6 +200,12 @@ class Repository:
         except ObjectMissing:
             raise IntegrityError("keyring is missing") from None
         return cls(backend, config, master, keyring)
+
+    def log_signer(self) -> Ed25519Signer:
+        """The repository's Ed25519 log key (audit checkpoints, backup manifests)."""
+        if self.keyring.log_seed is None:
+            raise IntegrityError("this repository has no log key")
+        return Ed25519Signer.from_seed(f"strongroom-{self.config.repo_id[:16]}", self.keyring.log_seed)
 
     # ---------------------------------------------------------------- refs
 
