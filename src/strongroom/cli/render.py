@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from strongroom.service.results import Result
+from strongroom.service.results import DiffEntry, Result
 
 
 def is_tty() -> bool:
@@ -58,3 +58,16 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def changes(entries: Sequence[DiffEntry], none_text: str) -> None:
+    """Added, removed, modified and renamed paths, one per line (diff, status)."""
+    for c in entries:
+        if c.status == "renamed":
+            line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")
+        elif c.status == "modified" and c.old_size is not None:
+            line(f"modified\t{c.old_size} -> {c.size}\t{safe(c.path)}")
+        else:
+            line(f"{c.status}\t{c.size}\t{safe(c.path)}")
+    if not entries:
+        note(none_text)

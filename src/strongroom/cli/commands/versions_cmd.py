@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from strongroom.cli import render
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, is_tty, line, note, safe, table
 from strongroom.service import versions as svc
@@ -79,15 +80,7 @@ def diff(a: Annotated[str, typer.Argument()], b: Annotated[str, typer.Argument()
     if STATE.json:
         emit_json(changes)
         return
-    for c in changes:
-        if c.status == "renamed":
-            line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")
-        elif c.status == "modified":
-            line(f"modified\t{c.old_size} -> {c.size}\t{safe(c.path)}")
-        else:
-            line(f"{c.status}\t{c.size}\t{safe(c.path)}")
-    if not changes:
-        note("no differences")
+    render.changes(changes, "no differences")
 
 
 def cat(version: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument()]) -> None:

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
+from strongroom.cli import render
 from strongroom.cli.main import STATE, session
-from strongroom.cli.render import emit_json, human_bytes, line, note, safe
+from strongroom.cli.render import emit_json, human_bytes, line, note
 from strongroom.service import workspace as svc
 from strongroom.service.results import WorkspaceInfo
 
@@ -55,13 +56,7 @@ def status(folder: Annotated[str, typer.Argument()]) -> None:
     note(f"workspace {info.folder}: branch {info.branch}, base {info.base[:12]}")
     if info.interrupted_switch:
         note(f"an interrupted switch to {info.interrupted_switch[:12]}: run `workspace switch` to it again")
-    for c in changes:
-        if c.status == "renamed":
-            line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")
-        else:
-            line(f"{c.status}\t{c.size}\t{safe(c.path)}")
-    if not changes:
-        note("no changes")
+    render.changes(changes, "no changes")
 
 
 def register(app: typer.Typer) -> None:
