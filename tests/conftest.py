@@ -45,18 +45,28 @@ class Cli:
     repo: Path
     env: dict[str, str]
 
-    def __call__(self, *args: str, passphrase: str | None = PASSPHRASE, input: bytes | None = None,
-                 extra_env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    def __call__(
+        self,
+        *args: str,
+        passphrase: str | None = PASSPHRASE,
+        input: bytes | None = None,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> CliResult:
         env = dict(self.env)
         if passphrase is not None:
             env["STRONGROOM_PASSPHRASE"] = passphrase
         env.update(extra_env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "strongroom", "--repo", str(self.repo), *args],
-            env=env, capture_output=True, input=input, timeout=timeout,
+            env=env,
+            capture_output=True,
+            input=input,
+            timeout=timeout,
         )
-        return CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
-                         proc.stdout)
+        return CliResult(
+            proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), proc.stdout
+        )
 
 
 @pytest.fixture
