@@ -13,12 +13,14 @@
     └── ProblemFound                     exit 1, HTTP 409  the command ran and found a problem
         ├── IntegrityError               HTTP 422  damaged or tampered data
         │   ├── DecryptionFailed         (opaque on purpose: never says why)
-        │   └── RollbackDetected
+        │   ├── RollbackDetected
+        │   └── AuditLogTampered         the audit log does not match its checkpoints; names the first bad seq
         ├── BranchMoved
         ├── RepositoryLocked
         ├── VerificationFailed           HTTP 422
         ├── PolicyDenied                 HTTP 403  a protected branch, a failed check
-        └── MergeConflict
+        ├── MergeConflict
+        └── CatalogError                 HTTP 503  the catalog database cannot be used
 
 strongroom.backends.base adds BackendError and TransientBackendError (under StrongroomError, exit 3) and
 ObjectMissing (under IntegrityError). docs/errors.md is generated from this tree by scripts/errorlist.py.
@@ -115,6 +117,13 @@ class RollbackDetected(IntegrityError):
         return "if this change is expected, confirm it with `strongroom trust-current`"
 
 
+class AuditLogTampered(IntegrityError):
+    template = "audit log tampered: first bad sequence number {}: {}"
+
+    def hint(self) -> str | None:
+        return "`strongroom audit rebuild` recreates the catalog from the repository's sealed segments"
+
+
 class BranchMoved(ProblemFound):
     template = "branch moved; retry"
 
@@ -154,3 +163,8 @@ class MergeConflict(ProblemFound):
 
     def hint(self) -> str | None:
         return "resolve with --strategy ours|theirs, or change one side and merge again"
+
+
+class CatalogError(ProblemFound):
+    http_status = 503
+    template = "catalog: {}"

@@ -6,6 +6,8 @@ STRONGROOM_PASSPHRASE           the passphrase itself (least safe: other process
 STRONGROOM_USER                 the actor recorded on versions
 STRONGROOM_STATE_DIR            client state (rollback detection), logs; default ~/.local/state/strongroom
 STRONGROOM_CACHE_DIR            file cache; default ~/.cache/strongroom
+STRONGROOM_CATALOG              catalog database, an SQLAlchemy URL (or --catalog); default an SQLite file
+                                <state dir>/catalogs/<repository id>.sqlite
 STRONGROOM_UNSAFE_TEST_WEAK_KDF=1   test suite only: weak Argon2 parameters for new repositories
 """
 
@@ -34,9 +36,16 @@ class Settings:
     cache_dir: str
     unsafe_weak_kdf: bool
     interactive: bool
+    catalog: str | None = None
 
     def __repr__(self) -> str:
         return f"Settings(repo={self.repo!r}, user={self.user!r}, state_dir={self.state_dir!r})"
+
+    def catalog_url(self, repo_id: str) -> str:
+        """The catalog of one repository: the configured URL, or an SQLite file in the state folder."""
+        if self.catalog:
+            return self.catalog
+        return "sqlite:///" + os.path.join(os.path.abspath(self.state_dir), "catalogs", f"{repo_id}.sqlite")
 
     @property
     def log_dir(self) -> str:
@@ -49,6 +58,7 @@ class Settings:
         *,
         repo: str | None = None,
         passphrase_command: str | None = None,
+        catalog: str | None = None,
     ) -> Settings:
         env = os.environ if env is None else env
         home = env.get("HOME") or os.path.expanduser("~")
@@ -76,4 +86,5 @@ class Settings:
             cache_dir=cache,
             unsafe_weak_kdf=weak,
             interactive=sys.stdin.isatty(),
+            catalog=catalog or env.get("STRONGROOM_CATALOG") or None,
         )

@@ -56,8 +56,11 @@ def _global(
     passphrase_command: Annotated[
         str | None, typer.Option("--passphrase-command", help="Command that prints the passphrase.")
     ] = None,
+    catalog: Annotated[
+        str | None, typer.Option("--catalog", help="Catalog database, an SQLAlchemy URL (or STRONGROOM_CATALOG).")
+    ] = None,
 ) -> None:
-    settings = Settings.from_env(repo=repo, passphrase_command=passphrase_command)
+    settings = Settings.from_env(repo=repo, passphrase_command=passphrase_command, catalog=catalog)
     STATE.settings = settings
     STATE.json = json_out
     STATE.session = Session(settings, progress=TerminalProgress(), prompt=_prompt)

@@ -22,6 +22,8 @@ class ObjectKind(enum.IntEnum):
     KEYRING = 7
     FILECACHE = 8
     COUNTERS = 9
+    AUDIT_SEGMENT = 10
+    AUDIT_CHECKPOINT = 11
 
 
 def to_hex(object_id: bytes) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from strongroom.core.dag import validate_ref_name
 from strongroom.errors import InputError, PolicyDenied, UnknownVersion
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import RefInfo
 from strongroom.service.versions import resolve
 from strongroom.store.refs import Refs
@@ -20,9 +20,11 @@ def _head_of(session: Session, version: str | None) -> bytes:
     return resolve(repo, version)
 
 
+@audited("branch.create", branch="name", version="from_version")
 def branch_create(session: Session, name: str, from_version: str | None = None) -> RefInfo:
     validate_ref_name(name)
     head = _head_of(session, from_version)
+    session.audit_note(version=head.hex())
     repo = session.open()
 
     def add(refs: Refs) -> None:
@@ -34,6 +36,7 @@ def branch_create(session: Session, name: str, from_version: str | None = None) 
     return RefInfo(name, head.hex(), "branch")
 
 
+@audited("branch.delete", branch="name")
 def branch_delete(session: Session, name: str) -> RefInfo:
     repo = session.open()
     removed: list[bytes] = []
@@ -49,9 +52,11 @@ def branch_delete(session: Session, name: str) -> RefInfo:
     return RefInfo(name, removed[0].hex(), "branch")
 
 
+@audited("tag.create", tag="name", version="version", force="force")
 def tag_create(session: Session, name: str, version: str, force: bool = False) -> RefInfo:
     validate_ref_name(name)
     target = _head_of(session, version)
+    session.audit_note(version=target.hex())
     repo = session.open()
 
     def add(refs: Refs) -> None:
@@ -63,6 +68,7 @@ def tag_create(session: Session, name: str, version: str, force: bool = False) -
     return RefInfo(name, target.hex(), "tag")
 
 
+@audited("tag.delete", tag="name")
 def tag_delete(session: Session, name: str) -> RefInfo:
     repo = session.open()
     removed: list[bytes] = []
@@ -76,6 +82,7 @@ def tag_delete(session: Session, name: str) -> RefInfo:
     return RefInfo(name, removed[0].hex(), "tag")
 
 
+@audited("refs.list", kind="kind")
 def list_refs(session: Session, kind: str) -> list[RefInfo]:
     refs = session.open().read_refs()
     table = refs.branches if kind == "branch" else refs.tags

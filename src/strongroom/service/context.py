@@ -6,17 +6,23 @@ build one and call the same functions.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import json
 import os
 import shlex
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
+from strongroom.audit.events import Event, scrub, utc_now
+from strongroom.audit.log import AuditLog
 from strongroom.backends.local import LocalBackend
 from strongroom.crypto.secret import Secret
-from strongroom.errors import InputError, NotARepository
+from strongroom.errors import InputError, NotARepository, PolicyDenied, StrongroomError
 from strongroom.settings import Settings
 from strongroom.store.clientstate import ClientState
 from strongroom.store.refs import Refs
@@ -46,12 +52,36 @@ PassphrasePrompt = Callable[[bool], str]
 
 
 @dataclass
+class AuditRecord:
+    """The event a use case is building: it adds targets and details as it learns them."""
+
+    action: str
+    targets: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "ok"
+
+    def target(self, **values: Any) -> None:
+        self.targets.update({k: v for k, v in values.items() if v is not None})
+
+    def detail(self, **values: Any) -> None:
+        self.details.update(values)
+
+    def fail(self, reason: str) -> None:
+        """Record a failure that the use case reports as a result rather than raising."""
+        self.outcome = "failed"
+        self.details["error"] = reason
+
+
+@dataclass
 class Session:
     settings: Settings
     progress: ProgressSink = field(default_factory=NoProgress)
     prompt: PassphrasePrompt | None = None
     passphrase: Secret | None = None
     _opened: Repository | None = None
+    _audit_log: AuditLog | None = None
+    _audit_stack: list[AuditRecord] = field(default_factory=list)
+    _audit_pending: bool = False
 
     # ------------------------------------------------------------------ identity
 
@@ -125,9 +155,164 @@ class Session:
         self._opened = repo
         return repo
 
+    def adopt(self, repo: Repository) -> None:
+        """Use a repository this session has just created as its opened one."""
+        self._opened = repo
+
     def remember(self, repo: Repository, refs: Refs) -> None:
         self.client_state(repo).save(repo.fingerprint, repo.config.suite, refs)
 
     def file_cache_path(self, repo: Repository, source: str) -> str:
         tag = repo.hasher(os.path.abspath(source).encode("utf-8", "surrogateescape")).hex()[:32]
         return os.path.join(self.settings.cache_dir, repo.config.repo_id, f"files-{tag}")
+
+    # ------------------------------------------------------------------ audit
+
+    def _peek_repo_id(self) -> str | None:
+        """The repository id from the plaintext config, to find the catalog when the repository could not be
+        opened (a wrong passphrase is worth recording too). Unauthenticated: it only picks a catalog."""
+        if self._opened is not None:
+            return self._opened.config.repo_id
+        if not self.settings.repo:
+            return None
+        try:
+            with open(os.path.join(self.settings.repo, "config"), "rb") as f:
+                repo_id = str(json.loads(f.read(65536))["id"])
+            bytes.fromhex(repo_id)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return repo_id if len(repo_id) == 64 else None
+
+    def audit_log(self) -> AuditLog | None:
+        """The catalog's log for this session's repository (None when there is no repository to name it)."""
+        repo_id = self._peek_repo_id()
+        if repo_id is None:
+            return None
+        if self._audit_log is None or self._audit_log.repo_id != repo_id:
+            self._audit_log = AuditLog.open(self.settings.catalog_url(repo_id), repo_id)
+        return self._audit_log
+
+    @contextlib.contextmanager
+    def audited(self, action: str, **targets: Any) -> Iterator[AuditRecord]:
+        """Run a use case as one audit event: ok, denied (PolicyDenied) or failed (any other error, with
+        its class and message). The outermost block of a command then seals the log (segments and a
+        signed checkpoint). A failing command keeps its own error; an audit failure after a successful
+        command is raised (fail closed: an operation that cannot be recorded is reported)."""
+        rec = AuditRecord(action, {k: v for k, v in targets.items() if v is not None})
+        self._audit_stack.append(rec)
+        error: BaseException | None = None
+        try:
+            yield rec
+        except PolicyDenied as e:
+            rec.outcome, error = "denied", e
+            rec.details["error"] = {"class": type(e).__name__, "message": str(e)}
+            raise
+        except BaseException as e:
+            rec.outcome, error = "failed", e
+            rec.details["error"] = {"class": type(e).__name__, "message": str(e)[:500]}
+            raise
+        finally:
+            self._audit_stack.pop()
+            try:
+                self._record(rec)
+                if not self._audit_stack:
+                    self.seal_audit()
+            except StrongroomError:
+                if error is None:
+                    raise
+
+    def audit_note(self, **targets: Any) -> None:
+        """Add targets (a resolved version id, paths) to the event of the innermost running use case."""
+        if self._audit_stack:
+            self._audit_stack[-1].target(**targets)
+
+    def audit_detail(self, **details: Any) -> None:
+        if self._audit_stack:
+            self._audit_stack[-1].detail(**details)
+
+    def _record(self, rec: AuditRecord) -> None:
+        log = self.audit_log()
+        if log is None:
+            return
+        targets = dict(rec.targets)
+        targets.setdefault("repository", log.repo_id)
+        user = self.settings.user or (self._opened.config.user if self._opened else "") or self.settings.os_user
+        log.append(
+            [
+                Event(
+                    seq=0,
+                    time=utc_now(),
+                    actor=user,
+                    os_user=self.settings.os_user,
+                    host=socket.gethostname(),
+                    action=rec.action,
+                    targets=scrub(targets),
+                    outcome=rec.outcome,
+                    details=scrub(rec.details),
+                )
+            ]
+        )
+        self._audit_pending = True
+
+    def seal_audit(self) -> None:
+        """Seal pending events into the repository and sign a checkpoint (needs the opened repository)."""
+        if not self._audit_pending or self._opened is None or self._audit_log is None:
+            return
+        self._audit_log.seal(self._opened)
+        self._audit_pending = False
+
+
+TARGET_KEYS = frozenset({"branch", "version", "paths", "tag"})
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def audited(action: str, **params: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a use case ``fn(session, ...)`` so that each call is one audit event (Session.audited).
+
+    ``params`` maps event keys to the use case's parameter names: ``branch``, ``version``, ``tag`` and
+    ``paths`` (a string or a list) become targets, any other key a detail. Generators (``cat``) record
+    their event when the consumer finishes or stops reading.
+    """
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        sig = inspect.signature(fn)
+
+        def event_args(args: Any, kwargs: Any) -> tuple[Session, dict[str, Any], dict[str, Any]]:
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            session = bound.arguments[next(iter(sig.parameters))]
+            targets: dict[str, Any] = {}
+            details: dict[str, Any] = {}
+            for key, name in params.items():
+                value = bound.arguments.get(name)
+                if value is None or value == [] or value == "":
+                    continue
+                if key == "paths":
+                    value = [value] if isinstance(value, str) else [str(v) for v in value]
+                elif isinstance(value, bytes):
+                    value = value.hex()
+                (targets if key in TARGET_KEYS else details)[key] = value
+            return session, targets, details
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                session, targets, details = event_args(args, kwargs)
+                with session.audited(action, **targets) as rec:
+                    rec.detail(**details)
+                    yield from cast(Any, fn)(*args, **kwargs)
+
+            return cast(Callable[P, R], gen_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            session, targets, details = event_args(args, kwargs)
+            with session.audited(action, **targets) as rec:
+                rec.detail(**details)
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

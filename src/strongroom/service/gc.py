@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from strongroom.errors import InputError
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import GcResult
 from strongroom.store import gc as store_gc
 from strongroom.store import lock
@@ -14,6 +14,7 @@ from strongroom.store.refs import Refs
 DAY_NS = 86_400 * 1_000_000_000
 
 
+@audited("gc", keep_unreachable_days="keep_unreachable_days", dry_run="dry_run")
 def gc(session: Session, keep_unreachable_days: float = 14, dry_run: bool = False, wait: float = 0.0) -> GcResult:
     if keep_unreachable_days < 0:
         raise InputError("--keep-unreachable takes a number of days, 0 or more")

@@ -13,7 +13,7 @@ from strongroom.core.dag import ancestors, validate_ref_name
 from strongroom.core.merge import STRATEGIES, merge_base, three_way
 from strongroom.core.model import Commit, Entry
 from strongroom.errors import InputError, MergeConflict, PolicyDenied, UnknownVersion
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import MergeResult
 from strongroom.service.versions import resolve
 from strongroom.store.refs import Protection, Refs
@@ -71,6 +71,7 @@ def _enforce_checks(repo: Repository, protection: Protection | None, tree_id: by
     return list(protection.checks)
 
 
+@audited("merge", branch="into", source="source", strategy="strategy")
 def merge(
     session: Session, source: str, into: str, message: str = "", strategy: str | None = None, wait: float = 0.0
 ) -> MergeResult:
@@ -82,6 +83,7 @@ def merge(
         raise UnknownVersion(f"branch {into}")
     head = refs.branches[into]
     src = resolve(repo, source)
+    session.audit_note(version=src.hex())
     head_line = [cid for cid, _ in ancestors([head], repo.load_commit)]
     if src in set(head_line):
         return MergeResult(into, head.hex(), "up-to-date", [], [])
@@ -124,10 +126,12 @@ def _host() -> str:
     return socket.gethostname()
 
 
+@audited("revert", version="version", branch="branch")
 def revert(session: Session, version: str, branch: str | None = None, message: str = "") -> MergeResult:
     """A new version on the branch that undoes what VERSION changed relative to its first parent."""
     repo = session.open()
     target = resolve(repo, version)
+    session.audit_note(version=target.hex())
     commit = repo.load_commit(target)
     refs = repo.read_refs()
     name = branch or (commit.branch if commit.branch in refs.branches else "main")
@@ -160,9 +164,11 @@ def revert(session: Session, version: str, branch: str | None = None, message: s
     return MergeResult(name, new.hex(), "revert", [], [])
 
 
+@audited("reset", branch="branch", version="version")
 def reset(session: Session, branch: str, version: str) -> MergeResult:
     repo = session.open()
     target = resolve(repo, version)
+    session.audit_note(version=target.hex())
 
     def move(refs: Refs) -> None:
         if branch not in refs.branches:
@@ -175,6 +181,7 @@ def reset(session: Session, branch: str, version: str) -> MergeResult:
     return MergeResult(branch, target.hex(), "reset", [], [])
 
 
+@audited("branch.protect", branch="branch", checks="checks", on="on")
 def protect(session: Session, branch: str, checks: list[str], on: bool = True) -> Protection | None:
     validate_ref_name(branch)
     for c in checks:

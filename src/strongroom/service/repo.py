@@ -10,13 +10,14 @@ from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY
 from strongroom.errors import InputError, NotARepository, RepositoryExists, StrongroomError
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import InitResult, RepairResult, Stats, VerifyResult
 from strongroom.store import check, lock
 from strongroom.store.index import Index
 from strongroom.store.repository import DEFAULT_COMPRESSION, Repository
 
 
+@audited("init")
 def init(session: Session, user: str = "", compression: int = DEFAULT_COMPRESSION) -> InitResult:
     path = session.repo_path()
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -28,10 +29,12 @@ def init(session: Session, user: str = "", compression: int = DEFAULT_COMPRESSIO
     backend = LocalBackend(path)
     backend.ensure_root()
     repo = Repository.create(backend, passphrase, kdf, user=user, compression=compression)
+    session.adopt(repo)
     session.remember(repo, repo.read_refs())
     return InitResult(path, repo.config.repo_id, kdf.name, repo.config.suite, repo.config.chunker)
 
 
+@audited("stats")
 def stats(session: Session) -> Stats:
     repo = session.open()
     refs = repo.read_refs()
@@ -81,6 +84,7 @@ def stats(session: Session) -> Stats:
     )
 
 
+@audited("verify", mode="mode", sample="sample")
 def verify(session: Session, mode: str = "default", sample: str | None = None) -> VerifyResult:
     t0 = time.perf_counter()
     if mode == "structure":
@@ -112,6 +116,7 @@ def verify(session: Session, mode: str = "default", sample: str | None = None) -
     )
 
 
+@audited("repair.index")
 def repair_index(session: Session) -> RepairResult:
     """Rebuild the index from the pack headers. A pack whose header cannot be read keeps the entries the
     old index had for it, so nothing still readable is lost."""
@@ -139,6 +144,7 @@ def repair_index(session: Session) -> RepairResult:
     return RepairResult(len(fresh.packs), len(fresh), unreadable, removed)
 
 
+@audited("trust-current")
 def trust_current(session: Session) -> str:
     repo = session.open(check_rollback=False)
     refs = repo.read_refs()
@@ -146,6 +152,7 @@ def trust_current(session: Session) -> str:
     return repo.config.repo_id
 
 
+@audited("unlock", force="force")
 def unlock(session: Session, force: bool = False) -> list[str]:
     backend = session.backend()
     if backend.size("config") is None:

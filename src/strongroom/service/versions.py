@@ -12,7 +12,7 @@ from strongroom.core.diff import diff_flat
 from strongroom.core.ids import ID_LEN, ObjectKind, is_hex_prefix
 from strongroom.core.model import DIR, FILE, Entry
 from strongroom.errors import InputError, PolicyDenied, UnknownPath, UnknownVersion
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import CheckoutSummary, CommitInfo, CommitSummary, DiffEntry, LsEntry, iso
 from strongroom.store import lock
 from strongroom.store.ingest import CommitRequest, commit_folder
@@ -55,6 +55,7 @@ def _info(cid: bytes, repo: Repository) -> CommitInfo:
     )
 
 
+@audited("commit", branch="branch", paths="source", message="message")
 def commit(
     session: Session,
     source: str,
@@ -94,6 +95,7 @@ def commit(
             repo, req, lambda f, b: session.progress.start("commit", f, b), lambda f, b: session.progress.advance(f, b)
         )
     session.progress.finish()
+    session.audit_note(version=res.commit_id.hex())
     session.remember(repo, repo.read_refs())
     return CommitSummary(
         id=res.commit_id.hex(),
@@ -111,6 +113,7 @@ def commit(
     )
 
 
+@audited("log", branch="branch")
 def log(session: Session, branch: str | None = None) -> list[CommitInfo]:
     repo = session.open()
     refs = repo.read_refs()
@@ -146,9 +149,12 @@ def _ls_entry(rel: str, e: Entry) -> LsEntry:
     )
 
 
+@audited("ls", version="version", paths="path")
 def ls(session: Session, version: str, path: str = "") -> list[LsEntry]:
     repo = session.open()
-    c = repo.load_commit(resolve(repo, version))
+    cid = resolve(repo, version)
+    session.audit_note(version=cid.hex())
+    c = repo.load_commit(cid)
     rel, entry = _find(repo, c.tree, path, version)
     if entry is None:
         return [_ls_entry(r, e) for r, e in walk(repo, c.tree)]
@@ -161,6 +167,7 @@ def _flat(repo: Repository, tree_id: bytes) -> dict[str, Entry]:
     return {r: e for r, e in walk(repo, tree_id) if e.type != DIR}
 
 
+@audited("diff", a="a", b="b")
 def diff(session: Session, a: str, b: str) -> list[DiffEntry]:
     repo = session.open()
     ta = repo.load_commit(resolve(repo, a)).tree
@@ -173,9 +180,12 @@ def diff(session: Session, a: str, b: str) -> list[DiffEntry]:
     ]
 
 
+@audited("cat", version="version", paths="path")
 def cat(session: Session, version: str, path: str) -> Iterator[bytes]:
     repo = session.open()
-    c = repo.load_commit(resolve(repo, version))
+    cid = resolve(repo, version)
+    session.audit_note(version=cid.hex())
+    c = repo.load_commit(cid)
     _rel, entry = _find(repo, c.tree, path, version)
     if entry is None or entry.type != FILE:
         raise InputError(f"not a file in version {version}: {path}")
@@ -184,9 +194,11 @@ def cat(session: Session, version: str, path: str) -> Iterator[bytes]:
             yield repo.read_object(cid, ObjectKind.CHUNK)
 
 
+@audited("checkout", version="version", paths="includes", dest="dest")
 def checkout(session: Session, version: str, dest: str, includes: list[str] | None = None) -> CheckoutSummary:
     repo = session.open()
     cid = resolve(repo, version)
+    session.audit_note(version=cid.hex())
     c = repo.load_commit(cid)
     t0 = time.perf_counter()
     with lock.read_lock(repo.backend, "checkout"):

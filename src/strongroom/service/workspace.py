@@ -16,7 +16,7 @@ import time
 from strongroom.core.diff import diff_flat
 from strongroom.core.model import FILE, SYMLINK, Entry
 from strongroom.errors import InputError, ProblemFound
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import CommitSummary, DiffEntry, WorkspaceInfo
 from strongroom.service.versions import commit as commit_version
 from strongroom.service.versions import resolve
@@ -88,6 +88,7 @@ def _prime_cache(session: Session, repo: Repository, folder: str, files: dict[st
     cache.save(entries)
 
 
+@audited("workspace.create", branch="branch", version="from_version", paths="paths", folder="folder")
 def create(session: Session, folder: str, branch: str, from_version: str | None, paths: list[str]) -> WorkspaceInfo:
     from strongroom.service.branches import branch_create
 
@@ -99,6 +100,7 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
         base = refs.branches[branch]
     else:
         base = bytes.fromhex(branch_create(session, branch, from_version).version)
+    session.audit_note(version=base.hex())
     tree = repo.load_commit(base).tree
     with lock.read_lock(repo.backend, "workspace create"):
         res = restore_checkout(repo, tree, folder, paths or None)
@@ -147,6 +149,7 @@ def _scan_flat(session: Session, repo: Repository, folder: str) -> dict[str, Ent
     return out
 
 
+@audited("workspace.status", folder="folder")
 def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry]]:
     meta = read_meta(folder)
     repo = session.open()
@@ -171,6 +174,7 @@ def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry
     ]
 
 
+@audited("workspace.commit", folder="folder", branch="branch")
 def commit(session: Session, folder: str, message: str, branch: str | None, wait: float) -> CommitSummary:
     meta = read_meta(folder)
     if meta.get("switching_to"):
@@ -196,10 +200,12 @@ def commit(session: Session, folder: str, message: str, branch: str | None, wait
     return res
 
 
+@audited("workspace.switch", folder="folder", version="version")
 def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta = read_meta(folder)
     repo = session.open()
     target = resolve(repo, version)
+    session.audit_note(version=target.hex())
     paths = _paths(meta)
     resuming = meta.get("switching_to") == target.hex()
     if meta.get("switching_to") and not resuming:
@@ -248,6 +254,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), target.hex(), paths, len(new), written, None)
 
 
+@audited("workspace.discard", folder="folder")
 def discard(session: Session, folder: str) -> WorkspaceInfo:
     meta = read_meta(folder)
     shutil.rmtree(folder)

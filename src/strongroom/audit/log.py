@@ -1,0 +1,613 @@
+"""The audit log: append events to the catalog, seal them into the repository, sign checkpoints, verify,
+prove and rebuild.
+
+One catalog holds one log, named by a random ``log_id`` chosen when the catalog is created; its origin is
+``strongroom/<repo_id>/<log_id>``. Events are the leaves of an RFC 6962 tree (``seq`` = leaf index).
+
+Sealing (after each command that appended events, under the catalog's write lock, one transaction):
+  1. take the last signed checkpoint of the catalog, check its signature and that its stored compact range
+     folds to its root; refuse if the repository holds a larger checkpoint of this log (the catalog was
+     rolled back: never sign a checkpoint inconsistent with one already signed);
+  2. extend the compact range with the new events' leaf hashes (so the new tree provably extends the old);
+  3. seal the events not yet in the repository into ``audit/<log>/segments/<first>-<count>-<rand>`` and the
+     signed note into ``audit/<log>/checkpoints/<size>-<rand>``; insert both rows; commit.
+A read-only repository leaves the events uncovered until a later command can write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from strongroom.audit.events import Event, canonical_json, utc_now
+from strongroom.backends.base import BackendError
+from strongroom.catalog.auditdb import AuditStore, open_store
+from strongroom.core.checkpoint import Checkpoint
+from strongroom.core.ids import ObjectKind
+from strongroom.core.merkle import (
+    HASH_SIZE,
+    CompactRange,
+    MerkleTree,
+    verify_consistency,
+    verify_inclusion,
+)
+from strongroom.crypto.signing import Ed25519Verifier, sign_checkpoint, verify_checkpoint
+from strongroom.errors import AuditLogTampered, CatalogError, InputError, IntegrityError, StrongroomError
+from strongroom.store.repository import Repository
+
+HEAD_REVISION = "0001"
+_LEAF = b"\x00"
+_OBJ = re.compile(r"^audit/([0-9a-f]{16})/(segments|checkpoints)/(\d{12})(?:-(\d+))?-([0-9a-f]{8})$")
+
+
+def origin_of(repo_id: str, log_id: str) -> str:
+    return f"strongroom/{repo_id}/{log_id}"
+
+
+def leaf_of_row(row: Any) -> bytes:
+    """The leaf hash of a catalog row, recomputed from its columns (never trusted from storage)."""
+    obj = {
+        "action": row.action,
+        "actor": row.actor,
+        "details": json.loads(row.details),
+        "host": row.host,
+        "os_user": row.os_user,
+        "outcome": row.outcome,
+        "seq": row.seq,
+        "targets": json.loads(row.targets),
+        "time": row.time,
+    }
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(_LEAF + data).digest()
+
+
+def event_of_row(row: Any) -> Event:
+    return Event(
+        seq=row.seq,
+        time=row.time,
+        actor=row.actor,
+        os_user=row.os_user,
+        host=row.host,
+        action=row.action,
+        targets=json.loads(row.targets),
+        outcome=row.outcome,
+        details=json.loads(row.details),
+    )
+
+
+def _row_values(e: Event) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "time": e.time,
+        "actor": e.actor,
+        "os_user": e.os_user,
+        "host": e.host,
+        "action": e.action,
+        "targets": canonical_json(e.targets).decode("utf-8", "surrogatepass"),
+        "outcome": e.outcome,
+        "details": canonical_json(e.details).decode("utf-8", "surrogatepass"),
+    }
+
+
+def _pack_compact(cr: CompactRange) -> bytes:
+    return b"".join(cr.hashes)
+
+
+def _unpack_compact(size: int, blob: bytes) -> CompactRange:
+    if len(blob) % HASH_SIZE:
+        raise IntegrityError("stored compact range is damaged")
+    return CompactRange.from_state(size, [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)])
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    where: str  # "catalog" or the repository object name
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    log_id: str
+    origin: str
+    events: int
+    covered: int
+    checkpoints_catalog: int
+    checkpoints_repository: int
+    first_bad: int | None = None
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    other_logs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class AuditLog:
+    """The log held in one catalog, for one repository."""
+
+    def __init__(self, store: AuditStore, repo_id: str, log_id: str) -> None:
+        self.store = store
+        self.repo_id = repo_id
+        self.log_id = log_id
+
+    @property
+    def origin(self) -> str:
+        return origin_of(self.repo_id, self.log_id)
+
+    @property
+    def prefix(self) -> str:
+        return f"audit/{self.log_id}"
+
+    # ------------------------------------------------------------------ open
+
+    @classmethod
+    def open(cls, url: str, repo_id: str) -> AuditLog:
+        try:
+            store = open_store(url, HEAD_REVISION)
+            with store.writer() as tx:
+                meta = store.meta(tx)
+                if not meta:
+                    meta = {"repo_id": repo_id, "log_id": os.urandom(8).hex()}
+                    store.set_meta(tx, meta)
+        except StrongroomError:
+            raise
+        except Exception as e:  # sqlalchemy's and the driver's errors: one line, no traceback
+            raise CatalogError(f"cannot open the catalog: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        if meta.get("repo_id") != repo_id:
+            raise CatalogError("this catalog belongs to another repository")
+        if not re.fullmatch(r"[0-9a-f]{16}", meta.get("log_id", "")):
+            raise CatalogError("the catalog's log id is damaged")
+        return cls(store, repo_id, meta["log_id"])
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ append and read
+
+    def append(self, events: Sequence[Event]) -> list[Event]:
+        """Append events (their ``seq`` is assigned here) in one write transaction."""
+        if not events:
+            return []
+        with self.store.writer() as tx:
+            top = self.store.max_seq(tx)
+            first = 0 if top is None else top + 1
+            done = [replace(e, seq=first + i) for i, e in enumerate(events)]
+            self.store.insert_events(tx, [_row_values(e) for e in done])
+        return done
+
+    def size(self) -> int:
+        with self.store.reader() as tx:
+            return self.store.count(tx)
+
+    def rows(self, conn: Any, start: int = 0, end: int | None = None) -> Iterator[Any]:
+        return self.store.events(conn, start, end)
+
+    def query(
+        self,
+        actor: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[Event]:
+        rows = self.store.query(actor, action, since, until, after_seq, limit, newest)
+        out = [event_of_row(r) for r in rows]
+        return list(reversed(out)) if newest else out
+
+    def catalog_checkpoints(self, conn: Any) -> list[Any]:
+        return self.store.checkpoints(conn)
+
+    # ------------------------------------------------------------------ repository objects
+
+    def _repo_objects(self, repo: Repository, kind: str) -> list[tuple[str, int, int | None]]:
+        """(name, first-or-size, count) of this log's objects of ``kind`` in the repository, sorted."""
+        out = []
+        for name, _ in repo.backend.list(f"{self.prefix}/{kind}"):
+            m = _OBJ.match(name)
+            if m and m.group(1) == self.log_id and m.group(2) == kind:
+                out.append((name, int(m.group(3)), int(m.group(4)) if m.group(4) else None))
+        out.sort(key=lambda t: (t[1], t[0]))
+        return out
+
+    def repo_checkpoints(self, repo: Repository) -> list[StoredCheckpoint]:
+        verifier = repo.log_signer().verifier()
+        out = []
+        for name, size, _ in self._repo_objects(repo, "checkpoints"):
+            note = open_checkpoint_object(repo, repo.backend.get(name))
+            cp = verify_checkpoint(note, verifier, origin=self.origin)
+            if cp.size != size:
+                raise IntegrityError(f"{name} holds a checkpoint of size {cp.size}")
+            out.append(StoredCheckpoint(cp.size, cp.root_hash, note, name))
+        return out
+
+    def repo_events(self, repo: Repository) -> list[Event]:
+        """Every event of this log from the repository's segments, in order (gaps raise IntegrityError)."""
+        events: list[Event] = []
+        for name, first, count in self._repo_objects(repo, "segments"):
+            batch = open_segment(repo, repo.backend.get(name))
+            if len(batch) != count or any(e.seq != first + i for i, e in enumerate(batch)):
+                raise IntegrityError(f"{name} does not hold events {first}..{first + (count or 0) - 1}")
+            if first < len(events):
+                continue  # a segment written twice (a retried seal): identical by construction
+            if first > len(events):
+                raise IntegrityError(f"the repository's segments miss events {len(events)}..{first - 1}")
+            events.extend(batch)
+        return events
+
+    def other_logs(self, repo: Repository) -> dict[str, int]:
+        """Other logs of this repository (other catalogs, or an older catalog that was replaced): id → size."""
+        sizes: dict[str, int] = {}
+        for name, _ in repo.backend.list("audit"):
+            m = _OBJ.match(name)
+            if m and m.group(2) == "checkpoints" and m.group(1) != self.log_id:
+                sizes[m.group(1)] = max(sizes.get(m.group(1), 0), int(m.group(3)))
+        return sizes
+
+    # ------------------------------------------------------------------ seal: segments and checkpoint
+
+    def seal(self, repo: Repository) -> StoredCheckpoint | None:
+        """Seal new events into the repository and sign a checkpoint over them (see the module doc)."""
+        signer = repo.log_signer()
+        verifier = signer.verifier()
+        with self.store.writer() as conn:
+            last = self.store.last_checkpoint(conn)
+            if last is None:
+                cr, old_size = CompactRange(), 0
+            else:
+                cp = verify_checkpoint(last.note, verifier, origin=self.origin)
+                cr = _unpack_compact(int(last.tree_size), bytes(last.compact))
+                old_size = cr.size
+                if cp.size != old_size or cr.root() != cp.root_hash or bytes(last.root_hash) != cp.root_hash:
+                    raise AuditLogTampered(old_size, "the catalog's last checkpoint does not match its tree state")
+            repo_cps = self._repo_objects(repo, "checkpoints")
+            if repo_cps and repo_cps[-1][1] > old_size:
+                raise AuditLogTampered(
+                    old_size,
+                    f"the repository holds a checkpoint of size {repo_cps[-1][1]} but the catalog's last is "
+                    f"{old_size} (rolled back?); not signing",
+                )
+            new_events = [event_of_row(r) for r in self.rows(conn, old_size)]
+            if not new_events:
+                return None
+            for i, e in enumerate(new_events):
+                if e.seq != old_size + i:
+                    raise AuditLogTampered(old_size + i, "events are not contiguous")
+                cr.append(e.leaf_hash())
+            size, root_hash = cr.size, cr.root()
+            # The new tree extends the old one by construction: the compact range that folds to the last
+            # signed root is extended, never recomputed from (possibly edited) older rows.
+            seg_from = self.store.segments_end(conn)
+            checkpoint = Checkpoint(self.origin, size, root_hash, (f"time {utc_now()}",))
+            note = sign_checkpoint(checkpoint, signer)
+            verify_checkpoint(note, verifier, origin=self.origin)
+            to_seal = [e for e in new_events if e.seq >= seg_from]
+            if seg_from < old_size:  # segments behind the checkpoints (an earlier read-only repository)
+                to_seal = [event_of_row(r) for r in self.rows(conn, seg_from, old_size)] + to_seal
+            tag = os.urandom(4).hex()
+            seg_name = f"{self.prefix}/segments/{seg_from:012d}-{len(to_seal)}-{tag}"
+            cp_name = f"{self.prefix}/checkpoints/{size:012d}-{tag}"
+            try:
+                if to_seal:
+                    repo.backend.put(seg_name, seal_segment(repo, to_seal))
+                repo.backend.put(cp_name, seal_checkpoint_object(repo, note))
+            except (BackendError, OSError):
+                return None  # a read-only repository: nothing inserted; the events wait for a writable command
+            if to_seal:
+                self.store.insert_segments(conn, [{"first": seg_from, "count": len(to_seal), "object_name": seg_name}])
+            self.store.insert_checkpoints(
+                conn,
+                [
+                    {
+                        "tree_size": size,
+                        "root_hash": root_hash,
+                        "note": note,
+                        "compact": _pack_compact(cr),
+                        "object_name": cp_name,
+                        "time": utc_now(),
+                    }
+                ],
+            )
+            return StoredCheckpoint(size, root_hash, note, cp_name)
+
+    # ------------------------------------------------------------------ verify
+
+    def verify(self, repo: Repository | None) -> VerifyReport:
+        """Recompute the tree from the catalog's events; check every checkpoint (catalog and repository)."""
+        verifier = repo.log_signer().verifier() if repo is not None else None
+        with self.store.reader() as conn:
+            cat_cps = self.catalog_checkpoints(conn)
+            leaves: list[bytes] = []
+            first_bad: int | None = None
+            reason = ""
+            for r in self.rows(conn):
+                if r.seq != len(leaves):
+                    first_bad = len(leaves)
+                    reason = f"event {len(leaves)} is missing" if r.seq > len(leaves) else "duplicate or reordered seq"
+                    break
+                try:
+                    leaves.append(leaf_of_row(r))
+                except (ValueError, TypeError):
+                    first_bad, reason = len(leaves), "event row is malformed"
+                    break
+        report = VerifyReport(True, self.log_id, self.origin, len(leaves), 0, len(cat_cps), 0)
+        checkpoints: list[StoredCheckpoint] = []
+        problems: list[tuple[int, str]] = []
+        if first_bad is not None:
+            problems.append((first_bad, reason))
+        for row in cat_cps:
+            try:
+                if verifier is None:
+                    cp = Checkpoint.from_text(row.note.split("\n\n", 1)[0] + "\n")
+                    report.warnings.append("checkpoint signatures not checked: no repository key")
+                else:
+                    cp = verify_checkpoint(row.note, verifier, origin=self.origin)
+                if cp.size != row.tree_size or cp.root_hash != bytes(row.root_hash):
+                    raise IntegrityError("row does not match its note")
+                cr = _unpack_compact(int(row.tree_size), bytes(row.compact))
+                if cr.root() != cp.root_hash:
+                    raise IntegrityError("stored tree state does not match the checkpoint")
+                checkpoints.append(StoredCheckpoint(cp.size, cp.root_hash, row.note, "catalog"))
+            except StrongroomError as e:
+                problems.append((0, f"catalog checkpoint {row.tree_size} is bad: {e}"))
+        if repo is not None:
+            try:
+                repo_cps = self.repo_checkpoints(repo)
+            except StrongroomError as e:
+                repo_cps = []
+                problems.append((0, f"a repository checkpoint is bad: {e}"))
+            report.checkpoints_repository = len(repo_cps)
+            checkpoints.extend(repo_cps)
+            report.other_logs = self.other_logs(repo)
+        checkpoints.sort(key=lambda c: c.size)
+        # Mutual consistency: two checkpoints of one size must agree; all must match the recomputed tree.
+        by_size: dict[int, bytes] = {}
+        for c in checkpoints:
+            if by_size.setdefault(c.size, c.root) != c.root:
+                problems.append((0, f"two different signed roots for tree size {c.size} (split view)"))
+        upto = first_bad if first_bad is not None else len(leaves)
+        cr = CompactRange()
+        wanted = [n for n in sorted(by_size) if n > 0]
+        wi = 0
+        mismatch: int | None = None
+        for i, h in enumerate(leaves[:upto]):
+            cr.append(h)
+            while wi < len(wanted) and wanted[wi] == i + 1:
+                if cr.root() == by_size[wanted[wi]]:
+                    if mismatch is None:
+                        report.covered = wanted[wi]
+                elif mismatch is None:
+                    mismatch = wanted[wi]
+                wi += 1
+        sealed: list[Event] | None = None
+        if repo is not None:
+            try:
+                sealed = self.repo_events(repo)
+            except StrongroomError as e:
+                report.warnings.append(f"repository segments unreadable: {e}")
+        if mismatch is not None:
+            problems.append((self._first_diff(sealed, leaves, report.covered, mismatch),
+                             f"the events do not match the signed checkpoint of size {mismatch}"))
+        if wi < len(wanted):
+            problems.append(
+                (upto, f"a checkpoint of size {wanted[-1]} is signed but the catalog holds {len(leaves)} "
+                 "verifiable event(s): truncated or rolled back")
+            )
+        if sealed is not None and mismatch is None:
+            # the covered prefix must also be exactly what the repository's sealed segments hold
+            bad = self._first_diff(sealed, leaves, 0, min(report.covered, len(sealed)), default=None)
+            if bad is not None:
+                problems.append((bad, "the event differs from the repository's sealed copy"))
+        if problems:
+            seq, why = min(problems, key=lambda p: p[0])
+            report.ok, report.first_bad, report.reason = False, seq, why
+        elif report.covered < len(leaves):
+            report.warnings.append(
+                f"{len(leaves) - report.covered} event(s) ({report.covered}..{len(leaves) - 1}) not yet covered "
+                "by a checkpoint (a read-only repository, or a command still running)"
+            )
+        return report
+
+    @staticmethod
+    def _first_diff(
+        sealed: list[Event] | None, leaves: list[bytes], lo: int, hi: int, default: int | None = -1
+    ) -> Any:
+        """The first seq in [0, hi) whose catalog leaf differs from the repository's sealed copy; without
+        the sealed copy, ``lo`` (the end of the last checkpoint that still matched)."""
+        if sealed is None:
+            return lo if default == -1 else default
+        for seq in range(hi):
+            if seq >= len(leaves) or seq >= len(sealed) or sealed[seq].leaf_hash() != leaves[seq]:
+                return seq
+        return lo if default == -1 else default
+
+    # ------------------------------------------------------------------ proofs
+
+    def _tree_and_checkpoint(self, repo: Repository, size: int | None = None) -> tuple[MerkleTree, Any]:
+        verifier = repo.log_signer().verifier()
+        with self.store.reader() as conn:
+            row = self.store.last_checkpoint(conn, size)
+            if row is None:
+                raise InputError("no checkpoint" + (f" of tree size {size}" if size is not None else " yet"))
+            cp = verify_checkpoint(row.note, verifier, origin=self.origin)
+            leaves = [leaf_of_row(r) for r in self.rows(conn, 0, cp.size)]
+        if len(leaves) != cp.size or MerkleTree(leaves).root() != cp.root_hash:
+            raise AuditLogTampered(
+                min(len(leaves), cp.size), "the catalog does not match its checkpoint; run `audit verify`"
+            )
+        return MerkleTree(leaves), row
+
+    def prove(self, repo: Repository, seq: int) -> dict[str, Any]:
+        tree, row = self._tree_and_checkpoint(repo)
+        if not 0 <= seq < tree.size:
+            raise InputError(f"event {seq} is not covered by the latest checkpoint (tree size {tree.size})")
+        with self.store.reader() as conn:
+            event = event_of_row(next(iter(self.rows(conn, seq, seq + 1))))
+        path = tree.inclusion_proof(seq)
+        verify_inclusion(seq, tree.size, event.leaf_hash(), path, tree.root())
+        return {
+            "leaf_index": seq,
+            "tree_size": tree.size,
+            "leaf_hash": event.leaf_hash().hex(),
+            "event": event.to_json(),
+            "audit_path": [h.hex() for h in path],
+            "root_hash": tree.root().hex(),
+            "checkpoint": row.note,
+        }
+
+    def consistency(self, repo: Repository, old_size: int, new_size: int) -> dict[str, Any]:
+        if not 0 <= old_size <= new_size:
+            raise InputError("consistency needs 0 <= OLD_SIZE <= NEW_SIZE")
+        tree, row = self._tree_and_checkpoint(repo, new_size)
+        with self.store.reader() as conn:
+            old_row = self.store.last_checkpoint(conn, old_size) if old_size else None
+        proof = tree.consistency_proof(old_size)
+        verify_consistency(old_size, new_size, tree.root_at(old_size), tree.root(), proof)
+        return {
+            "old_size": old_size,
+            "new_size": new_size,
+            "old_root": tree.root_at(old_size).hex(),
+            "new_root": tree.root().hex(),
+            "consistency_path": [h.hex() for h in proof],
+            "old_checkpoint": old_row.note if old_row is not None else None,
+            "checkpoint": row.note,
+        }
+
+    # ------------------------------------------------------------------ rebuild
+
+    def rebuild(self, repo: Repository, log_id: str | None = None) -> tuple[int, int]:
+        """Recreate this catalog's log from the repository's segments and checkpoints; (events, checkpoints)."""
+        if log_id is not None:
+            self.log_id = log_id
+        events = self.repo_events(repo)
+        cps = self.repo_checkpoints(repo)
+        leaves = [e.leaf_hash() for e in events]
+        cr = CompactRange()
+        rows: list[dict[str, Any]] = []
+        ci = 0
+        for i in range(len(leaves) + 1):
+            while ci < len(cps) and cps[ci].size == i:
+                if cr.root() != cps[ci].root:
+                    raise AuditLogTampered(i, f"the repository's segments do not match its checkpoint of size {i}")
+                if not rows or rows[-1]["tree_size"] != i:
+                    rows.append(
+                        {
+                            "tree_size": i,
+                            "root_hash": cps[ci].root,
+                            "note": cps[ci].note,
+                            "compact": _pack_compact(cr),
+                            "object_name": cps[ci].where,
+                            "time": utc_now(),
+                        }
+                    )
+                ci += 1
+            if i < len(leaves):
+                cr.append(leaves[i])
+        if ci < len(cps):
+            raise AuditLogTampered(len(leaves), "the repository holds checkpoints beyond its segments")
+        covered = int(rows[-1]["tree_size"]) if rows else 0
+        events = events[:covered]  # what no checkpoint covers cannot be trusted into a fresh catalog
+        by_first: dict[int, dict[str, Any]] = {}
+        for name, first, count in self._repo_objects(repo, "segments"):
+            if count and first + count <= covered:
+                by_first.setdefault(first, {"first": first, "count": count, "object_name": name})
+        seg_rows = list(by_first.values())
+        with self.store.writer() as conn:
+            self.store.clear(conn)
+            self.store.set_meta(conn, {"repo_id": self.repo_id, "log_id": self.log_id})
+            self.store.insert_events(conn, [_row_values(e) for e in events])
+            self.store.insert_checkpoints(conn, rows)
+            self.store.insert_segments(conn, seg_rows)
+        return len(events), len(rows)
+
+    def repository_logs(self, repo: Repository) -> dict[str, int]:
+        logs = self.other_logs(repo)
+        own = self._repo_objects(repo, "checkpoints")
+        if own:
+            logs[self.log_id] = own[-1][1]
+        return logs
+
+
+# ---------------------------------------------------------------------- sealed objects
+
+
+def seal_segment(repo: Repository, events: Iterable[Event]) -> bytes:
+    body = b"".join(e.canonical() + b"\n" for e in events)
+    return repo.sealer.seal(body, ObjectKind.AUDIT_SEGMENT, repo.context)
+
+
+def open_segment(repo: Repository, data: bytes) -> list[Event]:
+    plain = repo.sealer.open(data, ObjectKind.AUDIT_SEGMENT, repo.context)
+    out = []
+    for line in plain.split(b"\n"):
+        if line:
+            try:
+                out.append(Event.from_json(json.loads(line)))
+            except (ValueError, StrongroomError):
+                raise IntegrityError("an audit segment is damaged") from None
+    return out
+
+
+def seal_checkpoint_object(repo: Repository, note: str) -> bytes:
+    return repo.sealer.seal(note.encode("utf-8"), ObjectKind.AUDIT_CHECKPOINT, repo.context)
+
+
+def open_checkpoint_object(repo: Repository, data: bytes) -> str:
+    try:
+        return repo.sealer.open(data, ObjectKind.AUDIT_CHECKPOINT, repo.context).decode("utf-8")
+    except UnicodeDecodeError:
+        raise IntegrityError("an audit checkpoint object is damaged") from None
+
+
+# ---------------------------------------------------------------------- offline proof checking
+
+
+def _hex(value: Any, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(str(value))
+    except ValueError:
+        raise InputError(f"{what} is not hex") from None
+    return raw
+
+
+def check_proof(doc: dict[str, Any], verifier: Ed25519Verifier, origin: str | None = None) -> str:
+    """Verify a document printed by ``audit prove`` or ``audit consistency``; return what it proves."""
+    try:
+        note = str(doc["checkpoint"])
+        parsed = Checkpoint.from_text(note.split("\n\n", 1)[0] + "\n")
+        cp = verify_checkpoint(note, verifier, origin=origin or parsed.origin)
+        if "leaf_index" in doc:
+            event = Event.from_json(doc["event"])
+            leaf = event.leaf_hash()
+            if leaf != _hex(doc["leaf_hash"], "leaf_hash"):
+                raise IntegrityError("the event does not hash to leaf_hash")
+            index, size = int(doc["leaf_index"]), int(doc["tree_size"])
+            if event.seq != index:
+                raise IntegrityError("the event's seq is not the leaf index")
+            if size != cp.size or _hex(doc["root_hash"], "root_hash") != cp.root_hash:
+                raise IntegrityError("tree_size or root_hash differ from the signed checkpoint")
+            verify_inclusion(index, size, leaf, [_hex(h, "audit_path") for h in doc["audit_path"]], cp.root_hash)
+            return f"event {index} is in the log {cp.origin} of size {size}"
+        old_size, new_size = int(doc["old_size"]), int(doc["new_size"])
+        if new_size != cp.size or _hex(doc["new_root"], "new_root") != cp.root_hash:
+            raise IntegrityError("new_size or new_root differ from the signed checkpoint")
+        old_root = _hex(doc["old_root"], "old_root")
+        if doc.get("old_checkpoint"):
+            old = verify_checkpoint(str(doc["old_checkpoint"]), verifier, origin=cp.origin)
+            if old.size != old_size or old.root_hash != old_root:
+                raise IntegrityError("old_size or old_root differ from the old signed checkpoint")
+        proof = [_hex(h, "proof") for h in doc["consistency_path"]]
+        verify_consistency(old_size, new_size, old_root, cp.root_hash, proof)
+        return f"the log {cp.origin} of size {old_size} is a prefix of size {new_size}"
+    except (KeyError, TypeError, ValueError):
+        raise InputError("not a proof document of `audit prove` or `audit consistency`") from None

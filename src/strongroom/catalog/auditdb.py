@@ -1,0 +1,122 @@
+"""The audit log's tables behind a small API, so that only the catalog room speaks SQL.
+
+Rows come back as SQLAlchemy rows (attribute access: ``row.seq``, ``row.note``); a transaction is an
+opaque handle from ``writer()`` (serialised across processes) or ``reader()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select
+
+from strongroom.catalog import db
+from strongroom.catalog.tables import audit_checkpoints, audit_events, audit_meta, audit_segments
+
+
+class AuditStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[Connection]:
+        with db.writer(self.engine) as conn:
+            if self.engine.dialect.name != "sqlite":  # serialise writers on other databases
+                conn.execute(select(audit_meta).where(audit_meta.c.key == "log_id").with_for_update())
+            yield conn
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Connection]:
+        with db.reader(self.engine) as conn:
+            yield conn
+
+    # meta
+    def meta(self, tx: Connection) -> dict[str, str]:
+        return {r.key: r.value for r in tx.execute(select(audit_meta))}
+
+    def set_meta(self, tx: Connection, values: dict[str, str]) -> None:
+        tx.execute(delete(audit_meta))
+        tx.execute(insert(audit_meta), [{"key": k, "value": v} for k, v in values.items()])
+
+    # events
+    def max_seq(self, tx: Connection) -> int | None:
+        top = tx.execute(select(func.max(audit_events.c.seq))).scalar()
+        return None if top is None else int(top)
+
+    def count(self, tx: Connection) -> int:
+        return int(tx.execute(select(func.count()).select_from(audit_events)).scalar() or 0)
+
+    def insert_events(self, tx: Connection, rows: list[dict[str, Any]]) -> None:
+        for i in range(0, len(rows), 5000):
+            tx.execute(insert(audit_events), rows[i : i + 5000])
+
+    def events(self, tx: Connection, start: int = 0, end: int | None = None) -> Iterator[Any]:
+        q = select(audit_events).where(audit_events.c.seq >= start).order_by(audit_events.c.seq)
+        if end is not None:
+            q = q.where(audit_events.c.seq < end)
+        yield from tx.execution_options(yield_per=10_000).execute(q)
+
+    def query(
+        self,
+        actor: str | None,
+        action: str | None,
+        since: str | None,
+        until: str | None,
+        after_seq: int,
+        limit: int | None,
+        newest: bool,
+    ) -> list[Any]:
+        c = audit_events.c
+        q = select(audit_events).where(c.seq > after_seq)
+        if actor is not None:
+            q = q.where(c.actor == actor)
+        if action is not None:
+            q = q.where((c.action == action) | c.action.startswith(action + ".", autoescape=True))
+        if since is not None:
+            q = q.where(c.time >= since)
+        if until is not None:
+            q = q.where(c.time < until)
+        q = q.order_by(c.seq.desc() if newest else c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.reader() as tx:
+            return list(tx.execute(q))
+
+    # checkpoints
+    def checkpoints(self, tx: Connection) -> list[Any]:
+        return list(tx.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size)))
+
+    def last_checkpoint(self, tx: Connection, size: int | None = None) -> Any:
+        q = select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc())
+        if size is not None:
+            q = q.where(audit_checkpoints.c.tree_size == size)
+        return tx.execute(q.limit(1)).first()
+
+    def insert_checkpoints(self, tx: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            tx.execute(insert(audit_checkpoints), rows)
+
+    # segments
+    def segments_end(self, tx: Connection) -> int:
+        top = tx.execute(select(func.max(audit_segments.c.first + audit_segments.c.count))).scalar()
+        return int(top or 0)
+
+    def insert_segments(self, tx: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            tx.execute(insert(audit_segments), rows)
+
+    def clear(self, tx: Connection) -> None:
+        for t in (audit_events, audit_checkpoints, audit_segments, audit_meta):
+            tx.execute(delete(t))
+
+
+def open_store(url: str, head_revision: str) -> AuditStore:
+    engine = db.make_engine(url)
+    if db.current_revision(engine) != head_revision:
+        db.migrate(engine)
+    return AuditStore(engine)

@@ -1,0 +1,182 @@
+"""Use cases of the audit log: log, tail, verify, prove, consistency, check-proof, export, rebuild, custody.
+
+Reading the log is itself recorded (``audit.*`` events): who looked at the record of data access is part
+of the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from strongroom.audit import custody as custody_q
+from strongroom.audit.events import Event, parse_time
+from strongroom.audit.log import AuditLog, VerifyReport, check_proof
+from strongroom.crypto.signing import Ed25519Verifier
+from strongroom.errors import CatalogError, InputError, UnknownPath
+from strongroom.service.context import Session, audited
+from strongroom.service.versions import resolve
+
+
+def _log(session: Session) -> AuditLog:
+    log = session.audit_log()
+    if log is None:
+        raise InputError("no repository: give --repo PATH or set STRONGROOM_REPO")
+    return log
+
+
+def _path_filter(events: list[Event], pattern: str | None) -> list[Event]:
+    if not pattern:
+        return events
+    return [
+        e for e in events if any(fnmatch.fnmatchcase(p, pattern) or p.startswith(pattern.rstrip("/") + "/")
+                                 for p in e.paths)
+    ]
+
+
+@audited("audit.log", actor="actor", filter_action="action", since="since", until="until", paths="path")
+def log(
+    session: Session,
+    actor: str | None = None,
+    action: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    path: str | None = None,
+) -> list[Event]:
+    session.open()
+    events = _log(session).query(
+        actor=actor,
+        action=action,
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+    )
+    return _path_filter(events, path)
+
+
+@audited("audit.tail", lines="lines")
+def tail(session: Session, lines: int = 20) -> list[Event]:
+    session.open()
+    return _log(session).query(limit=max(lines, 0), newest=True)
+
+
+def follow(session: Session, after_seq: int, poll: float = 1.0) -> Iterator[Event]:
+    """Events appended after ``after_seq``, as they come (``audit tail --follow``; recorded once, by tail)."""
+    log = _log(session)
+    while True:
+        batch = log.query(after_seq=after_seq)
+        for e in batch:
+            after_seq = e.seq
+            yield e
+        if not batch:
+            time.sleep(poll)
+
+
+@audited("audit.verify")
+def verify(session: Session) -> VerifyReport:
+    repo = session.open()
+    t0 = time.perf_counter()
+    report = _log(session).verify(repo)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    if not report.ok:
+        session.audit_detail(first_bad=report.first_bad)
+        if session._audit_stack:
+            session._audit_stack[-1].fail(report.reason)
+    return report
+
+
+@audited("audit.prove", seq="seq")
+def prove(session: Session, seq: int) -> dict[str, Any]:
+    return _log(session).prove(session.open(), seq)
+
+
+@audited("audit.consistency", old_size="old_size", new_size="new_size")
+def consistency(session: Session, old_size: int, new_size: int) -> dict[str, Any]:
+    return _log(session).consistency(session.open(), old_size, new_size)
+
+
+def check_proof_doc(session: Session, doc: dict[str, Any], key: str | None) -> str:
+    """Verify a proof offline: with the verifier key given (C2SP vkey text), or the repository's log key."""
+    if key:
+        text = key
+        if os.path.isfile(key):
+            with open(key, encoding="utf-8") as f:
+                text = f.read().strip()
+        verifier = Ed25519Verifier.from_vkey(text)
+        return check_proof(doc, verifier)
+    with session.audited("audit.check-proof"):
+        repo = session.open()
+        return check_proof(doc, repo.log_signer().verifier())
+
+
+@audited("audit.key")
+def log_key(session: Session) -> str:
+    """The verifier key of the repository's log (C2SP vkey text), for check-proof --key elsewhere."""
+    return session.open().log_signer().verifier().vkey
+
+
+@audited("audit.export", since="since", format="fmt")
+def export(session: Session, fmt: str = "jsonl", since: str | None = None) -> list[Event]:
+    if fmt != "jsonl":
+        raise InputError(f"--format takes jsonl, not {fmt!r}")
+    session.open()
+    return _log(session).query(since=parse_time(since) if since else None)
+
+
+@audited("audit.rebuild", log_id="log_id")
+def rebuild(session: Session, log_id: str | None = None) -> dict[str, Any]:
+    """Recreate the catalog from the repository's sealed segments and checkpoints."""
+    repo = session.open()
+    try:
+        log = _log(session)
+    except CatalogError:
+        log = _fresh_catalog(session, repo.config.repo_id)
+    logs = log.repository_logs(repo)
+    if log_id is None:
+        if log.log_id not in logs:
+            if not logs:
+                raise InputError("the repository holds no audit log to rebuild from")
+            log_id = max(logs, key=lambda k: logs[k])
+    elif log_id not in logs:
+        raise InputError(f"the repository holds no audit log {log_id}")
+    events, checkpoints = log.rebuild(repo, log_id)
+    return {"log_id": log.log_id, "events": events, "checkpoints": checkpoints, "logs": logs}
+
+
+def _fresh_catalog(session: Session, repo_id: str) -> AuditLog:
+    """An unreadable SQLite catalog is moved aside (kept as evidence) and a new one is created."""
+    url = session.settings.catalog_url(repo_id)
+    if not url.startswith("sqlite:///"):
+        raise CatalogError("the catalog cannot be opened; repair or recreate the database, then rebuild")
+    path = url[len("sqlite:///") :]
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path + suffix, f"{path}.broken-{stamp}{suffix}")
+    session._audit_log = None
+    log = session.audit_log()
+    assert log is not None
+    return log
+
+
+@audited("custody", version="version", paths="paths", actor="actor")
+def custody(session: Session, version: str | None, paths: list[str], actor: str | None = None) -> dict[str, Any]:
+    repo = session.open()
+    events = _log(session).query()
+    if actor is not None and version is None:
+        return custody_q.touched_by(actor, events)
+    if version is None:
+        raise InputError("give a VERSION, or --actor USER")
+    cid = resolve(repo, version)
+    session.audit_note(version=cid.hex())
+    report = custody_q.custody(repo, cid, paths, events)
+    if paths and not report["files"]:
+        raise UnknownPath(version, ", ".join(paths))
+    if actor is not None:
+        for f in report["files"]:
+            f["history"] = [h for h in f["history"] if h["author"] == actor]
+            f["reads"] = [r for r in f["reads"] if r["actor"] == actor]
+    return report

@@ -1,0 +1,271 @@
+"""The audit log end to end: events for every command family (ok, denied, failed), checkpoints signed and
+stored in the catalog and the repository, every SQL tamper case caught by `audit verify` naming the first
+bad sequence number, proofs checked offline, and a catalog rebuilt from the repository alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from strongroom import Strongroom
+from strongroom.errors import PolicyDenied, UnknownPath
+from strongroom.service import branches, gc, merge, workspace
+from strongroom.service import versions as ver
+from tests.conftest import PASSPHRASE, Cli, make_tree
+
+
+def _session(sr: Strongroom):  # type: ignore[no-untyped-def]
+    return sr._session
+
+
+def _events(sr: Strongroom) -> list:  # type: ignore[type-arg]
+    s = Strongroom.open(sr._session.settings.repo or "", PASSPHRASE)._session
+    log = s.audit_log()
+    assert log is not None
+    return log.query()
+
+
+def _db(tmp_path: Path) -> Path:
+    found = list((tmp_path / "state" / "catalogs").glob("*.sqlite"))
+    assert len(found) == 1
+    return found[0]
+
+
+def _verify(repo_path: Path):  # type: ignore[no-untyped-def]
+    s = Strongroom.open(str(repo_path), PASSPHRASE)._session
+    log = s.audit_log()
+    assert log is not None
+    return log.verify(s.open())
+
+
+@pytest.fixture
+def logged(tmp_path: Path, repo_path: Path) -> Strongroom:
+    """A repository whose log holds 24+ events (commits, reads, branches), all covered by checkpoints."""
+    sr = Strongroom.init(str(repo_path), PASSPHRASE, user="carol")
+    src = make_tree(tmp_path / "src", {"a.txt": b"a1", "d/b.bin": b"b" * 100})
+    sr.commit(str(src), message="one", workers=1)
+    for i in range(10):
+        (src / "a.txt").write_bytes(f"a{i + 2}".encode())
+        sr.commit(str(src), message=f"v{i + 2}", workers=1)
+        sr.read("main", "a.txt")
+    return sr
+
+
+# ----------------------------------------------------------------------------- events per command family
+
+
+def test_repository_and_version_commands_record_events(tmp_path: Path, repo_path: Path) -> None:
+    sr = Strongroom.init(str(repo_path), PASSPHRASE, user="carol")
+    s = _session(sr)
+    src = make_tree(tmp_path / "src", {"x/a.txt": b"hello", "b.txt": b"b"})
+    v1 = sr.commit(str(src), message="first", workers=1).id
+    sr.checkout(v1, str(tmp_path / "out"), include=["x/*"])
+    assert sr.read(v1, "b.txt") == b"b"
+    sr.ls("main")
+    sr.diff(v1, "main")
+    sr.log()
+    sr.verify()
+    sr.stats()
+    with pytest.raises(UnknownPath):
+        sr.read("main", "missing.txt")
+    ev = _events(sr)
+    actions = [e.action for e in ev]
+    assert actions[:2] == ["init", "commit"]
+    commit = ev[1]
+    assert commit.actor == "carol" and commit.targets["version"] == v1 and commit.targets["branch"] == "main"
+    assert commit.targets["paths"] == [str(src)] and commit.outcome == "ok" and commit.host and commit.os_user
+    checkout = next(e for e in ev if e.action == "checkout")
+    assert checkout.targets["version"] == v1 and checkout.targets["paths"] == ["x/*"]
+    cat = [e for e in ev if e.action == "cat"]
+    assert cat[0].outcome == "ok" and cat[0].targets["paths"] == ["b.txt"]
+    assert cat[1].outcome == "failed" and cat[1].details["error"]["class"] == "UnknownPath"
+    for a in ("ls", "diff", "log", "verify", "stats"):
+        assert a in actions
+    assert [e.seq for e in ev] == list(range(len(ev)))
+    assert PASSPHRASE not in json.dumps([e.to_json() for e in ev])
+    rep = _verify(repo_path)
+    assert rep.ok and rep.covered == rep.events and rep.checkpoints_repository >= 1
+    del s
+
+
+def test_branch_merge_gc_workspace_events_including_denied(tmp_path: Path, repo_path: Path) -> None:
+    sr = Strongroom.init(str(repo_path), PASSPHRASE, user="dave")
+    s = _session(sr)
+    src = make_tree(tmp_path / "src", {"a.txt": b"1"})
+    sr.commit(str(src), workers=1)
+    branches.branch_create(s, "exp")
+    branches.tag_create(s, "t1", "main")
+    merge.protect(s, "main", [])
+    with pytest.raises(PolicyDenied):
+        ver.commit(s, str(src), branch="main", workers=1)
+    ws = tmp_path / "ws"
+    workspace.create(s, str(ws), "exp", None, [])
+    (ws / "a.txt").write_bytes(b"2")
+    workspace.commit(s, str(ws), "change", None, 0.0)
+    merge.merge(s, "exp", "main")
+    branches.branch_delete(s, "exp")
+    gc.gc(s, dry_run=True)
+    ev = _events(sr)
+    by = {e.action: e for e in ev}
+    for a in ("branch.create", "tag.create", "branch.protect", "workspace.create", "workspace.commit", "merge",
+              "branch.delete", "gc"):
+        assert by[a].outcome == "ok", a
+    denied = [e for e in ev if e.outcome == "denied"]
+    assert len(denied) == 1 and denied[0].action == "commit"
+    assert denied[0].details["error"]["class"] == "PolicyDenied"
+    assert by["workspace.create"].targets["branch"] == "exp" and by["workspace.create"].targets["version"]
+    assert by["merge"].targets["branch"] == "main"
+    assert _verify(repo_path).ok
+
+
+def test_cli_audit_commands_and_events(tmp_path: Path, cli: Cli) -> None:
+    assert cli("init", "--user", "erin").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"1"})
+    assert cli("commit", str(src)).code == 0
+    bad = cli("cat", "main", "nope")
+    assert bad.code == 2
+    r = cli("audit", "log", "--json")
+    assert r.code == 0, r.err
+    ev = json.loads(r.out)
+    assert [e["action"] for e in ev] == ["init", "commit", "cat"]
+    assert ev[2]["outcome"] == "failed"
+    r = cli("audit", "log", "--action", "commit", "--actor", "erin", "--json")
+    assert [e["action"] for e in json.loads(r.out)] == ["commit"]
+    assert json.loads(cli("audit", "log", "--since", "2999-01-01", "--json").out) == []
+    r = cli("audit", "tail", "-n", "2")
+    assert r.code == 0 and "audit.log" in r.out
+    r = cli("audit", "verify")
+    assert r.code == 0 and "audit log ok" in r.out, r.err
+    r = cli("audit", "export", "--format", "jsonl")
+    lines = [json.loads(x) for x in r.out.splitlines()]
+    assert lines[0]["seq"] == 0 and all("actor" in x for x in lines)
+    assert cli("audit", "export", "--format", "csv").code == 2
+    r = cli("custody", "main", "a.txt", "--json")
+    rep = json.loads(r.out)
+    assert rep["files"][0]["history"][0]["author"] == "erin"
+    assert cli("custody", "main", "--html", str(tmp_path / "r.html")).code == 0
+    assert "Chain of custody" in (tmp_path / "r.html").read_text()
+    r = cli("custody", "--actor", "erin", "--json")
+    assert {e["action"] for e in json.loads(r.out)["events"]} >= {"init", "commit"}
+
+
+# ----------------------------------------------------------------------------- proofs
+
+
+def test_prove_and_consistency_verify_offline(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    c = Cli(Path(logged._session.settings.repo or ""), cli.env)
+    r = c("audit", "prove", "5")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert set(doc) == {"leaf_index", "tree_size", "leaf_hash", "event", "audit_path", "root_hash", "checkpoint"}
+    assert doc["leaf_index"] == 5 and doc["event"]["seq"] == 5
+    (tmp_path / "p.json").write_text(r.out)
+    key = c("audit", "key").out.strip()
+    outsider = Cli(tmp_path / "nowhere", cli.env)  # offline: no repository, only the key
+    r = outsider("audit", "check-proof", str(tmp_path / "p.json"), "--key", key, passphrase=None)
+    assert r.code == 0 and r.out.startswith("ok: event 5"), r.err
+    doc["event"]["actor"] = "mallory"
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    r = outsider("audit", "check-proof", str(tmp_path / "bad.json"), "--key", key, passphrase=None)
+    assert r.code == 1 and "leaf_hash" in r.err
+    r = c("audit", "consistency", "3", str(doc["tree_size"]))
+    assert r.code == 0, r.err
+    (tmp_path / "c.json").write_text(r.out)
+    assert c("audit", "check-proof", str(tmp_path / "c.json")).code == 0
+    cdoc = json.loads(r.out)
+    cdoc["old_root"] = "00" * 32
+    (tmp_path / "c2.json").write_text(json.dumps(cdoc))
+    assert c("audit", "check-proof", str(tmp_path / "c2.json")).code == 1
+
+
+# ----------------------------------------------------------------------------- tamper suite (plain SQL)
+
+
+def _sql(db: Path, *statements: str) -> None:
+    con = sqlite3.connect(db)
+    for st in statements:
+        con.execute(st)
+    con.commit()
+    con.close()
+
+
+TAMPER = {
+    "edit": (["UPDATE audit_events SET actor='mallory' WHERE seq=7"], 7),
+    "edit_details": (["UPDATE audit_events SET details='{\"message\":\"x\"}' WHERE seq=4"], 4),
+    "delete": (["DELETE FROM audit_events WHERE seq=9"], 9),
+    "delete_renumber": (["DELETE FROM audit_events WHERE seq=9",
+                         "UPDATE audit_events SET seq=seq-1 WHERE seq>9"], 9),
+    "insert": (["UPDATE audit_events SET seq=-seq-1000 WHERE seq>=6",
+                "UPDATE audit_events SET seq=-seq-1000+1 WHERE seq<0",
+                "INSERT INTO audit_events SELECT 6,time,'mallory',os_user,host,'cat',targets,outcome,details "
+                "FROM audit_events WHERE seq=5"], 6),
+    "reorder": (["UPDATE audit_events SET seq=-1 WHERE seq=3", "UPDATE audit_events SET seq=3 WHERE seq=8",
+                 "UPDATE audit_events SET seq=8 WHERE seq=-1"], 3),
+    "truncate_tail": (["DELETE FROM audit_events WHERE seq>=12", "DELETE FROM audit_checkpoints WHERE tree_size>12"],
+                      12),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPER))
+def test_sql_tamper_is_caught_with_first_bad_seq(case: str, logged: Strongroom, tmp_path: Path) -> None:
+    statements, first_bad = TAMPER[case]
+    _sql(_db(tmp_path), *statements)
+    rep = _verify(Path(logged._session.settings.repo or ""))
+    assert not rep.ok and rep.first_bad == first_bad, (rep.first_bad, rep.reason)
+
+
+def test_rollback_to_older_copy_is_caught_and_exit_1(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    db = _db(tmp_path)
+    repo_path = Path(logged._session.settings.repo or "")
+    old = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.execute(f"VACUUM INTO '{old}'")
+    con.close()
+    size_then = _verify(repo_path).events
+    logged.read("main", "a.txt")
+    logged.log()
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    shutil.copy(old, db)
+    c = Cli(repo_path, cli.env)
+    r = c("audit", "verify")
+    assert r.code == 1, r.out + r.err
+    assert f"first bad sequence number {size_then}" in r.err and len(r.err.strip().splitlines()) == 1
+    # a command on the rolled-back catalog refuses to sign a checkpoint inconsistent with the repository's
+    r = c("log")
+    assert r.code == 1 and "rolled back" in r.err
+    # and the catalog comes back from the repository alone
+    r = c("audit", "rebuild")
+    assert r.code == 0, r.err
+    r = c("audit", "verify")
+    assert r.code == 0, r.err
+
+
+def test_cli_verify_exit_1_on_edit_then_rebuild(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    repo_path = Path(logged._session.settings.repo or "")
+    _sql(_db(tmp_path), "UPDATE audit_events SET host='elsewhere' WHERE seq=2")
+    c = Cli(repo_path, cli.env)
+    r = c("audit", "verify")
+    assert r.code == 1 and "first bad sequence number 2" in r.err and "Traceback" not in r.err
+    assert c("audit", "rebuild").code == 0
+    assert c("audit", "verify").code == 0
+
+
+def test_rebuild_from_repository_after_losing_the_catalog(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    repo_path = Path(logged._session.settings.repo or "")
+    before = _verify(repo_path)
+    db = _db(tmp_path)
+    for p in db.parent.iterdir():
+        p.unlink()
+    db.write_bytes(b"this is not a database")
+    c = Cli(repo_path, cli.env)
+    r = c("--json", "audit", "rebuild")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["events"] >= before.events
+    rep = _verify(repo_path)
+    assert rep.ok and rep.events > before.events
+    assert rep.log_id == before.log_id
