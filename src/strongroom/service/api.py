@@ -62,7 +62,7 @@ class Strongroom:
         *,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
-        compression: int = 1,
+        compression: int = 2,
     ) -> Strongroom:
         s = cls._make_session(path, passphrase, env, user, None)
         repo_svc.init(s, compression=compression)

@@ -66,7 +66,7 @@ from strongroom.store.refs import REFS_NAME, Refs, open_refs, seal_refs
 
 FORMAT = "sr-repo/1"
 DEFAULT_PACK_SIZE = 16 << 20
-DEFAULT_COMPRESSION = 1
+DEFAULT_COMPRESSION = 2  # zstd 2 compresses like 3 (measured on the benchmark tables) at 2/3 of its CPU
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=Tr
 
 def init(
     user: Annotated[str, typer.Option(help="Actor recorded on versions when STRONGROOM_USER is unset.")] = "",
-    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 1,
+    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 2,
 ) -> None:
     """Create an encrypted repository (refuses a folder that is not empty)."""
     res = svc.init(session(), user=user, compression=compression)
