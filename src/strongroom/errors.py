@@ -22,8 +22,10 @@
         ├── MergeConflict
         └── CatalogError                 HTTP 503  the catalog database cannot be used
 
-strongroom.backends.base adds BackendError and TransientBackendError (under StrongroomError, exit 3) and
-ObjectMissing (under IntegrityError). docs/errors.md is generated from this tree by scripts/errorlist.py.
+strongroom.backends.base adds BackendError, TransientBackendError and BackendAccessDenied (under
+StrongroomError, exit 3) and ObjectMissing (under IntegrityError); strongroom.backup adds UnknownRemote and
+RemoteUnusable (InputError), IncidentOpen, PushInterrupted and NoBackup (ProblemFound).
+docs/errors.md is generated from this tree by scripts/errorlist.py.
 
 Each class carries its message template in ``template``; ``hint()`` adds detail for humans.
 A library never calls ``sys.exit``: the shells map these to exit codes in one place.

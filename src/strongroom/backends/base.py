@@ -23,6 +23,12 @@ class TransientBackendError(BackendError):
     """May succeed if tried again (a dropped connection, a busy server)."""
 
 
+class BackendAccessDenied(BackendError):
+    """The store refused the request: bad credentials, a missing permission, or an Object Lock."""
+
+    template = "storage refused: {}"
+
+
 class ObjectMissing(IntegrityError):
     template = "missing from storage: {}"
 

@@ -18,4 +18,7 @@ def register(app: typer.Typer) -> None:
     versions_cmd.register(app)
     workspace_cmd.register(app)
     audit_cmd.register(app)
+    from strongroom.cli.commands import backup_cmd
+
+    backup_cmd.register(app)
     _done = True

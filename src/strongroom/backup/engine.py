@@ -1,0 +1,367 @@
+"""Push, verify and restore (docs/backup.md).
+
+Push uploads what the bucket lacks, every object with the remote's Object Lock retention, several at a
+time, then writes the signed manifest last: a push that stops early (a dropped connection, SIGKILL, an
+incident) leaves no manifest naming a missing object, and the next push finds the finished uploads by
+their ETag and does not send them again. Verify and restore read only the versions a manifest names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from strongroom.backends.base import Backend, BackendError, ObjectMissing, TransientBackendError
+from strongroom.backends.s3 import Lock, S3Backend, Version, expected_etag
+from strongroom.backup.manifest import MANIFEST_NAME, Entry, Manifest
+from strongroom.backup.pinned import PinnedBackend
+from strongroom.backup.remotes import Incident, IncidentOpen, Remote
+from strongroom.crypto.secret import Secret
+from strongroom.errors import IntegrityError, PolicyDenied, ProblemFound, StrongroomError, WrongPassphrase
+from strongroom.store import check
+from strongroom.store.repository import Repository
+
+T = TypeVar("T")
+DAY = 86400
+SMALL = ("config", "counters", "keyring")  # besides refs and keys/*; read after listing (keys only grow)
+
+
+class PushInterrupted(ProblemFound):
+    """A push that could not finish; what it uploaded is reused by the next push (no manifest was written)."""
+
+    template = "push interrupted: {}"
+
+    def hint(self) -> str | None:
+        return "run `strongroom backup push` again: finished uploads are not sent twice"
+
+
+class NoBackup(ProblemFound):
+    template = "no usable backup in {}: {}"
+
+
+@dataclass
+class PushReport:
+    objects: int = 0
+    total_bytes: int = 0
+    uploaded: int = 0
+    bytes_sent: int = 0
+    resumed: int = 0
+    extended: int = 0
+    manifest_version: str | None = None
+    up_to_date: bool = False
+    skipped_manifests: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def retrying(op: Callable[[], T], attempts: int = 4, delay: float = 0.25) -> T:
+    """Retry transient failures with exponential backoff (on top of botocore's own retries)."""
+    for k in range(attempts):
+        try:
+            return op()
+        except TransientBackendError:
+            if k == attempts - 1:
+                raise
+            time.sleep(delay * (2**k))
+    raise AssertionError("unreachable")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- manifests
+
+
+def manifest_versions(s3: S3Backend) -> list[Version]:
+    """Versions of the manifest key, newest first (the current one first within a second)."""
+    found = [v for v in s3.versions(MANIFEST_NAME) if v.name == MANIFEST_NAME]
+    return sorted(found, key=lambda v: (v.modified, v.latest), reverse=True)
+
+
+def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[Manifest, str, list[str]] | None:
+    """The newest manifest version that ``accept`` takes (it checks the signature); versions it refuses
+    (garbage, another key) are skipped and listed. Among versions of the same second the latest created
+    wins. None when no version is acceptable."""
+    skipped: list[str] = []
+    best: tuple[Manifest, str, dt.datetime] | None = None
+    for v in manifest_versions(s3):
+        if best is not None and v.modified < best[2]:
+            break
+        try:
+            m = accept(s3.get_version(MANIFEST_NAME, v.version_id))
+        except WrongPassphrase:
+            raise
+        except StrongroomError as e:
+            skipped.append(f"{v.version_id}: {e}")
+            continue
+        if best is None or m.created_ns > best[0].created_ns:
+            best = (m, v.version_id, v.modified)
+    return None if best is None else (best[0], best[1], skipped)
+
+
+def accept_for(repo: Repository) -> Callable[[bytes], Manifest]:
+    verifier = repo.log_signer().verifier()
+    return lambda note: Manifest.verified(note, verifier, repo.config.repo_id)
+
+
+def accept_with_passphrase(s3: S3Backend, passphrase: Secret) -> Callable[[bytes], Manifest]:
+    """From the bucket alone: open the repository the manifest pins (key files, keyring and config, all
+    hash-checked against it) with the passphrase, and check the manifest with that repository's log key.
+    A wrong passphrase on every candidate is reported as such."""
+
+    def accept(note: bytes) -> Manifest:
+        m = Manifest.parse_unverified(note)
+        repo = Repository.open(PinnedBackend(s3, m), passphrase)
+        return Manifest.verified(note, repo.log_signer().verifier(), repo.config.repo_id)
+
+    return accept
+
+
+# ----------------------------------------------------------------------------------------- push
+
+
+def _snapshot(backend: Backend) -> tuple[dict[str, int], dict[str, bytes]]:
+    """Names and sizes of everything a backup holds. Refs are read first and the keyring last: packs and
+    index files are written before the refs that reach them, and key material only grows."""
+    small: dict[str, bytes] = {"refs": backend.get("refs")}
+    sizes: dict[str, int] = dict(backend.list("index"))
+    sizes.update(backend.list("data"))
+    for name, _ in backend.list("keys"):
+        small[name] = backend.get(name)
+    for name in SMALL:
+        try:
+            small[name] = backend.get(name)
+        except ObjectMissing:
+            if name != "counters":
+                raise
+    sizes.update({n: len(d) for n, d in small.items()})
+    return sizes, small
+
+
+def push(
+    repo: Repository,
+    s3: S3Backend,
+    remote: Remote,
+    incidents: Callable[[], list[Incident]],
+    *,
+    now: float | None = None,
+    workers: int = 8,
+    grace_days: int | None = None,
+) -> PushReport:
+    t0 = time.perf_counter()
+    now = time.time() if now is None else now
+
+    def guard() -> None:
+        opened = incidents()
+        if opened:
+            raise IncidentOpen(opened[0].id, opened[0].reason)
+
+    guard()
+    if remote.retain_days > remote.max_retain_days:
+        raise PolicyDenied(f"retention of {remote.retain_days} days is above the maximum of "
+                           f"{remote.max_retain_days} days for remote {remote.name}")
+    horizon = int(now) + remote.retain_days * DAY
+    lock = Lock(remote.lock_mode, dt.datetime.fromtimestamp(horizon, dt.UTC)) if remote.lock_mode else None
+    grace = (grace_days if grace_days is not None else max(1, remote.retain_days // 10)) * DAY
+    report = PushReport()
+    try:
+        found = find_manifest(s3, accept_for(repo))
+    except BackendError as e:
+        raise PushInterrupted(f"reading the bucket: {e}") from None
+    prev = found[0] if found else None
+    if found:
+        report.skipped_manifests = found[2]
+
+    sizes, small = _snapshot(repo.backend)
+    entries: dict[str, Entry] = {}
+    pending: list[str] = []
+    for name, size in sorted(sizes.items()):
+        old = prev.entries.get(name) if prev else None
+        # data/ and index/ are named by the hash of their bytes; the small ones are compared by hash.
+        if old is not None and old.size == size and (name not in small or old.sha256 == _sha(small[name])):
+            entries[name] = old
+            continue
+        pending.append(name)
+
+    stop = threading.Event()
+    versions: dict[str, list[Version]] = {}
+    if pending:
+        for v in s3.versions(""):
+            versions.setdefault(v.name, []).append(v)
+
+    def upload(name: str) -> tuple[str, Entry, int, bool]:
+        if stop.is_set():
+            raise IncidentOpen("(opened during the push)", "stopped")
+        if incidents():
+            stop.set()
+            guard()
+        data = small.get(name)
+        if data is None:
+            data = repo.backend.get(name)
+        sha, etag = _sha(data), expected_etag(data, s3.part_size, s3.multipart_threshold)
+        for v in versions.get(name, []):
+            if v.size == len(data) and v.etag == etag:  # finished by an interrupted push
+                return name, Entry(sha, len(data), 0, v.version_id), 0, True
+        vid = retrying(lambda: s3.put_object(name, data, lock))
+        if not vid or vid == "null":
+            raise BackendError(f"{s3.describe()} gave no version id for {name}: is versioning on?")
+        return name, Entry(sha, len(data), horizon if lock else 0, vid), len(data), False
+
+    def extend(name: str) -> tuple[str, Entry]:
+        e = entries[name]
+        assert lock is not None
+        until = retrying(lambda: s3.extend_retention(name, e.version_id, lock))
+        return name, Entry(e.sha256, e.size, int(until.timestamp()), e.version_id)
+
+    try:
+        for name, entry, sent, resumed in _parallel(upload, pending, workers):
+            entries[name] = entry
+            report.uploaded += 0 if resumed else 1
+            report.resumed += 1 if resumed else 0
+            report.bytes_sent += sent
+        if lock is not None:
+            short = [n for n, e in entries.items() if e.retain_until < horizon - grace]
+            for name, entry in _parallel(extend, short, workers):
+                report.extended += 1 if entry.retain_until != entries[name].retain_until else 0
+                entries[name] = entry
+        guard()
+    except BackendError as e:
+        raise PushInterrupted(f"{report.uploaded} of {len(pending)} objects uploaded; {e}") from None
+
+    report.objects, report.total_bytes = len(entries), sum(e.size for e in entries.values())
+    if prev is not None and prev.entries == entries:
+        report.up_to_date, report.manifest_version = True, found[1] if found else None
+    else:
+        manifest = Manifest(repo.config.repo_id, time.time_ns(), entries)
+        note = manifest.sign(repo.log_signer())
+        try:
+            report.manifest_version = retrying(lambda: s3.put_object(MANIFEST_NAME, note, lock))
+        except BackendError as e:
+            raise PushInterrupted(f"writing the manifest: {e}") from None
+        report.bytes_sent += len(note)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _parallel(fn: Callable[[str], T], names: list[str], workers: int) -> Iterator[T]:
+    if not names:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
+        futures = [pool.submit(fn, n) for n in names]
+        error: BaseException | None = None
+        for f in futures:
+            try:
+                yield f.result()
+            except BaseException as e:  # let in-flight uploads finish, then raise the first failure
+                if error is None:
+                    error = e
+                    for g in futures:
+                        g.cancel()
+        if error is not None:
+            raise error
+
+
+# ----------------------------------------------------------------------------------------- verify / restore
+
+
+@dataclass
+class DrillReport:
+    manifest_version: str
+    manifest_created_ns: int
+    objects: int
+    mode: str
+    ok: bool
+    versions: int
+    packs_checked: int
+    bytes_checked: int
+    damage: list[dict[str, str]]
+    affected: dict[str, list[str]]
+    skipped_manifests: list[str]
+    warnings: list[str]
+    seconds: float = 0.0
+
+
+def verify(
+    s3: S3Backend,
+    accept: Callable[[bytes], Manifest],
+    passphrase: Secret,
+    sample: tuple[int, int] | float | None = None,
+) -> DrillReport:
+    """A restore drill against the bucket: every small object and index file hash-checked against the
+    manifest, then the backup opened as a repository (pinned versions only) and checked in full (or a
+    sample of packs): each pack re-hashed, every chunk decrypted and re-hashed, damage mapped to versions."""
+    t0 = time.perf_counter()
+    found = find_manifest(s3, accept)
+    if found is None:
+        raise NoBackup(s3.describe(), "no manifest version with a good signature")
+    m, vid, skipped = found
+    pinned = PinnedBackend(s3, m)
+    damage: list[dict[str, str]] = []
+    for name in sorted(m.entries):
+        if not name.startswith("data/"):
+            try:
+                pinned.get(name)
+            except StrongroomError as e:
+                damage.append({"object": name, "reason": str(e)})
+    report = DrillReport(vid, m.created_ns, len(m.entries), "sample" if sample else "full", False, 0, 0, 0,
+                         damage, {}, skipped, [])
+    try:
+        backup = Repository.open(pinned, passphrase)
+        r = check.verify(backup, full=sample is None, sample=sample)
+    except StrongroomError as e:
+        damage.append({"object": "repository", "reason": f"the backup cannot be opened: {e}"})
+    else:
+        report.versions, report.packs_checked, report.bytes_checked = r.versions, r.packs_checked, r.bytes_checked
+        report.affected, report.warnings = r.affected, r.warnings
+        have = {d["object"] for d in damage}
+        damage.extend({"object": d.what, "reason": d.reason} for d in r.damage if d.what not in have)
+    report.ok = not damage
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+@dataclass
+class RestoreReport:
+    manifest_version: str
+    manifest_created_ns: int
+    repo_id: str
+    objects: int
+    bytes: int
+    versions: int
+    skipped_manifests: list[str]
+    seconds: float = 0.0
+
+
+def restore(s3: S3Backend, passphrase: Secret, dest: Backend, workers: int = 8) -> RestoreReport:
+    """Rebuild a repository in ``dest`` from the bucket alone; every object is the version the newest
+    good manifest names, hash-checked; the result is verified (structure and reachability) before return."""
+    t0 = time.perf_counter()
+    found = find_manifest(s3, accept_with_passphrase(s3, passphrase))
+    if found is None:
+        raise NoBackup(s3.describe(), "no manifest version with a good signature")
+    m, vid, skipped = found
+    pinned = PinnedBackend(s3, m)
+
+    def fetch(name: str) -> str:
+        data = retrying(lambda: pinned.get(name))
+        dest.put(name, data)
+        return name
+
+    try:
+        list(_parallel(fetch, sorted(n for n in m.entries if n != "config"), workers))
+        fetch("config")  # last: until it is there, the folder is not a repository
+    except StrongroomError as e:
+        raise IntegrityError(f"restore incomplete: {e}") from None
+    repo = Repository.open(dest, passphrase)
+    r = check.verify(repo)
+    if not r.ok:
+        raise IntegrityError("the restored repository fails verification: "
+                             + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5]))
+    return RestoreReport(vid, m.created_ns, repo.config.repo_id, len(m.entries), m.total_bytes, r.versions,
+                         skipped, round(time.perf_counter() - t0, 3))

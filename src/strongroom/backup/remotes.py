@@ -1,0 +1,165 @@
+"""Remote settings and incidents, kept in the client state folder (never in the bucket, never credentials).
+
+``<state>/backup/remotes.json``: name → location, endpoint, region, lock mode, retain days, maximum.
+``<state>/backup/incidents.json``: incidents; while any is open, pushes refuse.
+Both are small JSON files written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from strongroom.backends.registry import parse_s3, redact
+from strongroom.errors import InputError, ProblemFound
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DEFAULT_MAX_RETAIN_DAYS = 3650
+
+
+class UnknownRemote(InputError):
+    template = "unknown remote {!r} (see `strongroom remote list`)"
+
+
+class RemoteUnusable(InputError):
+    """The bucket cannot hold a backup: unreachable, refused, or missing versioning or Object Lock."""
+
+    template = "{}"
+
+
+class IncidentOpen(ProblemFound):
+    """A push refused because an incident is open: manipulated data must not overwrite good copies."""
+
+    template = "backup refused: incident {} is open ({})"
+
+    def hint(self) -> str | None:
+        return "close it with `strongroom incident close ID` once the data is known to be good"
+
+
+@dataclass(frozen=True)
+class Remote:
+    name: str
+    url: str
+    endpoint: str | None = None
+    region: str | None = None
+    lock_mode: str | None = None  # GOVERNANCE or COMPLIANCE; None: versioning only
+    retain_days: int = 0
+    max_retain_days: int = DEFAULT_MAX_RETAIN_DAYS
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise InputError(f"invalid remote name {self.name!r}: lowercase letters, digits, '-' and '_'")
+        parse_s3(self.url)
+        if self.endpoint is not None and not re.fullmatch(r"https?://[^\s@/?#]+/?", self.endpoint):
+            raise InputError(f"--endpoint takes http(s)://HOST[:PORT] without credentials, not {redact(self.endpoint)}")
+        if self.lock_mode not in (None, "GOVERNANCE", "COMPLIANCE"):
+            raise InputError("--lock takes governance or compliance")
+        if self.lock_mode and self.retain_days < 1:
+            raise InputError("--lock needs --retain-days N (N ≥ 1)")
+        if not self.lock_mode and self.retain_days:
+            raise InputError("--retain-days needs --lock governance|compliance")
+        if self.max_retain_days < 1:
+            raise InputError("--max-retain-days must be at least 1")
+        if self.retain_days > self.max_retain_days:
+            raise InputError(f"retention of {self.retain_days} days is above the maximum of {self.max_retain_days}"
+                             " (--max-retain-days)")
+
+
+def _load(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+
+
+def _save(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+class RemoteStore:
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "backup", "remotes.json")
+
+    def all(self) -> list[Remote]:
+        data = _load(self.path) or {}
+        try:
+            return [Remote(**v) for _, v in sorted(data.items())]
+        except TypeError:
+            raise InputError(f"{self.path} is malformed") from None
+
+    def get(self, name: str) -> Remote:
+        for r in self.all():
+            if r.name == name:
+                return r
+        raise UnknownRemote(name)
+
+    def add(self, remote: Remote) -> None:
+        data = _load(self.path) or {}
+        if remote.name in data:
+            raise InputError(f"remote {remote.name!r} exists")
+        data[remote.name] = asdict(remote)
+        _save(self.path, data)
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: str
+    opened_ns: int
+    reason: str
+    closed_ns: int = 0
+
+    @property
+    def open(self) -> bool:
+        return not self.closed_ns
+
+
+class IncidentStore:
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "backup", "incidents.json")
+
+    def all(self) -> list[Incident]:
+        data = _load(self.path) or []
+        try:
+            return [Incident(**d) for d in data]
+        except TypeError:
+            raise InputError(f"{self.path} is malformed") from None
+
+    def open_ones(self) -> list[Incident]:
+        return [i for i in self.all() if i.open]
+
+    def open_incident(self, reason: str, now_ns: int) -> Incident:
+        reason = " ".join(reason.split())
+        if not reason:
+            raise InputError("an incident needs a --reason")
+        inc = Incident(f"inc-{secrets.token_hex(4)}", now_ns, reason)
+        _save(self.path, [asdict(i) for i in self.all()] + [asdict(inc)])
+        return inc
+
+    def close(self, incident_id: str, now_ns: int) -> Incident:
+        items = self.all()
+        for k, i in enumerate(items):
+            if i.id == incident_id:
+                if not i.open:
+                    raise InputError(f"incident {incident_id} is already closed")
+                items[k] = Incident(i.id, i.opened_ns, i.reason, now_ns)
+                _save(self.path, [asdict(x) for x in items])
+                return items[k]
+        raise InputError(f"no incident {incident_id!r} (see `strongroom incident list`)")

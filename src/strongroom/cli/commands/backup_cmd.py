@@ -1,0 +1,160 @@
+"""remote add/list, backup push/list/verify/restore, incident open/list/close."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from strongroom.cli.main import STATE, session
+from strongroom.cli.render import emit_json, human_bytes, line, note, safe, table
+from strongroom.errors import InputError
+from strongroom.service import backup as svc
+from strongroom.service.results import iso
+
+remote_app = typer.Typer(help="Offsite S3 remotes (settings only; credentials come from boto3's chain).",
+                         no_args_is_help=True)
+backup_app = typer.Typer(help="Offsite backup to S3 with Object Lock.", no_args_is_help=True)
+incident_app = typer.Typer(help="Incidents: while one is open, backup push refuses.", no_args_is_help=True)
+
+
+def remote_add(
+    name: Annotated[str, typer.Argument(help="A short name for the remote.")],
+    url: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX")],
+    endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL (MinIO, Ceph, a local server).")] = None,
+    region: Annotated[str | None, typer.Option(help="S3 region.")] = None,
+    lock: Annotated[str | None, typer.Option("--lock", help="Object Lock mode: governance or compliance.")] = None,
+    retain_days: Annotated[int, typer.Option(help="Object Lock retention of every object, in days.")] = 0,
+    max_retain_days: Annotated[int, typer.Option(help="Refuse retention above this many days.")] = 3650,
+) -> None:
+    """Add a remote after checking that its bucket has versioning (and Object Lock with --lock)."""
+    if lock is not None and lock.lower() not in ("governance", "compliance"):
+        raise InputError("--lock takes governance or compliance")
+    res = svc.remote_add(session(), name, url, endpoint, region, lock, retain_days, max_retain_days)
+    if STATE.json:
+        emit_json(res)
+        return
+    line(f"added remote {res.name}: {res.url}")
+    note(f"bucket: {res.bucket}; " + (f"{res.lock} retention {res.retain_days} days" if res.lock else "no retention"))
+
+
+def remote_list() -> None:
+    """Remotes known to this client."""
+    rows = svc.remote_list(session())
+    if STATE.json:
+        emit_json(rows)
+        return
+    table(["name", "location", "endpoint", "lock", "retain days", "max days"],
+          [[r.name, r.url, r.endpoint or "", r.lock or "-", r.retain_days, r.max_retain_days] for r in rows])
+
+
+def push(
+    name: Annotated[str, typer.Argument(help="Remote name.")],
+    workers: Annotated[int, typer.Option(help="Uploads in parallel.")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="Refused while an incident is open.")] = False,
+) -> None:
+    """Upload what the bucket lacks, with retention, then a signed manifest (written last)."""
+    if not 1 <= workers <= 64:
+        raise InputError("--workers takes 1 to 64")
+    res = svc.push(session(), name, workers)  # --force changes nothing: an open incident still refuses
+    if STATE.json:
+        emit_json(svc.as_json(res))
+        return
+    for s in res.skipped_manifests:
+        note(f"warning: skipped a manifest version that does not verify: {s}")
+    if res.up_to_date:
+        line(f"up to date: {res.objects} objects ({human_bytes(res.total_bytes)}) in the bucket; nothing sent")
+    else:
+        line(f"pushed {res.uploaded} objects ({human_bytes(res.bytes_sent)} sent), {res.resumed} resumed, "
+             f"{res.extended} retentions extended; manifest version {res.manifest_version}")
+    note(f"{res.objects} objects, {human_bytes(res.total_bytes)} in the backup; {res.seconds:.2f}s")
+
+
+def backup_list(name: Annotated[str, typer.Argument(help="Remote name.")]) -> None:
+    """Every manifest version in the bucket, newest first; those that do not verify are marked."""
+    rows = svc.backup_list(session(), name)
+    if STATE.json:
+        emit_json(rows)
+        return
+    table(["manifest version", "written", "created", "objects", "bytes", "status"],
+          [[r.version_id, r.modified, r.created, r.objects, r.bytes, "ok" if r.valid else f"BAD: {r.reason}"]
+           for r in rows])
+
+
+def verify(
+    name: Annotated[str, typer.Argument(help="Remote name.")],
+    sample: Annotated[str | None, typer.Option(help="PERCENT% or slice n/t of the packs.")] = None,
+) -> None:
+    """Restore drill: download the pinned versions, check hashes, decrypt and re-hash; exit 1 on damage."""
+    res = svc.verify(session(), name, sample)
+    if STATE.json:
+        emit_json(svc.as_json(res))
+    else:
+        for s in res.skipped_manifests:
+            note(f"warning: skipped a manifest version that does not verify: {s}")
+        for d in res.damage:
+            line(f"damaged\t{safe(d['object'])}\t{d['reason']}")
+        for version, paths in sorted(res.affected.items()):
+            for p in paths:
+                line(f"affected\t{version}\t{safe(p)}")
+        rate = res.bytes_checked / res.seconds / 1e6 if res.seconds else 0.0
+        note(f"backup verify ({res.mode}): {'ok' if res.ok else 'DAMAGED'}; manifest {res.manifest_version} of "
+             f"{iso(res.manifest_created_ns)}, {res.versions} versions, {res.packs_checked} packs, "
+             f"{human_bytes(res.bytes_checked)} in {res.seconds:.2f}s ({rate:.1f} MB/s)")
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def restore(
+    source: Annotated[str, typer.Argument(help="Remote name or s3://BUCKET/PREFIX.")],
+    to: Annotated[str, typer.Option("--to", help="New repository folder (must not exist or be empty).")],
+    endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL.")] = None,
+    region: Annotated[str | None, typer.Option(help="S3 region.")] = None,
+) -> None:
+    """Rebuild a repository from the bucket alone (the passphrase is all it needs)."""
+    res = svc.restore(session(), source, to, endpoint, region)
+    if STATE.json:
+        emit_json(svc.as_json(res))
+        return
+    for s in res.skipped_manifests:
+        note(f"warning: skipped a manifest version that does not verify: {s}")
+    line(f"restored repository {res.repo_id[:16]} to {to}: {res.versions} versions, {res.objects} objects "
+         f"({human_bytes(res.bytes)}) from manifest {res.manifest_version}")
+
+
+def incident_open(reason: Annotated[str, typer.Option("--reason", help="What was detected.")]) -> None:
+    """Open an incident: backup push refuses until it is closed."""
+    inc = svc.incident_open(session(), reason)
+    if STATE.json:
+        emit_json(svc.as_json(inc))
+    else:
+        line(f"opened incident {inc.id}")
+
+
+def incident_list() -> None:
+    items = svc.incident_list(session())
+    if STATE.json:
+        emit_json([svc.as_json(i) for i in items])
+        return
+    table(["id", "opened", "closed", "reason"],
+          [[i.id, iso(i.opened_ns), iso(i.closed_ns) if i.closed_ns else "OPEN", safe(i.reason)] for i in items])
+
+
+def incident_close(incident_id: Annotated[str, typer.Argument(help="Incident id.")]) -> None:
+    inc = svc.incident_close(session(), incident_id)
+    line(f"closed incident {inc.id}")
+
+
+def register(app: typer.Typer) -> None:
+    remote_app.command("add")(remote_add)
+    remote_app.command("list")(remote_list)
+    backup_app.command("push")(push)
+    backup_app.command("list")(backup_list)
+    backup_app.command("verify")(verify)
+    backup_app.command("restore")(restore)
+    incident_app.command("open")(incident_open)
+    incident_app.command("list")(incident_list)
+    incident_app.command("close")(incident_close)
+    app.add_typer(remote_app, name="remote")
+    app.add_typer(backup_app, name="backup")
+    app.add_typer(incident_app, name="incident")
