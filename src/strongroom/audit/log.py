@@ -256,6 +256,19 @@ class AuditLog:
 
     # ------------------------------------------------------------------ seal: segments and checkpoint
 
+    def signed_by(self, repo: Repository) -> bool:
+        """Whether this log's newest checkpoint was signed by the repository's log key (True when it has
+        none): False means the catalog belongs to another repository under the same id."""
+        with self.store.reader() as conn:
+            last = self.store.last_checkpoint(conn)
+        if last is None:
+            return True
+        try:
+            verify_checkpoint(last.note, repo.log_signer().verifier(), origin=self.origin)
+        except StrongroomError:
+            return False
+        return True
+
     def seal(self, repo: Repository) -> StoredCheckpoint | None:
         """Seal new events into the repository and sign a checkpoint over them (see the module doc)."""
         signer = repo.log_signer()

@@ -133,7 +133,7 @@ def rebuild(session: Session, log_id: str | None = None) -> dict[str, Any]:
     try:
         log = _log(session)
     except CatalogError:
-        log = _fresh_catalog(session, repo.config.repo_id)
+        log = fresh_catalog(session, repo.config.repo_id)
     logs = log.repository_logs(repo)
     if log_id is None:
         if log.log_id not in logs:
@@ -146,7 +146,7 @@ def rebuild(session: Session, log_id: str | None = None) -> dict[str, Any]:
     return {"log_id": log.log_id, "events": events, "checkpoints": checkpoints, "logs": logs}
 
 
-def _fresh_catalog(session: Session, repo_id: str) -> AuditLog:
+def fresh_catalog(session: Session, repo_id: str) -> AuditLog:
     """An unreadable SQLite catalog is moved aside (kept as evidence) and a new one is created."""
     url = session.settings.catalog_url(repo_id)
     if not url.startswith("sqlite:///"):

@@ -149,6 +149,13 @@ def trust_current(session: Session) -> str:
     repo = session.open(check_rollback=False)
     refs = repo.read_refs()
     session.client_state(repo).save(repo.fingerprint, repo.config.suite, refs, force=True)
+    log = session.audit_log()
+    if log is not None and not log.signed_by(repo):
+        # An accepted swap: the catalog's log is the replaced repository's. Keep it aside as evidence and
+        # start this repository's own log.
+        from strongroom.service.audit import fresh_catalog
+
+        fresh_catalog(session, repo.config.repo_id)
     return repo.config.repo_id
 
 

@@ -40,6 +40,9 @@ class Refs:
     tags: dict[str, bytes] = field(default_factory=dict)
     protected: dict[str, Protection] = field(default_factory=dict)
     reflog: list[RefChange] = field(default_factory=list)
+    # The plaintext these refs were read from: the digest clients remember is over the stored bytes, so a
+    # newer strongroom reading an older encoding agrees with what an older client saw.
+    stored: bytes | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         return dumps_canonical(
@@ -60,7 +63,7 @@ class Refs:
         )
 
     def digest(self) -> str:
-        return sha256_hex(self.encode())
+        return sha256_hex(self.stored if self.stored is not None else self.encode())
 
     @classmethod
     def decode(cls, data: bytes) -> Refs:
@@ -80,6 +83,7 @@ class Refs:
                     RefChange(int(t), str(r), bytes.fromhex(o) if o else None, bytes.fromhex(n) if n else None)
                     for t, r, o, n in obj.get("reflog", [])
                 ],
+                stored=bytes(data),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise IntegrityError("refs are malformed") from None

@@ -232,6 +232,7 @@ class Repository:
             refs.record_changes(before, time.time_ns())
             self._account_messages()
             refs.generation += 1
+            refs.stored = None  # changed: its digest is that of the new encoding, which is what gets stored
             self._write_refs(refs)
             return refs
 
