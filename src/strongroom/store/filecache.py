@@ -48,7 +48,14 @@ class FileCache:
                 p: CachedFile(v[0], v[1], v[2], v[3], tuple(bytes.fromhex(c) for c in v[4])) for p, v in raw.items()
             }
         except (
-            OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, StrongroomError, zstandard.ZstdError
+            OSError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+            StrongroomError,
+            zstandard.ZstdError,
         ):
             self.entries = {}  # a missing or unreadable cache only costs a full read
 
