@@ -132,6 +132,7 @@ def incident_open(reason: Annotated[str, typer.Option("--reason", help="What was
 
 
 def incident_list() -> None:
+    """Every incident, open and closed."""
     items = svc.incident_list(session())
     if STATE.json:
         emit_json([svc.as_json(i) for i in items])
@@ -141,6 +142,7 @@ def incident_list() -> None:
 
 
 def incident_close(incident_id: Annotated[str, typer.Argument(help="Incident id.")]) -> None:
+    """Close an incident; backup push works again once none is open."""
     inc = svc.incident_close(session(), incident_id)
     line(f"closed incident {inc.id}")
 
