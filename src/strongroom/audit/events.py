@@ -53,6 +53,16 @@ def canonical_json(value: Any) -> bytes:
     )
 
 
+def _text(value: str) -> str:
+    """File names that are not UTF-8 arrive as surrogate escapes; record them as readable \\xNN escapes so
+    every event encodes as UTF-8 (SQLite, JSON lines)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
 def scrub(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` that is safe to log: keys that name secrets are redacted, anything that is not
     plain JSON (a Secret, bytes, an object) becomes its type name, floats become integers of milliseconds
@@ -64,13 +74,14 @@ def scrub(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
+        value = _text(value)
         return value if len(value) <= MAX_DETAIL_TEXT else value[:MAX_DETAIL_TEXT] + "…"
     if isinstance(value, list | tuple):
         return [scrub(v, _depth + 1) for v in value[:1000]]
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            key = str(k)
+            key = _text(str(k))
             out[key] = REDACTED if _SECRET_KEY.search(key) else scrub(v, _depth + 1)
         return out
     return f"[{type(value).__name__}]"
