@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import strongroom, pyfastcdc; assert pyfastcdc.FastCDC.__module__.startswith('pyfastcdc.cy'), 'pyfastcdc compiled chunker missing'"
+	$(PY) -m compileall -q src  # editable installs get no bytecode, and some machines never write it at run time
 	touch $(STAMP)
 
 install: $(STAMP)

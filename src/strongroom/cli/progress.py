@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import sys
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import Any
 
 
 class TerminalProgress:
     def __init__(self) -> None:
-        self._progress: Progress | None = None
-        self._bytes: TaskID | None = None
-        self._files: TaskID | None = None
+        self._progress: Any = None
+        self._bytes: Any = None
+        self._files: Any = None
 
     def start(self, label: str, files: int, total_bytes: int) -> None:
         if not sys.stderr.isatty() or (files == 0 and total_bytes == 0):
             return
+        # Imported here: most runs have no terminal, and rich.progress costs every command ~60 ms to import.
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
