@@ -85,13 +85,12 @@ class Session:
 
     # ------------------------------------------------------------------ identity
 
-    @property
-    def author(self) -> str:
-        return self.settings.user or self.settings.os_user
+    def user(self, repo: Repository | None = None) -> str:
+        """Who acts: STRONGROOM_USER, else the repository config's user, else the OS user."""
+        return self.settings.user or (repo.config.user if repo else "") or self.settings.os_user
 
     def actor(self, repo: Repository | None = None) -> str:
-        user = self.settings.user or (repo.config.user if repo else "") or self.settings.os_user
-        return f"{user}@{socket.gethostname()}"
+        return f"{self.user(repo)}@{socket.gethostname()}"
 
     # ------------------------------------------------------------------ passphrase
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -104,8 +105,8 @@ def merge(
         commit = Commit(
             tree,
             (head, src),
-            session.actor(repo).split("@")[0],
-            _host(),
+            session.user(repo),
+            socket.gethostname(),
             time.time_ns(),
             message or f"merge {source} into {into}",
             into,
@@ -118,12 +119,6 @@ def merge(
     checks = _enforce_checks(repo, protection, tree, into)
     session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
     return MergeResult(into, new.hex(), kind, [], checks)
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 @audited("revert", version="version", branch="branch")
@@ -152,8 +147,8 @@ def revert(session: Session, version: str, branch: str | None = None, message: s
         Commit(
             tree,
             (head,),
-            session.actor(repo).split("@")[0],
-            _host(),
+            session.user(repo),
+            socket.gethostname(),
             time.time_ns(),
             message or f"revert {target.hex()[:12]}",
             name,

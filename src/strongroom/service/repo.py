@@ -6,7 +6,7 @@ import os
 import time
 
 from strongroom.backends.local import LocalBackend
-from strongroom.core.ids import ObjectKind
+from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY
 from strongroom.errors import InputError, NotARepository, RepositoryExists, StrongroomError
@@ -38,8 +38,6 @@ def init(session: Session, user: str = "", compression: int = DEFAULT_COMPRESSIO
 def stats(session: Session) -> Stats:
     repo = session.open()
     refs = repo.read_refs()
-    from strongroom.core.dag import ancestors
-
     versions = list(ancestors(refs.heads(), repo.load_commit))
     raw = files = 0
     unique: set[bytes] = set()
@@ -163,11 +161,6 @@ def trust_current(session: Session) -> str:
 def unlock(session: Session, force: bool = False) -> list[str]:
     backend = session.backend()
     if backend.size("config") is None:
-        from strongroom.errors import NotARepository
-
         raise NotARepository(session.repo_path())
     now = time.time_ns()
     return [f"{h.name}: {h.describe(now)}" for h in lock.clear(backend, force)]
-
-
-__all__ = ["ObjectKind", "init", "repair_index", "stats", "trust_current", "unlock", "verify"]

@@ -80,7 +80,7 @@ def commit(
         source=source,
         branch=branch,
         message=message,
-        author=session.actor(repo).split("@")[0],
+        author=session.user(repo),
         excludes=excludes or [],
         skip_unreadable=skip_unreadable,
         workers=workers,

@@ -23,12 +23,6 @@ class BlobCodec:
         self._cctx = zstandard.ZstdCompressor(level=level) if level > 0 else None
         self._dctx = zstandard.ZstdDecompressor()
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"sealer": self.sealer, "level": self.level}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["sealer"], state["level"])  # type: ignore[misc]
-
     def encode(self, plain: bytes | memoryview, kind: int, object_id: bytes) -> bytes:
         if self._cctx is not None and len(plain) > 64:
             packed = self._cctx.compress(plain)
