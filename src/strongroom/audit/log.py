@@ -409,12 +409,19 @@ class AuditLog:
             except StrongroomError as e:
                 report.warnings.append(f"repository segments unreadable: {e}")
         if mismatch is not None:
-            problems.append((self._first_diff(sealed, leaves, report.covered, mismatch),
-                             f"the events do not match the signed checkpoint of size {mismatch}"))
+            problems.append(
+                (
+                    self._first_diff(sealed, leaves, report.covered, mismatch),
+                    f"the events do not match the signed checkpoint of size {mismatch}",
+                )
+            )
         if wi < len(wanted):
             problems.append(
-                (upto, f"a checkpoint of size {wanted[-1]} is signed but the catalog holds {len(leaves)} "
-                 "verifiable event(s): truncated or rolled back")
+                (
+                    upto,
+                    f"a checkpoint of size {wanted[-1]} is signed but the catalog holds {len(leaves)} "
+                    "verifiable event(s): truncated or rolled back",
+                )
             )
         if sealed is not None and mismatch is None:
             # the covered prefix must also be exactly what the repository's sealed segments hold
@@ -432,9 +439,7 @@ class AuditLog:
         return report
 
     @staticmethod
-    def _first_diff(
-        sealed: list[Event] | None, leaves: list[bytes], lo: int, hi: int, default: int | None = -1
-    ) -> Any:
+    def _first_diff(sealed: list[Event] | None, leaves: list[bytes], lo: int, hi: int, default: int | None = -1) -> Any:
         """The first seq in [0, hi) whose catalog leaf differs from the repository's sealed copy; without
         the sealed copy, ``lo`` (the end of the last checkpoint that still matched)."""
         if sealed is None:

@@ -47,8 +47,19 @@ MULTIPART_THRESHOLD = 16 << 20
 PART_SIZE = 8 << 20
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 _MISSING = {"NoSuchKey", "404", "NoSuchVersion", "NotFound"}
-_TRANSIENT = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
-              "ThrottlingException", "RequestTimeTooSkewed", "500", "502", "503", "504"}
+_TRANSIENT = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeTooSkewed",
+    "500",
+    "502",
+    "503",
+    "504",
+}
 _CONNECTION = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
 _SESSIONS: dict[int, Any] = {}
 _SESSION_LOCK = threading.Lock()
@@ -76,8 +87,9 @@ def expected_etag(data: bytes | memoryview, part_size: int = PART_SIZE, threshol
     view = memoryview(data)
     if len(view) < threshold:
         return hashlib.md5(view, usedforsecurity=False).hexdigest()
-    digests = [hashlib.md5(view[i : i + part_size], usedforsecurity=False).digest()
-               for i in range(0, len(view), part_size)]
+    digests = [
+        hashlib.md5(view[i : i + part_size], usedforsecurity=False).digest() for i in range(0, len(view), part_size)
+    ]
     return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
@@ -139,9 +151,17 @@ def _status(err: ClientError) -> int:
 
 
 class S3Backend:
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str | None = None, part_size: int = PART_SIZE,
-                 multipart_threshold: int = MULTIPART_THRESHOLD, max_connections: int = 16) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        part_size: int = PART_SIZE,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        max_connections: int = 16,
+    ) -> None:
         if not bucket:
             raise ValueError("an S3 bucket name is required")
         self.bucket = bucket
@@ -178,8 +198,7 @@ class S3Backend:
             with self._lock:
                 client = self._clients.get(pid)
                 if client is None:
-                    client = _new_client(endpoint_url=self.endpoint_url, region_name=self.region,
-                                         config=self._config)
+                    client = _new_client(endpoint_url=self.endpoint_url, region_name=self.region, config=self._config)
                     self._clients = {pid: client}
         return client
 
@@ -239,11 +258,19 @@ class S3Backend:
             parts = []
             for number, start in enumerate(range(0, len(view), self.part_size), 1):
                 body = bytes(view[start : start + self.part_size])
-                r = self._call("upload_part", name, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
-                               ContentMD5=md5_b64(body))
+                r = self._call(
+                    "upload_part",
+                    name,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentMD5=md5_b64(body),
+                )
                 parts.append({"PartNumber": number, "ETag": r["ETag"]})
-            done = self._call("complete_multipart_upload", name, Key=key, UploadId=upload_id,
-                              MultipartUpload={"Parts": parts})
+            done = self._call(
+                "complete_multipart_upload", name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
         except BaseException:
             # A lifecycle rule for incomplete uploads cleans up what this could not.
             with contextlib.suppress(ClientError, BotoCoreError):
@@ -261,8 +288,9 @@ class S3Backend:
         """Create only if absent, with ``If-None-Match: *`` (AWS since 2024, MinIO, recent Ceph). A server
         that ignores the header would make this a plain put: do not use such a server for locks."""
         try:
-            self._client().put_object(Bucket=self.bucket, Key=self.key(name), Body=bytes(data),
-                                      ContentMD5=md5_b64(data), IfNoneMatch="*")
+            self._client().put_object(
+                Bucket=self.bucket, Key=self.key(name), Body=bytes(data), ContentMD5=md5_b64(data), IfNoneMatch="*"
+            )
         except ClientError as err:
             if _code(err) in ("PreconditionFailed", "ConditionalRequestConflict") or _status(err) == 412:
                 return False
@@ -286,8 +314,9 @@ class S3Backend:
             self.head(name, version_id)  # raises ObjectMissing when absent
             return b""
         try:
-            r = self._client().get_object(Bucket=self.bucket, Key=self.key(name),
-                                          Range=f"bytes={offset}-{offset + length - 1}", **extra)
+            r = self._client().get_object(
+                Bucket=self.bucket, Key=self.key(name), Range=f"bytes={offset}-{offset + length - 1}", **extra
+            )
         except ClientError as err:
             if _code(err) == "InvalidRange" or _status(err) == 416:
                 return b""  # past the end: as a file read there
@@ -318,7 +347,7 @@ class S3Backend:
         try:
             for page in pages:
                 for obj in page.get("Contents", []):
-                    name = obj["Key"][len(self.prefix):]
+                    name = obj["Key"][len(self.prefix) :]
                     try:
                         validate_name(name)
                     except ValueError:
@@ -368,14 +397,20 @@ class S3Backend:
             return head.retain_until
         mode = head.lock_mode or lock.mode
         extra = {"VersionId": version_id} if version_id else {}
-        self._call("put_object_retention", name, Key=self.key(name),
-                   Retention={"Mode": mode, "RetainUntilDate": lock.until}, **extra)
+        self._call(
+            "put_object_retention",
+            name,
+            Key=self.key(name),
+            Retention={"Mode": mode, "RetainUntilDate": lock.until},
+            **extra,
+        )
         return lock.until
 
     def set_legal_hold(self, name: str, version_id: str | None, on: bool) -> None:
         extra = {"VersionId": version_id} if version_id else {}
-        self._call("put_object_legal_hold", name, Key=self.key(name),
-                   LegalHold={"Status": "ON" if on else "OFF"}, **extra)
+        self._call(
+            "put_object_legal_hold", name, Key=self.key(name), LegalHold={"Status": "ON" if on else "OFF"}, **extra
+        )
 
     def delete_version(self, name: str, version_id: str) -> None:
         """Delete one version (refused by the server while it is locked)."""
@@ -383,18 +418,26 @@ class S3Backend:
 
     def versions(self, prefix: str = "") -> Iterator[Version]:
         """Every version (not delete markers) of every key under ``prefix`` (a folder or an exact name)."""
-        pages = self._client().get_paginator("list_object_versions").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix)
+        pages = (
+            self._client()
+            .get_paginator("list_object_versions")
+            .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        )
         try:
             for page in pages:
                 for v in page.get("Versions", []):
-                    name = v["Key"][len(self.prefix):]
+                    name = v["Key"][len(self.prefix) :]
                     try:
                         validate_name(name)
                     except ValueError:
                         continue
-                    yield Version(name, str(v.get("VersionId") or "null"), int(v["Size"]),
-                                  str(v.get("ETag", "")).strip('"'), bool(v.get("IsLatest")),
-                                  v["LastModified"].astimezone(dt.UTC))
+                    yield Version(
+                        name,
+                        str(v.get("VersionId") or "null"),
+                        int(v["Size"]),
+                        str(v.get("ETag", "")).strip('"'),
+                        bool(v.get("IsLatest")),
+                        v["LastModified"].astimezone(dt.UTC),
+                    )
         except (ClientError, BotoCoreError) as err:
             raise self._error(err, f"list versions {prefix}") from None

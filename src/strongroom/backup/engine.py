@@ -164,8 +164,10 @@ def push(
 
     guard()
     if remote.retain_days > remote.max_retain_days:
-        raise PolicyDenied(f"retention of {remote.retain_days} days is above the maximum of "
-                           f"{remote.max_retain_days} days for remote {remote.name}")
+        raise PolicyDenied(
+            f"retention of {remote.retain_days} days is above the maximum of "
+            f"{remote.max_retain_days} days for remote {remote.name}"
+        )
     horizon = int(now) + remote.retain_days * DAY
     lock = Lock(remote.lock_mode, dt.datetime.fromtimestamp(horizon, dt.UTC)) if remote.lock_mode else None
     grace = (grace_days if grace_days is not None else max(1, remote.retain_days // 10)) * DAY
@@ -309,8 +311,9 @@ def verify(
                 pinned.get(name)
             except StrongroomError as e:
                 damage.append({"object": name, "reason": str(e)})
-    report = DrillReport(vid, m.created_ns, len(m.entries), "sample" if sample else "full", False, 0, 0, 0,
-                         damage, {}, skipped, [])
+    report = DrillReport(
+        vid, m.created_ns, len(m.entries), "sample" if sample else "full", False, 0, 0, 0, damage, {}, skipped, []
+    )
     try:
         backup = Repository.open(pinned, passphrase)
         r = check.verify(backup, full=sample is None, sample=sample)
@@ -361,7 +364,16 @@ def restore(s3: S3Backend, passphrase: Secret, dest: Backend, workers: int = 8) 
     repo = Repository.open(dest, passphrase)
     r = check.verify(repo)
     if not r.ok:
-        raise IntegrityError("the restored repository fails verification: "
-                             + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5]))
-    return RestoreReport(vid, m.created_ns, repo.config.repo_id, len(m.entries), m.total_bytes, r.versions,
-                         skipped, round(time.perf_counter() - t0, 3))
+        raise IntegrityError(
+            "the restored repository fails verification: " + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5])
+        )
+    return RestoreReport(
+        vid,
+        m.created_ns,
+        repo.config.repo_id,
+        len(m.entries),
+        m.total_bytes,
+        r.versions,
+        skipped,
+        round(time.perf_counter() - t0, 3),
+    )

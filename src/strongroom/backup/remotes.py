@@ -66,8 +66,10 @@ class Remote:
         if self.max_retain_days < 1:
             raise InputError("--max-retain-days must be at least 1")
         if self.retain_days > self.max_retain_days:
-            raise InputError(f"retention of {self.retain_days} days is above the maximum of {self.max_retain_days}"
-                             " (--max-retain-days)")
+            raise InputError(
+                f"retention of {self.retain_days} days is above the maximum of {self.max_retain_days}"
+                " (--max-retain-days)"
+            )
 
 
 def _load(path: str) -> Any:

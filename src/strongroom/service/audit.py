@@ -33,8 +33,9 @@ def _path_filter(events: list[Event], pattern: str | None) -> list[Event]:
     if not pattern:
         return events
     return [
-        e for e in events if any(fnmatch.fnmatchcase(p, pattern) or p.startswith(pattern.rstrip("/") + "/")
-                                 for p in e.paths)
+        e
+        for e in events
+        if any(fnmatch.fnmatchcase(p, pattern) or p.startswith(pattern.rstrip("/") + "/") for p in e.paths)
     ]
 
 

@@ -71,17 +71,31 @@ def check_bucket(s3: S3Backend, need_lock: bool) -> str:
         raise RemoteUnusable(f"cannot use {s3.describe()}: {e}") from None
     missing = status.missing(need_lock)
     if missing:
-        raise RemoteUnusable(f"bucket {s3.bucket} cannot hold a locked backup: " + "; ".join(missing)
-                             + (" (Object Lock can only be turned on when a bucket is created)"
-                                if "Object Lock is not enabled" in missing else ""))
+        raise RemoteUnusable(
+            f"bucket {s3.bucket} cannot hold a locked backup: "
+            + "; ".join(missing)
+            + (
+                " (Object Lock can only be turned on when a bucket is created)"
+                if "Object Lock is not enabled" in missing
+                else ""
+            )
+        )
     return f"versioning {status.versioning}, Object Lock {'on' if status.object_lock else 'off'}" + (
-        f", default retention {status.default_retention}" if status.default_retention else "")
+        f", default retention {status.default_retention}" if status.default_retention else ""
+    )
 
 
-def remote_add(session: Session, name: str, url: str, endpoint: str | None = None, region: str | None = None,
-               lock_mode: str | None = None, retain_days: int = 0, max_retain_days: int = 3650) -> RemoteInfo:
-    remote = Remote(name, url, endpoint, region, lock_mode.upper() if lock_mode else None, retain_days,
-                    max_retain_days)
+def remote_add(
+    session: Session,
+    name: str,
+    url: str,
+    endpoint: str | None = None,
+    region: str | None = None,
+    lock_mode: str | None = None,
+    retain_days: int = 0,
+    max_retain_days: int = 3650,
+) -> RemoteInfo:
+    remote = Remote(name, url, endpoint, region, lock_mode.upper() if lock_mode else None, retain_days, max_retain_days)
     store = RemoteStore(session.settings.state_dir)
     if any(r.name == name for r in store.all()):
         raise InputError(f"remote {name!r} exists")
@@ -111,6 +125,7 @@ def push(session: Session, name: str, workers: int = 8) -> PushReport:
 def backup_list(session: Session, name: str) -> list[BackupEntry]:
     """Every manifest version in the bucket, newest first, and whether its signature checks."""
     from strongroom.backup import engine
+
     _, s3 = _remote(session, name)
     repo = session.open()
     accept = engine.accept_for(repo)
@@ -119,8 +134,11 @@ def backup_list(session: Session, name: str) -> list[BackupEntry]:
         for v in engine.manifest_versions(s3):
             try:
                 m = accept(s3.get_version(MANIFEST_NAME, v.version_id))
-                out.append(BackupEntry(v.version_id, v.modified.isoformat(), True, iso(m.created_ns),
-                                       len(m.entries), m.total_bytes))
+                out.append(
+                    BackupEntry(
+                        v.version_id, v.modified.isoformat(), True, iso(m.created_ns), len(m.entries), m.total_bytes
+                    )
+                )
             except StrongroomError as e:
                 out.append(BackupEntry(v.version_id, v.modified.isoformat(), False, "", 0, 0, str(e)))
     except BackendError as e:
@@ -130,15 +148,18 @@ def backup_list(session: Session, name: str) -> list[BackupEntry]:
 
 def verify(session: Session, name: str, sample: str | None = None) -> DrillReport:
     from strongroom.backup import engine
+
     _, s3 = _remote(session, name)
     repo = session.open()
     chosen = check.parse_sample(sample) if sample else None
     return engine.verify(s3, engine.accept_for(repo), session.get_passphrase(), chosen)
 
 
-def restore(session: Session, source: str, to: str, endpoint: str | None = None,
-            region: str | None = None) -> RestoreReport:
+def restore(
+    session: Session, source: str, to: str, endpoint: str | None = None, region: str | None = None
+) -> RestoreReport:
     from strongroom.backup import engine
+
     if source.startswith("s3://"):
         s3 = _s3(source, endpoint, region)
     else:
@@ -175,4 +196,3 @@ def incident_close(session: Session, incident_id: str) -> Incident:
 
 def as_json(obj: object) -> object:
     return asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj  # type: ignore[call-overload]
-

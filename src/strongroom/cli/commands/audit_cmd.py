@@ -103,9 +103,7 @@ def prove_cmd(seq: Annotated[int, typer.Argument(help="Sequence number (leaf ind
 
 
 @audit_app.command("consistency")
-def consistency_cmd(
-    old_size: Annotated[int, typer.Argument()], new_size: Annotated[int, typer.Argument()]
-) -> None:
+def consistency_cmd(old_size: Annotated[int, typer.Argument()], new_size: Annotated[int, typer.Argument()]) -> None:
     """A consistency proof from tree size OLD_SIZE to the checkpoint of size NEW_SIZE (one JSON document)."""
     emit_json(svc.consistency(session(), old_size, new_size))
 
@@ -152,8 +150,10 @@ def export_cmd(
 
 @audit_app.command("rebuild")
 def rebuild_cmd(
-    log_id: Annotated[str | None, typer.Option("--log", help="Which log of the repository (default: this catalog's, "
-                                               "else the longest).")] = None,
+    log_id: Annotated[
+        str | None,
+        typer.Option("--log", help="Which log of the repository (default: this catalog's, else the longest)."),
+    ] = None,
 ) -> None:
     """Recreate the catalog from the events and checkpoints sealed in the repository."""
     res = svc.rebuild(session(), log_id)
@@ -188,8 +188,10 @@ def custody(
         line(f"{safe(f['path'])} ({f['size']} bytes)")
         rows = [
             [h["time"], h["change"], h["version"][:12], h["author"], h["host"], safe(h["source"])] for h in f["history"]
-        ] + [[r["time"], f"read:{r['action']}", r["version"][:12], r["actor"], r["host"], f"seq {r['seq']}"]
-             for r in f["reads"]]
+        ] + [
+            [r["time"], f"read:{r['action']}", r["version"][:12], r["actor"], r["host"], f"seq {r['seq']}"]
+            for r in f["reads"]
+        ]
         if is_tty():
             table(["time", "what", "version", "who", "host", "source / event"], rows)
         else:

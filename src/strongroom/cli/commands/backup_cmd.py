@@ -12,8 +12,9 @@ from strongroom.errors import InputError
 from strongroom.service import backup as svc
 from strongroom.service.results import iso
 
-remote_app = typer.Typer(help="Offsite S3 remotes (settings only; credentials come from boto3's chain).",
-                         no_args_is_help=True)
+remote_app = typer.Typer(
+    help="Offsite S3 remotes (settings only; credentials come from boto3's chain).", no_args_is_help=True
+)
 backup_app = typer.Typer(help="Offsite backup to S3 with Object Lock.", no_args_is_help=True)
 incident_app = typer.Typer(help="Incidents: while one is open, backup push refuses.", no_args_is_help=True)
 
@@ -44,8 +45,10 @@ def remote_list() -> None:
     if STATE.json:
         emit_json(rows)
         return
-    table(["name", "location", "endpoint", "lock", "retain days", "max days"],
-          [[r.name, r.url, r.endpoint or "", r.lock or "-", r.retain_days, r.max_retain_days] for r in rows])
+    table(
+        ["name", "location", "endpoint", "lock", "retain days", "max days"],
+        [[r.name, r.url, r.endpoint or "", r.lock or "-", r.retain_days, r.max_retain_days] for r in rows],
+    )
 
 
 def push(
@@ -65,8 +68,10 @@ def push(
     if res.up_to_date:
         line(f"up to date: {res.objects} objects ({human_bytes(res.total_bytes)}) in the bucket; nothing sent")
     else:
-        line(f"pushed {res.uploaded} objects ({human_bytes(res.bytes_sent)} sent), {res.resumed} resumed, "
-             f"{res.extended} retentions extended; manifest version {res.manifest_version}")
+        line(
+            f"pushed {res.uploaded} objects ({human_bytes(res.bytes_sent)} sent), {res.resumed} resumed, "
+            f"{res.extended} retentions extended; manifest version {res.manifest_version}"
+        )
     note(f"{res.objects} objects, {human_bytes(res.total_bytes)} in the backup; {res.seconds:.2f}s")
 
 
@@ -76,9 +81,13 @@ def backup_list(name: Annotated[str, typer.Argument(help="Remote name.")]) -> No
     if STATE.json:
         emit_json(rows)
         return
-    table(["manifest version", "written", "created", "objects", "bytes", "status"],
-          [[r.version_id, r.modified, r.created, r.objects, r.bytes, "ok" if r.valid else f"BAD: {r.reason}"]
-           for r in rows])
+    table(
+        ["manifest version", "written", "created", "objects", "bytes", "status"],
+        [
+            [r.version_id, r.modified, r.created, r.objects, r.bytes, "ok" if r.valid else f"BAD: {r.reason}"]
+            for r in rows
+        ],
+    )
 
 
 def verify(
@@ -98,9 +107,11 @@ def verify(
             for p in paths:
                 line(f"affected\t{version}\t{safe(p)}")
         rate = res.bytes_checked / res.seconds / 1e6 if res.seconds else 0.0
-        note(f"backup verify ({res.mode}): {'ok' if res.ok else 'DAMAGED'}; manifest {res.manifest_version} of "
-             f"{iso(res.manifest_created_ns)}, {res.versions} versions, {res.packs_checked} packs, "
-             f"{human_bytes(res.bytes_checked)} in {res.seconds:.2f}s ({rate:.1f} MB/s)")
+        note(
+            f"backup verify ({res.mode}): {'ok' if res.ok else 'DAMAGED'}; manifest {res.manifest_version} of "
+            f"{iso(res.manifest_created_ns)}, {res.versions} versions, {res.packs_checked} packs, "
+            f"{human_bytes(res.bytes_checked)} in {res.seconds:.2f}s ({rate:.1f} MB/s)"
+        )
     if not res.ok:
         raise typer.Exit(1)
 
@@ -118,8 +129,10 @@ def restore(
         return
     for s in res.skipped_manifests:
         note(f"warning: skipped a manifest version that does not verify: {s}")
-    line(f"restored repository {res.repo_id[:16]} to {to}: {res.versions} versions, {res.objects} objects "
-         f"({human_bytes(res.bytes)}) from manifest {res.manifest_version}")
+    line(
+        f"restored repository {res.repo_id[:16]} to {to}: {res.versions} versions, {res.objects} objects "
+        f"({human_bytes(res.bytes)}) from manifest {res.manifest_version}"
+    )
 
 
 def incident_open(reason: Annotated[str, typer.Option("--reason", help="What was detected.")]) -> None:
@@ -137,8 +150,10 @@ def incident_list() -> None:
     if STATE.json:
         emit_json([svc.as_json(i) for i in items])
         return
-    table(["id", "opened", "closed", "reason"],
-          [[i.id, iso(i.opened_ns), iso(i.closed_ns) if i.closed_ns else "OPEN", safe(i.reason)] for i in items])
+    table(
+        ["id", "opened", "closed", "reason"],
+        [[i.id, iso(i.opened_ns), iso(i.closed_ns) if i.closed_ns else "OPEN", safe(i.reason)] for i in items],
+    )
 
 
 def incident_close(incident_id: Annotated[str, typer.Argument(help="Incident id.")]) -> None:
