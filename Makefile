@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ lint: install
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/lint-imports
 
-test: lint
+system-deps:
+	bash scripts/ensure-softhsm.sh || [ "$$CI" != "true" ]
+
+test: lint system-deps
 	$(VENV)/bin/pytest -n 2 -q tests
 
 bench: install

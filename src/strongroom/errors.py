@@ -5,6 +5,9 @@
     │   ├── NotARepository
     │   ├── RepositoryExists
     │   ├── WrongPassphrase
+    │   ├── WrongPin                     the PKCS#11 token refused the PIN
+    │   ├── HsmError                     missing module, token or key; an extractable key; a token failure
+    │   ├── KeyUnavailable               no key slot can be opened with the credentials at hand
     │   ├── UnknownVersion               HTTP 404
     │   ├── UnknownPath                  HTTP 404
     │   ├── DestinationNotEmpty
@@ -73,6 +76,18 @@ class RepositoryExists(InputError):
 
 class WrongPassphrase(InputError):
     template = "wrong passphrase"
+
+
+class WrongPin(InputError):
+    template = "wrong PIN for PKCS#11 token {!r}"
+
+
+class HsmError(InputError):
+    template = "{}"
+
+
+class KeyUnavailable(InputError):
+    template = "{}"
 
 
 class UnknownVersion(InputError):

@@ -3,6 +3,10 @@
 STRONGROOM_REPO                 repository folder (or --repo)
 STRONGROOM_PASSPHRASE_FILE      file whose first line is the passphrase
 STRONGROOM_PASSPHRASE           the passphrase itself (least safe: other processes may read it)
+STRONGROOM_NEW_PASSPHRASE_FILE  the new passphrase for key change-passphrase / add-kek (else a prompt)
+STRONGROOM_NEW_PASSPHRASE       the same, least safe
+STRONGROOM_PKCS11_PIN           the PIN of the PKCS#11 token holding a KEK (else a prompt)
+STRONGROOM_KEYFILE              the key file to use instead of the path a keyfile KEK recorded
 STRONGROOM_USER                 the actor recorded on versions
 STRONGROOM_STATE_DIR            client state (rollback detection), logs; default ~/.local/state/strongroom
 STRONGROOM_CACHE_DIR            file cache; default ~/.cache/strongroom
@@ -37,6 +41,10 @@ class Settings:
     unsafe_weak_kdf: bool
     interactive: bool
     catalog: str | None = None
+    new_passphrase_file: str | None = None
+    new_passphrase_env: str | None = None
+    pkcs11_pin: str | None = None
+    keyfile: str | None = None
 
     def __repr__(self) -> str:
         return f"Settings(repo={self.repo!r}, user={self.user!r}, state_dir={self.state_dir!r})"
@@ -87,4 +95,8 @@ class Settings:
             unsafe_weak_kdf=weak,
             interactive=sys.stdin.isatty(),
             catalog=catalog or env.get("STRONGROOM_CATALOG") or None,
+            new_passphrase_file=env.get("STRONGROOM_NEW_PASSPHRASE_FILE") or None,
+            new_passphrase_env=env.get("STRONGROOM_NEW_PASSPHRASE"),
+            pkcs11_pin=env.get("STRONGROOM_PKCS11_PIN"),
+            keyfile=env.get("STRONGROOM_KEYFILE") or None,
         )

@@ -40,12 +40,12 @@ class State:
 STATE = State()
 
 
-def _prompt(confirm: bool) -> str:
-    text = getpass.getpass("passphrase: ")
-    if confirm and getpass.getpass("passphrase again: ") != text:
+def _prompt(label: str, confirm: bool) -> str:
+    text = getpass.getpass(f"{label}: ")
+    if confirm and getpass.getpass(f"{label} again: ") != text:
         from strongroom.errors import InputError
 
-        raise InputError("the passphrases do not match")
+        raise InputError(f"the {label}s do not match")
     return text
 
 

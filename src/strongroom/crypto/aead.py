@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,12 +29,16 @@ OVERHEAD = HEADER_LEN + 16
 class Sealer:
     """Seals and opens frames with a set of data keys; new frames use the current key."""
 
-    def __init__(self, keys: dict[int, Secret], current: int) -> None:
+    def __init__(
+        self, keys: dict[int, Secret], current: int, reload: Callable[[], dict[int, Secret]] | None = None
+    ) -> None:
         if current not in keys:
             raise ValueError("current data key missing")
         self._aead = {kid: AESGCM(k.reveal()) for kid, k in keys.items()}
         self.current = current
         self.messages = 0  # frames sealed by this process, added to the persisted count on publish
+        # Called once for an unknown key id: another process may have rotated in a key since we opened.
+        self._reload = reload
 
     def __repr__(self) -> str:
         return f"<Sealer keys={sorted(self._aead)} current={self.current}>"
@@ -55,6 +60,9 @@ class Sealer:
         if version != VERSION or fkind != kind:
             raise DecryptionFailed("object kind or format does not match its slot")
         aead = self._aead.get(kid)
+        if aead is None and self._reload is not None:
+            self._aead.update({k: AESGCM(v.reveal()) for k, v in self._reload().items() if k not in self._aead})
+            aead = self._aead.get(kid)
         if aead is None:
             raise DecryptionFailed(f"object needs data key {kid}, which this repository does not have")
         mv = memoryview(frame)

@@ -1,26 +1,20 @@
-"""The key hierarchy: a passphrase-derived KEK wraps the master key; the master key protects the keyring,
-which holds the data keys, the id key and the chunker secret.
-
-Key file (``sr-key/1``, plaintext JSON): KDF parameters, salt, nonce, the wrapped master key and a SHA-256
-checksum of those fields, so a damaged key file is told apart from a wrong passphrase.
+"""The key hierarchy below the master key: the master key protects the keyring, which holds the data keys,
+the id key, the chunker secret and the log key. (KEKs wrap the master key: ``crypto.keyslot``.)
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from strongroom.crypto.aead import open_with, seal_with
-from strongroom.crypto.kdf import KdfParams, derive_kek, subkey
+from strongroom.crypto.kdf import subkey
 from strongroom.crypto.secret import Secret
-from strongroom.errors import DecryptionFailed, IntegrityError, WrongPassphrase
+from strongroom.errors import DecryptionFailed, IntegrityError
 
-KEYFILE_FORMAT = "sr-key/1"
 KEYRING_FORMAT = "sr-keyring/1"
 # Random 96-bit GCM nonces stay safe for 2^32 messages per key (SP 800-38D 8.3). We rotate to a fresh
 # data key long before: at 2^30 frames, checked at every publish.
@@ -47,70 +41,6 @@ def new_master_key() -> Secret:
 def fingerprint(master: Secret) -> str:
     """Public fingerprint of a master key: tells one repository's key from another's, reveals nothing."""
     return subkey(master, "fingerprint").reveal()[:16].hex()
-
-
-def make_passphrase_keyfile(repo_id: str, key_id: str, master: Secret, passphrase: Secret, params: KdfParams) -> bytes:
-    salt = os.urandom(16)
-    kek = derive_kek(passphrase, salt, params)
-    aad = f"{KEYFILE_FORMAT}|{repo_id}|{key_id}".encode()
-    nonce, wrapped = seal_with(kek, master.reveal(), aad)
-    body = {
-        "format": KEYFILE_FORMAT,
-        "id": key_id,
-        "repo_id": repo_id,
-        "kek": "passphrase",
-        "kdf": {"alg": "argon2id", "t": params.time_cost, "m": params.memory_kib, "p": params.parallelism},
-        "salt": _b64(salt),
-        "nonce": _b64(nonce),
-        "wrapped": _b64(wrapped),
-    }
-    body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
-    return json.dumps(body, indent=1, sort_keys=True).encode()
-
-
-@dataclass(frozen=True)
-class KeyFile:
-    key_id: str
-    repo_id: str
-    params: KdfParams
-    salt: bytes
-    nonce: bytes
-    wrapped: bytes
-
-
-def parse_keyfile(data: bytes) -> KeyFile:
-    """Parse and check a key file; raises IntegrityError when it was damaged."""
-    try:
-        body = json.loads(data)
-        checksum = body.pop("checksum")
-        ok = hmac.compare_digest(hashlib.sha256(_canonical(body)).hexdigest(), checksum)
-        if not ok or body["format"] != KEYFILE_FORMAT or body["kek"] != "passphrase":
-            raise IntegrityError("key file is damaged")
-        kdf = body["kdf"]
-        t, m, p = int(kdf["t"]), int(kdf["m"]), int(kdf["p"])
-        if not (1 <= t <= 64 and 8 * p <= m <= (4 << 20) and 1 <= p <= 64):
-            raise IntegrityError("key file has out-of-range KDF parameters")
-        return KeyFile(
-            key_id=body["id"],
-            repo_id=body["repo_id"],
-            params=KdfParams(int(kdf["t"]), int(kdf["m"]), int(kdf["p"])),
-            salt=_unb64(body["salt"]),
-            nonce=_unb64(body["nonce"]),
-            wrapped=_unb64(body["wrapped"]),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise IntegrityError("key file is damaged") from None
-
-
-def unwrap_master(kf: KeyFile, repo_id: str, passphrase: Secret) -> Secret:
-    if kf.repo_id != repo_id:
-        raise IntegrityError("key file belongs to another repository")
-    kek = derive_kek(passphrase, kf.salt, kf.params)
-    aad = f"{KEYFILE_FORMAT}|{repo_id}|{kf.key_id}".encode()
-    try:
-        return Secret(open_with(kek, kf.nonce, kf.wrapped, aad))
-    except DecryptionFailed:
-        raise WrongPassphrase() from None
 
 
 @dataclass

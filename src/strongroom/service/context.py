@@ -21,8 +21,10 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from strongroom.audit.events import Event, scrub, utc_now
 from strongroom.audit.log import AuditLog
 from strongroom.backends.local import LocalBackend
+from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY, KdfParams
+from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
-from strongroom.errors import InputError, NotARepository, PolicyDenied, StrongroomError
+from strongroom.errors import InputError, KeyUnavailable, NotARepository, PolicyDenied, StrongroomError
 from strongroom.settings import Settings
 from strongroom.store.clientstate import ClientState
 from strongroom.store.refs import Refs
@@ -48,7 +50,7 @@ class NoProgress:
         pass
 
 
-PassphrasePrompt = Callable[[bool], str]
+PassphrasePrompt = Callable[[str, bool], str]  # (what is asked, ask twice)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Session:
     prompt: PassphrasePrompt | None = None
     passphrase: Secret | None = None
     _opened: Repository | None = None
+    _pins: dict[str, Secret] = field(default_factory=dict, repr=False)
     _audit_log: AuditLog | None = None
     _audit_stack: list[AuditRecord] = field(default_factory=list)
     _audit_pending: bool = False
@@ -95,35 +98,80 @@ class Session:
     # ------------------------------------------------------------------ passphrase
 
     def get_passphrase(self, confirm: bool = False) -> Secret:
-        if self.passphrase is not None:
-            return self.passphrase
+        if self.passphrase is None:
+            s = self.settings
+            self.passphrase = self._secret(
+                "passphrase",
+                confirm,
+                file=s.passphrase_file,
+                env=s.passphrase_env,
+                command=s.passphrase_command,
+                sources="STRONGROOM_PASSPHRASE_FILE, --passphrase-command or STRONGROOM_PASSPHRASE",
+            )
+        return self.passphrase
+
+    def get_new_passphrase(self) -> Secret:
         s = self.settings
+        return self._secret(
+            "new passphrase",
+            True,
+            file=s.new_passphrase_file,
+            env=s.new_passphrase_env,
+            sources="STRONGROOM_NEW_PASSPHRASE_FILE or STRONGROOM_NEW_PASSPHRASE",
+        )
+
+    def get_pin(self, token: str) -> Secret:
+        if token not in self._pins:
+            self._pins[token] = self._secret(
+                f"PIN for token {token}", False, env=self.settings.pkcs11_pin, sources="STRONGROOM_PKCS11_PIN"
+            )
+        return self._pins[token]
+
+    def _secret(
+        self,
+        label: str,
+        confirm: bool,
+        *,
+        file: str | None = None,
+        env: str | None = None,
+        command: str | None = None,
+        sources: str,
+    ) -> Secret:
+        """A secret from a command, a file, the environment or a prompt on the terminal, in that order."""
         text: str | None = None
-        if s.passphrase_command:
+        if command:
             try:
-                out = subprocess.run(shlex.split(s.passphrase_command), capture_output=True, check=True, timeout=60)
+                out = subprocess.run(shlex.split(command), capture_output=True, check=True, timeout=60)
             except (OSError, subprocess.SubprocessError, ValueError):
                 raise InputError("--passphrase-command failed") from None
             text = out.stdout.decode("utf-8", "surrogateescape").rstrip("\r\n")
-        elif s.passphrase_file:
+        elif file:
             try:
-                with open(s.passphrase_file, encoding="utf-8", errors="surrogateescape") as f:
+                with open(file, encoding="utf-8", errors="surrogateescape") as f:
                     text = f.readline().rstrip("\r\n")
             except OSError as e:
-                raise InputError(f"cannot read STRONGROOM_PASSPHRASE_FILE: {e.strerror}") from None
-        elif s.passphrase_env is not None:
-            text = s.passphrase_env
-        elif self.prompt is not None and s.interactive:
-            text = self.prompt(confirm)
+                raise InputError(f"cannot read the {label} file: {e.strerror}") from None
+        elif env is not None:
+            text = env
+        elif self.prompt is not None and self.settings.interactive:
+            text = self.prompt(label, confirm)
         if text is None:
-            raise InputError(
-                "no passphrase: run on a terminal, or set STRONGROOM_PASSPHRASE_FILE, --passphrase-command "
-                "or STRONGROOM_PASSPHRASE"
-            )
+            raise KeyUnavailable(f"no {label}: run on a terminal, or set {sources}")
         if not text:
-            raise InputError("the passphrase is empty")
-        self.passphrase = Secret(text.encode("utf-8", "surrogateescape"))
-        return self.passphrase
+            raise InputError(f"the {label} is empty")
+        return Secret(text.encode("utf-8", "surrogateescape"))
+
+    def kdf_params(self) -> KdfParams:
+        """Argon2 parameters for a new passphrase KEK (weak only under the test suite's switch)."""
+        return UNSAFE_TEST_ONLY if self.settings.unsafe_weak_kdf else STRONG
+
+    def credentials(self, confirm: bool = False) -> Credentials:
+        """What opens (or, at init, creates) the repository's KEKs: this session's secrets."""
+        return SessionCredentials(self, confirm, new=False)
+
+    def new_credentials(self) -> Credentials:
+        """Secrets for a new key slot: the new passphrase, the same PIN source."""
+        return SessionCredentials(self, True, new=True)
 
     # ------------------------------------------------------------------ repository
 
@@ -145,7 +193,7 @@ class Session:
         path = self.repo_path()
         if not os.path.isfile(os.path.join(path, "config")):
             raise NotARepository(path)
-        repo = Repository.open(self.backend(), self.get_passphrase())
+        repo = Repository.open(self.backend(), self.credentials())
         if check_rollback:
             refs = repo.read_refs()
             state = self.client_state(repo)
@@ -264,6 +312,32 @@ class Session:
 TARGET_KEYS = frozenset({"branch", "version", "paths", "tag"})
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class SessionCredentials:
+    """The Credentials a session offers: asked for only when a key slot needs them."""
+
+    def __init__(self, session: Session, confirm: bool, new: bool) -> None:
+        self._session = session
+        self._confirm = confirm
+        self._new = new
+        self._new_passphrase: Secret | None = None
+
+    def __repr__(self) -> str:
+        return "<SessionCredentials>"
+
+    def passphrase(self) -> Secret:
+        if not self._new:
+            return self._session.get_passphrase(self._confirm)
+        if self._new_passphrase is None:
+            self._new_passphrase = self._session.get_new_passphrase()
+        return self._new_passphrase
+
+    def pin(self, token: str) -> Secret:
+        return self._session.get_pin(token)
+
+    def keyfile_path(self, recorded: str) -> str:
+        return self._session.settings.keyfile or recorded
 
 
 def audited(action: str, **params: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

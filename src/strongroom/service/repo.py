@@ -3,35 +3,54 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from collections.abc import Sequence
 
 from strongroom.backends.local import LocalBackend
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
-from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY
 from strongroom.errors import InputError, NotARepository, RepositoryExists, StrongroomError
 from strongroom.service.context import Session, audited
+from strongroom.service.keys import Pkcs11Options, kek_requests
 from strongroom.service.results import InitResult, RepairResult, Stats, VerifyResult
 from strongroom.store import check, lock
 from strongroom.store.index import Index
 from strongroom.store.repository import DEFAULT_COMPRESSION, Repository
 
 
-@audited("init")
-def init(session: Session, user: str = "", compression: int = DEFAULT_COMPRESSION) -> InitResult:
+@audited("init", keks="keks")
+def init(
+    session: Session,
+    user: str = "",
+    compression: int = DEFAULT_COMPRESSION,
+    keks: Sequence[str] = ("passphrase",),
+    pkcs11: Pkcs11Options | None = None,
+) -> InitResult:
+    """Create a repository whose master key is wrapped by each KEK in ``keks`` in turn (all are needed)."""
     path = session.repo_path()
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise RepositoryExists(path)
     if not 0 <= compression <= 19:
         raise InputError("--compression takes a zstd level from 0 (off) to 19")
-    passphrase = session.get_passphrase(confirm=True)
-    kdf = UNSAFE_TEST_ONLY if session.settings.unsafe_weak_kdf else STRONG
+    requests = kek_requests(keks, pkcs11, path)
+    kdf = session.kdf_params()
     backend = LocalBackend(path)
+    created_root = not os.path.exists(path)
     backend.ensure_root()
-    repo = Repository.create(backend, passphrase, kdf, user=user, compression=compression)
+    try:
+        repo = Repository.create(
+            backend, session.credentials(confirm=True), kdf, keks=requests, user=user, compression=compression
+        )
+    except InputError:
+        # A refused PIN, token or key file is found before anything is written: leave no folder behind.
+        if created_root:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     session.adopt(repo)
     session.remember(repo, repo.read_refs())
-    return InitResult(path, repo.config.repo_id, kdf.name, repo.config.suite, repo.config.chunker)
+    slot = repo.key_slots()[0]
+    return InitResult(path, repo.config.repo_id, kdf.name, repo.config.suite, repo.config.chunker, slot.describe())
 
 
 @audited("stats")

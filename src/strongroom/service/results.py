@@ -23,6 +23,7 @@ class InitResult(Result):
     kdf: str
     suite: str
     chunker: str
+    keks: str = ""
 
 
 @dataclasses.dataclass
@@ -155,3 +156,31 @@ class WorkspaceInfo(Result):
     files: int
     bytes_written: int
     interrupted_switch: str | None
+
+
+@dataclasses.dataclass
+class KeySlotInfo(Result):
+    id: str
+    keks: list[str]
+    description: str
+    created: str
+    opened_this_session: bool
+
+
+@dataclasses.dataclass
+class KeyList(Result):
+    repo_id: str
+    master_fingerprint: str
+    slots: list[KeySlotInfo]
+    data_keys: list[dict[str, Any]]
+    log_key: str
+
+
+@dataclasses.dataclass
+class PaperSheet(Result):
+    repo_id: str
+    fingerprint: str
+    lines: list[str]
+
+    def __repr__(self) -> str:
+        return f"PaperSheet(repo_id={self.repo_id!r}, lines=<redacted>)"

@@ -3,7 +3,7 @@
 Layout of a repository folder (docs/format.md):
 
     config            plaintext JSON: format, id, suite, chunker, compression; authenticated by an HMAC
-    keys/<id>         key files: the master key wrapped by a passphrase-derived key (crypto.keys)
+    keys/<id>         key slots: the master key wrapped by one or two KEKs (crypto.keyslot)
     keyring           sealed data keys, id key, chunker secret
     counters          sealed count of frames sealed under each data key (nonce budget)
     data/<xx>/<id>    pack files, named by the SHA-256 of their bytes
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from strongroom.backends.base import Backend, ObjectMissing
@@ -33,22 +33,33 @@ from strongroom.crypto.keys import (
     ROTATE_AFTER_MESSAGES,
     Keyring,
     fingerprint,
-    make_passphrase_keyfile,
     new_master_key,
     open_keyring,
-    parse_keyfile,
     seal_keyring,
-    unwrap_master,
+)
+from strongroom.crypto.keyslot import (
+    Credentials,
+    KekRequest,
+    KeySlot,
+    as_credentials,
+    encode_slot,
+    make_slot,
+    open_slot,
+    parse_slot,
 )
 from strongroom.crypto.secret import Secret
 from strongroom.crypto.signing import Ed25519Signer
 from strongroom.errors import (
     BranchMoved,
+    HsmError,
+    InputError,
     IntegrityError,
+    KeyUnavailable,
     NotARepository,
     RepositoryExists,
     StrongroomError,
     WrongPassphrase,
+    WrongPin,
 )
 from strongroom.store import lock
 from strongroom.store.blob import BlobCodec
@@ -114,6 +125,24 @@ def _parse_config(data: bytes) -> tuple[RepoConfig, bytes, bytes]:
         raise IntegrityError("repository config is damaged") from None
 
 
+def read_slots(backend: Backend) -> tuple[list[KeySlot], int]:
+    """Every readable key slot (oldest first) and the number of damaged ones."""
+    slots: list[KeySlot] = []
+    damaged = 0
+    for name, _ in backend.list("keys"):
+        try:
+            slot = parse_slot(backend.get(name))
+        except IntegrityError:
+            damaged += 1
+            continue
+        if name.rsplit("/", 1)[-1] != slot.slot_id:
+            damaged += 1
+            continue
+        slots.append(slot)
+    slots.sort(key=lambda s: (s.created_ns, s.slot_id))
+    return slots, damaged
+
+
 class Repository:
     def __init__(self, backend: Backend, config: RepoConfig, master: Secret, keyring: Keyring) -> None:
         self.backend = backend
@@ -121,12 +150,13 @@ class Repository:
         self.keyring = keyring
         self.fingerprint = fingerprint(master)
         self.context = bytes.fromhex(config.repo_id)
-        self.sealer = aead.Sealer(keyring.data_keys, keyring.current)
+        self.sealer = aead.Sealer(keyring.data_keys, keyring.current, reload=self._fresh_data_keys)
         self.codec = BlobCodec(self.sealer, config.compression)
         self.hasher = IdHasher(keyring.id_key)
         self.chunker_params = ChunkerParams.parse(config.chunker)
         self._master = master
         self._index: Index | None = None
+        self.opened_slot = ""  # the key slot that opened this repository, when a slot did
 
     def __repr__(self) -> str:
         return f"<Repository {self.config.repo_id[:12]} at {self.backend.describe()}>"
@@ -137,9 +167,10 @@ class Repository:
     def create(
         cls,
         backend: Backend,
-        passphrase: Secret,
+        credentials: Secret | Credentials,
         kdf: KdfParams,
         *,
+        keks: Sequence[KekRequest] = (KekRequest("passphrase"),),
         user: str = "",
         compression: int = DEFAULT_COMPRESSION,
         chunker: ChunkerParams | None = None,
@@ -159,8 +190,9 @@ class Repository:
         )
         master = new_master_key()
         keyring = Keyring.generate(now)
-        key_id = os.urandom(8).hex()
-        backend.put(f"keys/{key_id}", make_passphrase_keyfile(config.repo_id, key_id, master, passphrase, kdf))
+        # The slot first: the KEKs (a PIN, a token, a key file) are checked before anything else is written.
+        slot = make_slot(config.repo_id, master, keks, as_credentials(credentials), kdf, now)
+        backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
         backend.put("keyring", seal_keyring(master, config.repo_id, keyring))
         repo = cls(backend, config, master, keyring)
         repo._write_refs(Refs())
@@ -172,34 +204,91 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, backend: Backend, passphrase: Secret) -> Repository:
+    def open(cls, backend: Backend, credentials: Secret | Credentials) -> Repository:
         try:
             raw_config = backend.get("config")
         except ObjectMissing:
             raise NotARepository(backend.describe()) from None
         config, body, tag = _parse_config(raw_config)
+        creds = as_credentials(credentials)
+        slots, damaged = read_slots(backend)
         master = None
-        damaged = 0
-        for name, _ in backend.list("keys"):
+        refusals: list[InputError] = []
+        opened_slot = ""
+        for slot in slots:
             try:
-                kf = parse_keyfile(backend.get(name))
-                master = unwrap_master(kf, config.repo_id, passphrase)
+                master = open_slot(slot, config.repo_id, creds)
+                opened_slot = slot.slot_id
                 break
-            except WrongPassphrase:
-                continue
+            except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable, InputError) as e:
+                refusals.append(e)
             except IntegrityError:
                 damaged += 1
         if master is None:
+            if refusals:
+                # The most telling refusal: a credential that was tried and refused beats one not at hand.
+                raise next((e for e in refusals if not isinstance(e, KeyUnavailable)), refusals[0])
             if damaged:
-                raise IntegrityError("key file is damaged: the repository cannot be opened")
-            raise WrongPassphrase()
+                raise IntegrityError("key slot is damaged: the repository cannot be opened")
+            raise IntegrityError("the repository has no key slots")
+        repo = cls._unlocked(backend, config, body, tag, master)
+        repo.opened_slot = opened_slot
+        return repo
+
+    @classmethod
+    def open_with_master(cls, backend: Backend, master: Secret) -> Repository:
+        """Open with the master key itself (a paper recovery sheet); refused unless it is this repository's."""
+        try:
+            raw_config = backend.get("config")
+        except ObjectMissing:
+            raise NotARepository(backend.describe()) from None
+        config, body, tag = _parse_config(raw_config)
+        if not mac_ok(subkey(master, "config"), body, tag):
+            raise InputError("that master key does not belong to this repository")
+        return cls._unlocked(backend, config, body, tag, master)
+
+    @classmethod
+    def _unlocked(cls, backend: Backend, config: RepoConfig, body: bytes, tag: bytes, master: Secret) -> Repository:
         if not mac_ok(subkey(master, "config"), body, tag):
             raise IntegrityError("repository config was modified")
+        return cls(backend, config, master, cls._read_keyring(backend, config, master))
+
+    @staticmethod
+    def _read_keyring(backend: Backend, config: RepoConfig, master: Secret) -> Keyring:
         try:
-            keyring = open_keyring(master, config.repo_id, backend.get("keyring"))
+            return open_keyring(master, config.repo_id, backend.get("keyring"))
         except ObjectMissing:
             raise IntegrityError("keyring is missing") from None
-        return cls(backend, config, master, keyring)
+
+    # ---------------------------------------------------------------- key slots
+
+    def key_slots(self) -> list[KeySlot]:
+        return read_slots(self.backend)[0]
+
+    def add_key_slot(self, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams) -> KeySlot:
+        """A new, alternative way in: a slot that wraps this repository's master key with ``keks``."""
+        slot = make_slot(self.config.repo_id, self._master, keks, credentials, kdf, time.time_ns())
+        # Check the new slot opens before it is stored: a slot that cannot open is a trap.
+        if open_slot(slot, self.config.repo_id, credentials) != self._master:
+            raise IntegrityError("the new key slot does not open the repository")
+        self.backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
+        return slot
+
+    def remove_key_slot(self, slot_id: str) -> KeySlot:
+        slots = {s.slot_id: s for s in self.key_slots()}
+        if slot_id not in slots:
+            raise InputError(f"no key slot {slot_id!r} (strongroom key list shows them)")
+        if len(slots) == 1:
+            raise InputError("refusing to remove the last key slot: the repository could never be opened again")
+        self.backend.delete(f"keys/{slot_id}")
+        return slots[slot_id]
+
+    def master_matches(self, candidate: Secret) -> bool:
+        return candidate == self._master
+
+    def export_master(self) -> Secret:
+        """The master key itself, for a paper recovery sheet (the service asks for a typed confirmation)."""
+        return self._master
 
     def log_signer(self) -> Ed25519Signer:
         """The repository's Ed25519 log key (audit checkpoints, backup manifests)."""
@@ -274,11 +363,33 @@ class Repository:
         return self._read_counters()
 
     def rotate_data_key(self) -> int:
+        """A new current data key; older ones stay for reading. Called under the publish lock, and reads the
+        stored keyring first, so a rotation by another process is kept, never overwritten."""
+        self.reload_keyring()
         new_id = self.keyring.rotate(time.time_ns())
         self.backend.put("keyring", seal_keyring(self._master, self.config.repo_id, self.keyring))
-        self.sealer = aead.Sealer(self.keyring.data_keys, self.keyring.current)
-        self.codec = BlobCodec(self.sealer, self.config.compression)
+        self._use_keyring()
         return new_id
+
+    def rotate_key(self, command: str = "key rotate") -> int:
+        """``key rotate``: instant, no data rewritten."""
+        with lock.publish_lock(self.backend, command, 5.0):
+            return self.rotate_data_key()
+
+    def reload_keyring(self) -> None:
+        self.keyring = self._read_keyring(self.backend, self.config, self._master)
+        self._use_keyring()
+
+    def _use_keyring(self) -> None:
+        messages = self.sealer.messages
+        self.sealer = aead.Sealer(self.keyring.data_keys, self.keyring.current, reload=self._fresh_data_keys)
+        self.sealer.messages = messages
+        self.codec = BlobCodec(self.sealer, self.config.compression)
+
+    def _fresh_data_keys(self) -> dict[int, Secret]:
+        """The stored keyring's data keys: a frame sealed under a key rotated in after we opened."""
+        self.keyring = self._read_keyring(self.backend, self.config, self._master)
+        return self.keyring.data_keys
 
     # ---------------------------------------------------------------- index and objects
 

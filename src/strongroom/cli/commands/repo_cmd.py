@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from strongroom.cli.commands.key_cmd import KekOption, LabelOption, ModuleOption, TokenOption, pkcs11_options
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, line, note, safe, table
 from strongroom.errors import InputError
@@ -18,13 +19,19 @@ repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=Tr
 def init(
     user: Annotated[str, typer.Option(help="Actor recorded on versions when STRONGROOM_USER is unset.")] = "",
     compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 2,
+    kek: KekOption = ["passphrase"],  # noqa: B006 - typer reads the default, never mutates it
+    pkcs11_module: ModuleOption = "",
+    pkcs11_token: TokenOption = "",
+    pkcs11_key_label: LabelOption = "",
 ) -> None:
-    """Create an encrypted repository (refuses a folder that is not empty)."""
-    res = svc.init(session(), user=user, compression=compression)
+    """Create an encrypted repository (refuses a folder that is not empty). The PKCS#11 PIN comes from
+    STRONGROOM_PKCS11_PIN or a prompt, never an argument."""
+    opts = pkcs11_options(pkcs11_module, pkcs11_token, pkcs11_key_label)
+    res = svc.init(session(), user=user, compression=compression, keks=kek, pkcs11=opts)
     if STATE.json:
         emit_json(res)
     else:
-        line(f"created repository {res.repo_id[:16]} at {res.path}")
+        line(f"created repository {res.repo_id[:16]} at {res.path}, locked by {res.keks}")
         note("keep the passphrase safe: without it the data cannot be recovered by anyone")
 
 

@@ -1,0 +1,193 @@
+"""Use cases on keys: list, add and remove KEKs, change the passphrase, rotate the data key, paper export and
+recovery of the master key. docs/keys.md describes the hierarchy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from strongroom.crypto.keys import fingerprint
+from strongroom.crypto.keyslot import KekRequest, check_requests
+from strongroom.crypto.secret import Secret
+from strongroom.errors import InputError
+from strongroom.service.context import Session, audited
+from strongroom.service.results import KeyList, KeySlotInfo, PaperSheet, iso
+from strongroom.store.repository import Repository
+
+PAPER_HEADER = "STRONGROOM RECOVERY SHEET"
+
+
+@dataclass(frozen=True)
+class Pkcs11Options:
+    module: str = ""
+    token: str = ""
+    key_label: str = ""
+
+
+def kek_requests(keks: Sequence[str], pkcs11: Pkcs11Options | None, repo_path: str) -> list[KekRequest]:
+    opts = pkcs11 or Pkcs11Options()
+    requests = [KekRequest.parse(k, opts.module, opts.token, opts.key_label) for k in keks]
+    check_requests(requests)
+    root = os.path.realpath(repo_path)
+    for r in requests:
+        if r.kind == "keyfile" and os.path.realpath(r.path).startswith(root + os.sep):
+            raise InputError("a key file inside the repository protects nothing: keep it elsewhere")
+    return requests
+
+
+def _slot_info(slot_id: str, created_ns: int, describe: str, kinds: Sequence[str], opened: bool) -> KeySlotInfo:
+    return KeySlotInfo(
+        id=slot_id,
+        keks=list(kinds),
+        description=describe,
+        created=iso(created_ns) if created_ns else "",
+        opened_this_session=opened,
+    )
+
+
+@audited("key.list")
+def key_list(session: Session) -> KeyList:
+    repo = session.open()
+    used = repo.opened_slot
+    slots = [_slot_info(s.slot_id, s.created_ns, s.describe(), s.kinds, s.slot_id == used) for s in repo.key_slots()]
+    ring = repo.keyring
+    counts = repo.message_count()
+    data_keys = [
+        {
+            "id": kid,
+            "created": iso(ring.created[kid]) if kid in ring.created else "",
+            "current": kid == ring.current,
+            "frames_sealed": counts.get(kid, 0),
+        }
+        for kid in sorted(ring.data_keys)
+    ]
+    return KeyList(
+        repo_id=repo.config.repo_id,
+        master_fingerprint=repo.fingerprint,
+        slots=slots,
+        data_keys=data_keys,
+        log_key=repo.log_signer().verifier().vkey if ring.log_seed is not None else "",
+    )
+
+
+@audited("key.add-kek", keks="keks")
+def add_kek(session: Session, keks: Sequence[str], pkcs11: Pkcs11Options | None = None) -> KeySlotInfo:
+    """A new slot that opens the repository on its own (recovery, migration to an HSM)."""
+    repo = session.open()
+    requests = kek_requests(keks, pkcs11, session.repo_path())
+    slot = repo.add_key_slot(requests, session.new_credentials(), session.kdf_params())
+    session.audit_note(slot=slot.slot_id)
+    return _slot_info(slot.slot_id, slot.created_ns, slot.describe(), slot.kinds, False)
+
+
+@audited("key.remove-kek", slot="slot_id")
+def remove_kek(session: Session, slot_id: str) -> KeySlotInfo:
+    repo = session.open()
+    slot = repo.remove_key_slot(slot_id)
+    return _slot_info(slot.slot_id, slot.created_ns, slot.describe(), slot.kinds, slot.slot_id == repo.opened_slot)
+
+
+@audited("key.change-passphrase")
+def change_passphrase(session: Session) -> KeySlotInfo:
+    """Rewrap the slot that opened the repository under a new passphrase, keeping its other KEKs. The new slot
+    is written (and proven to open) before the old one is removed, so an interruption loses no way in."""
+    repo = session.open()
+    old = next((s for s in repo.key_slots() if s.slot_id == repo.opened_slot), None)
+    if old is None or "passphrase" not in old.kinds:
+        raise InputError("the repository was not opened with a passphrase: nothing to change")
+    requests = []
+    for layer in old.layers:
+        if layer.kind == "passphrase":
+            requests.append(KekRequest("passphrase"))
+        elif layer.kind == "keyfile":
+            requests.append(KekRequest("keyfile", path=str(layer.params["path"])))
+        else:
+            p = layer.params
+            requests.append(KekRequest("pkcs11", module=p["module"], token=p["token"], label=p["key_label"]))
+    slot = repo.add_key_slot(requests, session.new_credentials(), session.kdf_params())
+    repo.remove_key_slot(old.slot_id)
+    session.audit_note(slot=slot.slot_id, replaced=old.slot_id)
+    return _slot_info(slot.slot_id, slot.created_ns, slot.describe(), slot.kinds, False)
+
+
+@audited("key.rotate")
+def rotate(session: Session) -> dict[str, int]:
+    """A new data key for everything written from now on; nothing is rewritten."""
+    repo = session.open()
+    previous = repo.keyring.current
+    new_id = repo.rotate_key()
+    session.audit_note(data_key=new_id)
+    return {"previous": previous, "current": new_id}
+
+
+# ---------------------------------------------------------------------- paper recovery sheet
+
+
+def _encode_sheet(master: bytes) -> list[str]:
+    check = hashlib.sha256(b"strongroom-paper" + master).digest()[:4]
+    text = base64.b32encode(master + check).decode().rstrip("=")
+    groups = [text[i : i + 4] for i in range(0, len(text), 4)]
+    return [" ".join(groups[i : i + 5]) for i in range(0, len(groups), 5)]
+
+
+def _decode_sheet(text: str) -> Secret:
+    body = [ln.split(":", 1)[1] for ln in text.splitlines() if re.match(r"^\s*\d+:", ln)]
+    letters = re.sub(r"\s", "", "".join(body)).upper()
+    if not letters:
+        raise InputError("no key lines found (lines that start with a number and a colon)")
+    try:
+        raw = base64.b32decode(letters + "=" * (-len(letters) % 8))
+    except ValueError:
+        raise InputError("the recovery sheet has a character that is not in its alphabet (A-Z, 2-7)") from None
+    master, check = raw[:32], raw[32:]
+    good = hashlib.sha256(b"strongroom-paper" + master).digest()[:4]
+    if len(raw) != 36 or not hmac.compare_digest(check, good):
+        raise InputError("the recovery sheet's checksum does not match: a line was mistyped")
+    return Secret(master)
+
+
+def confirmation_word(repo: Repository) -> str:
+    return repo.config.repo_id[:8]
+
+
+@audited("key.export")
+def export_paper(session: Session, confirm: str) -> PaperSheet:
+    """The master key as a recovery sheet. ``confirm`` must be the repository id's first 8 characters."""
+    repo = session.open()
+    if not hmac.compare_digest(confirm.strip().lower(), confirmation_word(repo)):
+        raise InputError(f"confirmation does not match: type {confirmation_word(repo)} (the repository id's start)")
+    master = repo.export_master()
+    lines = [f"{n + 1:2d}: {row}" for n, row in enumerate(_encode_sheet(master.reveal()))]
+    return PaperSheet(repo_id=repo.config.repo_id, fingerprint=repo.fingerprint, lines=lines)
+
+
+def sheet_text(sheet: PaperSheet) -> str:
+    return "\n".join(
+        [
+            PAPER_HEADER,
+            "Whoever holds this sheet can decrypt the repository. Keep it in a safe.",
+            f"repository  {sheet.repo_id}",
+            f"fingerprint {sheet.fingerprint}",
+            "master key (base32, groups of 4; the last characters are a checksum):",
+            *sheet.lines,
+            "",
+        ]
+    )
+
+
+@audited("key.recover")
+def recover(session: Session, sheet: str) -> KeySlotInfo:
+    """Add a passphrase slot using the master key from a recovery sheet (every other way in was lost)."""
+    master = _decode_sheet(sheet)
+    repo = Repository.open_with_master(session.backend(), master)
+    if fingerprint(master) != repo.fingerprint:  # pragma: no cover - the config MAC already proved it
+        raise InputError("that master key does not belong to this repository")
+    session.adopt(repo)
+    slot = repo.add_key_slot([KekRequest("passphrase")], session.new_credentials(), session.kdf_params())
+    session.audit_note(slot=slot.slot_id)
+    return _slot_info(slot.slot_id, slot.created_ns, slot.describe(), slot.kinds, False)
