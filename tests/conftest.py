@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from strongroom import Strongroom
+from tests.hsm import softhsm  # noqa: F401 - a real PKCS#11 token for every test that asks
 
 PASSPHRASE = "correct horse battery staple 7f3a"
 ROOT = Path(__file__).resolve().parent.parent

@@ -230,7 +230,7 @@ class Repository:
                 raise next((e for e in refusals if not isinstance(e, KeyUnavailable)), refusals[0])
             if damaged:
                 raise IntegrityError("key slot is damaged: the repository cannot be opened")
-            raise IntegrityError("the repository has no key slots")
+            raise IntegrityError("the repository has no key slots; a paper sheet restores one: strongroom key recover")
         repo = cls._unlocked(backend, config, body, tag, master)
         repo.opened_slot = opened_slot
         return repo

@@ -1,0 +1,200 @@
+"""Key management through the CLI, the way an operator uses it: a repository locked by a passphrase and a
+SoftHSM2 token (both needed), key slots added and removed, a passphrase changed, the data key rotated
+without rewriting data, a paper recovery sheet that really recovers, and every refusal a one-line exit 2
+that changes nothing. No PIN, passphrase or key material appears in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+from tests.hsm import SoftHsm, unique_label
+from tests.integration.test_secrets import encodings
+
+NEW_PASSPHRASE = "new passphrase 31c9-Lemur"
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("strongroom: error:"), err
+    return lines[0]
+
+
+def _hsm_init(cli: Cli, softhsm: SoftHsm, label: str) -> None:
+    res = cli("init", "--kek", "passphrase", "--kek", "pkcs11", *softhsm.kek_args(label), extra_env=softhsm.env)
+    assert res.code == 0, res.err
+    assert "pkcs11" in res.out and label in res.out
+
+
+def test_double_encryption_with_passphrase_and_hsm(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"train.csv": b"a,b\n1,2\n" * 1000, "img/x.bin": os.urandom(50_000)})
+    _hsm_init(cli, softhsm, unique_label())
+    assert cli("commit", str(src), "-m", "v1", extra_env=softhsm.env).code == 0
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out), extra_env=softhsm.env).code == 0
+    assert tree_snapshot(out) == tree_snapshot(src)
+
+    # A stolen passphrase alone (no PIN for the token): exit 2, one line.
+    no_pin = dict(softhsm.env)
+    del no_pin["STRONGROOM_PKCS11_PIN"]
+    res = cli("log", extra_env=no_pin)
+    assert res.code == 2 and "PIN" in _one_error_line(res.err)
+    # The token and its PIN without the passphrase.
+    res = cli("log", passphrase="not the passphrase", extra_env=softhsm.env)
+    assert res.code == 2 and "wrong passphrase" in _one_error_line(res.err)
+    # A wrong PIN.
+    res = cli("log", extra_env={**softhsm.env, "STRONGROOM_PKCS11_PIN": "111111"})
+    assert res.code == 2 and "wrong PIN" in _one_error_line(res.err)
+    # The token's configuration gone (a missing token).
+    res = cli("log", extra_env={**softhsm.env, "SOFTHSM2_CONF": str(tmp_path / "none.conf")})
+    assert res.code == 2
+    _one_error_line(res.err)
+    assert cli("verify", "--full", extra_env=softhsm.env).code == 0
+
+
+def test_init_refusals_change_nothing(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
+    label = unique_label()
+    cases = [
+        (["--kek", "pkcs11", *softhsm.kek_args(label)], {**softhsm.env, "STRONGROOM_PKCS11_PIN": "000000"}, "PIN"),
+        (["--kek", "pkcs11", "--pkcs11-module", "/no/such.so", "--pkcs11-token", "t", "--pkcs11-key-label", "k"],
+         softhsm.env, "does not exist"),
+        (["--kek", "pkcs11", "--pkcs11-module", softhsm.module, "--pkcs11-token", "nope", "--pkcs11-key-label", "k"],
+         softhsm.env, "no PKCS#11 token"),
+        (["--kek", "pkcs11"], softhsm.env, "--pkcs11-module"),
+        (["--kek", "passphrase", "--kek", "passphrase"], {}, "same kind"),
+        (["--kek", "hsm"], {}, "--kek takes"),
+        (["--kek", f"keyfile:{cli.repo / 'inside.key'}"], {}, "inside the repository"),
+    ]  # fmt: skip
+    for args, env, message in cases:
+        res = cli("init", *args, extra_env=env)
+        assert res.code == 2, (args, res.err)
+        assert message in _one_error_line(res.err), (args, res.err)
+        assert not cli.repo.exists(), args
+
+
+def test_key_file_slot_added_then_passphrase_slot_removed(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": b"alpha" * 100})
+    assert cli("init").code == 0
+    assert cli("commit", str(src)).code == 0
+    keyfile = tmp_path / "keys" / "repo.key"
+    keyfile.parent.mkdir()
+    res = cli("--json", "key", "add-kek", "--kek", f"keyfile:{keyfile}")
+    assert res.code == 0, res.err
+    added = json.loads(res.out)
+    assert added["keks"] == ["keyfile"] and keyfile.stat().st_mode & 0o777 == 0o600
+
+    slots = json.loads(cli("--json", "key", "list").out)["slots"]
+    assert len(slots) == 2
+    first = next(s for s in slots if s["keks"] == ["passphrase"])
+    # The key file alone opens the repository (no passphrase anywhere), from where it was recorded...
+    assert cli("log", passphrase=None).code == 0
+    moved = tmp_path / "usb" / "repo.key"
+    moved.parent.mkdir()
+    keyfile.rename(moved)
+    keyfile = moved
+    assert cli("log", passphrase=None).code == 2
+    # ... or from where STRONGROOM_KEYFILE says it is now.
+    assert cli("ls", "main", passphrase="wrong", extra_env={"STRONGROOM_KEYFILE": str(keyfile)}).code == 0
+    assert cli("key", "remove-kek", first["id"]).code == 0
+    assert cli("log").code == 2  # the passphrase no longer opens it
+    res = cli("key", "remove-kek", added["id"], passphrase=None, extra_env={"STRONGROOM_KEYFILE": str(keyfile)})
+    assert res.code == 2 and "last key slot" in _one_error_line(res.err)
+    res = cli("key", "remove-kek", "feedfacefeedface", passphrase=None, extra_env={"STRONGROOM_KEYFILE": str(keyfile)})
+    assert res.code == 2 and "no key slot" in _one_error_line(res.err)
+
+
+def test_change_passphrase(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
+    _hsm_init(cli, softhsm, unique_label())
+    assert cli("commit", str(make_tree(tmp_path / "s", {"f": b"x"})), extra_env=softhsm.env).code == 0
+    env = {**softhsm.env, "STRONGROOM_NEW_PASSPHRASE": NEW_PASSPHRASE}
+    res = cli("--json", "key", "change-passphrase", extra_env=env)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["keks"] == ["passphrase", "pkcs11"]  # the token stays required
+    assert cli("log", extra_env=softhsm.env).code == 2
+    assert cli("log", passphrase=NEW_PASSPHRASE, extra_env=softhsm.env).code == 0
+    slots = json.loads(cli("--json", "key", "list", passphrase=NEW_PASSPHRASE, extra_env=softhsm.env).out)["slots"]
+    assert len(slots) == 1
+    # Without a new passphrase source off a terminal: exit 2, nothing changed.
+    res = cli("key", "change-passphrase", passphrase=NEW_PASSPHRASE, extra_env=softhsm.env)
+    assert res.code == 2 and "new passphrase" in _one_error_line(res.err)
+    assert cli("log", passphrase=NEW_PASSPHRASE, extra_env=softhsm.env).code == 0
+
+
+def test_rotate_keeps_old_data_readable_and_seals_new_data_with_the_new_key(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": os.urandom(30_000)})
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "before").code == 0
+    res = cli("--json", "key", "rotate")
+    assert res.code == 0 and json.loads(res.out) == {"previous": 1, "current": 2}
+    (src / "b").write_bytes(os.urandom(30_000))
+    assert cli("commit", str(src), "-m", "after").code == 0
+    keys = json.loads(cli("--json", "key", "list").out)["data_keys"]
+    assert [(k["id"], k["current"]) for k in keys] == [(1, False), (2, True)]
+    assert all(k["frames_sealed"] > 0 for k in keys)
+    out = tmp_path / "out"
+    assert cli("checkout", "main~1", str(out)).code == 0 and (out / "a").read_bytes() == (src / "a").read_bytes()
+    assert cli("verify", "--full").code == 0
+
+
+def test_paper_sheet_recovers_a_repository_whose_key_slots_are_all_lost(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"model.bin": os.urandom(40_000)})
+    assert cli("init").code == 0
+    assert cli("commit", str(src)).code == 0
+    repo_id = json.loads(cli("--json", "key", "list").out)["repo_id"]
+    res = cli("key", "export", "--paper", "--confirm", "nope")
+    assert res.code == 2 and repo_id[:8] in _one_error_line(res.err)
+    assert "export" in cli("--json", "audit", "log", "--action", "key.export").out
+    res = cli("key", "export", "--paper")  # off a terminal, no confirmation
+    assert res.code == 2
+    res = cli("key", "export", "--paper", "--confirm", repo_id[:8])
+    assert res.code == 0 and "RECOVERY SHEET" in res.out
+    sheet = tmp_path / "sheet.txt"
+    sheet.write_text(res.out)
+
+    shutil.rmtree(cli.repo / "keys")  # every way in is gone
+    (cli.repo / "keys").mkdir()
+    res = cli("log")
+    assert res.code == 1 and "key recover" in _one_error_line(res.err)
+    typo = tmp_path / "typo.txt"
+    lines = sheet.read_text().splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.strip().startswith("1:"))
+    lines[i] = lines[i][:-1] + ("A" if lines[i][-1] != "A" else "B")
+    typo.write_text("\n".join(lines))
+    env = {"STRONGROOM_NEW_PASSPHRASE": NEW_PASSPHRASE}
+    res = cli("key", "recover", str(typo), passphrase=None, extra_env=env)
+    assert res.code == 2 and "checksum" in _one_error_line(res.err)
+    res = cli("key", "recover", str(sheet), passphrase=None, extra_env=env)
+    assert res.code == 0, res.err
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out), passphrase=NEW_PASSPHRASE).code == 0
+    assert (out / "model.bin").read_bytes() == (src / "model.bin").read_bytes()
+
+
+def test_no_pin_or_passphrase_in_any_output(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
+    outputs = []
+    env = {**softhsm.env, "STRONGROOM_NEW_PASSPHRASE": NEW_PASSPHRASE}
+    label = unique_label()
+    src = make_tree(tmp_path / "src", {"a": b"data"})
+    for args in (
+        ("init", "--kek", "passphrase", "--kek", "pkcs11", *softhsm.kek_args(label)),
+        ("commit", str(src)),
+        ("key", "list"),
+        ("--json", "key", "list"),
+        ("key", "rotate"),
+        ("key", "add-kek", "--kek", "passphrase"),
+        ("key", "change-passphrase"),
+    ):
+        res = cli(*args, extra_env=env)
+        assert res.code == 0, (args, res.err)
+        outputs.append(res.out_bytes + res.err.encode())
+    res = cli("--json", "audit", "log", passphrase=NEW_PASSPHRASE, extra_env=env)
+    assert res.code == 0 and "key.change-passphrase" in res.out
+    outputs.append(res.out_bytes)
+    outputs.append(cli("log", extra_env={**env, "STRONGROOM_PKCS11_PIN": "7319-wrong-pin"}).err.encode())
+    blob = b"\n".join(outputs)
+    for secret in (softhsm.pin, "7319-wrong-pin", PASSPHRASE, NEW_PASSPHRASE):
+        for needle in encodings(secret.encode()):
+            assert needle not in blob, secret
