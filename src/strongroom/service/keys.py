@@ -16,7 +16,9 @@ from strongroom.crypto.keyslot import KekRequest, check_requests
 from strongroom.crypto.secret import Secret
 from strongroom.errors import InputError
 from strongroom.service.context import Session, audited
-from strongroom.service.results import KeyList, KeySlotInfo, PaperSheet, iso
+from strongroom.service.results import KeyList, KeySlotInfo, PaperSheet, ReencryptResult, iso
+from strongroom.store import lock
+from strongroom.store import reencrypt as store_reencrypt
 from strongroom.store.repository import Repository
 
 PAPER_HEADER = "STRONGROOM RECOVERY SHEET"
@@ -123,6 +125,36 @@ def rotate(session: Session) -> dict[str, int]:
     new_id = repo.rotate_key()
     session.audit_note(data_key=new_id)
     return {"previous": previous, "current": new_id}
+
+
+@audited("key.reencrypt", retire="retire")
+def reencrypt(session: Session, retire: int | None = None, wait: float = 0.0) -> ReencryptResult:
+    """Rewrite every pack (and index, audit object, refs) sealed under ``retire`` — or under any key but the
+    current one — with the current key; then destroy ``retire``. Interruptible: run it again to resume."""
+    repo = session.open()
+    session.progress.start("re-encrypting", 0, 0)
+    try:
+        with lock.publish_lock(repo.backend, "key reencrypt", wait), lock.exclusive_lock(repo.backend, "key reencrypt"):
+            report = store_reencrypt.reencrypt(repo, retire, lambda p, b: session.progress.advance(1, b))
+    finally:
+        session.progress.finish()
+    # Refs and the frame counters are resealed under the current key by an (empty) refs edit.
+    session.remember(repo, repo.edit_refs(lambda refs: None, "key reencrypt", wait))
+    if retire is not None:
+        with lock.publish_lock(repo.backend, "key reencrypt", wait), lock.exclusive_lock(repo.backend, "key reencrypt"):
+            store_reencrypt.destroy_key(repo, retire)
+        report.retired = retire
+    session.audit_note(packs_rewritten=report.packs_rewritten, retired=report.retired)
+    return ReencryptResult(
+        packs_rewritten=report.packs_rewritten,
+        bytes_rewritten=report.bytes_rewritten,
+        index_rewrites=report.index_rewrites,
+        objects_resealed=report.objects_resealed,
+        current_key=repo.keyring.current,
+        retired_key=report.retired,
+        seconds=report.seconds,
+        mb_per_s=round(report.bytes_rewritten / 1e6 / report.seconds, 1) if report.seconds else 0.0,
+    )
 
 
 # ---------------------------------------------------------------------- paper recovery sheet

@@ -184,3 +184,15 @@ class PaperSheet(Result):
 
     def __repr__(self) -> str:
         return f"PaperSheet(repo_id={self.repo_id!r}, lines=<redacted>)"
+
+
+@dataclasses.dataclass
+class ReencryptResult(Result):
+    packs_rewritten: int
+    bytes_rewritten: int
+    index_rewrites: int
+    objects_resealed: int
+    current_key: int
+    retired_key: int | None
+    seconds: float
+    mb_per_s: float

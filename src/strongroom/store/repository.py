@@ -315,6 +315,11 @@ class Repository:
         """Apply change() to the current refs under the publish lock and store them with the next generation.
         change() raises to refuse (for example BranchMoved when a branch is no longer where it was)."""
         with lock.publish_lock(self.backend, command, wait):
+            stored = self._read_keyring(self.backend, self.config, self._master)
+            if self.sealer.current not in stored.data_keys:
+                raise KeyUnavailable(
+                    f"data key {self.sealer.current} was retired while this command ran; nothing was published, retry"
+                )
             refs = self.read_refs()
             before = Refs(refs.generation, dict(refs.branches), dict(refs.tags))
             change(refs)
@@ -367,9 +372,16 @@ class Repository:
         stored keyring first, so a rotation by another process is kept, never overwritten."""
         self.reload_keyring()
         new_id = self.keyring.rotate(time.time_ns())
+        self.save_keyring()
+        return new_id
+
+    def save_keyring(self) -> None:
+        """Store the keyring as it is in memory (under the publish lock, after a reload and one change)."""
         self.backend.put("keyring", seal_keyring(self._master, self.config.repo_id, self.keyring))
         self._use_keyring()
-        return new_id
+
+    def use_index(self, index: Index) -> None:
+        self._index = index
 
     def rotate_key(self, command: str = "key rotate") -> int:
         """``key rotate``: instant, no data rewritten."""

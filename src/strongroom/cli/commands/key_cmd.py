@@ -96,6 +96,25 @@ def rotate() -> None:
         line(f"data key {res['current']} is current (was {res['previous']})")
 
 
+@key_app.command("reencrypt")
+def reencrypt(
+    retire: Annotated[
+        int | None, typer.Option("--retire", help="Data key id to destroy once nothing needs it (key list).")
+    ] = None,
+) -> None:
+    """Rewrite every pack under the current data key (then destroy --retire). Safe to interrupt: run it again."""
+    res = svc.reencrypt(session(), retire)
+    if STATE.json:
+        emit_json(res)
+        return
+    line(
+        f"re-encrypted {res.packs_rewritten} packs ({res.bytes_rewritten} bytes, {res.mb_per_s} MB/s), "
+        f"{res.objects_resealed} other objects; data key {res.current_key} is current"
+    )
+    if res.retired_key is not None:
+        line(f"data key {res.retired_key} destroyed")
+
+
 @key_app.command("export")
 def export(
     paper: Annotated[bool, typer.Option("--paper", help="Print a recovery sheet of the master key.")] = False,

@@ -1,0 +1,180 @@
+"""Re-encryption: rewrite everything sealed under older data keys with the current one, then (when asked)
+destroy a retired key.
+
+Frames keep their plaintext encoding (compressed or raw), only the sealing changes, so nothing is
+recompressed. Work goes in batches of packs; each batch follows gc's safe order: new packs, then one
+complete new index, then the old index files, then the old packs. Every step leaves a repository that
+verifies (the old keys stay in the keyring until the very end), and a run that is killed is resumed by
+running it again: it finds what is still sealed under a target key. The retired key is dropped from the
+keyring only after a scan finds nothing left that needs it.
+
+A key destroyed here is gone from this repository only: copies and backups made earlier carry their own
+keyring. Erasure that reaches every copy is what scopes and ``key shred`` are for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from strongroom.backends.base import ObjectMissing
+from strongroom.crypto.aead import key_id_of
+from strongroom.errors import InputError, IntegrityError
+from strongroom.store.index import Index
+from strongroom.store.pack import TRAILER_LEN, PackBuilder, header_location, pack_path
+from strongroom.store.repository import Repository
+
+BATCH_PACKS = 16  # about 256 MiB of default packs between two index rewrites
+
+# Singleton objects sealed under a data key with the repository id as context, besides packs and indexes.
+_SEALED_PREFIXES = ("audit",)
+
+
+@dataclass
+class ReencryptReport:
+    packs_rewritten: int = 0
+    bytes_rewritten: int = 0
+    index_rewrites: int = 0
+    objects_resealed: int = 0
+    retired: int | None = None
+    seconds: float = 0.0
+
+
+def pack_key_id(repo: Repository, pack_id: str, size: int) -> int:
+    name = pack_path(pack_id)
+    trailer = repo.backend.get_range(name, size - TRAILER_LEN, TRAILER_LEN)
+    start, hlen = header_location(size, trailer)
+    return key_id_of(repo.backend.get_range(name, start, min(hlen, 32)))
+
+
+def _packs_under(repo: Repository, targets: Callable[[int], bool]) -> list[str]:
+    sizes = {name.rsplit("/", 1)[-1]: size for name, size in repo.backend.list("data")}
+    return sorted(pid for pid in repo.index.packs if pid in sizes and targets(pack_key_id(repo, pid, sizes[pid])))
+
+
+def _index_files_under(repo: Repository, targets: Callable[[int], bool]) -> list[str]:
+    return [name for name, _ in repo.backend.list("index") if targets(key_id_of(repo.backend.get_range(name, 0, 32)))]
+
+
+def _write_full_index(repo: Repository, dropped: set[str]) -> None:
+    """One new index of every pack still in use, then remove the index files it replaces."""
+    fresh = Index()
+    for pid, entries in repo.index.packs.items():
+        if pid not in dropped:
+            fresh.add_pack(pid, entries)
+    old_files = [name for name, _ in repo.backend.list("index")]
+    name, data = fresh.encode(repo.sealer, repo.context, sorted(fresh.packs))
+    repo.backend.put(f"index/{name}", data)
+    for old in old_files:
+        if old != f"index/{name}":
+            repo.backend.delete(old)
+    fresh.files.add(f"index/{name}")
+    repo.use_index(fresh)
+
+
+def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptReport) -> None:
+    sealer = repo.sealer
+    builder = PackBuilder()
+
+    def flush() -> None:
+        if len(builder):
+            pid, data, entries = builder.finish(sealer, repo.context)
+            repo.backend.put(pack_path(pid), data)
+            repo.index.add_pack(pid, entries)
+
+    for pid in pack_ids:
+        data = repo.backend.get(pack_path(pid))
+        for e in repo.index.packs[pid]:
+            frame = data[e.offset : e.offset + e.length]
+            body, flags = sealer.open_flagged(frame, e.kind, e.object_id)  # authenticates: nothing damaged moves on
+            builder.add(e.kind, e.object_id, sealer.seal(body, e.kind, e.object_id, flags), e.raw_length)
+            if builder.size >= repo.config.pack_size:
+                flush()
+        report.packs_rewritten += 1
+        report.bytes_rewritten += len(data)
+    flush()
+    _write_full_index(repo, set(pack_ids))
+    report.index_rewrites += 1
+    for pid in pack_ids:
+        repo.backend.delete(pack_path(pid))
+
+
+def _reseal_singletons(repo: Repository, targets: Callable[[int], bool], report: ReencryptReport) -> None:
+    """Audit segments and checkpoints: re-sealed in place, under the same name (the catalog refers to it)."""
+    for prefix in _SEALED_PREFIXES:
+        for name, _ in repo.backend.list(prefix):
+            data = repo.backend.get(name)
+            if len(data) < 7 or not targets(key_id_of(data)):
+                continue
+            kind = data[1]
+            body, flags = repo.sealer.open_flagged(data, kind, repo.context)
+            repo.backend.put(name, repo.sealer.seal(body, kind, repo.context, flags))
+            report.objects_resealed += 1
+
+
+def reencrypt(
+    repo: Repository,
+    retire: int | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReencryptReport:
+    """Rewrite under the current data key what is sealed under ``retire`` (or under any older key when
+    None). The caller holds the publish and exclusive locks; refs and counters are resealed afterwards by
+    a refs edit, and ``destroy_key`` then drops the retired key."""
+    t0 = time.perf_counter()
+    repo.reload_keyring()
+    current = repo.keyring.current
+    if retire is not None:
+        if retire not in repo.keyring.data_keys:
+            raise InputError(f"no data key {retire} (strongroom key list shows them)")
+        if retire == current:
+            raise InputError(f"data key {retire} is the current key: run strongroom key rotate first")
+
+    def targets(kid: int) -> bool:
+        return kid == retire if retire is not None else kid != current
+
+    report = ReencryptReport()
+    repo.adopt_orphan_packs()  # a killed commit's packs may hold data under the old key too
+    stale = _packs_under(repo, targets)
+    for start in range(0, len(stale), BATCH_PACKS):
+        _rewrite_batch(repo, stale[start : start + BATCH_PACKS], report)
+        if progress:
+            progress(report.packs_rewritten, report.bytes_rewritten)
+    if _index_files_under(repo, targets):
+        _write_full_index(repo, set())
+        report.index_rewrites += 1
+    _reseal_singletons(repo, targets, report)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def still_needed(repo: Repository, key_id: int) -> list[str]:
+    """What in the repository is still sealed under ``key_id`` (empty once it can be destroyed)."""
+    found = []
+    if _packs_under(repo, lambda k: k == key_id):
+        found.append("packs")
+    if _index_files_under(repo, lambda k: k == key_id):
+        found.append("index files")
+    for name in ("refs", "counters"):
+        try:
+            if key_id_of(repo.backend.get_range(name, 0, 32)) == key_id:
+                found.append(name)
+        except ObjectMissing:
+            continue
+    for prefix in _SEALED_PREFIXES:
+        if any(key_id_of(repo.backend.get_range(n, 0, 32)) == key_id for n, _ in repo.backend.list(prefix)):
+            found.append(f"{prefix} objects")
+    return found
+
+
+def destroy_key(repo: Repository, key_id: int) -> None:
+    """Drop a data key from the keyring for good. Caller holds the publish lock."""
+    repo.reload_keyring()
+    if key_id == repo.keyring.current:
+        raise InputError(f"data key {key_id} is the current key")
+    left = still_needed(repo, key_id)
+    if left:
+        raise IntegrityError(f"data key {key_id} still seals {', '.join(left)}: run key reencrypt again")
+    repo.keyring.data_keys.pop(key_id, None)
+    repo.keyring.created.pop(key_id, None)
+    repo.save_keyring()

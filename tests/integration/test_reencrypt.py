@@ -1,0 +1,184 @@
+"""Data-key rotation and re-encryption: rotate is instant and rewrites nothing; reencrypt rewrites every pack
+under the current key, leaves a repository that verifies after every single storage operation, resumes
+after SIGKILL, and destroys the retired key only when nothing needs it. Two processes rotating at once keep
+both keys; a process that opened before a key was retired publishes nothing under it."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from strongroom import Strongroom
+from strongroom.backends.local import LocalBackend
+from strongroom.crypto.aead import key_id_of
+from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
+from strongroom.crypto.secret import Secret
+from strongroom.errors import KeyUnavailable
+from strongroom.store import check
+from strongroom.store import reencrypt as store_reencrypt
+from strongroom.store.repository import Repository
+from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+from tests.faults.test_crash import kill_group, trial_env
+
+SECRET = Secret(PASSPHRASE.encode())
+SMALL_PACKS = 64 << 10
+
+
+class Watched(LocalBackend):
+    """A local backend that runs a check after every put and delete."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.after = lambda op, name: None
+        self.ops = 0
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        super().put(name, data)
+        self.ops += 1
+        self.after("put", name)
+
+    def delete(self, name: str) -> None:
+        super().delete(name)
+        self.ops += 1
+        self.after("delete", name)
+
+
+def _repo_with_history(root: Path, src: Path, versions: int = 3) -> Path:
+    backend = LocalBackend(str(root))
+    backend.ensure_root()
+    Repository.create(backend, SECRET, UNSAFE_TEST_ONLY, pack_size=SMALL_PACKS)
+    lib = Strongroom.open(str(root), PASSPHRASE)
+    rng = random.Random(7)
+    for v in range(versions):
+        make_tree(src, {f"part{v}/f{i}.bin": rng.randbytes(100_000) for i in range(6)})
+        lib.commit(str(src), message=f"v{v}")
+    return root
+
+
+def _full_verify(root: Path) -> check.VerifyReport:
+    return check.verify(Repository.open(LocalBackend(str(root)), SECRET), full=True)
+
+
+def test_verify_passes_after_every_storage_operation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _repo_with_history(tmp_path / "repo", tmp_path / "src")
+    repo = Repository.open(LocalBackend(str(root)), SECRET)
+    repo.rotate_key()
+    monkeypatch.setattr(store_reencrypt, "BATCH_PACKS", 2)  # several batches, several index rewrites
+    watched = Watched(str(root))
+    failures: list[str] = []
+
+    def check_now(op: str, name: str) -> None:
+        report = _full_verify(root)
+        if not report.ok:
+            failures.append(f"after {op} {name}: {[d.reason for d in report.damage]}")
+
+    watched.after = check_now
+    repo = Repository.open(watched, SECRET)
+    before = len(repo.index.packs)
+    report = store_reencrypt.reencrypt(repo, retire=1)
+    assert failures == []
+    assert report.packs_rewritten == before and report.index_rewrites >= 3 and watched.ops > 10
+    assert store_reencrypt.still_needed(repo, 1) == ["refs", "counters"]  # resealed by the next refs edit
+    repo.edit_refs(lambda refs: None, "test")
+    store_reencrypt.destroy_key(repo, 1)
+    assert sorted(Repository.open(LocalBackend(str(root)), SECRET).keyring.data_keys) == [2]
+    assert _full_verify(root).ok
+
+
+def test_destroy_is_refused_while_anything_needs_the_key(tmp_path: Path) -> None:
+    root = _repo_with_history(tmp_path / "repo", tmp_path / "src", versions=1)
+    repo = Repository.open(LocalBackend(str(root)), SECRET)
+    repo.rotate_key()
+    needed = store_reencrypt.still_needed(repo, 1)
+    assert "packs" in needed and "index files" in needed
+    with pytest.raises(Exception, match="still seals packs"):
+        store_reencrypt.destroy_key(repo, 1)
+    assert 1 in Repository.open(LocalBackend(str(root)), SECRET).keyring.data_keys
+
+
+def test_two_processes_rotating_keep_both_keys(tmp_path: Path) -> None:
+    root = _repo_with_history(tmp_path / "repo", tmp_path / "src", versions=1)
+    a = Repository.open(LocalBackend(str(root)), SECRET)
+    b = Repository.open(LocalBackend(str(root)), SECRET)
+    assert b.rotate_key() == 2
+    lib = Strongroom.open(str(root), PASSPHRASE)  # seals a new version under key 2
+    make_tree(tmp_path / "src", {"new.bin": os.urandom(20_000)})
+    head = lib.commit(str(tmp_path / "src")).id
+    assert a.rotate_key() == 3  # not a second "key 2" that would orphan b's data
+    fresh = Repository.open(LocalBackend(str(root)), SECRET)
+    assert sorted(fresh.keyring.data_keys) == [1, 2, 3]
+    # a, opened before key 2 existed, reads what was sealed under it.
+    assert a.load_commit(bytes.fromhex(head)).message == ""
+    assert _full_verify(root).ok
+
+
+def test_a_process_that_opened_before_retirement_publishes_nothing(tmp_path: Path) -> None:
+    root = _repo_with_history(tmp_path / "repo", tmp_path / "src", versions=1)
+    stale = Repository.open(LocalBackend(str(root)), SECRET)  # current key 1, in memory
+    admin = Repository.open(LocalBackend(str(root)), SECRET)
+    admin.rotate_key()
+    store_reencrypt.reencrypt(admin, retire=1)
+    admin.edit_refs(lambda refs: None, "test")
+    store_reencrypt.destroy_key(admin, 1)
+    with pytest.raises(KeyUnavailable, match="retired while this command ran"):
+        stale.edit_refs(lambda refs: None, "stale")
+    assert _full_verify(root).ok
+
+
+def _data_files(root: Path) -> set[str]:
+    return {name for name, _ in LocalBackend(str(root)).list("data")}
+
+
+def test_sigkill_during_reencrypt_then_resume(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    root = _repo_with_history(tmp_path / "repo", src, versions=8)
+    expected = tree_snapshot(src)
+    env = trial_env(tmp_path / "client")
+    base = [sys.executable, "-m", "strongroom", "--repo", str(root)]
+    assert subprocess.run([*base, "key", "rotate"], env=env, capture_output=True).returncode == 0
+    cmd = [*base, "key", "reencrypt", "--retire", "1"]
+    rng = random.Random(11)
+    killed = 0
+    for _ in range(4):
+        before = _data_files(root)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        # Kill once the rewrite is under way: a new pack has appeared (or the run ended).
+        while proc.poll() is None and _data_files(root) == before:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.05))
+        if proc.poll() is not None:
+            proc.communicate()
+            break
+        kill_group(proc)
+        killed += 1
+        assert _full_verify(root).ok  # the locks of a dead process on this host are stale and cleared
+    assert killed >= 2
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:  # the run before finished the work: then key 1 is already gone
+        assert "no data key 1" in res.stderr, res.stderr
+    repo = Repository.open(LocalBackend(str(root)), SECRET)
+    assert sorted(repo.keyring.data_keys) == [2]
+    assert all(key_id_of(LocalBackend(str(root)).get(n)) == 2 for n, _ in LocalBackend(str(root)).list("index"))
+    out = tmp_path / "out"
+    Strongroom.open(str(root), PASSPHRASE).checkout("main", str(out))
+    assert tree_snapshot(out) == expected
+    assert _full_verify(root).ok
+
+
+def test_reencrypt_cli_refusals(cli: Cli, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    assert cli("commit", str(make_tree(tmp_path / "s", {"a": b"x" * 1000}))).code == 0
+    res = cli("key", "reencrypt", "--retire", "1")
+    assert res.code == 2 and "current key" in res.err and "key rotate" in res.err
+    res = cli("key", "reencrypt", "--retire", "7")
+    assert res.code == 2 and "no data key 7" in res.err
+    assert cli("key", "rotate").code == 0
+    res = cli("--json", "key", "reencrypt")  # rewrite, keep key 1
+    assert res.code == 0, res.err
+    assert cli("--json", "key", "list").out.count('"current"') == 2
