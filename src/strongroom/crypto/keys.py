@@ -22,15 +22,15 @@ ROTATE_AFTER_MESSAGES = 1 << 30
 CHUNKER_SEED_BITS = 63  # pyfastcdc's compiled chunker rejects seeds of 2^63 and above
 
 
-def _b64(b: bytes) -> str:
+def b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-def _unb64(s: str) -> bytes:
+def unb64(s: str) -> bytes:
     return base64.b64decode(s.encode(), validate=True)
 
 
-def _canonical(obj: Any) -> bytes:
+def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -74,15 +74,15 @@ class Keyring:
         return new_id
 
     def encode(self) -> bytes:
-        return _canonical(
+        return canonical_json(
             {
                 "format": KEYRING_FORMAT,
                 "current": self.current,
-                "data_keys": {str(k): _b64(v.reveal()) for k, v in self.data_keys.items()},
+                "data_keys": {str(k): b64(v.reveal()) for k, v in self.data_keys.items()},
                 "created": {str(k): v for k, v in self.created.items()},
-                "id_key": _b64(self.id_key.reveal()),
+                "id_key": b64(self.id_key.reveal()),
                 "chunker_seed": self.chunker_seed,
-                **({"log_seed": _b64(self.log_seed.reveal())} if self.log_seed is not None else {}),
+                **({"log_seed": b64(self.log_seed.reveal())} if self.log_seed is not None else {}),
             }
         )
 
@@ -93,12 +93,12 @@ class Keyring:
             if obj["format"] != KEYRING_FORMAT:
                 raise IntegrityError("unsupported keyring format")
             ring = cls(
-                data_keys={int(k): Secret(_unb64(v)) for k, v in obj["data_keys"].items()},
+                data_keys={int(k): Secret(unb64(v)) for k, v in obj["data_keys"].items()},
                 current=int(obj["current"]),
-                id_key=Secret(_unb64(obj["id_key"])),
+                id_key=Secret(unb64(obj["id_key"])),
                 chunker_seed=int(obj["chunker_seed"]),
                 created={int(k): int(v) for k, v in obj.get("created", {}).items()},
-                log_seed=Secret(_unb64(obj["log_seed"])) if "log_seed" in obj else None,
+                log_seed=Secret(unb64(obj["log_seed"])) if "log_seed" in obj else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise IntegrityError("keyring is malformed") from None

@@ -20,7 +20,6 @@ written by the first release) are still read.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from strongroom.crypto import hsm
 from strongroom.crypto.aead import open_with, seal_with
 from strongroom.crypto.kdf import KdfParams, derive_kek
+from strongroom.crypto.keys import b64, canonical_json, unb64
 from strongroom.crypto.secret import Secret
 from strongroom.errors import DecryptionFailed, HsmError, InputError, IntegrityError, KeyUnavailable, WrongPassphrase
 
@@ -79,18 +79,6 @@ def as_credentials(value: Secret | Credentials) -> Credentials:
     return PassphraseOnly(value) if isinstance(value, Secret) else value
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s.encode(), validate=True)
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
 # ---------------------------------------------------------------------- what a user asks for
 
 
@@ -133,7 +121,7 @@ def check_requests(requests: Sequence[KekRequest]) -> None:
 
 def create_keyfile(path: str) -> None:
     """Write a new key file (refuses to overwrite one), readable by its owner only."""
-    text = f"{KEYFILE_MAGIC} {_b64(os.urandom(32))}\n".encode()
+    text = f"{KEYFILE_MAGIC} {b64(os.urandom(32))}\n".encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -157,7 +145,7 @@ def read_keyfile(path: str) -> Secret:
     try:
         if magic.decode() != KEYFILE_MAGIC:
             raise ValueError
-        key = _unb64(body.decode())
+        key = unb64(body.decode())
     except ValueError:
         raise InputError(f"{path} is not a strongroom key file") from None
     if len(key) != 32:
@@ -211,7 +199,7 @@ class KeySlot:
 
 def _aad(repo_id: str, slot_id: str, position: int, layers: Sequence[Layer]) -> bytes:
     public = [{"kind": layer.kind, "params": layer.params} for layer in layers]
-    return f"{SLOT_FORMAT}|{repo_id}|{slot_id}|{position}|".encode() + _canonical(public)
+    return f"{SLOT_FORMAT}|{repo_id}|{slot_id}|{position}|".encode() + canonical_json(public)
 
 
 def _legacy_aad(repo_id: str, slot_id: str) -> bytes:
@@ -222,7 +210,7 @@ def _layer_for(request: KekRequest, creds: Credentials, kdf: KdfParams) -> tuple
     """Resolve a request into a layer's public description (and, for software KEKs, the key itself)."""
     if request.kind == "passphrase":
         salt = os.urandom(16)
-        params = {"kdf": {"t": kdf.time_cost, "m": kdf.memory_kib, "p": kdf.parallelism}, "salt": _b64(salt)}
+        params = {"kdf": {"t": kdf.time_cost, "m": kdf.memory_kib, "p": kdf.parallelism}, "salt": b64(salt)}
         return Layer("passphrase", params), derive_kek(creds.passphrase(), salt, kdf)
     if request.kind == "keyfile":
         if not os.path.exists(request.path):
@@ -280,7 +268,7 @@ def _open_layer(layer: Layer, data: bytes, aad: bytes, creds: Credentials) -> by
     try:
         if layer.kind == "passphrase":
             kdf = KdfParams(int(p["kdf"]["t"]), int(p["kdf"]["m"]), int(p["kdf"]["p"]))
-            return open_with(derive_kek(creds.passphrase(), _unb64(p["salt"]), kdf), layer.nonce, data, aad)
+            return open_with(derive_kek(creds.passphrase(), unb64(p["salt"]), kdf), layer.nonce, data, aad)
         if layer.kind == "keyfile":
             path = creds.keyfile_path(str(p["path"]))
             key = read_keyfile(path)
@@ -303,10 +291,10 @@ def encode_slot(slot: KeySlot) -> bytes:
         "id": slot.slot_id,
         "repo_id": slot.repo_id,
         "created_ns": slot.created_ns,
-        "layers": [{"kek": la.kind, **la.params, "nonce": _b64(la.nonce)} for la in slot.layers],
-        "wrapped": _b64(slot.wrapped),
+        "layers": [{"kek": la.kind, **la.params, "nonce": b64(la.nonce)} for la in slot.layers],
+        "wrapped": b64(slot.wrapped),
     }
-    body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    body["checksum"] = hashlib.sha256(canonical_json(body)).hexdigest()
     return json.dumps(body, indent=1, sort_keys=True).encode()
 
 
@@ -319,10 +307,10 @@ def _check_kdf(kdf: Any) -> dict[str, int]:
 
 def _parse_layer(obj: dict[str, Any]) -> Layer:
     kind = obj.pop("kek")
-    nonce = _unb64(obj.pop("nonce"))
+    nonce = unb64(obj.pop("nonce"))
     if kind == "passphrase":
         params: dict[str, Any] = {"kdf": _check_kdf(obj["kdf"]), "salt": str(obj["salt"])}
-        _unb64(params["salt"])
+        unb64(params["salt"])
     elif kind == "keyfile":
         params = {"path": str(obj["path"]), "fingerprint": str(obj["fingerprint"])}
     elif kind == "pkcs11":
@@ -339,16 +327,16 @@ def parse_slot(data: bytes) -> KeySlot:
     try:
         body = json.loads(data)
         checksum = body.pop("checksum")
-        if not hmac.compare_digest(hashlib.sha256(_canonical(body)).hexdigest(), str(checksum)):
+        if not hmac.compare_digest(hashlib.sha256(canonical_json(body)).hexdigest(), str(checksum)):
             raise IntegrityError("key slot is damaged")
         if body["format"] == LEGACY_FORMAT and body["kek"] == "passphrase":
-            layer = Layer("passphrase", {"kdf": _check_kdf(body["kdf"]), "salt": body["salt"]}, _unb64(body["nonce"]))
-            return KeySlot(str(body["id"]), str(body["repo_id"]), 0, (layer,), _unb64(body["wrapped"]), legacy=True)
+            layer = Layer("passphrase", {"kdf": _check_kdf(body["kdf"]), "salt": body["salt"]}, unb64(body["nonce"]))
+            return KeySlot(str(body["id"]), str(body["repo_id"]), 0, (layer,), unb64(body["wrapped"]), legacy=True)
         if body["format"] != SLOT_FORMAT:
             raise IntegrityError(f"unsupported key slot format {body['format']!r}")
         layers = tuple(_parse_layer(dict(la)) for la in body["layers"])
         if not 1 <= len(layers) <= 2:
             raise IntegrityError("key slot has a wrong number of layers")
-        return KeySlot(str(body["id"]), str(body["repo_id"]), int(body["created_ns"]), layers, _unb64(body["wrapped"]))
+        return KeySlot(str(body["id"]), str(body["repo_id"]), int(body["created_ns"]), layers, unb64(body["wrapped"]))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise IntegrityError("key slot is damaged") from None

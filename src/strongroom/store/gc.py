@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
 from strongroom.errors import IntegrityError
-from strongroom.store.index import Index
 from strongroom.store.pack import PackBuilder, pack_path
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
@@ -101,24 +100,19 @@ def plan(repo: Repository, keep_ns: int, now_ns: int) -> GcPlan:
 def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
     """Carry out a plan under the publish and exclusive locks; returns bytes freed on disk."""
     before = sum(size for _, size in repo.backend.list("data"))
-    fresh = Index()
     kept: set[bytes] = set()
     builder = PackBuilder()
-    new_packs: list[str] = []
 
     def flush() -> None:
         if len(builder):
             pid, data, entries = builder.finish(repo.sealer, repo.context)
             repo.backend.put(pack_path(pid), data)
-            fresh.add_pack(pid, entries)
-            new_packs.append(pid)
+            repo.index.add_pack(pid, entries)
 
     doomed = set(p.packs_dead) | set(p.packs_repack)
     for pid, entries in repo.index.packs.items():
-        if pid in doomed:
-            continue
-        fresh.add_pack(pid, entries)
-        kept.update(e.object_id for e in entries)
+        if pid not in doomed:
+            kept.update(e.object_id for e in entries)
     for pid in p.packs_repack:
         for e in repo.index.packs[pid]:
             if e.object_id in p.live and e.object_id not in kept:
@@ -129,12 +123,7 @@ def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
                 if builder.size >= repo.config.pack_size:
                     flush()
     flush()
-    old_files = [n for n, _ in repo.backend.list("index")]
-    name, data = fresh.encode(repo.sealer, repo.context, sorted(fresh.packs))
-    repo.backend.put(f"index/{name}", data)
-    for n in old_files:
-        if n != f"index/{name}":
-            repo.backend.delete(n)
+    repo.rewrite_index(doomed)
     for pid in sorted(doomed):
         repo.backend.delete(pack_path(pid))
     return before - sum(size for _, size in repo.backend.list("data"))

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from strongroom.backends.base import ObjectMissing
 from strongroom.crypto.aead import key_id_of
 from strongroom.errors import InputError, IntegrityError
-from strongroom.store.index import Index
 from strongroom.store.pack import TRAILER_LEN, PackBuilder, header_location, pack_path
 from strongroom.store.repository import Repository
 
@@ -57,22 +56,6 @@ def _index_files_under(repo: Repository, targets: Callable[[int], bool]) -> list
     return [name for name, _ in repo.backend.list("index") if targets(key_id_of(repo.backend.get_range(name, 0, 32)))]
 
 
-def _write_full_index(repo: Repository, dropped: set[str]) -> None:
-    """One new index of every pack still in use, then remove the index files it replaces."""
-    fresh = Index()
-    for pid, entries in repo.index.packs.items():
-        if pid not in dropped:
-            fresh.add_pack(pid, entries)
-    old_files = [name for name, _ in repo.backend.list("index")]
-    name, data = fresh.encode(repo.sealer, repo.context, sorted(fresh.packs))
-    repo.backend.put(f"index/{name}", data)
-    for old in old_files:
-        if old != f"index/{name}":
-            repo.backend.delete(old)
-    fresh.files.add(f"index/{name}")
-    repo.use_index(fresh)
-
-
 def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptReport) -> None:
     sealer = repo.sealer
     builder = PackBuilder()
@@ -94,7 +77,7 @@ def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptRepor
         report.packs_rewritten += 1
         report.bytes_rewritten += len(data)
     flush()
-    _write_full_index(repo, set(pack_ids))
+    repo.rewrite_index(set(pack_ids))
     report.index_rewrites += 1
     for pid in pack_ids:
         repo.backend.delete(pack_path(pid))
@@ -141,7 +124,7 @@ def reencrypt(
         if progress:
             progress(report.packs_rewritten, report.bytes_rewritten)
     if _index_files_under(repo, targets):
-        _write_full_index(repo, set())
+        repo.rewrite_index(set())
         report.index_rewrites += 1
     _reseal_singletons(repo, targets, report)
     report.seconds = round(time.perf_counter() - t0, 3)

@@ -380,8 +380,21 @@ class Repository:
         self.backend.put("keyring", seal_keyring(self._master, self.config.repo_id, self.keyring))
         self._use_keyring()
 
-    def use_index(self, index: Index) -> None:
-        self._index = index
+    def rewrite_index(self, dropped: set[str]) -> None:
+        """One new index of every indexed pack but ``dropped``, then remove the index files it replaces
+        (gc, reencrypt: the old packs are deleted only after this)."""
+        fresh = Index()
+        for pid, entries in self.index.packs.items():
+            if pid not in dropped:
+                fresh.add_pack(pid, entries)
+        old_files = [name for name, _ in self.backend.list("index")]
+        name, data = fresh.encode(self.sealer, self.context, sorted(fresh.packs))
+        self.backend.put(f"index/{name}", data)
+        for old in old_files:
+            if old != f"index/{name}":
+                self.backend.delete(old)
+        fresh.files.add(f"index/{name}")
+        self._index = fresh
 
     def rotate_key(self, command: str = "key rotate") -> int:
         """``key rotate``: instant, no data rewritten."""
