@@ -29,7 +29,9 @@ def test_unsigned_commits_encode_as_before_and_signed_ones_round_trip() -> None:
     assert b'"sig"' not in codec.encode_commit(c)
     s = signed(signer("alice"))
     assert codec.decode_commit(codec.encode_commit(s)) == s
-    assert codec.commit_signing_message(REPO, s) == codec.commit_signing_message(REPO, c)  # signature excluded
+    unsigned = dataclasses.replace(s, signature=None)
+    assert codec.commit_signing_message(REPO, s) == codec.commit_signing_message(REPO, unsigned)
+    assert codec.commit_signing_message(REPO, s).startswith(b"strongroom-commit-sig/1\n" + REPO.encode())
 
 
 def test_statuses() -> None:
