@@ -27,6 +27,7 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STRONGROOM_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("STRONGROOM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STRONGROOM_CONFIG_DIR", str(tmp_path / "config"))  # signing keys
     monkeypatch.setenv("STRONGROOM_UNSAFE_TEST_WEAK_KDF", "1")
     yield
 

@@ -10,6 +10,11 @@ STRONGROOM_KEYFILE              the key file to use instead of the path a keyfil
 STRONGROOM_USER                 the actor recorded on versions
 STRONGROOM_STATE_DIR            client state (rollback detection), logs; default ~/.local/state/strongroom
 STRONGROOM_CACHE_DIR            file cache; default ~/.cache/strongroom
+STRONGROOM_CONFIG_DIR           the user's configuration (signing keys in signers/); default
+                                $XDG_CONFIG_HOME/strongroom, else ~/.config/strongroom
+STRONGROOM_SIGNING_PASSPHRASE_FILE  file whose first line is the passphrase of the user's signing key; when
+                                neither this nor the next is set, the repository passphrase source is used
+STRONGROOM_SIGNING_PASSPHRASE   the same, least safe
 STRONGROOM_CATALOG              catalog database, an SQLAlchemy URL (or --catalog); default an SQLite file
                                 <state dir>/catalogs/<repository id>.sqlite
 STRONGROOM_UNSAFE_TEST_WEAK_KDF=1   test suite only: weak Argon2 parameters for new repositories
@@ -45,6 +50,14 @@ class Settings:
     new_passphrase_env: str | None = None
     pkcs11_pin: str | None = None
     keyfile: str | None = None
+    config_dir: str = ""
+    signing_passphrase_file: str | None = None
+    signing_passphrase_env: str | None = None
+
+    @property
+    def signers_dir(self) -> str:
+        """The user's signing keys: outside every repository."""
+        return os.path.join(self.config_dir, "signers")
 
     def __repr__(self) -> str:
         return f"Settings(repo={self.repo!r}, user={self.user!r}, state_dir={self.state_dir!r})"
@@ -83,6 +96,9 @@ class Settings:
         cache = env.get("STRONGROOM_CACHE_DIR") or os.path.join(
             env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "strongroom"
         )
+        config = env.get("STRONGROOM_CONFIG_DIR") or os.path.join(
+            env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "strongroom"
+        )
         return cls(
             repo=repo or env.get("STRONGROOM_REPO") or None,
             passphrase_file=env.get("STRONGROOM_PASSPHRASE_FILE") or None,
@@ -99,4 +115,7 @@ class Settings:
             new_passphrase_env=env.get("STRONGROOM_NEW_PASSPHRASE"),
             pkcs11_pin=env.get("STRONGROOM_PKCS11_PIN"),
             keyfile=env.get("STRONGROOM_KEYFILE") or None,
+            config_dir=config,
+            signing_passphrase_file=env.get("STRONGROOM_SIGNING_PASSPHRASE_FILE") or None,
+            signing_passphrase_env=env.get("STRONGROOM_SIGNING_PASSPHRASE"),
         )

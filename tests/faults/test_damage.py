@@ -227,7 +227,7 @@ def test_every_flipped_byte_in_a_key_file_is_damage_not_a_wrong_passphrase(layer
         flip_byte(key, off)
     flip_byte(key, size // 3)
     r = cli("verify")
-    assert r.code == 1 and "key file is damaged" in r.err and "wrong passphrase" not in r.err
+    assert r.code == 1 and "key slot is damaged" in r.err and "wrong passphrase" not in r.err
     assert verify(cli, "--structure", passphrase=None).code == 1
 
 

@@ -36,6 +36,17 @@ def files_below(*roots: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for root in roots if root.exists() for p in root.rglob("*") if p.is_file()}
 
 
+def signing_key_bytes(folder: Path, passphrase: str) -> bytes:
+    """The raw Ed25519 private key of the one signing key in ``folder``."""
+    from cryptography.hazmat.primitives import serialization
+
+    (pem,) = folder.glob("*.pem")
+    key = serialization.load_pem_private_key(pem.read_bytes(), password=passphrase.encode())
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 def test_no_secret_in_outputs_files_or_reprs(cli: Cli, tmp_path: Path) -> None:
     pass_file = tmp_path / "secret-store" / "pass"
     pass_file.parent.mkdir()
@@ -79,11 +90,13 @@ def test_no_secret_in_outputs_files_or_reprs(cli: Cli, tmp_path: Path) -> None:
         "master key": repo._master.reveal(),
         "id key": keyring.id_key.reveal(),
         **{f"data key {k}": v.reveal() for k, v in keyring.data_keys.items()},
+        # The committer's signing key (its passphrase is the repository passphrase here: none was set apart).
+        "signing key": signing_key_bytes(tmp_path / "config" / "signers", SECRET_PASSPHRASE),
     }
 
     haystacks = {f"stdout of {cmd}": r.out_bytes for cmd, r in outputs}
     haystacks |= {f"stderr of {cmd}": r.err.encode() for cmd, r in outputs}
-    haystacks |= files_below(cli.repo, tmp_path / "state", tmp_path / "cache", tmp_path / "home")
+    haystacks |= files_below(cli.repo, tmp_path / "state", tmp_path / "cache", tmp_path / "home", tmp_path / "config")
     assert len(haystacks) > 30
     assert find_leaks(haystacks, secrets) == []
 

@@ -29,7 +29,7 @@ from strongroom.store.repository import Repository
 
 T = TypeVar("T")
 DAY = 86400
-SMALL = ("config", "counters", "keyring")  # besides refs and keys/*; read after listing (keys only grow)
+SMALL = ("config", "counters", "keyring", "signers")  # besides refs and keys/*; read after listing (keys grow)
 
 
 class PushInterrupted(ProblemFound):
@@ -138,7 +138,7 @@ def _snapshot(backend: Backend) -> tuple[dict[str, int], dict[str, bytes]]:
         try:
             small[name] = backend.get(name)
         except ObjectMissing:
-            if name != "counters":
+            if name not in ("counters", "signers"):  # absent in a new repository
                 raise
     sizes.update({n: len(d) for n, d in small.items()})
     return sizes, small

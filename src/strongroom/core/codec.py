@@ -6,13 +6,16 @@ surrogate escapes), so the same object always encodes to the same bytes and so t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry, Tree
+from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry, Signature, Tree
 from strongroom.errors import IntegrityError
 
 FORMAT = 1
+SIGNATURE_ALGS = ("ed25519", "ecdsa-p256")
+COMMIT_SIG_DOMAIN = b"strongroom-commit-sig/1\n"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -95,20 +98,39 @@ def decode_tree(data: bytes) -> Tree:
 
 
 def encode_commit(c: Commit) -> bytes:
-    return _dumps(
-        {
-            "v": FORMAT,
-            "tree": c.tree.hex(),
-            "parents": [p.hex() for p in c.parents],
-            "author": c.author,
-            "host": c.host,
-            "time_ns": c.time_ns,
-            "message": c.message,
-            "branch": c.branch,
-            "source": c.source,
-            "extra": c.extra,
-        }
-    )
+    """The commit object; the ``sig`` key is present only on signed commits, so an unsigned commit encodes
+    exactly as it did before signatures existed (and keeps its id)."""
+    obj: dict[str, Any] = {
+        "v": FORMAT,
+        "tree": c.tree.hex(),
+        "parents": [p.hex() for p in c.parents],
+        "author": c.author,
+        "host": c.host,
+        "time_ns": c.time_ns,
+        "message": c.message,
+        "branch": c.branch,
+        "source": c.source,
+        "extra": c.extra,
+    }
+    if c.signature is not None:
+        s = c.signature
+        obj["sig"] = {"signer": s.signer, "alg": s.alg, "fp": s.fingerprint, "value": s.value.hex()}
+    return _dumps(obj)
+
+
+def commit_signing_message(repo_id: str, c: Commit) -> bytes:
+    """What a commit signature signs: a domain tag, the repository id, and the commit without its signature
+    (so a signature cannot be replayed into another repository or onto another kind of object)."""
+    unsigned = dataclasses.replace(c, signature=None)
+    return COMMIT_SIG_DOMAIN + repo_id.encode("ascii") + b"\n" + encode_commit(unsigned)
+
+
+def _signature(obj: Any) -> Signature | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or obj["alg"] not in SIGNATURE_ALGS:
+        raise IntegrityError("commit signature is malformed")
+    return Signature(str(obj["signer"]), str(obj["alg"]), str(obj["fp"]), bytes.fromhex(obj["value"]))
 
 
 def decode_commit(data: bytes) -> Commit:
@@ -128,6 +150,7 @@ def decode_commit(data: bytes) -> Commit:
             branch=str(obj["branch"]),
             source=str(obj.get("source", "")),
             extra={str(k): str(v) for k, v in obj.get("extra", {}).items()},
+            signature=_signature(obj.get("sig")),
         )
     except _MALFORMED:
         raise IntegrityError("commit object is malformed") from None

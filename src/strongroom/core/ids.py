@@ -24,6 +24,7 @@ class ObjectKind(enum.IntEnum):
     COUNTERS = 9
     AUDIT_SEGMENT = 10
     AUDIT_CHECKPOINT = 11
+    SIGNERS = 12
 
 
 def to_hex(object_id: bytes) -> str:

@@ -37,6 +37,20 @@ class Tree:
 
 
 @dataclass(frozen=True, slots=True)
+class Signature:
+    """A commit's signature: who signed, with which algorithm and key, and the signature bytes.
+
+    ``alg`` is ``ed25519`` or ``ecdsa-p256`` (raw r ‖ s over SHA-256); ``fingerprint`` is the OpenSSH
+    ``SHA256:...`` fingerprint of the public key. The signed message is ``codec.commit_signing_message``.
+    """
+
+    signer: str
+    alg: str
+    fingerprint: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     tree: bytes
     parents: tuple[bytes, ...]
@@ -47,3 +61,4 @@ class Commit:
     branch: str
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    signature: Signature | None = None

@@ -82,6 +82,7 @@ class Session:
     passphrase: Secret | None = None
     _opened: Repository | None = None
     _pins: dict[str, Secret] = field(default_factory=dict, repr=False)
+    _signing_passphrase: Secret | None = field(default=None, repr=False)
     _audit_log: AuditLog | None = None
     _audit_stack: list[AuditRecord] = field(default_factory=list)
     _audit_pending: bool = False
@@ -119,6 +120,22 @@ class Session:
             env=s.new_passphrase_env,
             sources="STRONGROOM_NEW_PASSPHRASE_FILE or STRONGROOM_NEW_PASSPHRASE",
         )
+
+    def get_signing_passphrase(self, confirm: bool = False) -> Secret:
+        """The passphrase of the user's signing key: its own source when one is configured, else the
+        repository passphrase source (docs/signing.md)."""
+        s = self.settings
+        if s.signing_passphrase_file is None and s.signing_passphrase_env is None:
+            return self.get_passphrase(confirm)
+        if self._signing_passphrase is None:
+            self._signing_passphrase = self._secret(
+                "signing passphrase",
+                confirm,
+                file=s.signing_passphrase_file,
+                env=s.signing_passphrase_env,
+                sources="STRONGROOM_SIGNING_PASSPHRASE_FILE or STRONGROOM_SIGNING_PASSPHRASE",
+            )
+        return self._signing_passphrase
 
     def get_pin(self, token: str) -> Secret:
         if token not in self._pins:

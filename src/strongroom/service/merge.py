@@ -14,6 +14,7 @@ from strongroom.core.dag import ancestors, validate_ref_name
 from strongroom.core.merge import STRATEGIES, merge_base, three_way
 from strongroom.core.model import Commit, Entry
 from strongroom.errors import InputError, MergeConflict, PolicyDenied, UnknownVersion
+from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import MergeResult
 from strongroom.service.versions import resolve
@@ -61,6 +62,11 @@ def run_checks(repo: Repository, tree_id: bytes, checks: tuple[str, ...]) -> lis
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _enforce_signed(repo: Repository, protection: Protection | None, new: bytes, head: bytes, branch: str) -> None:
+    if protection is not None and protection.require_signed:
+        signers.require_signed(repo, new, head, branch)
+
+
 def _enforce_checks(repo: Repository, protection: Protection | None, tree_id: bytes, branch: str) -> list[str]:
     if protection is None:
         return []
@@ -100,6 +106,7 @@ def merge(
         plan = three_way(base_files, ours_files, theirs_files, strategy)
         if plan.conflicts:
             raise _conflict(plan.conflicts)
+        sign, _, _ = signers.committer(session, repo)
         writer = ObjectWriter(repo)
         tree = writer.tree_from_flat(plan.merged, {**theirs_dirs, **ours_dirs})
         commit = Commit(
@@ -111,11 +118,13 @@ def merge(
             message or f"merge {source} into {into}",
             into,
         )
-        new, kind = writer.commit(commit), "merge"
+        new, kind = writer.commit(sign(commit)), "merge"
         writer.finish()  # packs first: if a check fails they stay unreferenced, for gc to collect
+        _enforce_signed(repo, protection, new, head, into)
         checks = _enforce_checks(repo, protection, tree, into)
         session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
         return MergeResult(into, new.hex(), kind, [], checks)
+    _enforce_signed(repo, protection, new, head, into)
     checks = _enforce_checks(repo, protection, tree, into)
     session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
     return MergeResult(into, new.hex(), kind, [], checks)
@@ -141,17 +150,20 @@ def revert(session: Session, version: str, branch: str | None = None, message: s
     plan = three_way(base_files, ours_files, parent_files)
     if plan.conflicts:
         raise _conflict(plan.conflicts)
+    sign, _, _ = signers.committer(session, repo)
     writer = ObjectWriter(repo)
     tree = writer.tree_from_flat(plan.merged, ours_dirs)
     new = writer.commit(
-        Commit(
-            tree,
-            (head,),
-            session.user(repo),
-            socket.gethostname(),
-            time.time_ns(),
-            message or f"revert {target.hex()[:12]}",
-            name,
+        sign(
+            Commit(
+                tree,
+                (head,),
+                session.user(repo),
+                socket.gethostname(),
+                time.time_ns(),
+                message or f"revert {target.hex()[:12]}",
+                name,
+            )
         )
     )
     writer.finish()
@@ -176,8 +188,10 @@ def reset(session: Session, branch: str, version: str) -> MergeResult:
     return MergeResult(branch, target.hex(), "reset", [], [])
 
 
-@audited("branch.protect", branch="branch", checks="checks", on="on")
-def protect(session: Session, branch: str, checks: list[str], on: bool = True) -> Protection | None:
+@audited("branch.protect", branch="branch", checks="checks", on="on", require_signed="require_signed")
+def protect(
+    session: Session, branch: str, checks: list[str], on: bool = True, require_signed: bool = False
+) -> Protection | None:
     validate_ref_name(branch)
     for c in checks:
         if not shlex.split(c):
@@ -189,7 +203,7 @@ def protect(session: Session, branch: str, checks: list[str], on: bool = True) -
         if branch not in refs.branches:
             raise UnknownVersion(f"branch {branch}")
         if on:
-            refs.protected[branch] = Protection(False, tuple(checks))
+            refs.protected[branch] = Protection(require_signed, tuple(checks))
             result.append(refs.protected[branch])
         else:
             refs.protected.pop(branch, None)

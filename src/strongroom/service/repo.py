@@ -11,10 +11,20 @@ from strongroom.backends.local import LocalBackend
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
 from strongroom.errors import InputError, NotARepository, RepositoryExists, StrongroomError
+from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.keys import Pkcs11Options, kek_requests
-from strongroom.service.results import InitResult, RepairResult, Stats, VerifyResult
-from strongroom.store import check, lock
+from strongroom.service.results import (
+    BeforeTrainResult,
+    Difference,
+    InitResult,
+    RepairResult,
+    SignatureCheck,
+    Stats,
+    VerifyResult,
+)
+from strongroom.service.versions import resolve
+from strongroom.store import check, compare, lock
 from strongroom.store.index import Index
 from strongroom.store.repository import DEFAULT_COMPRESSION, Repository
 
@@ -49,8 +59,18 @@ def init(
         raise
     session.adopt(repo)
     session.remember(repo, repo.read_refs())
+    notes = signers.trust_identity(session, repo)
     slot = repo.key_slots()[0]
-    return InitResult(path, repo.config.repo_id, kdf.name, repo.config.suite, repo.config.chunker, slot.describe())
+    return InitResult(
+        path,
+        repo.config.repo_id,
+        kdf.name,
+        repo.config.suite,
+        repo.config.chunker,
+        slot.describe(),
+        signer=signers.identity(session, repo),
+        notes=notes,
+    )
 
 
 @audited("stats")
@@ -104,6 +124,7 @@ def stats(session: Session) -> Stats:
 @audited("verify", mode="mode", sample="sample")
 def verify(session: Session, mode: str = "default", sample: str | None = None) -> VerifyResult:
     t0 = time.perf_counter()
+    bad_signatures: list[SignatureCheck] = []
     if mode == "structure":
         path = session.repo_path()
         if not any(os.path.exists(os.path.join(path, n)) for n in ("config", "keys", "keyring", "refs")):
@@ -119,9 +140,14 @@ def verify(session: Session, mode: str = "default", sample: str | None = None) -
                 sample=chosen,
                 progress=lambda f, b: session.progress.advance(f, b),
             )
+        try:
+            bad_signatures = [s for s in signers.check_versions(repo, report.commits) if s.status != "valid"]
+        except StrongroomError as e:  # a damaged trusted set: no version can be shown to be signed
+            report.damage.append(check.Damage("signers", str(e)))
+            bad_signatures = []
     return VerifyResult(
         mode=report.mode,
-        ok=report.ok,
+        ok=report.ok and not bad_signatures,
         versions=report.versions,
         packs_checked=report.packs_checked,
         bytes_checked=report.bytes_checked,
@@ -129,6 +155,41 @@ def verify(session: Session, mode: str = "default", sample: str | None = None) -
         damage=[{"object": d.what, "reason": d.reason} for d in report.damage],
         affected=report.affected,
         warnings=report.warnings,
+        seconds=round(time.perf_counter() - t0, 3),
+        signatures=[
+            {"version": s.version, "status": s.status, "signer": s.signer, "reason": s.reason} for s in bad_signatures
+        ],
+    )
+
+
+@audited("verify.before-train", version="version", paths="folder")
+def before_train(session: Session, folder: str, version: str) -> BeforeTrainResult:
+    """The gate a training job runs: ok only when ``folder`` holds exactly the content of ``version`` (every
+    file read and hashed; no file missing, extra or changed) and the version is validly signed by a trusted,
+    unrevoked signer."""
+    t0 = time.perf_counter()
+    if not os.path.isdir(folder):
+        raise InputError(f"not a folder: {folder}")
+    repo = session.open()
+    cid = resolve(repo, version)
+    session.audit_note(version=cid.hex())
+    sig = signers.status_of(repo, cid)
+    tree = repo.load_commit(cid).tree
+    with lock.read_lock(repo.backend, "verify --before-train"):
+        cmp = compare.compare(repo, tree, folder, progress=lambda f, b: session.progress.advance(f, b))
+    session.progress.finish()
+    diffs = [Difference(d.path, d.kind, d.detail) for d in cmp.differences]
+    ok = sig.status == "valid" and not diffs
+    if not ok:
+        session.audit_detail(differences=len(diffs), signature=sig.status)
+    return BeforeTrainResult(
+        folder=os.path.abspath(folder),
+        version=cid.hex(),
+        ok=ok,
+        signature=sig,
+        files_checked=cmp.files,
+        bytes_checked=cmp.bytes,
+        differences=diffs,
         seconds=round(time.perf_counter() - t0, 3),
     )
 

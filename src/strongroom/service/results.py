@@ -24,6 +24,8 @@ class InitResult(Result):
     suite: str
     chunker: str
     keks: str = ""
+    signer: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -36,6 +38,9 @@ class CommitInfo(Result):
     time: str
     message: str
     source: str
+    signer: str = ""
+    signature: str = ""  # valid | invalid | unsigned | untrusted | revoked
+    signature_reason: str = ""
 
 
 @dataclasses.dataclass
@@ -52,6 +57,8 @@ class CommitSummary(Result):
     unchanged: bool
     skipped: list[str]
     seconds: float
+    signer: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -109,6 +116,7 @@ class VerifyResult(Result):
     affected: dict[str, list[str]]
     warnings: list[str]
     seconds: float
+    signatures: list[dict[str, str]] = dataclasses.field(default_factory=list)  # the versions that fail
 
 
 @dataclasses.dataclass
@@ -174,6 +182,7 @@ class KeyList(Result):
     slots: list[KeySlotInfo]
     data_keys: list[dict[str, Any]]
     log_key: str
+    signers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -196,3 +205,48 @@ class ReencryptResult(Result):
     retired_key: int | None
     seconds: float
     mb_per_s: float
+
+
+@dataclasses.dataclass
+class SignerInfo(Result):
+    """A signing key: in this repository's trusted set, in the user's key folder, or both. Public data only."""
+
+    name: str
+    alg: str
+    fingerprint: str
+    status: str  # trusted | revoked | unendorsed | local (in the key folder, not trusted here)
+    created: str
+    added_by: str = ""
+    revoked: str = ""
+    revoked_by: str = ""
+    local: str = ""  # where the private key lives when it is on this machine
+    public: str = ""  # the OpenSSH line
+    reason: str = ""
+
+
+@dataclasses.dataclass
+class SignatureCheck(Result):
+    version: str
+    status: str  # valid | invalid | unsigned | untrusted | revoked
+    signer: str
+    fingerprint: str
+    reason: str
+
+
+@dataclasses.dataclass
+class Difference(Result):
+    path: str
+    kind: str  # missing | extra | changed | type
+    detail: str
+
+
+@dataclasses.dataclass
+class BeforeTrainResult(Result):
+    folder: str
+    version: str
+    ok: bool
+    signature: SignatureCheck
+    files_checked: int
+    bytes_checked: int
+    differences: list[Difference]
+    seconds: float

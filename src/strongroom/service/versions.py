@@ -12,6 +12,7 @@ from strongroom.core.diff import diff_flat
 from strongroom.core.ids import ID_LEN, ObjectKind, is_hex_prefix
 from strongroom.core.model import DIR, FILE, Entry
 from strongroom.errors import InputError, PolicyDenied, UnknownPath, UnknownVersion
+from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import CheckoutSummary, CommitInfo, CommitSummary, DiffEntry, LsEntry, iso
 from strongroom.store import lock
@@ -48,10 +49,21 @@ def resolve(repo: Repository, name: str) -> bytes:
     return walk_first_parent(head, n, repo.load_commit, base) if n else head
 
 
-def _info(cid: bytes, repo: Repository) -> CommitInfo:
+def _info(cid: bytes, repo: Repository, checker: signers.Checker) -> CommitInfo:
     c = repo.load_commit(cid)
+    sig = checker.check(cid, c)
     return CommitInfo(
-        cid.hex(), [p.hex() for p in c.parents], c.branch, c.author, c.host, iso(c.time_ns), c.message, c.source
+        cid.hex(),
+        [p.hex() for p in c.parents],
+        c.branch,
+        c.author,
+        c.host,
+        iso(c.time_ns),
+        c.message,
+        c.source,
+        signer=sig.signer,
+        signature=sig.status,
+        signature_reason=sig.reason,
     )
 
 
@@ -76,6 +88,8 @@ def commit(
     if branch in repo.read_refs().protected:
         raise PolicyDenied(f"branch {branch} is protected: it takes new versions only by merge")
     t0 = time.perf_counter()
+    # The signing key is loaded (its passphrase or PIN asked for) before any data is read.
+    sign, signer_name, notes = signers.committer(session, repo)
     req = CommitRequest(
         source=source,
         branch=branch,
@@ -89,6 +103,7 @@ def commit(
         pinned_parent=pinned_parent,
         overlay=overlay,
         always_ignore=always_ignore,
+        sign=sign,
     )
     with lock.read_lock(repo.backend, "commit"):  # gc must not delete packs this commit is about to reference
         res = commit_folder(
@@ -110,6 +125,8 @@ def commit(
         unchanged=res.unchanged,
         skipped=res.skipped,
         seconds=round(time.perf_counter() - t0, 3),
+        signer=signer_name,
+        notes=notes,
     )
 
 
@@ -123,7 +140,8 @@ def log(session: Session, branch: str | None = None) -> list[CommitInfo]:
         heads = [refs.branches[branch]]
     else:
         heads = list(refs.branches.values())
-    return [_info(cid, repo) for cid, _ in ancestors(heads, repo.load_commit)]
+    checker = signers.Checker(repo)
+    return [_info(cid, repo, checker) for cid, _ in ancestors(heads, repo.load_commit)]
 
 
 def _find(repo: Repository, tree_id: bytes, path: str, version: str) -> tuple[str, Entry | None]:

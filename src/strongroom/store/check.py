@@ -40,6 +40,7 @@ class VerifyReport:
     damage: list[Damage] = field(default_factory=list)
     affected: dict[str, list[str]] = field(default_factory=dict)  # version id → paths
     warnings: list[str] = field(default_factory=list)
+    commits: list[tuple[bytes, Commit]] = field(default_factory=list)  # every readable version, for callers
 
     @property
     def ok(self) -> bool:
@@ -217,6 +218,7 @@ def verify(
         for cid, c in ancestors([h for h in heads if h not in unreadable_commits], load_commit):
             if cid not in unreadable_commits:
                 commits.append((cid, c.tree))
+                report.commits.append((cid, c))
     except StrongroomError as err:
         report.damage.append(Damage("commit history", str(err)))
     report.versions = len(commits)

@@ -48,6 +48,8 @@ class CommitRequest:
     pinned_parent: bytes | None = None
     overlay: tuple[dict[str, Entry], dict[str, Entry]] | None = None
     always_ignore: tuple[str, ...] = ()
+    # Signs the new commit (service.signers): called once, just before the commit object is stored.
+    sign: Callable[[Commit], Commit] | None = None
 
 
 @dataclass
@@ -338,6 +340,8 @@ def commit_folder(
         branch=req.branch,
         source=root,
     )
+    if req.sign is not None:
+        commit = req.sign(commit)
     commit_id = store(ObjectKind.COMMIT, codec.encode_commit(commit))
     if len(meta):
         pid = repo.write_pack(meta)

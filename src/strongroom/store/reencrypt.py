@@ -26,8 +26,15 @@ from strongroom.store.repository import Repository
 
 BATCH_PACKS = 16  # about 256 MiB of default packs between two index rewrites
 
-# Singleton objects sealed under a data key with the repository id as context, besides packs and indexes.
+# Objects sealed under a data key with the repository id as context, besides packs, indexes, refs and
+# counters (those two are resealed by a refs edit): the trusted signers, and the audit segments and checkpoints.
+_SEALED_NAMES = ("signers",)
 _SEALED_PREFIXES = ("audit",)
+
+
+def _sealed_objects(repo: Repository) -> list[str]:
+    names = [n for n in _SEALED_NAMES if repo.backend.size(n) is not None]
+    return names + [n for prefix in _SEALED_PREFIXES for n, _ in repo.backend.list(prefix)]
 
 
 @dataclass
@@ -84,16 +91,15 @@ def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptRepor
 
 
 def _reseal_singletons(repo: Repository, targets: Callable[[int], bool], report: ReencryptReport) -> None:
-    """Audit segments and checkpoints: re-sealed in place, under the same name (the catalog refers to it)."""
-    for prefix in _SEALED_PREFIXES:
-        for name, _ in repo.backend.list(prefix):
-            data = repo.backend.get(name)
-            if len(data) < 7 or not targets(key_id_of(data)):
-                continue
-            kind = data[1]
-            body, flags = repo.sealer.open_flagged(data, kind, repo.context)
-            repo.backend.put(name, repo.sealer.seal(body, kind, repo.context, flags))
-            report.objects_resealed += 1
+    """Re-sealed in place, under the same name (the catalog refers to audit objects by name)."""
+    for name in _sealed_objects(repo):
+        data = repo.backend.get(name)
+        if len(data) < 7 or not targets(key_id_of(data)):
+            continue
+        kind = data[1]
+        body, flags = repo.sealer.open_flagged(data, kind, repo.context)
+        repo.backend.put(name, repo.sealer.seal(body, kind, repo.context, flags))
+        report.objects_resealed += 1
 
 
 def reencrypt(
@@ -144,9 +150,8 @@ def still_needed(repo: Repository, key_id: int) -> list[str]:
                 found.append(name)
         except ObjectMissing:
             continue
-    for prefix in _SEALED_PREFIXES:
-        if any(key_id_of(repo.backend.get_range(n, 0, 32)) == key_id for n, _ in repo.backend.list(prefix)):
-            found.append(f"{prefix} objects")
+    left = [n for n in _sealed_objects(repo) if key_id_of(repo.backend.get_range(n, 0, 32)) == key_id]
+    found.extend(sorted({n.split("/")[0] + (" objects" if "/" in n else "") for n in left}))
     return found
 
 

@@ -9,6 +9,7 @@ Layout of a repository folder (docs/format.md):
     data/<xx>/<id>    pack files, named by the SHA-256 of their bytes
     index/<id>        index files, named by the SHA-256 of their bytes
     refs              sealed branches and tags with a generation counter
+    signers           sealed trusted set of signers (store.trust); absent until the first signer
     locks/            publish lock and readers' shared locks
 
 Write order (restic's invariants): packs, then the index that names them, then the refs that reach them.
@@ -74,6 +75,7 @@ from strongroom.store.pack import (
     parse_header,
 )
 from strongroom.store.refs import REFS_NAME, Refs, open_refs, seal_refs
+from strongroom.store.trust import SIGNERS_NAME, TrustedSet, open_signers, seal_signers
 
 FORMAT = "sr-repo/1"
 DEFAULT_PACK_SIZE = 16 << 20
@@ -339,6 +341,30 @@ class Repository:
             refs.branches[branch] = new
 
         return self.edit_refs(swap, command, wait)
+
+    # ---------------------------------------------------------------- trusted signers
+
+    def read_signers(self) -> TrustedSet:
+        """The trusted set of signers (empty in a repository that has none yet)."""
+        try:
+            data = self.backend.get(SIGNERS_NAME)
+        except ObjectMissing:
+            return TrustedSet()
+        try:
+            return open_signers(self.sealer, self.context, data)
+        except StrongroomError:
+            raise IntegrityError("the trusted signers are damaged") from None
+
+    def edit_signers(self, change: Callable[[TrustedSet], None], command: str, wait: float = 5.0) -> TrustedSet:
+        """Apply change() to the trusted set under the publish lock and store it with the next generation."""
+        with lock.publish_lock(self.backend, command, wait):
+            trusted = self.read_signers()
+            change(trusted)
+            trusted.generation += 1
+            data = seal_signers(self.sealer, self.context, trusted)
+            self._account_messages()
+            self.backend.put(SIGNERS_NAME, data)
+            return trusted
 
     # ---------------------------------------------------------------- nonce budget
 

@@ -11,7 +11,15 @@ def register(app: typer.Typer) -> None:
     global _done
     if _done:
         return
-    from strongroom.cli.commands import audit_cmd, key_cmd, refs_cmd, repo_cmd, versions_cmd, workspace_cmd
+    from strongroom.cli.commands import (
+        audit_cmd,
+        key_cmd,
+        refs_cmd,
+        repo_cmd,
+        signer_cmd,
+        versions_cmd,
+        workspace_cmd,
+    )
 
     repo_cmd.register(app)
     refs_cmd.register(app)
@@ -19,6 +27,7 @@ def register(app: typer.Typer) -> None:
     workspace_cmd.register(app)
     audit_cmd.register(app)
     key_cmd.register(app)
+    signer_cmd.register(app)
     from strongroom.cli.commands import backup_cmd
 
     backup_cmd.register(app)

@@ -59,6 +59,14 @@ def key_list() -> None:
     )
     if res.log_key:
         line(f"log key {res.log_key}")
+    if res.signers:
+        table(
+            ["signer", "alg", "fingerprint", "status", "created", "private key"],
+            [
+                [s["name"], s["alg"], s["fingerprint"], s["status"], s["created"], s["local"] or "-"]
+                for s in res.signers
+            ],
+        )
 
 
 @key_app.command("add-kek")

@@ -52,13 +52,23 @@ def branch_protect(
         list[str] | None,
         typer.Option("--require-check", help="Command run on the candidate (split like a shell, not run by one)."),
     ] = None,
+    require_signed: Annotated[
+        bool,
+        typer.Option("--require-signed", help="Accept only versions validly signed by a trusted, unrevoked signer."),
+    ] = False,
 ) -> None:
-    """Let NAME take new versions only by merge, and only when every check exits 0."""
-    p = merge_svc.protect(session(), name, require_check or [])
+    """Let NAME take new versions only by merge, and only when every check exits 0 (and, with
+    --require-signed, every new version is validly signed)."""
+    p = merge_svc.protect(session(), name, require_check or [], require_signed=require_signed)
+    signed = bool(p and p.require_signed)
     if STATE.json:
-        emit_json({"branch": name, "checks": list(p.checks) if p else []})
+        emit_json({"branch": name, "checks": list(p.checks) if p else [], "require_signed": signed})
     else:
-        line(f"{name}\tprotected" + "".join(f"\tcheck: {c}" for c in (p.checks if p else ())))
+        line(
+            f"{name}\tprotected"
+            + ("\trequire-signed" if signed else "")
+            + "".join(f"\tcheck: {c}" for c in (p.checks if p else ()))
+        )
 
 
 @branch_app.command("unprotect")

@@ -32,6 +32,8 @@ def init(
         emit_json(res)
     else:
         line(f"created repository {res.repo_id[:16]} at {res.path}, locked by {res.keks}")
+        for n in res.notes:
+            note(n)
         note("keep the passphrase safe: without it the data cannot be recovered by anyone")
 
 
@@ -65,10 +67,22 @@ def verify(
     sample: Annotated[
         str | None, typer.Option("--sample", help="Full check of PERCENT% or slice n/t of the packs.")
     ] = None,
+    before_train: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--before-train",
+            metavar="DIR VERSION",
+            help="The training gate: exit 0 only when DIR holds exactly VERSION and VERSION is validly signed.",
+        ),
+    ] = None,
 ) -> None:
-    """Check the repository; exit 1 listing every damaged object, version and file."""
-    if sum([full, structure, sample is not None]) > 1:
-        raise InputError("choose one of --full, --structure and --sample")
+    """Check the repository's data and every version's signature; exit 1 listing every damaged object,
+    version and file, and every version whose signature is missing, invalid, untrusted or revoked."""
+    if sum([full, structure, sample is not None, before_train is not None]) > 1:
+        raise InputError("choose one of --full, --structure, --sample and --before-train")
+    if before_train is not None:
+        _before_train(*before_train)
+        return
     mode = "full" if full else "structure" if structure else "default"
     res = svc.verify(session(), mode=mode, sample=sample)
     if STATE.json:
@@ -81,10 +95,32 @@ def verify(
         for version, paths in sorted(res.affected.items()):
             for p in paths:
                 line(f"affected\t{version}\t{safe(p)}")
-        state = "ok" if res.ok else "DAMAGED"
+        for s in res.signatures:
+            line(f"signature\t{s['version']}\t{s['status']}\t{safe(s['signer']) or '-'}\t{s['reason']}")
+        state = "ok" if res.ok else ("DAMAGED" if res.damage else "SIGNATURES FAIL")
         note(
             f"verify ({res.mode}): {state}; {res.versions} versions, {res.packs_checked} packs, "
             f"{human_bytes(res.bytes_checked)} checked in {res.seconds:.2f}s"
+        )
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def _before_train(folder: str, version: str) -> None:
+    res = svc.before_train(session(), folder, version)
+    if STATE.json:
+        emit_json(res)
+    else:
+        for d in res.differences:
+            line(f"{d.kind}\t{safe(d.path)}" + (f"\t{d.detail}" if d.detail else ""))
+        sig = res.signature
+        if sig.status != "valid":
+            line(f"signature\t{sig.status}\t{safe(sig.signer) or '-'}\t{sig.reason}")
+        verdict = "ok" if res.ok else "REFUSED"
+        note(
+            f"before-train {res.version[:12]}: {verdict}; {res.files_checked} files, "
+            f"{human_bytes(res.bytes_checked)} read, {len(res.differences)} differences, signature {sig.status}"
+            + (f" by {sig.signer}" if sig.signer else "")
         )
     if not res.ok:
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, is_tty, line, note, safe, table
 from strongroom.service import versions as svc
 from strongroom.service import workspace as ws_svc
+from strongroom.service.results import CommitInfo
 
 _TYPE_LETTER = {"file": "f", "dir": "d", "symlink": "l"}
 
@@ -34,6 +35,8 @@ def commit(
         emit_json(res)
         return
     line(res.id)
+    for n in res.notes:
+        note(n)
     for s in res.skipped:
         note(f"skipped: {safe(s)}")
     note(
@@ -47,17 +50,28 @@ def log(branch: Annotated[str | None, typer.Option("--branch", "-b")] = None) ->
     entries = svc.log(session(), branch)
     if STATE.json:
         emit_json(
-            [{k: getattr(e, k) for k in ("id", "parents", "branch", "author", "time", "message")} for e in entries]
+            [
+                {
+                    k: getattr(e, k)
+                    for k in ("id", "parents", "branch", "author", "time", "message", "signer", "signature")
+                }
+                for e in entries
+            ]
         )
         return
     if is_tty():
         table(
-            ["version", "branch", "time", "author", "message"],
-            [[e.id[:12], e.branch, e.time, e.author, safe(e.message)] for e in entries],
+            ["version", "branch", "time", "author", "signed", "message"],
+            [[e.id[:12], e.branch, e.time, e.author, _signed(e), safe(e.message)] for e in entries],
         )
     else:
         for e in entries:
-            line("\t".join([e.id, e.branch, e.time, e.author, safe(e.message)]))
+            line("\t".join([e.id, e.branch, e.time, e.author, safe(e.message), _signed(e)]))
+
+
+def _signed(e: CommitInfo) -> str:
+    """``valid:alice``, ``unsigned``, ``revoked:bob`` ..."""
+    return f"{e.signature}:{safe(e.signer)}" if e.signer else e.signature
 
 
 def ls(
