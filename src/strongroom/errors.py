@@ -18,6 +18,7 @@
         │   ├── DecryptionFailed         (opaque on purpose: never says why)
         │   ├── RollbackDetected
         │   └── AuditLogTampered         the audit log does not match its checkpoints; names the first bad seq
+        ├── Shredded                     the data was sealed under a scope key that was destroyed
         ├── BranchMoved
         ├── RepositoryLocked
         ├── VerificationFailed           HTTP 422
@@ -139,6 +140,10 @@ class AuditLogTampered(IntegrityError):
 
     def hint(self) -> str | None:
         return "`strongroom audit rebuild` recreates the catalog from the repository's sealed segments"
+
+
+class Shredded(ProblemFound):
+    template = "shredded: the data of scope {!r} was erased for good (its key was destroyed)"
 
 
 class BranchMoved(ProblemFound):

@@ -7,6 +7,7 @@ STRONGROOM_NEW_PASSPHRASE_FILE  the new passphrase for key change-passphrase / a
 STRONGROOM_NEW_PASSPHRASE       the same, least safe
 STRONGROOM_PKCS11_PIN           the PIN of the PKCS#11 token holding a KEK (else a prompt)
 STRONGROOM_KEYFILE              the key file to use instead of the path a keyfile KEK recorded
+STRONGROOM_KEYSTORE             scope KEKs (never in a repository); default ~/.local/share/strongroom/keystore
 STRONGROOM_USER                 the actor recorded on versions
 STRONGROOM_STATE_DIR            client state (rollback detection), logs; default ~/.local/state/strongroom
 STRONGROOM_CACHE_DIR            file cache; default ~/.cache/strongroom
@@ -53,6 +54,7 @@ class Settings:
     config_dir: str = ""
     signing_passphrase_file: str | None = None
     signing_passphrase_env: str | None = None
+    keystore: str = ""
 
     @property
     def signers_dir(self) -> str:
@@ -118,4 +120,8 @@ class Settings:
             config_dir=config,
             signing_passphrase_file=env.get("STRONGROOM_SIGNING_PASSPHRASE_FILE") or None,
             signing_passphrase_env=env.get("STRONGROOM_SIGNING_PASSPHRASE"),
+            keystore=env.get("STRONGROOM_KEYSTORE")
+            or os.path.join(
+                env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"), "strongroom", "keystore"
+            ),
         )

@@ -25,6 +25,7 @@ class ObjectKind(enum.IntEnum):
     AUDIT_SEGMENT = 10
     AUDIT_CHECKPOINT = 11
     SIGNERS = 12
+    SCOPE = 13
 
 
 def to_hex(object_id: bytes) -> str:

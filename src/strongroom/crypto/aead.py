@@ -30,15 +30,25 @@ class Sealer:
     """Seals and opens frames with a set of data keys; new frames use the current key."""
 
     def __init__(
-        self, keys: dict[int, Secret], current: int, reload: Callable[[], dict[int, Secret]] | None = None
+        self, keys: dict[int, Secret], current: int, reload: Callable[[int], dict[int, Secret]] | None = None
     ) -> None:
         if current not in keys:
             raise ValueError("current data key missing")
         self._aead = {kid: AESGCM(k.reveal()) for kid, k in keys.items()}
         self.current = current
         self.messages = 0  # frames sealed by this process, added to the persisted count on publish
-        # Called once for an unknown key id: another process may have rotated in a key since we opened.
+        # Called once for an unknown key id: another process may have rotated in a key since we opened (or
+        # the key belongs to a scope: the callback may raise to say why it is not there).
         self._reload = reload
+
+    def add_key(self, key_id: int, key: Secret) -> None:
+        self._aead[key_id] = AESGCM(key.reveal())
+
+    def key_ids(self) -> set[int]:
+        return set(self._aead)
+
+    def remove_key(self, key_id: int) -> None:
+        self._aead.pop(key_id, None)
 
     def __repr__(self) -> str:
         return f"<Sealer keys={sorted(self._aead)} current={self.current}>"
@@ -61,7 +71,7 @@ class Sealer:
             raise DecryptionFailed("object kind or format does not match its slot")
         aead = self._aead.get(kid)
         if aead is None and self._reload is not None:
-            self._aead.update({k: AESGCM(v.reveal()) for k, v in self._reload().items() if k not in self._aead})
+            self._aead.update({k: AESGCM(v.reveal()) for k, v in self._reload(kid).items() if k not in self._aead})
             aead = self._aead.get(kid)
         if aead is None:
             raise DecryptionFailed(f"object needs data key {kid}, which this repository does not have")

@@ -29,6 +29,7 @@ from strongroom.settings import Settings
 from strongroom.store.clientstate import ClientState
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
+from strongroom.store.scopes import load_scopes
 
 
 class ProgressSink(Protocol):
@@ -216,6 +217,7 @@ class Session:
             state = self.client_state(repo)
             state.check(repo.fingerprint, repo.config.suite, refs)
             state.save(repo.fingerprint, repo.config.suite, refs)
+        load_scopes(repo, self.settings.keystore)
         self._opened = repo
         return repo
 

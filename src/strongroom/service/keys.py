@@ -17,6 +17,7 @@ from strongroom.crypto.secret import Secret
 from strongroom.errors import InputError
 from strongroom.service.context import Session, audited
 from strongroom.service.results import KeyList, KeySlotInfo, PaperSheet, ReencryptResult, iso
+from strongroom.service.scopes import list_scopes
 from strongroom.service.signers import signer_rows
 from strongroom.store import lock
 from strongroom.store import reencrypt as store_reencrypt
@@ -76,6 +77,7 @@ def key_list(session: Session) -> KeyList:
         data_keys=data_keys,
         log_key=repo.log_signer().verifier().vkey if ring.log_seed is not None else "",
         signers=[s.to_json() for s in signer_rows(session, repo)],
+        scopes=[s.to_json() for s in list_scopes(session)],
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from strongroom.backends.local import LocalBackend
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
-from strongroom.errors import InputError, NotARepository, RepositoryExists, StrongroomError
+from strongroom.errors import InputError, KeyUnavailable, NotARepository, RepositoryExists, Shredded, StrongroomError
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.keys import Pkcs11Options, kek_requests
@@ -23,6 +23,7 @@ from strongroom.service.results import (
     Stats,
     VerifyResult,
 )
+from strongroom.service.scopes import scope_view
 from strongroom.service.versions import resolve
 from strongroom.store import check, compare, lock
 from strongroom.store.index import Index
@@ -101,7 +102,12 @@ def stats(session: Session) -> Stats:
         return tree_cache[tid]
 
     for _, c in versions:
-        b, f, ch = tree_totals(c.tree)
+        try:
+            b, f, ch = tree_totals(c.tree)
+        except Shredded:
+            continue  # erased on purpose: nothing of it is stored any more
+        except KeyUnavailable:
+            continue  # a scope whose key is not in this keystore: not counted here
         raw += b
         files += f
         unique |= ch
@@ -156,6 +162,7 @@ def verify(session: Session, mode: str = "default", sample: str | None = None) -
         affected=report.affected,
         warnings=report.warnings,
         seconds=round(time.perf_counter() - t0, 3),
+        shredded=dict(report.shredded),
         signatures=[
             {"version": s.version, "status": s.status, "signer": s.signer, "reason": s.reason} for s in bad_signatures
         ],
@@ -174,9 +181,12 @@ def before_train(session: Session, folder: str, version: str) -> BeforeTrainResu
     cid = resolve(repo, version)
     session.audit_note(version=cid.hex())
     sig = signers.status_of(repo, cid)
-    tree = repo.load_commit(cid).tree
+    commit = repo.load_commit(cid)
+    tree = commit.tree
+    scope = commit.extra.get("scope")
+    view = scope_view(session, repo, scope, create=False) if scope else repo  # the scope's chunker and ids
     with lock.read_lock(repo.backend, "verify --before-train"):
-        cmp = compare.compare(repo, tree, folder, progress=lambda f, b: session.progress.advance(f, b))
+        cmp = compare.compare(view, tree, folder, progress=lambda f, b: session.progress.advance(f, b))
     session.progress.finish()
     diffs = [Difference(d.path, d.kind, d.detail) for d in cmp.differences]
     ok = sig.status == "valid" and not diffs

@@ -41,6 +41,8 @@ class CommitInfo(Result):
     signer: str = ""
     signature: str = ""  # valid | invalid | unsigned | untrusted | revoked
     signature_reason: str = ""
+    scope: str = ""  # the scope the version was committed into, if any
+    state: str = "ok"  # ok | shredded (its scope's key was destroyed) | unavailable (not in this keystore)
 
 
 @dataclasses.dataclass
@@ -117,6 +119,7 @@ class VerifyResult(Result):
     warnings: list[str]
     seconds: float
     signatures: list[dict[str, str]] = dataclasses.field(default_factory=list)  # the versions that fail
+    shredded: dict[str, str] = dataclasses.field(default_factory=dict)  # version → scope: erased, not damaged
 
 
 @dataclasses.dataclass
@@ -183,6 +186,7 @@ class KeyList(Result):
     data_keys: list[dict[str, Any]]
     log_key: str
     signers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    scopes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -250,3 +254,15 @@ class BeforeTrainResult(Result):
     bytes_checked: int
     differences: list[Difference]
     seconds: float
+
+
+@dataclasses.dataclass
+class ScopeInfo(Result):
+    name: str
+    id: str
+    key_id: int
+    state: str  # available | shredded | unavailable (its key is not in this machine's keystore)
+    created: str
+    created_by: str
+    shredded: str = ""
+    shredded_by: str = ""

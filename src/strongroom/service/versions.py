@@ -15,11 +15,13 @@ from strongroom.errors import InputError, PolicyDenied, UnknownPath, UnknownVers
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import CheckoutSummary, CommitInfo, CommitSummary, DiffEntry, LsEntry, iso
+from strongroom.service.scopes import scope_state, scope_view
 from strongroom.store import lock
 from strongroom.store.ingest import CommitRequest, commit_folder
 from strongroom.store.repository import Repository
 from strongroom.store.restore import checkout as restore_checkout
 from strongroom.store.restore import walk
+from strongroom.store.scopes import check_scope_name
 
 DEFAULT_BRANCH = "main"
 
@@ -52,6 +54,8 @@ def resolve(repo: Repository, name: str) -> bytes:
 def _info(cid: bytes, repo: Repository, checker: signers.Checker) -> CommitInfo:
     c = repo.load_commit(cid)
     sig = checker.check(cid, c)
+    scope = c.extra.get("scope", "")
+    state = scope_state(repo, scope) if scope else "ok"
     return CommitInfo(
         cid.hex(),
         [p.hex() for p in c.parents],
@@ -64,6 +68,8 @@ def _info(cid: bytes, repo: Repository, checker: signers.Checker) -> CommitInfo:
         signer=sig.signer,
         signature=sig.status,
         signature_reason=sig.reason,
+        scope=scope,
+        state=state if state in ("shredded", "unavailable") else "ok",
     )
 
 
@@ -80,16 +86,21 @@ def commit(
     pinned_parent: bytes | None = None,
     overlay: tuple[dict[str, Entry], dict[str, Entry]] | None = None,
     always_ignore: tuple[str, ...] = (),
+    scope: str | None = None,
 ) -> CommitSummary:
     validate_ref_name(branch)
     if not os.path.isdir(source):
         raise InputError(f"not a folder: {source}")
+    if scope is not None:
+        check_scope_name(scope)
     repo = session.open()
     if branch in repo.read_refs().protected:
         raise PolicyDenied(f"branch {branch} is protected: it takes new versions only by merge")
     t0 = time.perf_counter()
     # The signing key is loaded (its passphrase or PIN asked for) before any data is read.
     sign, signer_name, notes = signers.committer(session, repo)
+    if scope is not None:
+        repo = scope_view(session, repo, scope, create=True)
     req = CommitRequest(
         source=source,
         branch=branch,
@@ -104,6 +115,7 @@ def commit(
         overlay=overlay,
         always_ignore=always_ignore,
         sign=sign,
+        scope=scope or "",
     )
     with lock.read_lock(repo.backend, "commit"):  # gc must not delete packs this commit is about to reference
         res = commit_folder(

@@ -124,7 +124,7 @@ def _scan_flat(session: Session, repo: Repository, folder: str) -> dict[str, Ent
     cache = FileCache(session.file_cache_path(repo, folder), repo.sealer, repo.context)
     cache.load()
     start = time.time_ns()
-    chunker = Chunker(repo.chunker_params, repo.keyring.chunker_seed)
+    chunker = Chunker(repo.chunker_params, repo.chunker_seed)
     out: dict[str, Entry] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
@@ -269,13 +269,14 @@ def commit_any(
     excludes: list[str],
     skip_unreadable: bool,
     wait: float,
+    scope: str | None = None,
 ) -> CommitSummary:
     """`strongroom commit DIR`: a workspace commits onto its branch from its base; any other folder onto
-    BRANCH (default main)."""
+    BRANCH (default main), into ``scope`` when one is named."""
     if is_workspace(folder):
-        if excludes or skip_unreadable:
-            raise InputError("--exclude and --skip-unreadable do not apply to a workspace")
+        if excludes or skip_unreadable or scope is not None:
+            raise InputError("--exclude, --skip-unreadable and --scope do not apply to a workspace")
         return commit(session, folder, message, branch, wait)
     return commit_version(
-        session, folder, message, branch or "main", excludes, skip_unreadable, wait, always_ignore=(META,)
+        session, folder, message, branch or "main", excludes, skip_unreadable, wait, always_ignore=(META,), scope=scope
     )

@@ -17,11 +17,13 @@ from typing import Any
 from strongroom.backends.base import Backend
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE, Commit
+from strongroom.crypto.aead import key_id_of
 from strongroom.crypto.idhash import content_name
 from strongroom.errors import InputError, StrongroomError
 from strongroom.store import parallel
-from strongroom.store.pack import read_header_from
+from strongroom.store.pack import pack_path, read_header_from
 from strongroom.store.repository import Repository
+from strongroom.store.scopes import SCOPE_KEY_BASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class VerifyReport:
     affected: dict[str, list[str]] = field(default_factory=dict)  # version id → paths
     warnings: list[str] = field(default_factory=list)
     commits: list[tuple[bytes, Commit]] = field(default_factory=list)  # every readable version, for callers
+    shredded: dict[str, str] = field(default_factory=dict)  # version id → scope: erased on purpose, not damage
 
     @property
     def ok(self) -> bool:
@@ -128,6 +131,18 @@ def _check_packs(repo: Repository, share: list[str], send: Callable[[tuple[Any, 
         send(("pack", size, len(index.packs.get(pid, []))))
 
 
+def _scope_of(repo: Repository, object_id: bytes) -> tuple[str, str]:
+    """(scope name, state) of the scope an indexed object is sealed under; ("", "") for repository keys."""
+    loc = repo.index.get(object_id)
+    if loc is None or not repo.scope_states:
+        return "", ""
+    try:
+        kid = key_id_of(repo.backend.get_range(pack_path(loc.pack_id), loc.offset, 7))
+    except StrongroomError:
+        return "", ""
+    return repo.scope_states.get(kid, ("", ""))
+
+
 def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, str, bytes | None]]:
     out: list[tuple[str, str, bytes | None]] = []
     indexed = pid in repo.index.packs
@@ -149,9 +164,11 @@ def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, st
         out.append((name, f"pack header: {err}", None))
     for e in entries:
         frame = data[e.offset : e.offset + e.length]
+        if len(frame) >= 7 and key_id_of(frame) >= SCOPE_KEY_BASE and key_id_of(frame) not in repo.sealer.key_ids():
+            continue  # sealed under a shredded scope key, or one not in this keystore: nothing here can open it
         try:
             plain = repo.codec.decode(frame, e.kind, e.object_id)
-            if repo.hasher(plain) != e.object_id:
+            if repo.hasher_of(frame)(plain) != e.object_id:
                 out.append((name, "object does not match its id", e.object_id))
         except StrongroomError as err:
             out.append((name, f"object {e.object_id.hex()[:16]}: {err}", e.object_id))
@@ -224,7 +241,18 @@ def verify(
     report.versions = len(commits)
     seen_trees: set[bytes] = set()
     referenced_chunks: set[bytes] = set()
-    stack = [t for _, t in commits]
+    # A version whose tree is sealed under a shredded scope was erased on purpose: listed, not walked. One
+    # whose scope key is not in this machine's keystore cannot be checked here: a warning.
+    unreadable_scope: set[bytes] = set()
+    for cid, tid in commits:
+        name, state = _scope_of(repo, tid)
+        if state == "shredded":
+            report.shredded[cid.hex()] = name
+            unreadable_scope.add(tid)
+        elif state == "unavailable":
+            report.warnings.append(f"version {cid.hex()[:12]}: scope {name!r} has no key in this keystore; not checked")
+            unreadable_scope.add(tid)
+    stack = [t for _, t in commits if t not in unreadable_scope]
     while stack:
         tid = stack.pop()
         if tid in seen_trees:

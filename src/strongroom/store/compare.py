@@ -72,7 +72,7 @@ _STATE: dict[str, Any] = {}
 
 def _hash_files(jobs: list[tuple[str, str, int, tuple[bytes, ...]]], send: Callable[[tuple[Any, ...]], None]) -> None:
     repo: Repository = _STATE["repo"]
-    chunker = Chunker(repo.chunker_params, repo.keyring.chunker_seed)
+    chunker = Chunker(repo.chunker_params, repo.chunker_seed)
     for rel, path, _size, expected in jobs:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

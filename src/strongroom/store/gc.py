@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
-from strongroom.errors import IntegrityError
+from strongroom.crypto.aead import key_id_of
+from strongroom.errors import IntegrityError, KeyUnavailable, Shredded
 from strongroom.store.pack import PackBuilder, pack_path
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
+from strongroom.store.scopes import SCOPE_KEY_BASE
 
 
 @dataclass
@@ -55,7 +57,13 @@ def mark(repo: Repository, refs: Refs, cutoff_ns: int) -> set[bytes]:
         if tid not in index:
             raise IntegrityError("data seems to be missing (an unindexed tree); gc will not start")
         live.add(tid)
-        for e in repo.load_tree(tid).entries:
+        try:
+            tree = repo.load_tree(tid)
+        except Shredded:
+            continue  # its chunks are unreadable by anyone now: garbage, collected like any other
+        except KeyUnavailable as err:
+            raise KeyUnavailable(f"{err}; gc cannot tell which chunks that scope needs and will not start") from None
+        for e in tree.entries:
             if e.type == DIR and e.subtree is not None:
                 stack.append(e.subtree)
             elif e.type == FILE:
@@ -117,7 +125,8 @@ def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
         for e in repo.index.packs[pid]:
             if e.object_id in p.live and e.object_id not in kept:
                 frame = repo.backend.get_range(pack_path(pid), e.offset, e.length)
-                repo.codec.decode(frame, e.kind, e.object_id)  # never carry a damaged blob forward
+                if key_id_of(frame) < SCOPE_KEY_BASE or key_id_of(frame) in repo.sealer.key_ids():
+                    repo.codec.decode(frame, e.kind, e.object_id)  # never carry a damaged blob forward
                 builder.add(e.kind, e.object_id, frame, e.raw_length)
                 kept.add(e.object_id)
                 if builder.size >= repo.config.pack_size:

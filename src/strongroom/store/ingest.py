@@ -48,6 +48,7 @@ class CommitRequest:
     pinned_parent: bytes | None = None
     overlay: tuple[dict[str, Entry], dict[str, Entry]] | None = None
     always_ignore: tuple[str, ...] = ()
+    scope: str = ""  # the scope's name, recorded on the commit (repo is then the scope's view)
     # Signs the new commit (service.signers): called once, just before the commit object is stored.
     sign: Callable[[Commit], Commit] | None = None
 
@@ -140,7 +141,7 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
     """The body of one worker (also run in-process for small work)."""
     repo: Repository = _STATE["repo"]
     known: set[bytes] = _STATE["known"]
-    chunker = Chunker(repo.chunker_params, repo.keyring.chunker_seed)
+    chunker = Chunker(repo.chunker_params, repo.chunker_seed)
     hasher, encode = repo.hasher, repo.codec.encode
     builder = PackBuilder()
     pack_size = repo.config.pack_size
@@ -339,10 +340,17 @@ def commit_folder(
         message=req.message,
         branch=req.branch,
         source=root,
+        extra={"scope": req.scope} if req.scope else {},
     )
     if req.sign is not None:
         commit = req.sign(commit)
-    commit_id = store(ObjectKind.COMMIT, codec.encode_commit(commit))
+    # The commit object stays under the repository's keys, also in a scope: history outlives a shredding.
+    base = repo.unscoped
+    plain = codec.encode_commit(commit)
+    commit_id = base.hasher(plain)
+    if commit_id not in index and commit_id not in written:
+        written.add(commit_id)
+        meta.add(ObjectKind.COMMIT, commit_id, base.codec.encode(plain, ObjectKind.COMMIT, commit_id), len(plain))
     if len(meta):
         pid = repo.write_pack(meta)
         new_packs.append(pid)

@@ -23,13 +23,14 @@ from strongroom.crypto.aead import key_id_of
 from strongroom.errors import InputError, IntegrityError
 from strongroom.store.pack import TRAILER_LEN, PackBuilder, header_location, pack_path
 from strongroom.store.repository import Repository
+from strongroom.store.scopes import SCOPE_KEY_BASE
 
 BATCH_PACKS = 16  # about 256 MiB of default packs between two index rewrites
 
 # Objects sealed under a data key with the repository id as context, besides packs, indexes, refs and
 # counters (those two are resealed by a refs edit): the trusted signers, and the audit segments and checkpoints.
 _SEALED_NAMES = ("signers",)
-_SEALED_PREFIXES = ("audit",)
+_SEALED_PREFIXES = ("audit", "scopes")
 
 
 def _sealed_objects(repo: Repository) -> list[str]:
@@ -77,8 +78,11 @@ def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptRepor
         data = repo.backend.get(pack_path(pid))
         for e in repo.index.packs[pid]:
             frame = data[e.offset : e.offset + e.length]
-            body, flags = sealer.open_flagged(frame, e.kind, e.object_id)  # authenticates: nothing damaged moves on
-            builder.add(e.kind, e.object_id, sealer.seal(body, e.kind, e.object_id, flags), e.raw_length)
+            if key_id_of(frame) >= SCOPE_KEY_BASE:
+                builder.add(e.kind, e.object_id, frame, e.raw_length)  # a scope's frame keeps its scope's key
+            else:
+                body, flags = sealer.open_flagged(frame, e.kind, e.object_id)  # authenticated: no damage moves on
+                builder.add(e.kind, e.object_id, sealer.seal(body, e.kind, e.object_id, flags), e.raw_length)
             if builder.size >= repo.config.pack_size:
                 flush()
         report.packs_rewritten += 1

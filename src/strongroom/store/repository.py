@@ -17,6 +17,7 @@ Write order (restic's invariants): packs, then the index that names them, then t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -58,6 +59,7 @@ from strongroom.errors import (
     KeyUnavailable,
     NotARepository,
     RepositoryExists,
+    Shredded,
     StrongroomError,
     WrongPassphrase,
     WrongPin,
@@ -155,13 +157,52 @@ class Repository:
         self.sealer = aead.Sealer(keyring.data_keys, keyring.current, reload=self._fresh_data_keys)
         self.codec = BlobCodec(self.sealer, config.compression)
         self.hasher = IdHasher(keyring.id_key)
+        self.base_hasher = self.hasher
         self.chunker_params = ChunkerParams.parse(config.chunker)
+        self.chunker_seed = keyring.chunker_seed
         self._master = master
         self._index: Index | None = None
         self.opened_slot = ""  # the key slot that opened this repository, when a slot did
+        # Scopes (store.scopes): their keys when this machine's keystore holds them, and every scope's state.
+        self.scope_key_id: int | None = None  # set on a scoped view: new chunks and trees go under this key
+        self.unscoped: Repository = self
+        self._scope_keys: dict[int, tuple[Secret, IdHasher, int]] = {}
+        self.scope_states: dict[int, tuple[str, str]] = {}  # key id -> (scope name, state)
 
     def __repr__(self) -> str:
         return f"<Repository {self.config.repo_id[:12]} at {self.backend.describe()}>"
+
+    # ---------------------------------------------------------------- scopes
+
+    def register_scope(self, key_id: int, name: str, state: str, keys: tuple[Secret, Secret, int] | None) -> None:
+        self.scope_states[key_id] = (name, state)
+        if keys is None:
+            self._scope_keys.pop(key_id, None)
+            self.sealer.remove_key(key_id)
+        else:
+            data_key, id_key, seed = keys
+            self._scope_keys[key_id] = (data_key, IdHasher(id_key), seed)
+            self.sealer.add_key(key_id, data_key)
+
+    def scoped(self, key_id: int) -> Repository:
+        """A view that writes new chunks and trees under a scope's keys (pack headers, index files, refs and
+        commit objects stay under the repository's keys: ``unscoped``)."""
+        _, hasher, seed = self._scope_keys[key_id]
+        self.index  # noqa: B018 - loaded now, so that the view and the repository share one index
+        view = copy.copy(self)
+        view.hasher = hasher
+        view.chunker_seed = seed
+        view.scope_key_id = key_id
+        view.unscoped = self
+        keys = {k: v[0] for k, v in self._scope_keys.items()}
+        view.codec = BlobCodec(aead.Sealer({**self.keyring.data_keys, **keys}, key_id), self.config.compression)
+        return view
+
+    def hasher_of(self, frame: bytes | memoryview) -> IdHasher:
+        """The id hasher that named the object in ``frame``: a scope's, or the repository's."""
+        kid = aead.key_id_of(frame)
+        scope = self._scope_keys.get(kid)
+        return scope[1] if scope is not None else self.base_hasher
 
     # ---------------------------------------------------------------- create / open
 
@@ -435,10 +476,18 @@ class Repository:
         messages = self.sealer.messages
         self.sealer = aead.Sealer(self.keyring.data_keys, self.keyring.current, reload=self._fresh_data_keys)
         self.sealer.messages = messages
+        for kid, (data_key, _, _) in self._scope_keys.items():
+            self.sealer.add_key(kid, data_key)
         self.codec = BlobCodec(self.sealer, self.config.compression)
 
-    def _fresh_data_keys(self) -> dict[int, Secret]:
-        """The stored keyring's data keys: a frame sealed under a key rotated in after we opened."""
+    def _fresh_data_keys(self, key_id: int) -> dict[int, Secret]:
+        """A frame names a key we do not hold: a scope's (shredded, or not in this machine's keystore), or a
+        data key rotated in after we opened (then the stored keyring has it)."""
+        if key_id in self.scope_states:
+            name, state = self.scope_states[key_id]
+            if state == "shredded":
+                raise Shredded(name)
+            raise KeyUnavailable(f"scope {name!r}: its key is not in this machine's keystore (STRONGROOM_KEYSTORE)")
         self.keyring = self._read_keyring(self.backend, self.config, self._master)
         return self.keyring.data_keys
 
@@ -497,7 +546,7 @@ class Repository:
             raise IntegrityError(f"object {object_id.hex()[:16]} has the wrong kind")
         frame = self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
         plain = self.codec.decode(frame, kind, object_id)
-        if self.hasher(plain) != object_id:
+        if self.hasher_of(frame)(plain) != object_id:
             raise IntegrityError(f"object {object_id.hex()[:16]} does not match its id")
         return plain
 

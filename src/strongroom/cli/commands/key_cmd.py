@@ -11,6 +11,7 @@ from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, line, note, table
 from strongroom.errors import InputError
 from strongroom.service import keys as svc
+from strongroom.service import scopes as svc_scopes
 from strongroom.service.results import KeySlotInfo
 
 key_app = typer.Typer(help="Key-encryption keys, data-key rotation and the paper recovery sheet.", no_args_is_help=True)
@@ -57,6 +58,11 @@ def key_list() -> None:
         ["data key", "created", "frames sealed", ""],
         [[d["id"], d["created"] or "-", d["frames_sealed"], "current" if d["current"] else ""] for d in res.data_keys],
     )
+    if res.scopes:
+        table(
+            ["scope", "created", "state", "by"],
+            [[s["name"], s["created"], s["state"], s["shredded_by"] or s["created_by"]] for s in res.scopes],
+        )
     if res.log_key:
         line(f"log key {res.log_key}")
     if res.signers:
@@ -121,6 +127,24 @@ def reencrypt(
     )
     if res.retired_key is not None:
         line(f"data key {res.retired_key} destroyed")
+
+
+@key_app.command("shred")
+def shred(
+    scope: Annotated[str, typer.Argument(help="The scope to erase for good.")],
+    confirm: Annotated[str | None, typer.Option("--confirm", help="The scope's name again (for scripts).")] = None,
+) -> None:
+    """Destroy SCOPE's key: every version committed into it becomes unreadable in every copy and backup."""
+    if confirm is None:
+        if not sys.stdin.isatty():
+            raise InputError("key shred needs a typed confirmation: run on a terminal or give --confirm SCOPE")
+        note(f"Shredding erases every version of scope {scope} for good, in every copy and backup.")
+        confirm = typer.prompt("type the scope's name to continue")
+    res = svc_scopes.shred(session(), scope, confirm)
+    if STATE.json:
+        emit_json(res)
+    else:
+        line(f"scope {res.name} shredded ({res.shredded} by {res.shredded_by})")
 
 
 @key_app.command("export")

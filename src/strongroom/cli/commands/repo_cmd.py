@@ -95,6 +95,8 @@ def verify(
         for version, paths in sorted(res.affected.items()):
             for p in paths:
                 line(f"affected\t{version}\t{safe(p)}")
+        for version, scope in sorted(res.shredded.items()):
+            line(f"shredded\t{version}\tscope {safe(scope)}")
         for s in res.signatures:
             line(f"signature\t{s['version']}\t{s['status']}\t{safe(s['signer']) or '-'}\t{s['reason']}")
         state = "ok" if res.ok else ("DAMAGED" if res.damage else "SIGNATURES FAIL")

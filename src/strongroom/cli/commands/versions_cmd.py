@@ -28,9 +28,13 @@ def commit(
         bool, typer.Option("--skip-unreadable", help="Skip and report unreadable files.")
     ] = False,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a held lock.")] = 0.0,
+    scope: Annotated[
+        str | None,
+        typer.Option("--scope", help="Seal this version under a scope's own keys (made on first use); see key shred."),
+    ] = None,
 ) -> None:
     """Snapshot FOLDER as a new version of BRANCH and print its id."""
-    res = ws_svc.commit_any(session(), folder, message, branch, exclude or [], skip_unreadable, wait)
+    res = ws_svc.commit_any(session(), folder, message, branch, exclude or [], skip_unreadable, wait, scope)
     if STATE.json:
         emit_json(res)
         return
@@ -53,7 +57,18 @@ def log(branch: Annotated[str | None, typer.Option("--branch", "-b")] = None) ->
             [
                 {
                     k: getattr(e, k)
-                    for k in ("id", "parents", "branch", "author", "time", "message", "signer", "signature")
+                    for k in (
+                        "id",
+                        "parents",
+                        "branch",
+                        "author",
+                        "time",
+                        "message",
+                        "signer",
+                        "signature",
+                        "scope",
+                        "state",
+                    )
                 }
                 for e in entries
             ]
@@ -62,11 +77,21 @@ def log(branch: Annotated[str | None, typer.Option("--branch", "-b")] = None) ->
     if is_tty():
         table(
             ["version", "branch", "time", "author", "signed", "message"],
-            [[e.id[:12], e.branch, e.time, e.author, _signed(e), safe(e.message)] for e in entries],
+            [[e.id[:12], e.branch, e.time, e.author, _signed(e), _state(e) + safe(e.message)] for e in entries],
         )
     else:
         for e in entries:
-            line("\t".join([e.id, e.branch, e.time, e.author, safe(e.message), _signed(e)]))
+            line(
+                "\t".join(
+                    [e.id, e.branch, e.time, e.author, safe(e.message), _signed(e)] + ([e.state] if e.scope else [])
+                )
+            )
+
+
+def _state(e: CommitInfo) -> str:
+    return (
+        f"[{e.state}: scope {safe(e.scope)}] " if e.state != "ok" else (f"[scope {safe(e.scope)}] " if e.scope else "")
+    )
 
 
 def _signed(e: CommitInfo) -> str:

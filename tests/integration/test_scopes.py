@@ -1,0 +1,170 @@
+"""Scopes and crypto-shredding, through the CLI: a version committed into a scope is sealed and named under
+the scope's own keys (no dedupe across scopes), its key lives only in a keystore outside the repository,
+and `key shred` makes it unreadable in every copy, even with the passphrase, while every other version
+stays intact and `verify` exits 0 listing the shredded one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from strongroom.backends.local import LocalBackend
+from strongroom.crypto.aead import key_id_of
+from strongroom.store.pack import pack_path
+from strongroom.store.repository import Repository
+from strongroom.store.scopes import SCOPE_KEY_BASE
+from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+
+SECRET_ROWS = b"patient-0042,1961-02-03,diagnosis:rare\n" * 2000
+
+
+def _keystore(tmp_path: Path) -> dict[str, str]:
+    return {"STRONGROOM_KEYSTORE": str(tmp_path / "keystore")}
+
+
+def _versions(cli: Cli, env: dict[str, str]) -> list[dict[str, str]]:
+    res = cli("--json", "log", extra_env=env)
+    assert res.code == 0, res.err
+    return list(json.loads(res.out))
+
+
+def _chunk_ids(root: Path, version: str) -> set[bytes]:
+    from strongroom.crypto.secret import Secret
+    from strongroom.store.scopes import load_scopes
+
+    repo = Repository.open(LocalBackend(str(root)), Secret(PASSPHRASE.encode()))
+    load_scopes(repo, os.environ.get("STRONGROOM_KEYSTORE", ""))
+    out: set[bytes] = set()
+    stack = [repo.load_commit(bytes.fromhex(version)).tree]
+    while stack:
+        for e in repo.load_tree(stack.pop()).entries:
+            out.update(e.chunks)
+            if e.subtree:
+                stack.append(e.subtree)
+    return out
+
+
+def _frame_key(root: Path, object_id: bytes) -> int:
+    from strongroom.crypto.secret import Secret
+
+    repo = Repository.open(LocalBackend(str(root)), Secret(PASSPHRASE.encode()))
+    loc = repo.index.get(object_id)
+    assert loc is not None
+    return key_id_of(repo.backend.get_range(pack_path(loc.pack_id), loc.offset, 7))
+
+
+def test_scope_lifecycle(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _keystore(tmp_path)
+    monkeypatch.setenv("STRONGROOM_KEYSTORE", env["STRONGROOM_KEYSTORE"])  # for the in-process peeks below
+    public = make_tree(tmp_path / "public", {"readme.txt": b"open data\n", "same.csv": SECRET_ROWS})
+    private = make_tree(tmp_path / "private", {"patients.csv": SECRET_ROWS, "again.csv": SECRET_ROWS})
+    assert cli("init", extra_env=env).code == 0
+    assert cli("commit", str(public), "-m", "public", extra_env=env).code == 0
+    res = cli("--json", "commit", str(private), "-m", "patients", "--scope", "patient-42", extra_env=env)
+    assert res.code == 0, res.err
+    scoped = json.loads(res.out)
+    assert scoped["bytes_stored"] > 0  # equal content outside the scope is not reused ...
+    assert scoped["files_read"] == 2
+    versions = _versions(cli, env)
+    assert [(v["message"], v["scope"], v["state"]) for v in versions] == [
+        ("patients", "patient-42", "ok"),
+        ("public", "", "ok"),
+    ]
+    public_id, scoped_id = versions[1]["id"], versions[0]["id"]
+    # ... and never shares an id with it; within the scope, the two equal files share their chunks.
+    in_scope, outside = _chunk_ids(cli.repo, scoped_id), _chunk_ids(cli.repo, public_id)
+    assert in_scope and not (in_scope & outside)
+    # Trees (file names) and chunks are sealed under the scope's key; the commit stays under the repository's.
+    assert _frame_key(cli.repo, next(iter(in_scope))) >= SCOPE_KEY_BASE
+    assert _frame_key(cli.repo, bytes.fromhex(scoped_id)) < SCOPE_KEY_BASE
+    keystore_files = list((tmp_path / "keystore").rglob("*.key"))
+    assert len(keystore_files) == 1 and keystore_files[0].stat().st_mode & 0o777 == 0o600
+    assert not any(p.name.endswith(".key") for p in cli.repo.rglob("*"))  # the scope KEK is never in the repository
+
+    out = tmp_path / "out"
+    assert cli("checkout", scoped_id, str(out), extra_env=env).code == 0
+    assert tree_snapshot(out) == tree_snapshot(private)
+    copy = tmp_path / "copy-before-shred"
+    shutil.copytree(cli.repo, copy)
+
+    # Shredding asks for the name typed again.
+    res = cli("key", "shred", "patient-42", extra_env=env)
+    assert res.code == 2 and "--confirm" in res.err
+    res = cli("key", "shred", "patient-42", "--confirm", "patient-4", extra_env=env)
+    assert res.code == 2 and "does not match" in res.err
+    assert cli("key", "shred", "patient-42", "--confirm", "patient-42", extra_env=env).code == 0
+    assert not list((tmp_path / "keystore").rglob("*.key"))
+
+    versions = _versions(cli, env)
+    assert [(v["message"], v["state"]) for v in versions] == [("patients", "shredded"), ("public", "ok")]
+    for args in (("ls", scoped_id), ("checkout", scoped_id, str(tmp_path / "o2")), ("cat", scoped_id, "again.csv")):
+        res = cli(*args, extra_env=env)
+        assert res.code == 1 and "shredded" in res.err, args
+    for mode in ((), ("--full",)):
+        res = cli("verify", *mode, extra_env=env)
+        assert res.code == 0, res.out + res.err
+        assert f"shredded\t{scoped_id}" in res.out
+    assert cli("--json", "verify", extra_env=env).out.count(scoped_id) == 1
+    keys = json.loads(cli("--json", "key", "list", extra_env=env).out)
+    assert [(s["name"], s["state"]) for s in keys["scopes"]] == [("patient-42", "shredded")]
+    assert "key.shred" in cli("--json", "audit", "log", "--action", "key.shred", extra_env=env).out
+    # The other version is intact.
+    out3 = tmp_path / "o3"
+    assert cli("checkout", public_id, str(out3), extra_env=env).code == 0
+    assert tree_snapshot(out3) == tree_snapshot(public)
+    # Nothing can be written into a shredded scope again.
+    res = cli("commit", str(private), "--scope", "patient-42", extra_env=env)
+    assert res.code == 2 and "shredded" in res.err
+
+    # A copy taken before the shredding cannot decrypt it either, with the passphrase and this keystore.
+    res = cli("--repo", str(copy), "ls", scoped_id, extra_env=env)
+    assert res.code != 0 and b"patient-0042" not in res.out_bytes
+    res = cli("--repo", str(copy), "cat", scoped_id, "patients.csv", extra_env=env)
+    assert res.code != 0 and b"patient-0042" not in res.out_bytes
+
+    # gc frees what the scope held; the repository still verifies.
+    before = sum(size for _, size in LocalBackend(str(cli.repo)).list("data"))
+    assert cli("gc", "--keep-unreachable", "0", extra_env=env).code == 0
+    after = sum(size for _, size in LocalBackend(str(cli.repo)).list("data"))
+    assert after < before
+    assert cli("verify", "--full", extra_env=env).code == 0
+
+
+def test_scope_keys_survive_rotation_and_reencrypt(cli: Cli, tmp_path: Path) -> None:
+    env = _keystore(tmp_path)
+    src = make_tree(tmp_path / "s", {"x.bin": os.urandom(50_000)})
+    assert cli("init", extra_env=env).code == 0
+    assert cli("commit", str(src), "--scope", "team-a", extra_env=env).code == 0
+    assert cli("key", "rotate", extra_env=env).code == 0
+    res = cli("key", "reencrypt", "--retire", "1", extra_env=env)
+    assert res.code == 0, res.err
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out), extra_env=env).code == 0
+    assert (out / "x.bin").read_bytes() == (src / "x.bin").read_bytes()
+    assert cli("verify", "--full", extra_env=env).code == 0
+
+
+def test_scope_refusals(cli: Cli, tmp_path: Path) -> None:
+    env = _keystore(tmp_path)
+    src = make_tree(tmp_path / "s", {"a": b"a"})
+    assert cli("init", extra_env=env).code == 0
+    for bad in ("../x", "", "-dash", "a" * 65, "sp ace"):
+        res = cli("commit", str(src), "--scope", bad, extra_env=env)
+        assert res.code == 2, bad
+    res = cli("key", "shred", "nope", "--confirm", "nope", extra_env=env)
+    assert res.code == 2 and "no scope" in res.err
+    assert cli("commit", str(src), "--scope", "s1", extra_env=env).code == 0
+    # Another machine (an empty keystore): the scope cannot be written, read or shredded from here.
+    other = {"STRONGROOM_KEYSTORE": str(tmp_path / "elsewhere")}
+    res = cli("commit", str(src), "--scope", "s1", extra_env=other)
+    assert res.code == 2 and "keystore" in res.err
+    res = cli("ls", "main", extra_env=other)
+    assert res.code == 2 and "keystore" in res.err
+    res = cli("key", "shred", "s1", "--confirm", "s1", extra_env=other)
+    assert res.code == 2 and "keystore" in res.err
+    res = cli("verify", extra_env=other)
+    assert res.code == 0 and "not checked" in res.err
