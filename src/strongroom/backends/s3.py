@@ -32,6 +32,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
 
@@ -61,19 +62,22 @@ _TRANSIENT = {
     "504",
 }
 _CONNECTION = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
-_SESSIONS: dict[int, Any] = {}
+_SESSIONS: dict[tuple[int, str | None], Any] = {}
 _SESSION_LOCK = threading.Lock()
 
 
-def _new_client(**kwargs: Any) -> Any:
-    """Clients come from one boto3 session per process (loading the service model once, not per client);
-    sessions are not thread-safe, so clients are made under a lock."""
+def _new_client(profile: str | None = None, **kwargs: Any) -> Any:
+    """Clients come from one boto3 session per process and profile (loading the service model once, not per
+    client); sessions are not thread-safe, so clients are made under a lock. A named profile takes its
+    credentials from the shared AWS config and credentials files only (boto3 then ignores the
+    AWS_ACCESS_KEY_ID environment variables), so each role of a remote gets its own credential."""
     with _SESSION_LOCK:
-        session = _SESSIONS.get(os.getpid())
+        session = _SESSIONS.get((os.getpid(), profile))
         if session is None:
-            session = boto3.session.Session()
-            _SESSIONS.clear()
-            _SESSIONS[os.getpid()] = session
+            session = boto3.session.Session(profile_name=profile)
+            for key in [k for k in _SESSIONS if k[0] != os.getpid()]:
+                del _SESSIONS[key]
+            _SESSIONS[(os.getpid(), profile)] = session
         return session.client("s3", **kwargs)
 
 
@@ -161,6 +165,8 @@ class S3Backend:
         part_size: int = PART_SIZE,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         max_connections: int = 16,
+        profile: str | None = None,
+        max_attempts: int = 5,
     ) -> None:
         if not bucket:
             raise ValueError("an S3 bucket name is required")
@@ -168,12 +174,13 @@ class S3Backend:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.region = region
+        self.profile = profile
         self.part_size = part_size
         self.multipart_threshold = max(multipart_threshold, part_size)
         self._config = Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=10,
             read_timeout=60,
             max_pool_connections=max_connections,
@@ -198,7 +205,9 @@ class S3Backend:
             with self._lock:
                 client = self._clients.get(pid)
                 if client is None:
-                    client = _new_client(endpoint_url=self.endpoint_url, region_name=self.region, config=self._config)
+                    client = _new_client(
+                        self.profile, endpoint_url=self.endpoint_url, region_name=self.region, config=self._config
+                    )
                     self._clients = {pid: client}
         return client
 
@@ -221,6 +230,8 @@ class S3Backend:
             return TransientBackendError(f"{where}: connection failed: {type(err).__name__}")
         if isinstance(err, NoCredentialsError | PartialCredentialsError):
             return BackendAccessDenied(f"{where}: no S3 credentials found (environment, profile or role)")
+        if isinstance(err, ProfileNotFound):
+            return BackendAccessDenied(f"{where}: the AWS profile {self.profile!r} is not configured")
         return BackendError(f"{where}: {type(err).__name__}: {err}")
 
     def _call(self, op: str, what: str, **kwargs: Any) -> Any:
@@ -343,8 +354,8 @@ class S3Backend:
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         folder = self.prefix + prefix.strip("/") + "/" if prefix.strip("/") else self.prefix
-        pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
         try:
+            pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
             for page in pages:
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(self.prefix) :]
@@ -418,12 +429,12 @@ class S3Backend:
 
     def versions(self, prefix: str = "") -> Iterator[Version]:
         """Every version (not delete markers) of every key under ``prefix`` (a folder or an exact name)."""
-        pages = (
-            self._client()
-            .get_paginator("list_object_versions")
-            .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        )
         try:
+            pages = (
+                self._client()
+                .get_paginator("list_object_versions")
+                .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+            )
             for page in pages:
                 for v in page.get("Versions", []):
                     name = v["Key"][len(self.prefix) :]

@@ -28,6 +28,7 @@ from strongroom.store import check
 from strongroom.store.repository import Repository
 
 T = TypeVar("T")
+A = TypeVar("A")
 DAY = 86400
 SMALL = ("config", "counters", "keyring")  # besides refs and keys/*; read after listing (keys only grow)
 
@@ -51,6 +52,7 @@ class PushReport:
     total_bytes: int = 0
     uploaded: int = 0
     bytes_sent: int = 0
+    data_bytes_sent: int = 0  # of packs and index files (the rest: refs, keys, counters, audit, manifest)
     resumed: int = 0
     extended: int = 0
     manifest_version: str | None = None
@@ -132,6 +134,7 @@ def _snapshot(backend: Backend) -> tuple[dict[str, int], dict[str, bytes]]:
     small: dict[str, bytes] = {"refs": backend.get("refs")}
     sizes: dict[str, int] = dict(backend.list("index"))
     sizes.update(backend.list("data"))
+    sizes.update(backend.list("audit"))  # sealed segments and signed checkpoints: write-once, content named
     for name, _ in backend.list("keys"):
         small[name] = backend.get(name)
     for name in SMALL:
@@ -227,6 +230,7 @@ def push(
             report.uploaded += 0 if resumed else 1
             report.resumed += 1 if resumed else 0
             report.bytes_sent += sent
+            report.data_bytes_sent += sent if name.startswith(("data/", "index/")) else 0
         if lock is not None:
             short = [n for n, e in entries.items() if e.retain_until < horizon - grace]
             for name, entry in _parallel(extend, short, workers):
@@ -251,7 +255,7 @@ def push(
     return report
 
 
-def _parallel(fn: Callable[[str], T], names: list[str], workers: int) -> Iterator[T]:
+def _parallel(fn: Callable[[A], T], names: list[A], workers: int) -> Iterator[T]:
     if not names:
         return
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
