@@ -104,7 +104,7 @@ def test_push_after_an_outage_resumes_without_resending(big: dict[str, Any], pro
 
     proxy.up()
     sent_before = proxy.sent
-    second = engine.push(repo, _s3(big, proxy.endpoint), big["remote"], lambda: [])
+    second = engine.push(repo, _s3(big, proxy.endpoint), big["remote"], lambda: [], list_above=0)  # by listing
     assert second.manifest_version and second.resumed == len(finished)
     assert second.uploaded + second.resumed == second.objects
     resumed_bytes = sum(v["Size"] for v in finished.values())

@@ -314,6 +314,11 @@ class S3Backend:
         r = self._call("get_object", name, Key=self.key(name))
         return self._read_body(r, name)
 
+    def get_current(self, name: str) -> tuple[bytes, str]:
+        """The current version's bytes and version id (ObjectMissing when absent or under a delete marker)."""
+        r = self._call("get_object", name, Key=self.key(name))
+        return self._read_body(r, name), str(r.get("VersionId") or "null")
+
     def get_version(self, name: str, version_id: str) -> bytes:
         """Exactly this version, whatever versions or delete markers came after it."""
         r = self._call("get_object", name, Key=self.key(name), VersionId=version_id)

@@ -107,6 +107,19 @@ def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[M
     return None if best is None else (best[0], best[1], skipped)
 
 
+def _current_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[Manifest, str, list[str]] | None:
+    """The manifest's current version when it verifies: one GET instead of listing the key's versions.
+    Enough for push (a replayed older manifest only makes it check more objects); verify and restore list
+    every version and take the newest good one."""
+    try:
+        note, vid = s3.get_current(MANIFEST_NAME)
+        return accept(note), vid, []
+    except WrongPassphrase:
+        raise
+    except (ObjectMissing, IntegrityError):
+        return None
+
+
 def accept_for(repo: Repository) -> Callable[[bytes], Manifest]:
     verifier = repo.log_signer().verifier()
     return lambda note: Manifest.verified(note, verifier, repo.config.repo_id)
@@ -156,7 +169,11 @@ def push(
     now: float | None = None,
     workers: int = 8,
     grace_days: int | None = None,
+    list_above: int = 64,
 ) -> PushReport:
+    """``list_above``: with more objects to send than this, finished uploads of an interrupted push are found
+    in one listing of the bucket's versions; with fewer, by a HeadObject per object (listing every version
+    of a large bucket costs more than a few heads)."""
     t0 = time.perf_counter()
     now = time.time() if now is None else now
 
@@ -176,7 +193,7 @@ def push(
     grace = (grace_days if grace_days is not None else max(1, remote.retain_days // 10)) * DAY
     report = PushReport()
     try:
-        found = find_manifest(s3, accept_for(repo))
+        found = _current_manifest(s3, accept_for(repo)) or find_manifest(s3, accept_for(repo))
     except BackendError as e:
         raise PushInterrupted(f"reading the bucket: {e}") from None
     prev = found[0] if found else None
@@ -195,10 +212,22 @@ def push(
         pending.append(name)
 
     stop = threading.Event()
-    versions: dict[str, list[Version]] = {}
-    if pending:
+    versions: dict[str, list[Version]] | None = None
+    if len(pending) > list_above:
+        versions = {}
         for v in s3.versions(""):
             versions.setdefault(v.name, []).append(v)
+
+    def finished(name: str, size: int, etag: str) -> str | None:
+        """The version id of a complete copy of these bytes an interrupted push left, if any."""
+        if versions is not None:
+            found = [v for v in versions.get(name, []) if v.size == size and v.etag == etag]
+            return found[0].version_id if found else None
+        try:
+            head = retrying(lambda: s3.head(name))
+        except ObjectMissing:
+            return None
+        return head.version_id if head.size == size and head.etag == etag and head.version_id else None
 
     def upload(name: str) -> tuple[str, Entry, int, bool]:
         if stop.is_set():
@@ -210,9 +239,9 @@ def push(
         if data is None:
             data = repo.backend.get(name)
         sha, etag = _sha(data), expected_etag(data, s3.part_size, s3.multipart_threshold)
-        for v in versions.get(name, []):
-            if v.size == len(data) and v.etag == etag:  # finished by an interrupted push
-                return name, Entry(sha, len(data), 0, v.version_id), 0, True
+        done = finished(name, len(data), etag)
+        if done is not None:  # finished by an interrupted push
+            return name, Entry(sha, len(data), 0, done), 0, True
         vid = retrying(lambda: s3.put_object(name, data, lock))
         if not vid or vid == "null":
             raise BackendError(f"{s3.describe()} gave no version id for {name}: is versioning on?")
