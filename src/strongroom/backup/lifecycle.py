@@ -51,7 +51,7 @@ class VersionNotBackedUp(ProblemFound):
     template = "{}"
 
     def hint(self) -> str | None:
-        return "run `strongroom backup push` first"
+        return "a version is in a backup once `strongroom backup push` ran after its commit (and before a prune)"
 
 
 # ----------------------------------------------------------------------------------------- needs
