@@ -13,7 +13,6 @@ Errors: a missing key or version is ``ObjectMissing``; throttling, 5xx answers a
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -253,6 +252,13 @@ class S3Backend:
 
     def put_object(self, name: str, data: bytes | memoryview, lock: Lock | None = None) -> str | None:
         """Upload (multipart when large) with Content-MD5 on every request; return the new version id."""
+        return self.put_object_counted(name, data, lock)[0]
+
+    def put_object_counted(
+        self, name: str, data: bytes | memoryview, lock: Lock | None = None
+    ) -> tuple[str | None, int]:
+        """As put_object; also return the body bytes this call sent (less than the object's size when it
+        finished a multipart upload that an interrupted push had begun)."""
         key = self.key(name)
         view = memoryview(data)
         if len(view) >= self.multipart_threshold:
@@ -260,40 +266,62 @@ class S3Backend:
         body = bytes(view)
         r = self._call("put_object", name, Key=key, Body=body, ContentMD5=md5_b64(body), **self._lock_args(lock))
         version_id = r.get("VersionId")
-        return str(version_id) if version_id else None
+        return (str(version_id) if version_id else None), len(body)
 
-    def _put_multipart(self, name: str, key: str, view: memoryview, lock: Lock | None) -> str | None:
-        up = self._call("create_multipart_upload", name, Key=key, **self._lock_args(lock))
-        upload_id = up["UploadId"]
+    def _unfinished(self, name: str, key: str, view: memoryview) -> tuple[str | None, dict[int, str]]:
+        """An incomplete multipart upload of this key whose uploaded parts all match these bytes (same part
+        size, same MD5s): its id and the ETags of its parts. (None, {}) when there is none."""
         try:
-            parts = []
-            for number, start in enumerate(range(0, len(view), self.part_size), 1):
-                body = bytes(view[start : start + self.part_size])
-                r = self._call(
-                    "upload_part",
-                    name,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                    ContentMD5=md5_b64(body),
-                )
-                parts.append({"PartNumber": number, "ETag": r["ETag"]})
-            done = self._call(
-                "complete_multipart_upload", name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            uploads = self._call("list_multipart_uploads", name, Prefix=key).get("Uploads", [])
+        except BackendAccessDenied:
+            return None, {}  # a credential without s3:ListBucketMultipartUploads: start afresh
+        for up in sorted((u for u in uploads if u.get("Key") == key), key=lambda u: u["Initiated"], reverse=True):
+            try:
+                listed = self._call("list_parts", name, Key=key, UploadId=up["UploadId"]).get("Parts", [])
+            except ObjectMissing:
+                continue  # completed or aborted meanwhile
+            done: dict[int, str] = {}
+            for p in listed:
+                number, etag, size = int(p["PartNumber"]), str(p["ETag"]).strip('"'), int(p["Size"])
+                start = (number - 1) * self.part_size
+                chunk = view[start : start + self.part_size]
+                if len(chunk) != size or hashlib.md5(chunk, usedforsecurity=False).hexdigest() != etag:
+                    break
+                done[number] = etag
+            else:
+                return str(up["UploadId"]), done
+        return None, {}
+
+    def _put_multipart(self, name: str, key: str, view: memoryview, lock: Lock | None) -> tuple[str | None, int]:
+        """Multipart upload that resumes an interrupted one of the same bytes (only the missing parts are
+        sent). A failed upload is left for the next attempt to resume; a lifecycle rule
+        (AbortIncompleteMultipartUpload) removes those never resumed."""
+        upload_id, done_parts = self._unfinished(name, key, view)
+        if upload_id is None:
+            upload_id = self._call("create_multipart_upload", name, Key=key, **self._lock_args(lock))["UploadId"]
+        parts = []
+        sent = 0
+        for number, start in enumerate(range(0, len(view), self.part_size), 1):
+            if number in done_parts:
+                parts.append({"PartNumber": number, "ETag": f'"{done_parts[number]}"'})
+                continue
+            body = bytes(view[start : start + self.part_size])
+            r = self._call(
+                "upload_part", name, Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=md5_b64(body)
             )
-        except BaseException:
-            # A lifecycle rule for incomplete uploads cleans up what this could not.
-            with contextlib.suppress(ClientError, BotoCoreError):
-                self._client().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
+            sent += len(body)
+            parts.append({"PartNumber": number, "ETag": r["ETag"]})
+        done = self._call(
+            "complete_multipart_upload", name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
         version_id: str | None = done.get("VersionId")
         if lock is not None:
-            # Some servers ignore lock headers on multipart uploads: check, and set the retention if so.
+            # Some servers ignore lock headers on multipart uploads, and a resumed upload carries the lock of
+            # the push that began it: check, and raise the retention when it falls short.
             head = self.head(name, version_id)
             if head.lock_mode is None or head.retain_until is None or head.retain_until < lock.until:
                 self.extend_retention(name, version_id, lock)
-        return version_id
+        return version_id, sent
 
     def put_exclusive(self, name: str, data: bytes) -> bool:
         """Create only if absent, with ``If-None-Match: *`` (AWS since 2024, MinIO, recent Ceph). A server

@@ -242,10 +242,10 @@ def push(
         done = finished(name, len(data), etag)
         if done is not None:  # finished by an interrupted push
             return name, Entry(sha, len(data), 0, done), 0, True
-        vid = retrying(lambda: s3.put_object(name, data, lock))
+        vid, sent = retrying(lambda: s3.put_object_counted(name, data, lock))
         if not vid or vid == "null":
             raise BackendError(f"{s3.describe()} gave no version id for {name}: is versioning on?")
-        return name, Entry(sha, len(data), horizon if lock else 0, vid), len(data), False
+        return name, Entry(sha, len(data), horizon if lock else 0, vid), sent, False
 
     def extend(name: str) -> tuple[str, Entry]:
         e = entries[name]
