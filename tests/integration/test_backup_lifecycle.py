@@ -258,8 +258,10 @@ def test_verify_is_audited_ok_and_failed(world: dict[str, Any]) -> None:
 def test_restore_is_audited(world: dict[str, Any], tmp_path: Path) -> None:
     backup_svc.push(world["session"], "off")
     backup_svc.restore(world["session"], "off", str(tmp_path / "copy"))
-    (ev,) = _events(world, "backup.restore")
-    assert ev.outcome == "ok" and ev.details["to"] == str(tmp_path / "copy") and ev.details["manifest_version"]
+    one = backup_svc.restore(world["session"], "off", str(tmp_path / "one"), version="main")
+    full, only = _events(world, "backup.restore")
+    assert full.outcome == "ok" and full.details["to"] == str(tmp_path / "copy") and full.details["manifest_version"]
+    assert only.outcome == "ok" and only.targets["version"] == one.version == world["sr"].log()[0].id
 
 
 def test_release_is_audited(world: dict[str, Any]) -> None:

@@ -83,7 +83,10 @@ class Needs:
 
 def needs(repo: Repository, heads: list[bytes]) -> Needs:
     """The packs (and index files) restoring ``heads`` and their history needs, by name."""
-    live = gc.mark(repo, Refs(branches={f"h{k}": h for k, h in enumerate(heads)}), cutoff_ns=2**62)
+    try:
+        live = gc.mark(repo, Refs(branches={f"h{k}": h for k, h in enumerate(heads)}), cutoff_ns=2**62)
+    except IntegrityError as e:
+        raise IntegrityError(str(e).removesuffix("; gc will not start")) from None
     packs: set[str] = set()
     commits: set[bytes] = set()
     for oid in live:
@@ -404,7 +407,7 @@ def restore_version(
         m.created_ns,
         repo.config.repo_id,
         cid.hex(),
-        len(copy) + 2,
+        len(copy) + 3,  # and the new index, refs and config
         sum(m.entries[n].size for n in copy if n in m.entries),
         r.versions,
         skipped,

@@ -293,11 +293,13 @@ def restore(
         report = engine.restore(s3, session.get_passphrase(), dest)
     else:
         report = lifecycle.restore_version(s3, session.get_passphrase(), dest, version, resolve)
+        session.audit_note(version=report.version)
     session.audit_detail(manifest_version=report.manifest_version, objects=report.objects)
     from strongroom.store.repository import Repository
 
-    restored = Repository.open(dest, session.get_passphrase())
-    session.remember(restored, restored.read_refs())
+    if version is None:  # a copy of one version has refs of its own: this client keeps its view of the original
+        restored = Repository.open(dest, session.get_passphrase())
+        session.remember(restored, restored.read_refs())
     return report
 
 

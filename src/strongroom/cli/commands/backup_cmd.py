@@ -171,6 +171,11 @@ def restore(
         f"restored repository {res.repo_id[:16]} to {to}: {what}{res.versions} versions, {res.objects} objects "
         f"({human_bytes(res.bytes)}) from manifest {res.manifest_version}"
     )
+    if version:
+        note(
+            "note: this copy has refs of its own (one version); open it with its own STRONGROOM_STATE_DIR, or "
+            "this client's rollback check will flag whichever of the copy and the original it opens second"
+        )
 
 
 def release(
