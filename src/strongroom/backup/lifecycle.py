@@ -26,8 +26,10 @@ from strongroom.backends.s3 import Lock, S3Backend, Version
 from strongroom.backup.engine import (
     DAY,
     NoBackup,
+    _current_manifest,
     _parallel,
     accept_for,
+    find_manifest,
     manifest_versions,
     retrying,
 )
@@ -171,20 +173,21 @@ def release(
         if remote.lock_mode is None:
             raise InputError(f"remote {remote.name} has no Object Lock mode (remote add --lock ...)")
         lock = Lock(remote.lock_mode, dt.datetime.fromtimestamp(int(now) + retain_days * DAY, dt.UTC))
-    good, _ = good_manifests(s3, accept_for(repo))
-    if not good:
+    accept = accept_for(repo)
+    found = _current_manifest(s3, accept) or find_manifest(s3, accept)
+    if found is None:
         raise NoBackup(s3.describe(), "no manifest version with a good signature")
-    g = good[0]
+    manifest, manifest_vid, _ = found
     need = needs(repo, [commit_id])
-    names = need.with_small(set(g.manifest.entries))
-    missing = sorted(names - set(g.manifest.entries))
+    names = need.with_small(set(manifest.entries))
+    missing = sorted(names - set(manifest.entries))
     if missing:
         raise VersionNotBackedUp(
             f"version {commit_id.hex()[:16]} is not fully in the newest backup of {remote.name} "
             f"({len(missing)} objects missing, e.g. {missing[0]})"
         )
-    targets = [(n, g.manifest.entries[n].version_id) for n in sorted(names)]
-    targets.append((MANIFEST_NAME, g.version.version_id))
+    targets = [(n, manifest.entries[n].version_id) for n in sorted(names)]
+    targets.append((MANIFEST_NAME, manifest_vid))
 
     def apply(item: tuple[str, str]) -> bool:
         name, vid = item
@@ -200,9 +203,9 @@ def release(
     extended = sum(1 for e in _parallel(apply, targets, workers) if e)
     return ReleaseReport(
         commit_id.hex(),
-        g.version.version_id,
+        manifest_vid,
         len(targets),
-        sum(g.manifest.entries[n].size for n in names) + g.version.size,
+        sum(manifest.entries[n].size for n in names),
         lock.until.isoformat() if lock else None,
         extended,
         legal_hold,
