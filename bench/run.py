@@ -6,6 +6,7 @@
 Environment: SIZE (default 1GiB), SEED (42), ROUNDS (3), BENCH_DIR (scratch + dataset cache, default
 $TMPDIR/strongroom-bench), BENCH_TOOLS (comma list of strongroom,restic,borg-lz4,borg-zstd3), BENCH_KEEP=1 (keep
 the scratch folder), BENCH_CHECK_RESTORE (rounds whose restores are compared byte for byte; default "1", "all"),
+BENCH_BACKUP=0 (skip the offsite-backup figures that follow, bench/backup.py; `run.py --backup` runs only them),
 BENCH_QUIET_BUDGET (seconds the run may spend in total waiting for other load on the machine to stop before timed
 steps; default 900).
 
@@ -33,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import backup
 import dataset
 import procmon
 import report
@@ -257,6 +259,9 @@ def render_only(json_path: str) -> int:
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--render":
         return render_only(sys.argv[2])
+    if sys.argv[1:] == ["--backup"]:  # only the offsite-backup figures (bench/backup.py)
+        backup.main()
+        return 0
     if "PYTEST_CURRENT_TEST" in os.environ:
         raise SystemExit("the benchmark never runs inside the test suite")
     gen = dataset.gen_module()
@@ -338,6 +343,8 @@ def main() -> int:
         os.replace(tmp, os.path.join(RESULTS_DIR, name))
     log(f"written: bench/results/{stem}.md, bench/results/latest.md, bench/results/{stem}.json")
     failed = any(s.get("rc") for rounds_ in results.values() for r in rounds_ for s in r["steps"].values())
+    if os.environ.get("BENCH_BACKUP", "1") != "0":  # then the offsite-backup figures, in their own results file
+        backup.main()
     return 1 if failed else 0
 
 

@@ -58,8 +58,13 @@ def test_push_incremental_restore_bit_exact(setup, tmp_path: Path, cli: Cli, s3_
     sr, session, bucket, src = setup
     first = backup_svc.push(session, "off")
     assert first.uploaded == first.objects and first.manifest_version and first.bytes_sent >= first.total_bytes
-    again = backup_svc.push(session, "off")
-    assert again.up_to_date and again.uploaded == 0 and again.bytes_sent == 0
+    again = backup_svc.push(session, "off")  # sends only the audit event the first push sealed afterwards
+    assert again.data_bytes_sent == 0 and again.bytes_sent < 20_000 and not again.resumed
+    remote = RemoteStore(session.settings.state_dir).get("off")
+    s3 = S3Backend(bucket, "team/repo", endpoint_url=moto_endpoint, region="us-east-1")
+    engine.push(session.open(), s3, remote, lambda: [])  # the second push's own event
+    idle = engine.push(session.open(), s3, remote, lambda: [])
+    assert idle.up_to_date and idle.uploaded == 0 and idle.bytes_sent == 0
     (src / "d0" / "f0.bin").write_bytes(os.urandom(5000))
     sr.commit(str(src), "v2")
     third = backup_svc.push(session, "off")

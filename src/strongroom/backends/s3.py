@@ -13,7 +13,6 @@ Errors: a missing key or version is ``ObjectMissing``; throttling, 5xx answers a
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -32,6 +31,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
 
@@ -61,19 +61,22 @@ _TRANSIENT = {
     "504",
 }
 _CONNECTION = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
-_SESSIONS: dict[int, Any] = {}
+_SESSIONS: dict[tuple[int, str | None], Any] = {}
 _SESSION_LOCK = threading.Lock()
 
 
-def _new_client(**kwargs: Any) -> Any:
-    """Clients come from one boto3 session per process (loading the service model once, not per client);
-    sessions are not thread-safe, so clients are made under a lock."""
+def _new_client(profile: str | None = None, **kwargs: Any) -> Any:
+    """Clients come from one boto3 session per process and profile (loading the service model once, not per
+    client); sessions are not thread-safe, so clients are made under a lock. A named profile takes its
+    credentials from the shared AWS config and credentials files only (boto3 then ignores the
+    AWS_ACCESS_KEY_ID environment variables), so each role of a remote gets its own credential."""
     with _SESSION_LOCK:
-        session = _SESSIONS.get(os.getpid())
+        session = _SESSIONS.get((os.getpid(), profile))
         if session is None:
-            session = boto3.session.Session()
-            _SESSIONS.clear()
-            _SESSIONS[os.getpid()] = session
+            session = boto3.session.Session(profile_name=profile)
+            for key in [k for k in _SESSIONS if k[0] != os.getpid()]:
+                del _SESSIONS[key]
+            _SESSIONS[(os.getpid(), profile)] = session
         return session.client("s3", **kwargs)
 
 
@@ -161,6 +164,8 @@ class S3Backend:
         part_size: int = PART_SIZE,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         max_connections: int = 16,
+        profile: str | None = None,
+        max_attempts: int = 5,
     ) -> None:
         if not bucket:
             raise ValueError("an S3 bucket name is required")
@@ -168,12 +173,13 @@ class S3Backend:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.region = region
+        self.profile = profile
         self.part_size = part_size
         self.multipart_threshold = max(multipart_threshold, part_size)
         self._config = Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=10,
             read_timeout=60,
             max_pool_connections=max_connections,
@@ -198,7 +204,9 @@ class S3Backend:
             with self._lock:
                 client = self._clients.get(pid)
                 if client is None:
-                    client = _new_client(endpoint_url=self.endpoint_url, region_name=self.region, config=self._config)
+                    client = _new_client(
+                        self.profile, endpoint_url=self.endpoint_url, region_name=self.region, config=self._config
+                    )
                     self._clients = {pid: client}
         return client
 
@@ -221,6 +229,8 @@ class S3Backend:
             return TransientBackendError(f"{where}: connection failed: {type(err).__name__}")
         if isinstance(err, NoCredentialsError | PartialCredentialsError):
             return BackendAccessDenied(f"{where}: no S3 credentials found (environment, profile or role)")
+        if isinstance(err, ProfileNotFound):
+            return BackendAccessDenied(f"{where}: the AWS profile {self.profile!r} is not configured")
         return BackendError(f"{where}: {type(err).__name__}: {err}")
 
     def _call(self, op: str, what: str, **kwargs: Any) -> Any:
@@ -242,6 +252,13 @@ class S3Backend:
 
     def put_object(self, name: str, data: bytes | memoryview, lock: Lock | None = None) -> str | None:
         """Upload (multipart when large) with Content-MD5 on every request; return the new version id."""
+        return self.put_object_counted(name, data, lock)[0]
+
+    def put_object_counted(
+        self, name: str, data: bytes | memoryview, lock: Lock | None = None
+    ) -> tuple[str | None, int]:
+        """As put_object; also return the body bytes this call sent (less than the object's size when it
+        finished a multipart upload that an interrupted push had begun)."""
         key = self.key(name)
         view = memoryview(data)
         if len(view) >= self.multipart_threshold:
@@ -249,40 +266,62 @@ class S3Backend:
         body = bytes(view)
         r = self._call("put_object", name, Key=key, Body=body, ContentMD5=md5_b64(body), **self._lock_args(lock))
         version_id = r.get("VersionId")
-        return str(version_id) if version_id else None
+        return (str(version_id) if version_id else None), len(body)
 
-    def _put_multipart(self, name: str, key: str, view: memoryview, lock: Lock | None) -> str | None:
-        up = self._call("create_multipart_upload", name, Key=key, **self._lock_args(lock))
-        upload_id = up["UploadId"]
+    def _unfinished(self, name: str, key: str, view: memoryview) -> tuple[str | None, dict[int, str]]:
+        """An incomplete multipart upload of this key whose uploaded parts all match these bytes (same part
+        size, same MD5s): its id and the ETags of its parts. (None, {}) when there is none."""
         try:
-            parts = []
-            for number, start in enumerate(range(0, len(view), self.part_size), 1):
-                body = bytes(view[start : start + self.part_size])
-                r = self._call(
-                    "upload_part",
-                    name,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                    ContentMD5=md5_b64(body),
-                )
-                parts.append({"PartNumber": number, "ETag": r["ETag"]})
-            done = self._call(
-                "complete_multipart_upload", name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            uploads = self._call("list_multipart_uploads", name, Prefix=key).get("Uploads", [])
+        except BackendAccessDenied:
+            return None, {}  # a credential without s3:ListBucketMultipartUploads: start afresh
+        for up in sorted((u for u in uploads if u.get("Key") == key), key=lambda u: u["Initiated"], reverse=True):
+            try:
+                listed = self._call("list_parts", name, Key=key, UploadId=up["UploadId"]).get("Parts", [])
+            except ObjectMissing:
+                continue  # completed or aborted meanwhile
+            done: dict[int, str] = {}
+            for p in listed:
+                number, etag, size = int(p["PartNumber"]), str(p["ETag"]).strip('"'), int(p["Size"])
+                start = (number - 1) * self.part_size
+                chunk = view[start : start + self.part_size]
+                if len(chunk) != size or hashlib.md5(chunk, usedforsecurity=False).hexdigest() != etag:
+                    break
+                done[number] = etag
+            else:
+                return str(up["UploadId"]), done
+        return None, {}
+
+    def _put_multipart(self, name: str, key: str, view: memoryview, lock: Lock | None) -> tuple[str | None, int]:
+        """Multipart upload that resumes an interrupted one of the same bytes (only the missing parts are
+        sent). A failed upload is left for the next attempt to resume; a lifecycle rule
+        (AbortIncompleteMultipartUpload) removes those never resumed."""
+        upload_id, done_parts = self._unfinished(name, key, view)
+        if upload_id is None:
+            upload_id = self._call("create_multipart_upload", name, Key=key, **self._lock_args(lock))["UploadId"]
+        parts = []
+        sent = 0
+        for number, start in enumerate(range(0, len(view), self.part_size), 1):
+            if number in done_parts:
+                parts.append({"PartNumber": number, "ETag": f'"{done_parts[number]}"'})
+                continue
+            body = bytes(view[start : start + self.part_size])
+            r = self._call(
+                "upload_part", name, Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=md5_b64(body)
             )
-        except BaseException:
-            # A lifecycle rule for incomplete uploads cleans up what this could not.
-            with contextlib.suppress(ClientError, BotoCoreError):
-                self._client().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
+            sent += len(body)
+            parts.append({"PartNumber": number, "ETag": r["ETag"]})
+        done = self._call(
+            "complete_multipart_upload", name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
         version_id: str | None = done.get("VersionId")
         if lock is not None:
-            # Some servers ignore lock headers on multipart uploads: check, and set the retention if so.
+            # Some servers ignore lock headers on multipart uploads, and a resumed upload carries the lock of
+            # the push that began it: check, and raise the retention when it falls short.
             head = self.head(name, version_id)
             if head.lock_mode is None or head.retain_until is None or head.retain_until < lock.until:
                 self.extend_retention(name, version_id, lock)
-        return version_id
+        return version_id, sent
 
     def put_exclusive(self, name: str, data: bytes) -> bool:
         """Create only if absent, with ``If-None-Match: *`` (AWS since 2024, MinIO, recent Ceph). A server
@@ -302,6 +341,11 @@ class S3Backend:
     def get(self, name: str) -> bytes:
         r = self._call("get_object", name, Key=self.key(name))
         return self._read_body(r, name)
+
+    def get_current(self, name: str) -> tuple[bytes, str]:
+        """The current version's bytes and version id (ObjectMissing when absent or under a delete marker)."""
+        r = self._call("get_object", name, Key=self.key(name))
+        return self._read_body(r, name), str(r.get("VersionId") or "null")
 
     def get_version(self, name: str, version_id: str) -> bytes:
         """Exactly this version, whatever versions or delete markers came after it."""
@@ -343,8 +387,8 @@ class S3Backend:
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         folder = self.prefix + prefix.strip("/") + "/" if prefix.strip("/") else self.prefix
-        pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
         try:
+            pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
             for page in pages:
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(self.prefix) :]
@@ -418,12 +462,12 @@ class S3Backend:
 
     def versions(self, prefix: str = "") -> Iterator[Version]:
         """Every version (not delete markers) of every key under ``prefix`` (a folder or an exact name)."""
-        pages = (
-            self._client()
-            .get_paginator("list_object_versions")
-            .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        )
         try:
+            pages = (
+                self._client()
+                .get_paginator("list_object_versions")
+                .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+            )
             for page in pages:
                 for v in page.get("Versions", []):
                     name = v["Key"][len(self.prefix) :]

@@ -28,6 +28,7 @@ from strongroom.store import check
 from strongroom.store.repository import Repository
 
 T = TypeVar("T")
+A = TypeVar("A")
 DAY = 86400
 SMALL = ("config", "counters", "keyring", "signers")  # besides refs and keys/*; read after listing (keys grow)
 
@@ -51,6 +52,7 @@ class PushReport:
     total_bytes: int = 0
     uploaded: int = 0
     bytes_sent: int = 0
+    data_bytes_sent: int = 0  # of packs and index files (the rest: refs, keys, counters, audit, manifest)
     resumed: int = 0
     extended: int = 0
     manifest_version: str | None = None
@@ -105,6 +107,19 @@ def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[M
     return None if best is None else (best[0], best[1], skipped)
 
 
+def _current_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[Manifest, str, list[str]] | None:
+    """The manifest's current version when it verifies: one GET instead of listing the key's versions.
+    Enough for push (a replayed older manifest only makes it check more objects); verify and restore list
+    every version and take the newest good one."""
+    try:
+        note, vid = s3.get_current(MANIFEST_NAME)
+        return accept(note), vid, []
+    except WrongPassphrase:
+        raise
+    except (ObjectMissing, IntegrityError):
+        return None
+
+
 def accept_for(repo: Repository) -> Callable[[bytes], Manifest]:
     verifier = repo.log_signer().verifier()
     return lambda note: Manifest.verified(note, verifier, repo.config.repo_id)
@@ -132,6 +147,7 @@ def _snapshot(backend: Backend) -> tuple[dict[str, int], dict[str, bytes]]:
     small: dict[str, bytes] = {"refs": backend.get("refs")}
     sizes: dict[str, int] = dict(backend.list("index"))
     sizes.update(backend.list("data"))
+    sizes.update(backend.list("audit"))  # sealed segments and signed checkpoints: write-once, content named
     for name, _ in backend.list("keys"):
         small[name] = backend.get(name)
     for name in SMALL:
@@ -153,7 +169,11 @@ def push(
     now: float | None = None,
     workers: int = 8,
     grace_days: int | None = None,
+    list_above: int = 64,
 ) -> PushReport:
+    """``list_above``: with more objects to send than this, finished uploads of an interrupted push are found
+    in one listing of the bucket's versions; with fewer, by a HeadObject per object (listing every version
+    of a large bucket costs more than a few heads)."""
     t0 = time.perf_counter()
     now = time.time() if now is None else now
 
@@ -173,7 +193,7 @@ def push(
     grace = (grace_days if grace_days is not None else max(1, remote.retain_days // 10)) * DAY
     report = PushReport()
     try:
-        found = find_manifest(s3, accept_for(repo))
+        found = _current_manifest(s3, accept_for(repo)) or find_manifest(s3, accept_for(repo))
     except BackendError as e:
         raise PushInterrupted(f"reading the bucket: {e}") from None
     prev = found[0] if found else None
@@ -192,10 +212,22 @@ def push(
         pending.append(name)
 
     stop = threading.Event()
-    versions: dict[str, list[Version]] = {}
-    if pending:
+    versions: dict[str, list[Version]] | None = None
+    if len(pending) > list_above:
+        versions = {}
         for v in s3.versions(""):
             versions.setdefault(v.name, []).append(v)
+
+    def finished(name: str, size: int, etag: str) -> str | None:
+        """The version id of a complete copy of these bytes an interrupted push left, if any."""
+        if versions is not None:
+            found = [v for v in versions.get(name, []) if v.size == size and v.etag == etag]
+            return found[0].version_id if found else None
+        try:
+            head = retrying(lambda: s3.head(name))
+        except ObjectMissing:
+            return None
+        return head.version_id if head.size == size and head.etag == etag and head.version_id else None
 
     def upload(name: str) -> tuple[str, Entry, int, bool]:
         if stop.is_set():
@@ -207,13 +239,13 @@ def push(
         if data is None:
             data = repo.backend.get(name)
         sha, etag = _sha(data), expected_etag(data, s3.part_size, s3.multipart_threshold)
-        for v in versions.get(name, []):
-            if v.size == len(data) and v.etag == etag:  # finished by an interrupted push
-                return name, Entry(sha, len(data), 0, v.version_id), 0, True
-        vid = retrying(lambda: s3.put_object(name, data, lock))
+        done = finished(name, len(data), etag)
+        if done is not None:  # finished by an interrupted push
+            return name, Entry(sha, len(data), 0, done), 0, True
+        vid, sent = retrying(lambda: s3.put_object_counted(name, data, lock))
         if not vid or vid == "null":
             raise BackendError(f"{s3.describe()} gave no version id for {name}: is versioning on?")
-        return name, Entry(sha, len(data), horizon if lock else 0, vid), len(data), False
+        return name, Entry(sha, len(data), horizon if lock else 0, vid), sent, False
 
     def extend(name: str) -> tuple[str, Entry]:
         e = entries[name]
@@ -227,6 +259,7 @@ def push(
             report.uploaded += 0 if resumed else 1
             report.resumed += 1 if resumed else 0
             report.bytes_sent += sent
+            report.data_bytes_sent += sent if name.startswith(("data/", "index/")) else 0
         if lock is not None:
             short = [n for n, e in entries.items() if e.retain_until < horizon - grace]
             for name, entry in _parallel(extend, short, workers):
@@ -251,7 +284,7 @@ def push(
     return report
 
 
-def _parallel(fn: Callable[[str], T], names: list[str], workers: int) -> Iterator[T]:
+def _parallel(fn: Callable[[A], T], names: list[A], workers: int) -> Iterator[T]:
     if not names:
         return
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:

@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from strongroom.backends.registry import parse_s3, redact
-from strongroom.errors import InputError, ProblemFound
+from strongroom.errors import InputError, PolicyDenied
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,63}$")
 DEFAULT_MAX_RETAIN_DAYS = 3650
+ROLES = ("push", "legal-hold", "delete")
 
 
 class UnknownRemote(InputError):
@@ -32,7 +34,7 @@ class RemoteUnusable(InputError):
     template = "{}"
 
 
-class IncidentOpen(ProblemFound):
+class IncidentOpen(PolicyDenied):
     """A push refused because an incident is open: manipulated data must not overwrite good copies."""
 
     template = "backup refused: incident {} is open ({})"
@@ -50,6 +52,12 @@ class Remote:
     lock_mode: str | None = None  # GOVERNANCE or COMPLIANCE; None: versioning only
     retain_days: int = 0
     max_retain_days: int = DEFAULT_MAX_RETAIN_DAYS
+    # boto3 profile names (in the shared AWS config/credentials files), one per role; None: boto3's default
+    # chain. Only names are kept here, never credentials. Legal holds and deletes refuse the default chain
+    # and the push profile: each needs its own credential.
+    push_profile: str | None = None
+    hold_profile: str | None = None
+    delete_profile: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -65,6 +73,13 @@ class Remote:
             raise InputError("--retain-days needs --lock governance|compliance")
         if self.max_retain_days < 1:
             raise InputError("--max-retain-days must be at least 1")
+        for flag, profile in (
+            ("--push-profile", self.push_profile),
+            ("--legal-hold-profile", self.hold_profile),
+            ("--delete-profile", self.delete_profile),
+        ):
+            if profile is not None and not _PROFILE.fullmatch(profile):
+                raise InputError(f"{flag} takes an AWS profile name (letters, digits, . _ + = @ -)")
         if self.retain_days > self.max_retain_days:
             raise InputError(
                 f"retention of {self.retain_days} days is above the maximum of {self.max_retain_days}"
@@ -112,6 +127,36 @@ class RemoteStore:
             if r.name == name:
                 return r
         raise UnknownRemote(name)
+
+    def profile(self, remote: Remote, role: str) -> str | None:
+        """The boto3 profile a role uses. ``legal-hold`` and ``delete`` need a profile of their own,
+        distinct from the push one, so that a stolen push credential can neither remove a hold nor delete."""
+        if role == "push":
+            return remote.push_profile
+        profile = remote.hold_profile if role == "legal-hold" else remote.delete_profile
+        flag = "--legal-hold-profile" if role == "legal-hold" else "--delete-profile"
+        if profile is None:
+            raise InputError(
+                f"remote {remote.name} has no {role} credential: name an AWS profile for it with "
+                f"`strongroom remote set {remote.name} {flag} PROFILE` (never the push credential)"
+            )
+        if profile == remote.push_profile:
+            raise InputError(f"remote {remote.name}: the {role} profile must not be the push profile")
+        return profile
+
+    def update(self, name: str, **changes: str | None) -> Remote:
+        data = _load(self.path) or {}
+        if name not in data:
+            raise UnknownRemote(name)
+        merged = dict(data[name])
+        merged.update({k: v for k, v in changes.items() if v is not None})
+        try:
+            remote = Remote(**merged)
+        except TypeError:
+            raise InputError(f"{self.path} is malformed") from None
+        data[name] = asdict(remote)
+        _save(self.path, data)
+        return remote
 
     def add(self, remote: Remote) -> None:
         data = _load(self.path) or {}

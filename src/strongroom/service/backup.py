@@ -13,13 +13,14 @@ from strongroom.backends.registry import parse_s3, redact
 from strongroom.backup.manifest import MANIFEST_NAME
 from strongroom.backup.remotes import Incident, IncidentOpen, IncidentStore, Remote, RemoteStore, RemoteUnusable
 from strongroom.errors import DestinationNotEmpty, InputError, StrongroomError
-from strongroom.service.context import Session
+from strongroom.service.context import Session, audited
 from strongroom.service.results import Result, iso
 from strongroom.store import check, lock
 
 if TYPE_CHECKING:  # boto3 is imported only by the commands that talk to a bucket (it costs 0.2 s per start)
     from strongroom.backends.s3 import S3Backend
     from strongroom.backup.engine import DrillReport, PushReport, RestoreReport
+    from strongroom.backup.lifecycle import PruneReport, ReleaseReport, VersionRestore
 
 
 @dataclass
@@ -32,6 +33,9 @@ class RemoteInfo(Result):
     retain_days: int
     max_retain_days: int
     bucket: str = ""
+    push_profile: str | None = None
+    legal_hold_profile: str | None = None
+    delete_profile: str | None = None
 
 
 @dataclass
@@ -46,19 +50,33 @@ class BackupEntry(Result):
 
 
 def _info(r: Remote, bucket: str = "") -> RemoteInfo:
-    return RemoteInfo(r.name, r.url, r.endpoint, r.region, r.lock_mode, r.retain_days, r.max_retain_days, bucket)
+    return RemoteInfo(
+        r.name,
+        r.url,
+        r.endpoint,
+        r.region,
+        r.lock_mode,
+        r.retain_days,
+        r.max_retain_days,
+        bucket,
+        r.push_profile,
+        r.hold_profile,
+        r.delete_profile,
+    )
 
 
-def _s3(url: str, endpoint: str | None, region: str | None) -> S3Backend:
+def _s3(url: str, endpoint: str | None, region: str | None, profile: str | None = None) -> S3Backend:
     from strongroom.backends.s3 import S3Backend
 
     loc = parse_s3(url)
-    return S3Backend(loc.bucket, loc.prefix, endpoint_url=endpoint, region=region)
+    return S3Backend(loc.bucket, loc.prefix, endpoint_url=endpoint, region=region, profile=profile)
 
 
-def _remote(session: Session, name: str) -> tuple[Remote, S3Backend]:
-    r = RemoteStore(session.settings.state_dir).get(name)
-    return r, _s3(r.url, r.endpoint, r.region)
+def _remote(session: Session, name: str, role: str = "push") -> tuple[Remote, S3Backend]:
+    """The remote and a client for it with the credential of ``role`` (push, legal-hold or delete)."""
+    store = RemoteStore(session.settings.state_dir)
+    r = store.get(name)
+    return r, _s3(r.url, r.endpoint, r.region, store.profile(r, role))
 
 
 def check_bucket(s3: S3Backend, need_lock: bool) -> str:
@@ -94,20 +112,52 @@ def remote_add(
     lock_mode: str | None = None,
     retain_days: int = 0,
     max_retain_days: int = 3650,
+    push_profile: str | None = None,
+    legal_hold_profile: str | None = None,
+    delete_profile: str | None = None,
 ) -> RemoteInfo:
-    remote = Remote(name, url, endpoint, region, lock_mode.upper() if lock_mode else None, retain_days, max_retain_days)
+    remote = Remote(
+        name,
+        url,
+        endpoint,
+        region,
+        lock_mode.upper() if lock_mode else None,
+        retain_days,
+        max_retain_days,
+        push_profile,
+        legal_hold_profile,
+        delete_profile,
+    )
     store = RemoteStore(session.settings.state_dir)
     if any(r.name == name for r in store.all()):
         raise InputError(f"remote {name!r} exists")
-    status = check_bucket(_s3(url, endpoint, region), need_lock=remote.lock_mode is not None)
+    status = check_bucket(_s3(url, endpoint, region, push_profile), need_lock=remote.lock_mode is not None)
     store.add(remote)
     return _info(remote, status)
+
+
+def remote_set(
+    session: Session,
+    name: str,
+    push_profile: str | None = None,
+    legal_hold_profile: str | None = None,
+    delete_profile: str | None = None,
+) -> RemoteInfo:
+    """Name the AWS profile each role of a remote uses (names only; the credentials stay in AWS's files)."""
+    if push_profile is None and legal_hold_profile is None and delete_profile is None:
+        raise InputError("remote set needs --push-profile, --legal-hold-profile or --delete-profile")
+    store = RemoteStore(session.settings.state_dir)
+    remote = store.update(
+        name, push_profile=push_profile, hold_profile=legal_hold_profile, delete_profile=delete_profile
+    )
+    return _info(remote)
 
 
 def remote_list(session: Session) -> list[RemoteInfo]:
     return [_info(r) for r in RemoteStore(session.settings.state_dir).all()]
 
 
+@audited("backup.push", remote="name")
 def push(session: Session, name: str, workers: int = 8) -> PushReport:
     from strongroom.backup import engine
 
@@ -115,11 +165,20 @@ def push(session: Session, name: str, workers: int = 8) -> PushReport:
     incidents = IncidentStore(session.settings.state_dir)
     opened = incidents.open_ones()
     if opened:  # before asking for the passphrase
+        session.audit_detail(incident=opened[0].id)
         raise IncidentOpen(opened[0].id, opened[0].reason)
     check_bucket(s3, need_lock=remote.lock_mode is not None)
     repo = session.open()
     with lock.read_lock(repo.backend, "backup push"):
-        return engine.push(repo, s3, remote, incidents.open_ones, workers=workers)
+        report = engine.push(repo, s3, remote, incidents.open_ones, workers=workers)
+    session.audit_detail(
+        manifest_version=report.manifest_version,
+        uploaded=report.uploaded,
+        resumed=report.resumed,
+        bytes_sent=report.bytes_sent,
+        extended=report.extended,
+    )
+    return report
 
 
 def backup_list(session: Session, name: str) -> list[BackupEntry]:
@@ -146,19 +205,74 @@ def backup_list(session: Session, name: str) -> list[BackupEntry]:
     return out
 
 
+@audited("backup.verify", remote="name", sample="sample")
 def verify(session: Session, name: str, sample: str | None = None) -> DrillReport:
     from strongroom.backup import engine
 
     _, s3 = _remote(session, name)
     repo = session.open()
     chosen = check.parse_sample(sample) if sample else None
-    return engine.verify(s3, engine.accept_for(repo), session.get_passphrase(), chosen)
+    report = engine.verify(s3, engine.accept_for(repo), session.get_passphrase(), chosen)
+    session.audit_detail(manifest_version=report.manifest_version, ok=report.ok, damaged=len(report.damage))
+    if not report.ok and session._audit_stack:
+        session._audit_stack[-1].fail(f"{len(report.damage)} damaged or missing objects")
+    return report
 
 
+@audited("backup.release", remote="name", version="version", retain_days="retain_days", legal_hold="legal_hold")
+def release(
+    session: Session, name: str, version: str, retain_days: int | None = None, legal_hold: bool = False
+) -> ReleaseReport:
+    """Extend retention (never shorten) and set a legal hold on every object ``version`` needs. A legal
+    hold uses the remote's legal-hold credential, never the push one; retention alone uses the push one."""
+    from strongroom.backup import lifecycle
+    from strongroom.service.versions import resolve
+
+    remote, s3 = _remote(session, name, "legal-hold" if legal_hold else "push")
+    repo = session.open()
+    cid = resolve(repo, version)
+    session.audit_note(version=cid.hex())
+    try:
+        report = lifecycle.release(repo, s3, remote, cid, retain_days=retain_days, legal_hold=legal_hold)
+    except BackendError as e:
+        raise RemoteUnusable(f"release on {s3.describe()} failed: {e}") from None
+    session.audit_detail(objects=report.objects, manifest_version=report.manifest_version)
+    return report
+
+
+@audited("backup.prune", remote="name", keep_last="keep_last", keep_within="keep_within", dry_run="dry_run")
+def prune(
+    session: Session,
+    name: str,
+    keep_last: int | None = None,
+    keep_within: int | None = None,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> PruneReport:
+    """Delete what no kept backup names, with the remote's delete credential (the push one cannot)."""
+    from strongroom.backup import lifecycle
+
+    _, s3 = _remote(session, name, "delete")
+    repo = session.open()
+    try:
+        report = lifecycle.prune(repo, s3, keep_last=keep_last, keep_within_days=keep_within, dry_run=dry_run, now=now)
+    except BackendError as e:
+        raise RemoteUnusable(f"prune on {s3.describe()} failed: {e}") from None
+    session.audit_detail(deleted=report.deleted, deleted_bytes=report.deleted_bytes, kept=report.kept_manifests)
+    return report
+
+
+@audited("backup.restore", source="source", to="to", version="version")
 def restore(
-    session: Session, source: str, to: str, endpoint: str | None = None, region: str | None = None
-) -> RestoreReport:
-    from strongroom.backup import engine
+    session: Session,
+    source: str,
+    to: str,
+    endpoint: str | None = None,
+    region: str | None = None,
+    version: str | None = None,
+) -> RestoreReport | VersionRestore:
+    from strongroom.backup import engine, lifecycle
+    from strongroom.service.versions import resolve
 
     if source.startswith("s3://"):
         s3 = _s3(source, endpoint, region)
@@ -174,22 +288,33 @@ def restore(
         raise RemoteUnusable(f"cannot use {redact(s3.describe())}: {e}") from None
     dest = LocalBackend(to)
     dest.ensure_root()
-    report = engine.restore(s3, session.get_passphrase(), dest)
+    report: RestoreReport | VersionRestore
+    if version is None:
+        report = engine.restore(s3, session.get_passphrase(), dest)
+    else:
+        report = lifecycle.restore_version(s3, session.get_passphrase(), dest, version, resolve)
+        session.audit_note(version=report.version)
+    session.audit_detail(manifest_version=report.manifest_version, objects=report.objects)
     from strongroom.store.repository import Repository
 
-    restored = Repository.open(dest, session.get_passphrase())
-    session.remember(restored, restored.read_refs())
+    if version is None:  # a copy of one version has refs of its own: this client keeps its view of the original
+        restored = Repository.open(dest, session.get_passphrase())
+        session.remember(restored, restored.read_refs())
     return report
 
 
+@audited("incident.open", reason="reason")
 def incident_open(session: Session, reason: str) -> Incident:
-    return IncidentStore(session.settings.state_dir).open_incident(reason, time.time_ns())
+    inc = IncidentStore(session.settings.state_dir).open_incident(reason, time.time_ns())
+    session.audit_detail(incident=inc.id)
+    return inc
 
 
 def incident_list(session: Session) -> list[Incident]:
     return IncidentStore(session.settings.state_dir).all()
 
 
+@audited("incident.close", incident="incident_id")
 def incident_close(session: Session, incident_id: str) -> Incident:
     return IncidentStore(session.settings.state_dir).close(incident_id, time.time_ns())
 

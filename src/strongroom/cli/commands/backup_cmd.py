@@ -27,16 +27,50 @@ def remote_add(
     lock: Annotated[str | None, typer.Option("--lock", help="Object Lock mode: governance or compliance.")] = None,
     retain_days: Annotated[int, typer.Option(help="Object Lock retention of every object, in days.")] = 0,
     max_retain_days: Annotated[int, typer.Option(help="Refuse retention above this many days.")] = 3650,
+    push_profile: Annotated[str | None, typer.Option(help="AWS profile for push, list, verify, restore.")] = None,
+    legal_hold_profile: Annotated[
+        str | None, typer.Option(help="AWS profile for legal holds (backup release --legal-hold).")
+    ] = None,
+    delete_profile: Annotated[str | None, typer.Option(help="AWS profile for deletes (backup prune).")] = None,
 ) -> None:
     """Add a remote after checking that its bucket has versioning (and Object Lock with --lock)."""
     if lock is not None and lock.lower() not in ("governance", "compliance"):
         raise InputError("--lock takes governance or compliance")
-    res = svc.remote_add(session(), name, url, endpoint, region, lock, retain_days, max_retain_days)
+    res = svc.remote_add(
+        session(),
+        name,
+        url,
+        endpoint,
+        region,
+        lock,
+        retain_days,
+        max_retain_days,
+        push_profile,
+        legal_hold_profile,
+        delete_profile,
+    )
     if STATE.json:
         emit_json(res)
         return
     line(f"added remote {res.name}: {res.url}")
     note(f"bucket: {res.bucket}; " + (f"{res.lock} retention {res.retain_days} days" if res.lock else "no retention"))
+
+
+def remote_set(
+    name: Annotated[str, typer.Argument(help="Remote name.")],
+    push_profile: Annotated[str | None, typer.Option(help="AWS profile for push, list, verify, restore.")] = None,
+    legal_hold_profile: Annotated[str | None, typer.Option(help="AWS profile for legal holds.")] = None,
+    delete_profile: Annotated[str | None, typer.Option(help="AWS profile for deletes (backup prune).")] = None,
+) -> None:
+    """Name the AWS profile (from the AWS config files) each role of a remote uses; never credentials."""
+    res = svc.remote_set(session(), name, push_profile, legal_hold_profile, delete_profile)
+    if STATE.json:
+        emit_json(res)
+        return
+    line(
+        f"remote {res.name}: push profile {res.push_profile or '(default chain)'}, legal-hold profile "
+        f"{res.legal_hold_profile or '(none)'}, delete profile {res.delete_profile or '(none)'}"
+    )
 
 
 def remote_list() -> None:
@@ -121,17 +155,69 @@ def restore(
     to: Annotated[str, typer.Option("--to", help="New repository folder (must not exist or be empty).")],
     endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL.")] = None,
     region: Annotated[str | None, typer.Option(help="S3 region.")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Restore only what this version (id, prefix, branch or tag) needs.")
+    ] = None,
 ) -> None:
     """Rebuild a repository from the bucket alone (the passphrase is all it needs)."""
-    res = svc.restore(session(), source, to, endpoint, region)
+    res = svc.restore(session(), source, to, endpoint, region, version)
     if STATE.json:
         emit_json(svc.as_json(res))
         return
     for s in res.skipped_manifests:
         note(f"warning: skipped a manifest version that does not verify: {s}")
+    what = f"version {getattr(res, 'version', '')[:16]} with " if version else ""
     line(
-        f"restored repository {res.repo_id[:16]} to {to}: {res.versions} versions, {res.objects} objects "
+        f"restored repository {res.repo_id[:16]} to {to}: {what}{res.versions} versions, {res.objects} objects "
         f"({human_bytes(res.bytes)}) from manifest {res.manifest_version}"
+    )
+    if version:
+        note(
+            "note: this copy has refs of its own (one version); open it with its own STRONGROOM_STATE_DIR, or "
+            "this client's rollback check will flag whichever of the copy and the original it opens second"
+        )
+
+
+def release(
+    name: Annotated[str, typer.Argument(help="Remote name.")],
+    version: Annotated[str, typer.Argument(help="Version: id, prefix, branch or tag.")],
+    retain_days: Annotated[int | None, typer.Option(help="Extend retention to now + N days (never shortens).")] = None,
+    legal_hold: Annotated[
+        bool, typer.Option("--legal-hold", help="Set a legal hold (uses the remote's legal-hold profile).")
+    ] = False,
+) -> None:
+    """Lock every object a version needs in the bucket: retention extended and/or a legal hold."""
+    res = svc.release(session(), name, version, retain_days, legal_hold)
+    if STATE.json:
+        emit_json(svc.as_json(res))
+        return
+    what = [f"retained until {res.retain_until}"] if res.retain_until else []
+    what += ["legal hold on"] if res.legal_hold else []
+    line(
+        f"released version {res.version[:16]}: {res.objects} objects ({human_bytes(res.bytes)}), "
+        f"{', '.join(what)}; manifest version {res.manifest_version}"
+    )
+    note(f"{res.extended} retentions extended in {res.seconds:.2f}s")
+
+
+def prune(
+    name: Annotated[str, typer.Argument(help="Remote name.")],
+    keep_last: Annotated[int | None, typer.Option(help="Keep the newest N backups.")] = None,
+    keep_within: Annotated[int | None, typer.Option(help="Keep the backups made within DAYS days.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be deleted; delete nothing.")] = False,
+) -> None:
+    """Delete what no kept backup needs once its retention has passed (uses the remote's delete profile)."""
+    res = svc.prune(session(), name, keep_last, keep_within, dry_run)
+    if STATE.json:
+        emit_json(svc.as_json(res))
+        return
+    line(
+        f"{'would delete' if res.dry_run else 'deleted'} {res.deleted} object versions "
+        f"({human_bytes(res.deleted_bytes)}); kept {res.kept_manifests} of {res.manifests} backups"
+    )
+    note(
+        f"not deleted: {res.locked} still under retention, {res.held} under legal hold, {res.young} younger "
+        f"than a day; {res.bad_manifests} manifest versions that do not verify; {res.seconds:.2f}s"
     )
 
 
@@ -165,10 +251,13 @@ def incident_close(incident_id: Annotated[str, typer.Argument(help="Incident id.
 def register(app: typer.Typer) -> None:
     remote_app.command("add")(remote_add)
     remote_app.command("list")(remote_list)
+    remote_app.command("set")(remote_set)
     backup_app.command("push")(push)
     backup_app.command("list")(backup_list)
     backup_app.command("verify")(verify)
     backup_app.command("restore")(restore)
+    backup_app.command("release")(release)
+    backup_app.command("prune")(prune)
     incident_app.command("open")(incident_open)
     incident_app.command("list")(incident_list)
     incident_app.command("close")(incident_close)
