@@ -22,8 +22,18 @@ from strongroom.backends.s3 import Lock, S3Backend, Version, expected_etag
 from strongroom.backup.manifest import MANIFEST_NAME, Entry, Manifest
 from strongroom.backup.pinned import PinnedBackend
 from strongroom.backup.remotes import Incident, IncidentOpen, Remote
+from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
-from strongroom.errors import IntegrityError, PolicyDenied, ProblemFound, StrongroomError, WrongPassphrase
+from strongroom.errors import (
+    HsmError,
+    IntegrityError,
+    KeyUnavailable,
+    PolicyDenied,
+    ProblemFound,
+    StrongroomError,
+    WrongPassphrase,
+    WrongPin,
+)
 from strongroom.store import check
 from strongroom.store.repository import Repository
 
@@ -97,7 +107,7 @@ def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[M
             break
         try:
             m = accept(s3.get_version(MANIFEST_NAME, v.version_id))
-        except WrongPassphrase:
+        except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):  # the credentials, not the manifest
             raise
         except StrongroomError as e:
             skipped.append(f"{v.version_id}: {e}")
@@ -114,7 +124,7 @@ def _current_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tup
     try:
         note, vid = s3.get_current(MANIFEST_NAME)
         return accept(note), vid, []
-    except WrongPassphrase:
+    except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):
         raise
     except (ObjectMissing, IntegrityError):
         return None
@@ -125,14 +135,14 @@ def accept_for(repo: Repository) -> Callable[[bytes], Manifest]:
     return lambda note: Manifest.verified(note, verifier, repo.config.repo_id)
 
 
-def accept_with_passphrase(s3: S3Backend, passphrase: Secret) -> Callable[[bytes], Manifest]:
+def accept_with_passphrase(s3: S3Backend, credentials: Secret | Credentials) -> Callable[[bytes], Manifest]:
     """From the bucket alone: open the repository the manifest pins (key files, keyring and config, all
     hash-checked against it) with the passphrase, and check the manifest with that repository's log key.
     A wrong passphrase on every candidate is reported as such."""
 
     def accept(note: bytes) -> Manifest:
         m = Manifest.parse_unverified(note)
-        repo = Repository.open(PinnedBackend(s3, m), passphrase)
+        repo = Repository.open(PinnedBackend(s3, m), credentials)
         return Manifest.verified(note, repo.log_signer().verifier(), repo.config.repo_id)
 
     return accept
@@ -147,9 +157,11 @@ def _snapshot(backend: Backend) -> tuple[dict[str, int], dict[str, bytes]]:
     small: dict[str, bytes] = {"refs": backend.get("refs")}
     sizes: dict[str, int] = dict(backend.list("index"))
     sizes.update(backend.list("data"))
-    sizes.update(backend.list("audit"))  # sealed segments and signed checkpoints: write-once, content named
-    for name, _ in backend.list("keys"):
-        small[name] = backend.get(name)
+    # keys/*, scope records and audit objects are compared by hash: key slots come and go, and
+    # `key reencrypt` reseals scope records, audit segments and checkpoints in place under a new data key.
+    for prefix in ("keys", "scopes", "audit"):
+        for name, _ in backend.list(prefix):
+            small[name] = backend.get(name)
     for name in SMALL:
         try:
             small[name] = backend.get(name)
@@ -325,7 +337,7 @@ class DrillReport:
 def verify(
     s3: S3Backend,
     accept: Callable[[bytes], Manifest],
-    passphrase: Secret,
+    credentials: Secret | Credentials,
     sample: tuple[int, int] | float | None = None,
 ) -> DrillReport:
     """A restore drill against the bucket: every small object and index file hash-checked against the
@@ -348,7 +360,7 @@ def verify(
         vid, m.created_ns, len(m.entries), "sample" if sample else "full", False, 0, 0, 0, damage, {}, skipped, []
     )
     try:
-        backup = Repository.open(pinned, passphrase)
+        backup = Repository.open(pinned, credentials)
         r = check.verify(backup, full=sample is None, sample=sample)
     except StrongroomError as e:
         damage.append({"object": "repository", "reason": f"the backup cannot be opened: {e}"})
@@ -374,11 +386,11 @@ class RestoreReport:
     seconds: float = 0.0
 
 
-def restore(s3: S3Backend, passphrase: Secret, dest: Backend, workers: int = 8) -> RestoreReport:
+def restore(s3: S3Backend, credentials: Secret | Credentials, dest: Backend, workers: int = 8) -> RestoreReport:
     """Rebuild a repository in ``dest`` from the bucket alone; every object is the version the newest
     good manifest names, hash-checked; the result is verified (structure and reachability) before return."""
     t0 = time.perf_counter()
-    found = find_manifest(s3, accept_with_passphrase(s3, passphrase))
+    found = find_manifest(s3, accept_with_passphrase(s3, credentials))
     if found is None:
         raise NoBackup(s3.describe(), "no manifest version with a good signature")
     m, vid, skipped = found
@@ -394,7 +406,7 @@ def restore(s3: S3Backend, passphrase: Secret, dest: Backend, workers: int = 8) 
         fetch("config")  # last: until it is there, the folder is not a repository
     except StrongroomError as e:
         raise IntegrityError(f"restore incomplete: {e}") from None
-    repo = Repository.open(dest, passphrase)
+    repo = Repository.open(dest, credentials)
     r = check.verify(repo)
     if not r.ok:
         raise IntegrityError(

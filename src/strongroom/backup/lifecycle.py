@@ -37,15 +37,25 @@ from strongroom.backup.manifest import MANIFEST_NAME, Manifest
 from strongroom.backup.pinned import PinnedBackend
 from strongroom.backup.remotes import Remote
 from strongroom.core.ids import ObjectKind
+from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
-from strongroom.errors import InputError, IntegrityError, ProblemFound, StrongroomError, WrongPassphrase
+from strongroom.errors import (
+    HsmError,
+    InputError,
+    IntegrityError,
+    KeyUnavailable,
+    ProblemFound,
+    StrongroomError,
+    WrongPassphrase,
+    WrongPin,
+)
 from strongroom.store import check, gc
 from strongroom.store.index import Index
 from strongroom.store.pack import pack_path
 from strongroom.store.refs import Refs, seal_refs
 from strongroom.store.repository import Repository
 
-ALWAYS = ("config", "keyring", "counters", "refs")
+ALWAYS = ("config", "keyring", "counters", "refs", "signers")
 Resolver = Callable[[Repository, str], bytes]
 
 
@@ -80,7 +90,7 @@ class Needs:
 
     def with_small(self, available: set[str]) -> set[str]:
         """These names plus the small objects, key files and audit objects among ``available``."""
-        return self.names | {n for n in available if n in ALWAYS or n.startswith(("keys/", "audit/"))}
+        return self.names | {n for n in available if n in ALWAYS or n.startswith(("keys/", "audit/", "scopes/"))}
 
 
 def needs(repo: Repository, heads: list[bytes]) -> Needs:
@@ -119,7 +129,7 @@ def good_manifests(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[
     for v in manifest_versions(s3):
         try:
             good.append(Good(accept(s3.get_version(MANIFEST_NAME, v.version_id)), v))
-        except WrongPassphrase:
+        except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):  # the credentials, not the manifest
             raise
         except ObjectMissing:
             continue
@@ -335,7 +345,7 @@ class VersionRestore:
 
 
 def restore_version(
-    s3: S3Backend, passphrase: Secret, dest: Backend, version: str, resolve: Resolver, workers: int = 8
+    s3: S3Backend, credentials: Secret | Credentials, dest: Backend, version: str, resolve: Resolver, workers: int = 8
 ) -> VersionRestore:
     """Rebuild in ``dest`` a repository holding only what ``version`` needs, from the newest good manifest
     that has it: its packs, a new index listing just those packs, refs naming only the branches and tags
@@ -349,9 +359,9 @@ def restore_version(
         try:
             note = s3.get_version(MANIFEST_NAME, v.version_id)
             m = Manifest.parse_unverified(note)
-            backup = Repository.open(PinnedBackend(s3, m), passphrase)
+            backup = Repository.open(PinnedBackend(s3, m), credentials)
             Manifest.verified(note, backup.log_signer().verifier(), backup.config.repo_id)
-        except WrongPassphrase:
+        except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):  # the credentials, not the manifest
             raise
         except StrongroomError as e:
             skipped.append(f"{v.version_id}: {e}")
@@ -399,7 +409,7 @@ def restore_version(
         fetch("config")  # last: until it is there, the folder is not a repository
     except StrongroomError as e:
         raise IntegrityError(f"restore incomplete: {e}") from None
-    repo = Repository.open(dest, passphrase)
+    repo = Repository.open(dest, credentials)
     r = check.verify(repo)
     if not r.ok:
         raise IntegrityError(

@@ -212,7 +212,7 @@ def verify(session: Session, name: str, sample: str | None = None) -> DrillRepor
     _, s3 = _remote(session, name)
     repo = session.open()
     chosen = check.parse_sample(sample) if sample else None
-    report = engine.verify(s3, engine.accept_for(repo), session.get_passphrase(), chosen)
+    report = engine.verify(s3, engine.accept_for(repo), session.credentials(), chosen)
     session.audit_detail(manifest_version=report.manifest_version, ok=report.ok, damaged=len(report.damage))
     if not report.ok and session._audit_stack:
         session._audit_stack[-1].fail(f"{len(report.damage)} damaged or missing objects")
@@ -290,15 +290,15 @@ def restore(
     dest.ensure_root()
     report: RestoreReport | VersionRestore
     if version is None:
-        report = engine.restore(s3, session.get_passphrase(), dest)
+        report = engine.restore(s3, session.credentials(), dest)
     else:
-        report = lifecycle.restore_version(s3, session.get_passphrase(), dest, version, resolve)
+        report = lifecycle.restore_version(s3, session.credentials(), dest, version, resolve)
         session.audit_note(version=report.version)
     session.audit_detail(manifest_version=report.manifest_version, objects=report.objects)
     from strongroom.store.repository import Repository
 
     if version is None:  # a copy of one version has refs of its own: this client keeps its view of the original
-        restored = Repository.open(dest, session.get_passphrase())
+        restored = Repository.open(dest, session.credentials())
         session.remember(restored, restored.read_refs())
     return report
 

@@ -134,13 +134,15 @@ def _check_packs(repo: Repository, share: list[str], send: Callable[[tuple[Any, 
 def _scope_of(repo: Repository, object_id: bytes) -> tuple[str, str]:
     """(scope name, state) of the scope an indexed object is sealed under; ("", "") for repository keys."""
     loc = repo.index.get(object_id)
-    if loc is None or not repo.scope_states:
+    if loc is None:
         return "", ""
     try:
         kid = key_id_of(repo.backend.get_range(pack_path(loc.pack_id), loc.offset, 7))
     except StrongroomError:
         return "", ""
-    return repo.scope_states.get(kid, ("", ""))
+    if kid < SCOPE_KEY_BASE or (kid in repo.sealer.key_ids() and kid in repo.scope_states):
+        return "", ""
+    return repo.scope_states.get(kid, ("(a scope this client has not loaded)", "unavailable"))
 
 
 def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, str, bytes | None]]:
