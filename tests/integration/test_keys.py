@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
 from tests.hsm import SoftHsm, unique_label
 from tests.integration.test_secrets import encodings
+from tests.s3server import MakeBucket, make_bucket, moto_endpoint, s3_env  # noqa: F401
 
 NEW_PASSPHRASE = "new passphrase 31c9-Lemur"
 
@@ -198,3 +199,36 @@ def test_no_pin_or_passphrase_in_any_output(cli: Cli, softhsm: SoftHsm, tmp_path
     for secret in (softhsm.pin, "7319-wrong-pin", PASSPHRASE, NEW_PASSPHRASE):
         for needle in encodings(secret.encode()):
             assert needle not in blob, secret
+
+
+def test_backup_of_a_double_encrypted_repository_restores_with_passphrase_and_token(
+    cli: Cli,
+    softhsm: SoftHsm,
+    tmp_path: Path,
+    moto_endpoint: str,  # noqa: F811
+    make_bucket: MakeBucket,  # noqa: F811
+    s3_env: dict[str, str],  # noqa: F811
+) -> None:
+    """Issue 6: the bucket alone plus the repository's KEKs (passphrase and token) rebuild everything; the
+    passphrase alone does not."""
+    env = {**softhsm.env, **s3_env}
+    src = make_tree(tmp_path / "src", {"a.bin": os.urandom(100_000), "b/c.txt": b"labels\n" * 100})
+    res = cli("init", "--kek", "passphrase", "--kek", "pkcs11", *softhsm.kek_args(unique_label()), extra_env=env)
+    assert res.code == 0, res.err
+    assert cli("commit", str(src), extra_env=env).code == 0
+    bucket = make_bucket(lock=True)
+    url = f"s3://{bucket}/hsm/repo"
+    res = cli("remote", "add", "off", url, "--endpoint", moto_endpoint, "--lock", "governance", "--retain-days", "1",
+              extra_env=env)  # fmt: skip
+    assert res.code == 0, res.err
+    assert cli("backup", "push", "off", extra_env=env).code == 0
+    no_pin = {k: v for k, v in env.items() if k != "STRONGROOM_PKCS11_PIN"}
+    rebuilt = tmp_path / "rebuilt"
+    res = cli("backup", "restore", url, "--endpoint", moto_endpoint, "--to", str(rebuilt), extra_env=no_pin)
+    assert res.code == 2 and "PIN" in res.err
+    res = cli("backup", "restore", url, "--endpoint", moto_endpoint, "--to", str(rebuilt), extra_env=env)
+    assert res.code == 0, res.err
+    out = tmp_path / "out"
+    res = cli("--repo", str(rebuilt), "checkout", "main", str(out), extra_env=env)
+    assert res.code == 0, res.err
+    assert tree_snapshot(out) == tree_snapshot(src)
