@@ -244,7 +244,7 @@ def test_json_commit_and_checkout_are_one_document(cli: Cli, tmp_path: Path) -> 
 
 def test_log_json_is_newest_first_with_the_documented_fields(hcli: Cli, history: History) -> None:
     entries = json.loads(ok(hcli("--json", "log", "--branch", "main")).out)
-    fields = {"id", "parents", "branch", "author", "time", "message", "signer", "signature"}
+    fields = {"id", "parents", "branch", "author", "time", "message", "signer", "signature", "scope", "state"}
     assert [set(e) for e in entries] == [fields] * 2
     assert [e["id"] for e in entries] == [history.v2, history.v1]
     assert entries[0]["parents"] == [history.v1] and entries[1]["parents"] == []

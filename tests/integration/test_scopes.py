@@ -14,9 +14,9 @@ import pytest
 
 from strongroom.backends.local import LocalBackend
 from strongroom.crypto.aead import key_id_of
+from strongroom.crypto.keys import SCOPE_KEY_BASE
 from strongroom.store.pack import pack_path
 from strongroom.store.repository import Repository
-from strongroom.store.scopes import SCOPE_KEY_BASE
 from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
 
 SECRET_ROWS = b"patient-0042,1961-02-03,diagnosis:rare\n" * 2000

@@ -19,6 +19,8 @@ KEYRING_FORMAT = "sr-keyring/1"
 # Random 96-bit GCM nonces stay safe for 2^32 messages per key (SP 800-38D 8.3). We rotate to a fresh
 # data key long before: at 2^30 frames, checked at every publish.
 ROTATE_AFTER_MESSAGES = 1 << 30
+# Scope data keys (store.scopes) take ids from 2^31 up, repository data keys count up from 1: never equal.
+SCOPE_KEY_BASE = 1 << 31
 CHUNKER_SEED_BITS = 63  # pyfastcdc's compiled chunker rejects seeds of 2^63 and above
 
 

@@ -19,11 +19,11 @@ from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE, Commit
 from strongroom.crypto.aead import key_id_of
 from strongroom.crypto.idhash import content_name
-from strongroom.errors import InputError, StrongroomError
+from strongroom.crypto.keys import SCOPE_KEY_BASE
+from strongroom.errors import InputError, KeyUnavailable, Shredded, StrongroomError
 from strongroom.store import parallel
-from strongroom.store.pack import pack_path, read_header_from
+from strongroom.store.pack import read_header_from
 from strongroom.store.repository import Repository
-from strongroom.store.scopes import SCOPE_KEY_BASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +131,6 @@ def _check_packs(repo: Repository, share: list[str], send: Callable[[tuple[Any, 
         send(("pack", size, len(index.packs.get(pid, []))))
 
 
-def _scope_of(repo: Repository, object_id: bytes) -> tuple[str, str]:
-    """(scope name, state) of the scope an indexed object is sealed under; ("", "") for repository keys."""
-    loc = repo.index.get(object_id)
-    if loc is None:
-        return "", ""
-    try:
-        kid = key_id_of(repo.backend.get_range(pack_path(loc.pack_id), loc.offset, 7))
-    except StrongroomError:
-        return "", ""
-    if kid < SCOPE_KEY_BASE or (kid in repo.sealer.key_ids() and kid in repo.scope_states):
-        return "", ""
-    return repo.scope_states.get(kid, ("(a scope this client has not loaded)", "unavailable"))
-
-
 def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, str, bytes | None]]:
     out: list[tuple[str, str, bytes | None]] = []
     indexed = pid in repo.index.packs
@@ -212,6 +198,8 @@ def verify(
         """Load an object; a read that fails once and then succeeds is a warning, not damage."""
         try:
             return load(oid), None
+        except (Shredded, KeyUnavailable):
+            raise  # not a fault: no key here opens it
         except StrongroomError:
             pass
         try:
@@ -245,16 +233,10 @@ def verify(
     referenced_chunks: set[bytes] = set()
     # A version whose tree is sealed under a shredded scope was erased on purpose: listed, not walked. One
     # whose scope key is not in this machine's keystore cannot be checked here: a warning.
-    unreadable_scope: set[bytes] = set()
+    roots: dict[bytes, list[bytes]] = {}
     for cid, tid in commits:
-        name, state = _scope_of(repo, tid)
-        if state == "shredded":
-            report.shredded[cid.hex()] = name
-            unreadable_scope.add(tid)
-        elif state == "unavailable":
-            report.warnings.append(f"version {cid.hex()[:12]}: scope {name!r} has no key in this keystore; not checked")
-            unreadable_scope.add(tid)
-    stack = [t for _, t in commits if t not in unreadable_scope]
+        roots.setdefault(tid, []).append(cid)
+    stack = [t for _, t in commits]
     while stack:
         tid = stack.pop()
         if tid in seen_trees:
@@ -263,7 +245,16 @@ def verify(
         if not present(tid):
             bad_ids.add(tid)
             continue
-        tree, why = read_twice(repo.load_tree, tid, "tree")
+        try:
+            tree, why = read_twice(repo.load_tree, tid, "tree")
+        except Shredded as err:
+            for cid in roots.get(tid, []):
+                report.shredded[cid.hex()] = str(err.args_[0]) if err.args_ else ""
+            continue
+        except KeyUnavailable as err:
+            for cid in roots.get(tid, []):
+                report.warnings.append(f"version {cid.hex()[:12]}: {err}; not checked")
+            continue
         if why is not None:
             bad_ids.add(tid)
             report.damage.append(Damage(f"tree {tid.hex()[:16]}", f"unreadable: {why}"))

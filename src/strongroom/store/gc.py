@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
 from strongroom.crypto.aead import key_id_of
+from strongroom.crypto.keys import SCOPE_KEY_BASE
 from strongroom.errors import IntegrityError, KeyUnavailable, Shredded
 from strongroom.store.pack import PackBuilder, pack_path
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
-from strongroom.store.scopes import SCOPE_KEY_BASE
 
 
 @dataclass

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from strongroom.backends.base import ObjectMissing
 from strongroom.crypto.aead import key_id_of
+from strongroom.crypto.keys import SCOPE_KEY_BASE
 from strongroom.errors import InputError, IntegrityError
 from strongroom.store.pack import TRAILER_LEN, PackBuilder, header_location, pack_path
 from strongroom.store.repository import Repository
-from strongroom.store.scopes import SCOPE_KEY_BASE
 
 BATCH_PACKS = 16  # about 256 MiB of default packs between two index rewrites
 

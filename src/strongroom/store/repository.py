@@ -33,6 +33,7 @@ from strongroom.crypto.idhash import IdHasher
 from strongroom.crypto.kdf import KdfParams, mac, mac_ok, subkey
 from strongroom.crypto.keys import (
     ROTATE_AFTER_MESSAGES,
+    SCOPE_KEY_BASE,
     Keyring,
     fingerprint,
     new_master_key,
@@ -488,6 +489,8 @@ class Repository:
             if state == "shredded":
                 raise Shredded(name)
             raise KeyUnavailable(f"scope {name!r}: its key is not in this machine's keystore (STRONGROOM_KEYSTORE)")
+        if key_id >= SCOPE_KEY_BASE:
+            raise KeyUnavailable("the data is sealed under a scope whose keys this client has not loaded")
         self.keyring = self._read_keyring(self.backend, self.config, self._master)
         return self.keyring.data_keys
 

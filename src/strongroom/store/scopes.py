@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from strongroom.core import codec
 from strongroom.core.ids import ObjectKind
 from strongroom.crypto.aead import open_with, seal_with
-from strongroom.crypto.keys import CHUNKER_SEED_BITS, b64, unb64
+from strongroom.crypto.keys import CHUNKER_SEED_BITS, SCOPE_KEY_BASE, b64, unb64
 from strongroom.crypto.keyslot import create_keyfile, read_keyfile
 from strongroom.crypto.secret import Secret
 from strongroom.errors import DecryptionFailed, InputError, IntegrityError, KeyUnavailable, StrongroomError
 from strongroom.store.repository import Repository
 
 SCOPE_FORMAT = "sr-scope/1"
-SCOPE_KEY_BASE = 1 << 31
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 AVAILABLE, SHREDDED, UNAVAILABLE = "available", "shredded", "unavailable"
