@@ -286,3 +286,18 @@ def test_edit_with_a_recomputed_leaf_is_caught_by_the_checkpoint(logged: Strongr
     con.close()
     rep = _verify(Path(logged._session.settings.repo or ""))
     assert not rep.ok and rep.first_bad == 7 and "signed checkpoint" in rep.reason, rep.reason
+
+
+def test_prove_refuses_an_edited_event_but_proves_the_others(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    """Proofs are built from the leaves recorded at append time (checked against the signed root); the
+    event printed comes from the columns and is hashed again, so an edited one cannot get a proof."""
+    _sql(_db(tmp_path), "UPDATE audit_events SET actor='mallory' WHERE seq=5")
+    c = Cli(Path(logged._session.settings.repo or ""), cli.env)
+    r = c("audit", "prove", "5")
+    assert r.code == 1 and "Traceback" not in r.err, r.out + r.err
+    r = c("audit", "prove", "4")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["event"]["actor"] == "carol"
+    _sql(_db(tmp_path), "UPDATE audit_events SET leaf=zeroblob(32) WHERE seq=2")  # the recorded tree itself
+    r = c("audit", "prove", "4")
+    assert r.code == 1 and "does not match its checkpoint" in r.err, r.err

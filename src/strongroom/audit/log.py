@@ -570,12 +570,17 @@ class AuditLog:
             if row is None:
                 raise InputError("no checkpoint" + (f" of tree size {size}" if size is not None else " yet"))
             cp = verify_checkpoint(row.note, verifier, origin=self.origin)
-            leaves, bad, _, _ = self._catalog_leaves(conn, cp.size)
-        if bad is not None or len(leaves) != cp.size or MerkleTree(leaves).root() != cp.root_hash:
+            recorded = self.store.recorded_leaves(conn, cp.size)
+        # The tree comes from the leaves recorded at append time: its root must equal the signed one, so they
+        # are the signed leaves; an event served from the columns is hashed again and checked against its path
+        # (prove), so an edited column cannot slip into a proof.
+        dense = len(recorded) == cp.size and all(seq == i for i, (seq, _) in enumerate(recorded))
+        tree = MerkleTree(leaf for _, leaf in recorded) if dense else None
+        if tree is None or tree.root() != cp.root_hash:
             raise AuditLogTampered(
-                min(len(leaves), cp.size), "the catalog does not match its checkpoint; run `audit verify`"
+                min(len(recorded), cp.size), "the catalog does not match its checkpoint; run `audit verify`"
             )
-        return MerkleTree(leaves), row
+        return tree, row
 
     def prove(self, repo: Repository, seq: int) -> dict[str, Any]:
         tree, row = self._tree_and_checkpoint(repo)

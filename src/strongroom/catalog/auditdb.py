@@ -19,6 +19,11 @@ _SQLITE_LEAF_ROWS = (
     'SELECT seq, "time", actor, os_user, host, "action", targets, outcome, details, leaf FROM audit_events '
     "WHERE seq >= ? AND seq < ? ORDER BY seq"
 )
+_EVENT_COLUMNS = ("seq", "time", "actor", "os_user", "host", "action", "targets", "outcome", "details", "leaf")
+_SQLITE_INSERT_EVENT = (
+    'INSERT INTO audit_events (seq, "time", actor, os_user, host, "action", targets, outcome, details, leaf) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _PG_WRITER_LOCK = 0x5354524F4E48  # advisory-lock key serialising the audit log's writers on PostgreSQL
 
 
@@ -60,6 +65,13 @@ class AuditStore:
         return int(tx.execute(select(func.count()).select_from(audit_events)).scalar() or 0)
 
     def insert_events(self, tx: Connection, rows: list[dict[str, Any]]) -> None:
+        if self.engine.dialect.name == "sqlite" and rows:  # the driver's executemany: no per-row compile step
+            cur = tx.connection.cursor()
+            try:
+                cur.executemany(_SQLITE_INSERT_EVENT, [tuple(r[c] for c in _EVENT_COLUMNS) for r in rows])
+            finally:
+                cur.close()
+            return
         for i in range(0, len(rows), 5000):
             tx.execute(insert(audit_events), rows[i : i + 5000])
 
@@ -84,6 +96,13 @@ class AuditStore:
             q = q.where(c.seq < end)
         for part in tx.execute(q, execution_options={"yield_per": 20_000}).partitions():
             yield from (tuple(r) for r in part)
+
+    def recorded_leaves(self, tx: Connection, end: int) -> list[tuple[int, bytes]]:
+        """(seq, recorded leaf hash) of the events below ``end``, in seq order: enough to build the tree for
+        proofs, whose root is then compared with a signed checkpoint."""
+        c = audit_events.c
+        q = select(c.seq, c.leaf).where(c.seq < end).order_by(c.seq)
+        return [(int(r[0]), bytes(r[1])) for r in tx.execute(q, execution_options={"yield_per": 50_000})]
 
     def events(self, tx: Connection, start: int = 0, end: int | None = None) -> Iterator[Any]:
         q = select(audit_events).where(audit_events.c.seq >= start).order_by(audit_events.c.seq)
