@@ -7,7 +7,8 @@ Environment: SIZE (default 1GiB), SEED (42), ROUNDS (3), BENCH_DIR (scratch + da
 $TMPDIR/strongroom-bench), BENCH_TOOLS (comma list of strongroom,restic,borg-lz4,borg-zstd3), BENCH_KEEP=1 (keep
 the scratch folder), BENCH_CHECK_RESTORE (rounds whose restores are compared byte for byte; default "1", "all"),
 BENCH_QUIET_BUDGET (seconds the run may spend in total waiting for other load on the machine to stop before timed
-steps; default 900).
+steps; default 900), BENCH_AUDIT=0 (skip the audit log benchmark, bench/audit_log.py, which runs last and writes
+bench/results/audit-latest.md; AUDIT_EVENTS and AUDIT_BATCH size it).
 
 Per round, for each tool in turn (strongroom, restic, borg lz4, borg zstd3 - alternating so that no tool
 systematically runs first on cold memory): reset the one source folder from the pristine dataset (cp -a, mtimes
@@ -338,6 +339,10 @@ def main() -> int:
         os.replace(tmp, os.path.join(RESULTS_DIR, name))
     log(f"written: bench/results/{stem}.md, bench/results/latest.md, bench/results/{stem}.json")
     failed = any(s.get("rc") for rounds_ in results.values() for r in rounds_ for s in r["steps"].values())
+    if os.environ.get("BENCH_AUDIT", "1") != "0":  # the audit log's own figures, in their own results file
+        log("audit log benchmark (bench/audit_log.py; BENCH_AUDIT=0 skips it) ...")
+        audit = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "bench", "audit_log.py")], check=False)
+        failed = failed or audit.returncode != 0
     return 1 if failed else 0
 
 
