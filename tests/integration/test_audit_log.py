@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from strongroom import Strongroom
+from strongroom.audit.events import Event
 from strongroom.errors import PolicyDenied, UnknownPath
 from strongroom.service import branches, gc, merge, workspace
 from strongroom.service import versions as ver
@@ -201,8 +202,9 @@ TAMPER = {
                          "UPDATE audit_events SET seq=seq-1 WHERE seq>9"], 9),
     "insert": (["UPDATE audit_events SET seq=-seq-1000 WHERE seq>=6",
                 "UPDATE audit_events SET seq=-seq-1000+1 WHERE seq<0",
-                "INSERT INTO audit_events SELECT 6,time,'mallory',os_user,host,'cat',targets,outcome,details "
-                "FROM audit_events WHERE seq=5"], 6),
+                "INSERT INTO audit_events SELECT 6,time,'mallory',os_user,host,'cat',targets,outcome,details,"
+                "leaf FROM audit_events WHERE seq=5"], 6),
+    "edit_leaf_only": (["UPDATE audit_events SET leaf=zeroblob(32) WHERE seq=5"], 5),
     "reorder": (["UPDATE audit_events SET seq=-1 WHERE seq=3", "UPDATE audit_events SET seq=3 WHERE seq=8",
                  "UPDATE audit_events SET seq=8 WHERE seq=-1"], 3),
     "truncate_tail": (["DELETE FROM audit_events WHERE seq>=12", "DELETE FROM audit_checkpoints WHERE tree_size>12"],
@@ -269,3 +271,33 @@ def test_rebuild_from_repository_after_losing_the_catalog(logged: Strongroom, tm
     rep = _verify(repo_path)
     assert rep.ok and rep.events > before.events
     assert rep.log_id == before.log_id
+
+
+def test_edit_with_a_recomputed_leaf_is_caught_by_the_checkpoint(logged: Strongroom, tmp_path: Path) -> None:
+    """An editor who also rewrites the row's recorded leaf (SHA-256 of the edited event, computed outside the
+    database) gets past the column check, not past the signed checkpoint."""
+    db = _db(tmp_path)
+    con = sqlite3.connect(db)
+    row = con.execute("SELECT time, os_user, host, action, targets, outcome, details FROM audit_events WHERE seq=7")
+    time, os_user, host, action, targets, outcome, details = row.fetchone()
+    forged = Event(7, time, "mallory", os_user, host, action, json.loads(targets), outcome, json.loads(details))
+    con.execute("UPDATE audit_events SET actor='mallory', leaf=? WHERE seq=7", (forged.leaf_hash(),))
+    con.commit()
+    con.close()
+    rep = _verify(Path(logged._session.settings.repo or ""))
+    assert not rep.ok and rep.first_bad == 7 and "signed checkpoint" in rep.reason, rep.reason
+
+
+def test_prove_refuses_an_edited_event_but_proves_the_others(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    """Proofs are built from the leaves recorded at append time (checked against the signed root); the
+    event printed comes from the columns and is hashed again, so an edited one cannot get a proof."""
+    _sql(_db(tmp_path), "UPDATE audit_events SET actor='mallory' WHERE seq=5")
+    c = Cli(Path(logged._session.settings.repo or ""), cli.env)
+    r = c("audit", "prove", "5")
+    assert r.code == 1 and "Traceback" not in r.err, r.out + r.err
+    r = c("audit", "prove", "4")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["event"]["actor"] == "carol"
+    _sql(_db(tmp_path), "UPDATE audit_events SET leaf=zeroblob(32) WHERE seq=2")  # the recorded tree itself
+    r = c("audit", "prove", "4")
+    assert r.code == 1 and "does not match its checkpoint" in r.err, r.err

@@ -21,10 +21,11 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from strongroom.audit.events import Event, canonical_json, utc_now
+from strongroom.audit.events import Event, canonical_fields, canonical_text, utc_now
 from strongroom.backends.base import BackendError
 from strongroom.catalog.auditdb import AuditStore, open_store
 from strongroom.core.checkpoint import Checkpoint
@@ -40,8 +41,8 @@ from strongroom.crypto.signing import Ed25519Verifier, sign_checkpoint, verify_c
 from strongroom.errors import AuditLogTampered, CatalogError, InputError, IntegrityError, StrongroomError
 from strongroom.store.repository import Repository
 
-HEAD_REVISION = "0001"
 _LEAF = b"\x00"
+_NODE = b"\x01"
 _OBJ = re.compile(r"^audit/([0-9a-f]{16})/(segments|checkpoints)/(\d{12})(?:-(\d+))?-([0-9a-f]{8})$")
 
 
@@ -49,21 +50,26 @@ def origin_of(repo_id: str, log_id: str) -> str:
     return f"strongroom/{repo_id}/{log_id}"
 
 
-def leaf_of_row(row: Any) -> bytes:
-    """The leaf hash of a catalog row, recomputed from its columns (never trusted from storage)."""
-    obj = {
-        "action": row.action,
-        "actor": row.actor,
-        "details": json.loads(row.details),
-        "host": row.host,
-        "os_user": row.os_user,
-        "outcome": row.outcome,
-        "seq": row.seq,
-        "targets": json.loads(row.targets),
-        "time": row.time,
-    }
-    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(_LEAF + data).digest()
+EDITED = "the event's columns do not hash to its recorded leaf (edited)"
+
+
+class ProjectionMismatch(ValueError):
+    """A catalog row whose columns no longer hash to its recorded leaf (edited with SQL)."""
+
+
+def checked_row(row: Sequence[Any]) -> tuple[bytes, bytes]:
+    """(canonical bytes, leaf hash) of a ``leaf_rows`` tuple, recomputed from its columns and checked against
+    the leaf recorded at append time (a row edited column by column fails here; one whose recorded leaf was
+    rewritten as well fails its signed checkpoint instead)."""
+    seq, time, actor, os_user, host, action, targets, outcome, details, recorded = row
+    try:
+        canonical = canonical_fields(seq, time, actor, os_user, host, action, targets, outcome, details)
+    except (TypeError, ValueError, AttributeError):
+        raise ProjectionMismatch(f"event {seq} has a malformed column") from None
+    leaf = hashlib.sha256(_LEAF + canonical).digest()
+    if recorded is None or leaf != bytes(recorded):
+        raise ProjectionMismatch(f"event {seq}: {EDITED}")
+    return canonical, leaf
 
 
 def event_of_row(row: Any) -> Event:
@@ -80,7 +86,13 @@ def event_of_row(row: Any) -> Event:
     )
 
 
-def _row_values(e: Event) -> dict[str, Any]:
+def _row_values(e: Event, canonical: bytes | None = None) -> dict[str, Any]:
+    """The catalog row of an event: its fields as columns and its leaf hash (of ``canonical`` when given: the
+    bytes a rebuilt catalog takes from the repository's sealed segment)."""
+    targets = canonical_text(e.targets)
+    details = canonical_text(e.details)
+    if canonical is None:
+        canonical = canonical_fields(e.seq, e.time, e.actor, e.os_user, e.host, e.action, targets, e.outcome, details)
     return {
         "seq": e.seq,
         "time": e.time,
@@ -88,9 +100,10 @@ def _row_values(e: Event) -> dict[str, Any]:
         "os_user": e.os_user,
         "host": e.host,
         "action": e.action,
-        "targets": canonical_json(e.targets).decode("utf-8", "surrogatepass"),
+        "targets": targets,
         "outcome": e.outcome,
-        "details": canonical_json(e.details).decode("utf-8", "surrogatepass"),
+        "details": details,
+        "leaf": hashlib.sha256(_LEAF + canonical).digest(),
     }
 
 
@@ -152,7 +165,7 @@ class AuditLog:
     @classmethod
     def open(cls, url: str, repo_id: str) -> AuditLog:
         try:
-            store = open_store(url, HEAD_REVISION)
+            store = open_store(url)
             with store.writer() as tx:
                 meta = store.meta(tx)
                 if not meta:
@@ -180,7 +193,7 @@ class AuditLog:
         with self.store.writer() as tx:
             top = self.store.max_seq(tx)
             first = 0 if top is None else top + 1
-            done = [replace(e, seq=first + i) for i, e in enumerate(events)]
+            done = [e.at(first + i) for i, e in enumerate(events)]
             self.store.insert_events(tx, [_row_values(e) for e in done])
         return done
 
@@ -231,19 +244,73 @@ class AuditLog:
             out.append(StoredCheckpoint(cp.size, cp.root_hash, note, name))
         return out
 
-    def repo_events(self, repo: Repository) -> list[Event]:
-        """Every event of this log from the repository's segments, in order (gaps raise IntegrityError)."""
-        events: list[Event] = []
+    def segment_ranges(self, repo: Repository) -> list[tuple[str, int, int]]:
+        """(name, first seq, count) of this log's sealed segments, in order and contiguous from 0 (a gap
+        raises IntegrityError; a segment written twice, by a retried seal, is left out)."""
+        out: list[tuple[str, int, int]] = []
+        end = 0
         for name, first, count in self._repo_objects(repo, "segments"):
-            batch = open_segment(repo, repo.backend.get(name))
-            if len(batch) != count or any(e.seq != first + i for i, e in enumerate(batch)):
-                raise IntegrityError(f"{name} does not hold events {first}..{first + (count or 0) - 1}")
-            if first < len(events):
-                continue  # a segment written twice (a retried seal): identical by construction
-            if first > len(events):
-                raise IntegrityError(f"the repository's segments miss events {len(events)}..{first - 1}")
-            events.extend(batch)
-        return events
+            if first < end:
+                continue
+            if first > end:
+                raise IntegrityError(f"the repository's segments miss events {end}..{first - 1}")
+            if not count:
+                raise IntegrityError(f"{name} names no event count")
+            out.append((name, first, count))
+            end = first + count
+        return out
+
+    def segment_lines(self, repo: Repository, name: str, first: int, count: int) -> list[bytes]:
+        lines = open_segment_lines(repo, repo.backend.get(name))
+        if len(lines) != count:
+            raise IntegrityError(f"{name} does not hold events {first}..{first + count - 1}")
+        return lines
+
+    def repo_segments(self, repo: Repository) -> Iterator[tuple[int, list[bytes]]]:
+        """(first seq, canonical lines) of this log's sealed segments, in order and contiguous from 0."""
+        for name, first, count in self.segment_ranges(repo):
+            yield first, self.segment_lines(repo, name, first, count)
+
+    def repo_events(self, repo: Repository) -> list[tuple[Event, bytes]]:
+        """Every event of this log from the repository's segments, in order, with its sealed canonical bytes."""
+        out: list[tuple[Event, bytes]] = []
+        for first, lines in self.repo_segments(repo):
+            for i, line in enumerate(lines):
+                e = _parse_line(line)
+                if e.seq != first + i:
+                    raise IntegrityError(f"a segment holds event {e.seq} where {first + i} belongs")
+                out.append((e, line))
+        return out
+
+    def sealed_digests(self, repo: Repository, ranges: list[tuple[str, int, int]]) -> list[bytes]:
+        """SHA-256 of each sealed segment's plaintext (run beside the catalog scan: reading, decrypting and
+        hashing release the GIL)."""
+        sha = hashlib.sha256
+        return [sha(open_segment_plain(repo, repo.backend.get(name))).digest() for name, _, _ in ranges]
+
+    def sealed_difference(
+        self,
+        repo: Repository,
+        ranges: list[tuple[str, int, int]],
+        sealed: list[bytes],
+        digests: list[bytes],
+        leaves: list[bytes],
+    ) -> tuple[int | None, int]:
+        """Compare the repository's sealed segments with the catalog: (the first seq where they differ or
+        one of them ends, None when they agree to the end of both; how many events the segments hold).
+
+        ``sealed[i]`` is the SHA-256 of segment ``ranges[i]``'s plaintext and ``digests[i]`` that of what it
+        must hold (the catalog's canonical lines), so a matching segment costs nothing more; only a differing
+        one is read again, split into lines and compared leaf by leaf."""
+        sha = hashlib.sha256
+        count = ranges[-1][1] + ranges[-1][2] if ranges else 0
+        for i, (name, first, n) in enumerate(ranges):
+            if i < len(digests) and sealed[i] == digests[i]:
+                continue
+            for j, line in enumerate(self.segment_lines(repo, name, first, n)):
+                if first + j >= len(leaves) or sha(_LEAF + line).digest() != leaves[first + j]:
+                    return first + j, count
+        return (None if count == len(leaves) else min(count, len(leaves))), count
 
     def other_logs(self, repo: Repository) -> dict[str, int]:
         """Other logs of this repository (other catalogs, or an older catalog that was replaced): id → size."""
@@ -269,6 +336,19 @@ class AuditLog:
             return False
         return True
 
+    @staticmethod
+    def _checked(rows: list[tuple[Any, ...]], first: int) -> list[tuple[bytes, bytes]]:
+        """(canonical bytes, leaf) of contiguous rows from ``first``, each checked against its recorded leaf."""
+        out = []
+        for i, r in enumerate(rows):
+            if r[0] != first + i:
+                raise AuditLogTampered(first + i, "events are not contiguous")
+            try:
+                out.append(checked_row(r))
+            except ProjectionMismatch as e:
+                raise AuditLogTampered(first + i, f"{e}; not signing") from None
+        return out
+
     def seal(self, repo: Repository) -> StoredCheckpoint | None:
         """Seal new events into the repository and sign a checkpoint over them (see the module doc)."""
         signer = repo.log_signer()
@@ -290,13 +370,12 @@ class AuditLog:
                     f"the repository holds a checkpoint of size {repo_cps[-1][1]} but the catalog's last is "
                     f"{old_size} (rolled back?); not signing",
                 )
-            new_events = [event_of_row(r) for r in self.rows(conn, old_size)]
-            if not new_events:
+            new_rows = list(self.store.leaf_rows(conn, old_size))
+            if not new_rows:
                 return None
-            for i, e in enumerate(new_events):
-                if e.seq != old_size + i:
-                    raise AuditLogTampered(old_size + i, "events are not contiguous")
-                cr.append(e.leaf_hash())
+            checked = self._checked(new_rows, old_size)
+            for _, leaf in checked:
+                cr.append(leaf)
             size, root_hash = cr.size, cr.root()
             # The new tree extends the old one by construction: the compact range that folds to the last
             # signed root is extended, never recomputed from (possibly edited) older rows.
@@ -304,9 +383,10 @@ class AuditLog:
             checkpoint = Checkpoint(self.origin, size, root_hash, (f"time {utc_now()}",))
             note = sign_checkpoint(checkpoint, signer)
             verify_checkpoint(note, verifier, origin=self.origin)
-            to_seal = [e for e in new_events if e.seq >= seg_from]
+            to_seal = [c for c, _ in checked[max(seg_from - old_size, 0) :]]
             if seg_from < old_size:  # segments behind the checkpoints (an earlier read-only repository)
-                to_seal = [event_of_row(r) for r in self.rows(conn, seg_from, old_size)] + to_seal
+                older = self._checked(list(self.store.leaf_rows(conn, seg_from, old_size)), seg_from)
+                to_seal = [c for c, _ in older] + to_seal
             tag = os.urandom(4).hex()
             seg_name = f"{self.prefix}/segments/{seg_from:012d}-{len(to_seal)}-{tag}"
             cp_name = f"{self.prefix}/checkpoints/{size:012d}-{tag}"
@@ -335,25 +415,77 @@ class AuditLog:
 
     # ------------------------------------------------------------------ verify
 
+    def _catalog_leaves(
+        self, conn: Any, end: int | None = None, segment_ends: Sequence[int] = ()
+    ) -> tuple[list[bytes], int | None, str, list[bytes]]:
+        """The leaf hashes of the catalog's events from seq 0, each recomputed from the row's columns and
+        checked against the leaf recorded at append time; stops at the first missing, reordered, malformed or
+        edited row. Returns (leaves, first bad seq or None, reason, digests), ``digests[i]`` being the SHA-256
+        of the canonical lines from ``segment_ends[i - 1]`` (or 0) to ``segment_ends[i]``: what the
+        repository's sealed segment of that range must hold."""
+        leaves: list[bytes] = []
+        digests: list[bytes] = []
+        append = leaves.append
+        sha = hashlib.sha256
+        fields = canonical_fields
+        ends = list(segment_ends)
+        si = 0
+        seg_end = ends[0] if ends else -1
+        seg: list[bytes] = []
+        keep = seg.append
+        for n, (seq, time, actor, os_user, host, action, targets, outcome, details, recorded) in enumerate(
+            self.store.leaf_rows(conn, 0, end)
+        ):
+            if seq != n:
+                return leaves, n, (f"event {n} is missing" if seq > n else "duplicate or reordered seq"), digests
+            try:
+                canonical = fields(seq, time, actor, os_user, host, action, targets, outcome, details)
+            except (TypeError, ValueError, AttributeError):
+                return leaves, n, "event row is malformed", digests
+            leaf = sha(_LEAF + canonical).digest()
+            if leaf != recorded:
+                return leaves, n, EDITED, digests
+            append(leaf)
+            if seg_end > 0:
+                keep(canonical)
+                if n + 1 == seg_end:
+                    seg.append(b"")
+                    digests.append(sha(b"\n".join(seg)).digest())
+                    seg.clear()
+                    si += 1
+                    seg_end = ends[si] if si < len(ends) else -1
+        return leaves, None, "", digests
+
     def verify(self, repo: Repository | None) -> VerifyReport:
         """Recompute the tree from the catalog's events; check every checkpoint (catalog and repository)."""
         verifier = repo.log_signer().verifier() if repo is not None else None
-        with self.store.reader() as conn:
-            cat_cps = self.catalog_checkpoints(conn)
-            leaves: list[bytes] = []
-            first_bad: int | None = None
-            reason = ""
-            for r in self.rows(conn):
-                if r.seq != len(leaves):
-                    first_bad = len(leaves)
-                    reason = f"event {len(leaves)} is missing" if r.seq > len(leaves) else "duplicate or reordered seq"
-                    break
-                try:
-                    leaves.append(leaf_of_row(r))
-                except (ValueError, TypeError):
-                    first_bad, reason = len(leaves), "event row is malformed"
-                    break
-        report = VerifyReport(True, self.log_id, self.origin, len(leaves), 0, len(cat_cps), 0)
+        warnings: list[str] = []
+        ranges: list[tuple[str, int, int]] | None = None
+        if repo is not None:
+            try:
+                ranges = self.segment_ranges(repo)
+            except StrongroomError as e:
+                warnings.append(f"repository segments unreadable: {e}")
+        with ThreadPoolExecutor(1) as pool:  # the repository's objects are read while the catalog is scanned
+            repo_cps_job = pool.submit(self.repo_checkpoints, repo) if repo is not None else None
+            sealed_job = pool.submit(self.sealed_digests, repo, ranges) if repo is not None and ranges else None
+            with self.store.reader() as conn:
+                cat_cps = self.catalog_checkpoints(conn)
+                leaves, first_bad, reason, digests = self._catalog_leaves(
+                    conn, segment_ends=[first + n for _, first, n in ranges or ()]
+                )
+            repo_cps_error = sealed_error = None
+            repo_cps: list[StoredCheckpoint] = []
+            sealed: list[bytes] = []
+            try:
+                repo_cps = repo_cps_job.result() if repo_cps_job is not None else []
+            except StrongroomError as e:
+                repo_cps_error = e
+            try:
+                sealed = sealed_job.result() if sealed_job is not None else []
+            except StrongroomError as e:
+                sealed_error = e
+        report = VerifyReport(True, self.log_id, self.origin, len(leaves), 0, len(cat_cps), 0, warnings=warnings)
         checkpoints: list[StoredCheckpoint] = []
         problems: list[tuple[int, str]] = []
         if first_bad is not None:
@@ -374,11 +506,8 @@ class AuditLog:
             except StrongroomError as e:
                 problems.append((0, f"catalog checkpoint {row.tree_size} is bad: {e}"))
         if repo is not None:
-            try:
-                repo_cps = self.repo_checkpoints(repo)
-            except StrongroomError as e:
-                repo_cps = []
-                problems.append((0, f"a repository checkpoint is bad: {e}"))
+            if repo_cps_error is not None:
+                problems.append((0, f"a repository checkpoint is bad: {repo_cps_error}"))
             report.checkpoints_repository = len(repo_cps)
             checkpoints.extend(repo_cps)
             report.other_logs = self.other_logs(repo)
@@ -389,32 +518,28 @@ class AuditLog:
             if by_size.setdefault(c.size, c.root) != c.root:
                 problems.append((0, f"two different signed roots for tree size {c.size} (split view)"))
         upto = first_bad if first_bad is not None else len(leaves)
-        cr = CompactRange()
         wanted = [n for n in sorted(by_size) if n > 0]
-        wi = 0
+        roots = roots_at(leaves, upto, wanted)
+        wi = len(roots)
         mismatch: int | None = None
-        for i, h in enumerate(leaves[:upto]):
-            cr.append(h)
-            while wi < len(wanted) and wanted[wi] == i + 1:
-                if cr.root() == by_size[wanted[wi]]:
-                    if mismatch is None:
-                        report.covered = wanted[wi]
-                elif mismatch is None:
-                    mismatch = wanted[wi]
-                wi += 1
-        sealed: list[Event] | None = None
-        if repo is not None:
+        for size, root_hash in zip(wanted, roots, strict=False):
+            if root_hash != by_size[size]:
+                mismatch = size
+                break
+            report.covered = size
+        # The first seq where the repository's sealed copy and the catalog differ (or one of them ends).
+        diff: int | None = None
+        sealed_count = 0
+        if repo is not None and ranges is not None:
             try:
-                sealed = self.repo_events(repo)
+                if sealed_error is not None:
+                    raise sealed_error
+                diff, sealed_count = self.sealed_difference(repo, ranges, sealed, digests, leaves)
             except StrongroomError as e:
                 report.warnings.append(f"repository segments unreadable: {e}")
         if mismatch is not None:
-            problems.append(
-                (
-                    self._first_diff(sealed, leaves, report.covered, mismatch),
-                    f"the events do not match the signed checkpoint of size {mismatch}",
-                )
-            )
+            at = diff if diff is not None and diff < mismatch else report.covered
+            problems.append((at, f"the events do not match the signed checkpoint of size {mismatch}"))
         if wi < len(wanted):
             problems.append(
                 (
@@ -423,11 +548,9 @@ class AuditLog:
                     "verifiable event(s): truncated or rolled back",
                 )
             )
-        if sealed is not None and mismatch is None:
+        if diff is not None and mismatch is None and diff < min(report.covered, sealed_count):
             # the covered prefix must also be exactly what the repository's sealed segments hold
-            bad = self._first_diff(sealed, leaves, 0, min(report.covered, len(sealed)), default=None)
-            if bad is not None:
-                problems.append((bad, "the event differs from the repository's sealed copy"))
+            problems.append((diff, "the event differs from the repository's sealed copy"))
         if problems:
             seq, why = min(problems, key=lambda p: p[0])
             report.ok, report.first_bad, report.reason = False, seq, why
@@ -438,17 +561,6 @@ class AuditLog:
             )
         return report
 
-    @staticmethod
-    def _first_diff(sealed: list[Event] | None, leaves: list[bytes], lo: int, hi: int, default: int | None = -1) -> Any:
-        """The first seq in [0, hi) whose catalog leaf differs from the repository's sealed copy; without
-        the sealed copy, ``lo`` (the end of the last checkpoint that still matched)."""
-        if sealed is None:
-            return lo if default == -1 else default
-        for seq in range(hi):
-            if seq >= len(leaves) or seq >= len(sealed) or sealed[seq].leaf_hash() != leaves[seq]:
-                return seq
-        return lo if default == -1 else default
-
     # ------------------------------------------------------------------ proofs
 
     def _tree_and_checkpoint(self, repo: Repository, size: int | None = None) -> tuple[MerkleTree, Any]:
@@ -458,12 +570,17 @@ class AuditLog:
             if row is None:
                 raise InputError("no checkpoint" + (f" of tree size {size}" if size is not None else " yet"))
             cp = verify_checkpoint(row.note, verifier, origin=self.origin)
-            leaves = [leaf_of_row(r) for r in self.rows(conn, 0, cp.size)]
-        if len(leaves) != cp.size or MerkleTree(leaves).root() != cp.root_hash:
+            recorded = self.store.recorded_leaves(conn, cp.size)
+        # The tree comes from the leaves recorded at append time: its root must equal the signed one, so they
+        # are the signed leaves; an event served from the columns is hashed again and checked against its path
+        # (prove), so an edited column cannot slip into a proof.
+        dense = len(recorded) == cp.size and all(seq == i for i, (seq, _) in enumerate(recorded))
+        tree = MerkleTree(leaf for _, leaf in recorded) if dense else None
+        if tree is None or tree.root() != cp.root_hash:
             raise AuditLogTampered(
-                min(len(leaves), cp.size), "the catalog does not match its checkpoint; run `audit verify`"
+                min(len(recorded), cp.size), "the catalog does not match its checkpoint; run `audit verify`"
             )
-        return MerkleTree(leaves), row
+        return tree, row
 
     def prove(self, repo: Repository, seq: int) -> dict[str, Any]:
         tree, row = self._tree_and_checkpoint(repo)
@@ -507,9 +624,10 @@ class AuditLog:
         """Recreate this catalog's log from the repository's segments and checkpoints; (events, checkpoints)."""
         if log_id is not None:
             self.log_id = log_id
-        events = self.repo_events(repo)
+        sealed = self.repo_events(repo)
         cps = self.repo_checkpoints(repo)
-        leaves = [e.leaf_hash() for e in events]
+        sha = hashlib.sha256
+        leaves = [sha(_LEAF + line).digest() for _, line in sealed]
         cr = CompactRange()
         rows: list[dict[str, Any]] = []
         ci = 0
@@ -534,7 +652,7 @@ class AuditLog:
         if ci < len(cps):
             raise AuditLogTampered(len(leaves), "the repository holds checkpoints beyond its segments")
         covered = int(rows[-1]["tree_size"]) if rows else 0
-        events = events[:covered]  # what no checkpoint covers cannot be trusted into a fresh catalog
+        sealed = sealed[:covered]  # what no checkpoint covers cannot be trusted into a fresh catalog
         by_first: dict[int, dict[str, Any]] = {}
         for name, first, count in self._repo_objects(repo, "segments"):
             if count and first + count <= covered:
@@ -543,10 +661,10 @@ class AuditLog:
         with self.store.writer() as conn:
             self.store.clear(conn)
             self.store.set_meta(conn, {"repo_id": self.repo_id, "log_id": self.log_id})
-            self.store.insert_events(conn, [_row_values(e) for e in events])
+            self.store.insert_events(conn, [_row_values(e, line) for e, line in sealed])
             self.store.insert_checkpoints(conn, rows)
             self.store.insert_segments(conn, seg_rows)
-        return len(events), len(rows)
+        return len(sealed), len(rows)
 
     def repository_logs(self, repo: Repository) -> dict[str, int]:
         logs = self.other_logs(repo)
@@ -556,24 +674,72 @@ class AuditLog:
         return logs
 
 
+def roots_at(leaves: Sequence[bytes], upto: int, sizes: Sequence[int]) -> list[bytes]:
+    """The RFC 6962 root of ``leaves[:n]`` for each n of the ascending ``sizes`` that is <= ``upto``.
+
+    Builds the complete levels of the tree over the largest such n, pair by pair (one list comprehension per
+    level: 10^6 leaves take about half a second), then takes each root as the right fold of the perfect
+    subtrees covering [0, n): the largest power of two first, each one a node of those levels (RFC 9162
+    §2.1.1; the same decomposition as ``CompactRange``)."""
+    targets = [n for n in sizes if 0 < n <= upto]
+    if not targets:
+        return []
+    sha = hashlib.sha256
+    node = _NODE
+    levels: list[Sequence[bytes]] = [leaves]
+    cur: Sequence[bytes] = leaves
+    n = targets[-1]
+    while n >= 2:
+        cur = [sha(node + a + b).digest() for a, b in zip(cur[0 : n - 1 : 2], cur[1:n:2], strict=True)]
+        levels.append(cur)
+        n = len(cur)
+    out = []
+    for m in targets:
+        parts = []
+        start = 0
+        for k in range(m.bit_length() - 1, -1, -1):
+            if m >> k & 1:
+                parts.append(levels[k][start >> k])
+                start += 1 << k
+        root = parts[-1]
+        for left in reversed(parts[:-1]):
+            root = sha(node + left + root).digest()
+        out.append(root)
+    return out
+
+
 # ---------------------------------------------------------------------- sealed objects
 
 
-def seal_segment(repo: Repository, events: Iterable[Event]) -> bytes:
-    body = b"".join(e.canonical() + b"\n" for e in events)
+def seal_segment(repo: Repository, canonicals: Iterable[bytes]) -> bytes:
+    """A sealed segment: the events' canonical JSON, one per line (canonical JSON holds no raw newline)."""
+    body = b"".join(c + b"\n" for c in canonicals)
     return repo.sealer.seal(body, ObjectKind.AUDIT_SEGMENT, repo.context)
 
 
+def open_segment_plain(repo: Repository, data: bytes) -> bytes:
+    return repo.sealer.open(data, ObjectKind.AUDIT_SEGMENT, repo.context)
+
+
+def _split_lines(plain: bytes) -> list[bytes]:
+    if plain and not plain.endswith(b"\n"):
+        raise IntegrityError("an audit segment is damaged")
+    return plain.split(b"\n")[:-1] if plain else []
+
+
+def open_segment_lines(repo: Repository, data: bytes) -> list[bytes]:
+    return _split_lines(open_segment_plain(repo, data))
+
+
+def _parse_line(line: bytes) -> Event:
+    try:
+        return Event.from_json(json.loads(line))
+    except (ValueError, TypeError, StrongroomError):
+        raise IntegrityError("an audit segment is damaged") from None
+
+
 def open_segment(repo: Repository, data: bytes) -> list[Event]:
-    plain = repo.sealer.open(data, ObjectKind.AUDIT_SEGMENT, repo.context)
-    out = []
-    for line in plain.split(b"\n"):
-        if line:
-            try:
-                out.append(Event.from_json(json.loads(line)))
-            except (ValueError, StrongroomError):
-                raise IntegrityError("an audit segment is damaged") from None
-    return out
+    return [_parse_line(line) for line in open_segment_lines(repo, data)]
 
 
 def seal_checkpoint_object(repo: Repository, note: str) -> bytes:

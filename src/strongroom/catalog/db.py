@@ -2,7 +2,7 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout, and writers open their transaction with
 ``BEGIN IMMEDIATE`` so two writers never deadlock upgrading a read lock; readers never block each other.
-On other databases a writer locks the single ``audit_head`` row (``SELECT ... FOR UPDATE``) instead.
+On PostgreSQL the audit store serialises its writers with a transaction-scoped advisory lock instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from strongroom.errors import CatalogError, InputError
@@ -86,11 +86,15 @@ def reader(engine: Engine) -> Iterator[Connection]:
 
 # The newest revision under migrations/versions; a test keeps the two in step. Checking it first spares every
 # command alembic's import (about half a second) when the schema is already current.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
+_PG_MIGRATION_LOCK = 0x5354524F4E47  # an arbitrary advisory-lock key for the catalog's migrations
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision with the alembic environment shipped in this package."""
+    """Bring the schema to the newest revision with the alembic environment shipped in this package.
+
+    Runs as one writer transaction (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL) that first
+    re-reads the revision, so processes opening a new or old catalog at once migrate it exactly once."""
     if current_revision(engine) == HEAD_REVISION:
         return
     from alembic import command
@@ -98,10 +102,21 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("strongroom.catalog") / "migrations"))
-    with engine.connect() as conn:
+    with writer(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        if _revision(conn) == HEAD_REVISION:
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-        conn.commit()
+
+
+def _revision(conn: Connection) -> str | None:
+    """The revision seen inside a transaction (no failing statement: PostgreSQL would abort the transaction)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    return str(row[0]) if row else None
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -32,6 +32,9 @@ audit_events = Table(
     Column("targets", Text, nullable=False),  # canonical JSON object: repository, branch, version, paths
     Column("outcome", String(16), nullable=False),
     Column("details", Text, nullable=False),  # canonical JSON object
+    # the event's Merkle leaf hash, SHA-256(0x00 ‖ RFC 8785 canonical JSON of the event), recorded at append
+    # time; `audit verify` checks that the columns above still hash to it, then builds the tree from it
+    Column("leaf", LargeBinary(32), nullable=False),
     Index("ix_audit_events_actor", "actor"),
     Index("ix_audit_events_action", "action"),
     Index("ix_audit_events_time", "time"),

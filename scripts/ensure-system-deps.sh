@@ -1,0 +1,53 @@
+#!/bin/sh
+# Install the system packages strongroom's tests need, when they are missing (Debian/Ubuntu, as root).
+#
+#   scripts/ensure-system-deps.sh postgresql     # initdb and pg_ctl, for the PostgreSQL catalog tests
+#
+# Prints where the PostgreSQL binaries are on its last line ("bindir=/usr/lib/postgresql/15/bin").
+# Exits 1 with one line on stderr when they cannot be installed (not root, no apt-get, no network).
+set -eu
+
+find_pg_bindir() {
+    found=""
+    # Debian's versioned folders first (the newest wins), then whatever initdb is on PATH
+    for d in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin $(command -v initdb 2>/dev/null | xargs -r dirname); do
+        if [ -z "$found" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
+            found="$d"
+        fi
+        case "$d" in /usr/lib/postgresql/*) [ -x "$d/initdb" ] && found="$d" ;; esac
+    done
+    [ -n "$found" ] && echo "$found"
+}
+
+case "${1:-}" in
+postgresql)
+    if dir=$(find_pg_bindir); then
+        echo "bindir=$dir"
+        exit 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-system-deps: initdb not found and not root: install PostgreSQL (apt-get install postgresql)" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-system-deps: initdb not found and no apt-get: install PostgreSQL by hand" >&2
+        exit 1
+    fi
+    echo "ensure-system-deps: installing postgresql with apt-get ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq postgresql; } >&2; then
+        echo "ensure-system-deps: apt-get install postgresql failed" >&2
+        exit 1
+    fi
+    if dir=$(find_pg_bindir); then
+        echo "bindir=$dir"
+        exit 0
+    fi
+    echo "ensure-system-deps: postgresql installed but initdb not found" >&2
+    exit 1
+    ;;
+*)
+    echo "usage: $0 postgresql" >&2
+    exit 2
+    ;;
+esac
