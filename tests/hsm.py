@@ -49,8 +49,14 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+_made: list[SoftHsm] = []  # one token per process: the PKCS#11 library reads its configuration only once
+
+
 @pytest.fixture(scope="session")
 def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
+    if _made:
+        yield _made[0]
+        return
     module = _module()
     if module is None or shutil.which("softhsm2-util") is None:
         unavailable("SoftHSM2 is not installed (scripts/ensure-softhsm.sh installs it)")
@@ -70,7 +76,8 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
     )  # fmt: skip
     # The PKCS#11 library reads SOFTHSM2_CONF once, when it is first loaded in this process.
     os.environ["SOFTHSM2_CONF"] = str(conf)
-    yield SoftHsm(module, token, PIN, str(conf))
+    _made.append(SoftHsm(module, token, PIN, str(conf)))
+    yield _made[0]
 
 
 def unique_label(prefix: str = "kek") -> str:

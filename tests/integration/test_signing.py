@@ -25,9 +25,7 @@ from strongroom.core.ids import ObjectKind
 from strongroom.store.repository import Repository
 from strongroom.store.treebuild import ObjectWriter
 from tests.conftest import PASSPHRASE, Cli, make_tree
-from tests.hsm import SoftHsm, softhsm, unique_label
-
-__all__ = ["softhsm"]
+from tests.hsm import SoftHsm, unique_label
 
 
 @dataclasses.dataclass
