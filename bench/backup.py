@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
+import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.join(os.path.dirname(HERE), ".venv", "bin")
@@ -173,23 +174,14 @@ def main() -> None:
          f"{v['wall_s']:.1f} s = {rate_wall:.1f} MB/s); ok={v['ok']}", "stated"),
         ("`backup verify --sample 5%`", f"{res['verify_sample_5pct']['wall_s']:.1f} s", ""),
     ]
-    lines = [
+    report.write_table(
+        "backup",
         f"# strongroom backup benchmark: {dataset.size_label(size)} dataset, seed {seed}",
-        "",
         f"Run {res['started']}; dataset {res['dataset_bytes']:,} bytes; {res['cpus']} cores; S3: {res['server']}; "
         f"load average {res['loadavg_start'][0]} at start, {res['loadavg_end'][0]} at end (other users of the "
         f"machine); ingest {res['ingest_s']:.1f} s; mutation: {json.dumps(res['mutation'])[:160]}",
-        "",
-        "| measure | result | target |",
-        "|---|---|---|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-        "",
-    ]
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "backup-latest.md"), "w") as f:
-        f.write(text)
+        rows,
+    )
     with open(os.path.join(HERE, "results", "backup-latest.json"), "w") as f:
         json.dump(res, f, indent=1)
         f.write("\n")

@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
+import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SR = [sys.executable, "-m", "strongroom"]
@@ -114,22 +115,13 @@ def main() -> None:
         t_verify, _ = run(env, "verify", "--full")
         rows.append(("verify --full after reencrypt", f"{t_verify:.2f} s, ok", ""))
         total = dataset.tree_bytes(data)
-        lines = [
+        report.write_table(
+            "keys",
             f"# strongroom keys benchmark: {dataset.size_label(size)} dataset, seed {seed}",
-            "",
             f"Run {time.strftime('%Y-%m-%dT%H:%M:%S%z')}; dataset {total:,} bytes; SoftHSM2 token; "
             f"{os.cpu_count()} cores.",
-            "",
-            "| measure | result | target |",
-            "|---|---|---|",
-            *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-            "",
-        ]
-        text = "\n".join(lines)
-        print(text)
-        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-        with open(os.path.join(HERE, "results", "keys-latest.md"), "w") as f:
-            f.write(text)
+            rows,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

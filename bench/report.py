@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any
 
@@ -376,3 +377,25 @@ def render_markdown(doc: dict[str, Any]) -> str:
     )
     add("")
     return "\n".join(lines)
+
+
+def write_table(stem: str, title: str, context: str, rows: list[tuple[str, str, str]]) -> str:
+    """Print a results table (measure | result | target) and store it as bench/results/<stem>-latest.md."""
+    text = "\n".join(
+        [
+            title,
+            "",
+            context,
+            "",
+            "| measure | result | target |",
+            "|---|---|---|",
+            *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+            "",
+        ]
+    )
+    print(text)
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, f"{stem}-latest.md"), "w") as f:
+        f.write(text)
+    return text

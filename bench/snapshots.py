@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
+import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SR = [sys.executable, "-m", "strongroom"]
@@ -86,22 +87,13 @@ def main() -> None:
             "only changed files",
         ))
         total = dataset.tree_bytes(data)
-        lines = [
+        report.write_table(
+            "snapshots",
             f"# strongroom snapshots benchmark: {dataset.size_label(size)} dataset, seed {seed}",
-            "",
             f"Run {time.strftime('%Y-%m-%dT%H:%M:%S%z')}; dataset {total:,} bytes; "
             f"mutation: {json.dumps(mutation)[:200]}",
-            "",
-            "| measure | result | target |",
-            "|---|---|---|",
-            *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-            "",
-        ]
-        text = "\n".join(lines)
-        print(text)
-        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-        with open(os.path.join(HERE, "results", "snapshots-latest.md"), "w") as f:
-            f.write(text)
+            rows,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

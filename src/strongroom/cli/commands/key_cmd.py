@@ -35,6 +35,16 @@ def pkcs11_options(module: str, token: str, label: str) -> svc.Pkcs11Options:
     return svc.Pkcs11Options(module=module, token=token, key_label=label)
 
 
+def _typed(confirm: str | None, command: str, flag: str, warning: str, question: str) -> str:
+    """A typed confirmation: the --confirm value, or an answer typed on the terminal after a warning."""
+    if confirm is not None:
+        return confirm
+    if not sys.stdin.isatty():
+        raise InputError(f"{command} needs a typed confirmation: run on a terminal or give {flag}")
+    note(warning)
+    return str(typer.prompt(question))
+
+
 def _show_slot(slot: KeySlotInfo, verb: str) -> None:
     if STATE.json:
         emit_json(slot)
@@ -135,11 +145,13 @@ def shred(
     confirm: Annotated[str | None, typer.Option("--confirm", help="The scope's name again (for scripts).")] = None,
 ) -> None:
     """Destroy SCOPE's key: every version committed into it becomes unreadable in every copy and backup."""
-    if confirm is None:
-        if not sys.stdin.isatty():
-            raise InputError("key shred needs a typed confirmation: run on a terminal or give --confirm SCOPE")
-        note(f"Shredding erases every version of scope {scope} for good, in every copy and backup.")
-        confirm = typer.prompt("type the scope's name to continue")
+    confirm = _typed(
+        confirm,
+        "key shred",
+        "--confirm SCOPE",
+        f"Shredding erases every version of scope {scope} for good, in every copy and backup.",
+        "type the scope's name to continue",
+    )
     res = svc_scopes.shred(session(), scope, confirm)
     if STATE.json:
         emit_json(res)
@@ -157,11 +169,13 @@ def export(
     """Print the master key as a recovery sheet for a safe (after a typed confirmation)."""
     if not paper:
         raise InputError("key export needs --paper (the only export format)")
-    if confirm is None:
-        if not sys.stdin.isatty():
-            raise InputError("key export --paper needs a typed confirmation: run on a terminal or give --confirm")
-        note("The sheet lets anyone who holds it decrypt every version. Print it, store it in a safe.")
-        confirm = typer.prompt("type the first 8 characters of the repository id to continue")
+    confirm = _typed(
+        confirm,
+        "key export --paper",
+        "--confirm",
+        "The sheet lets anyone who holds it decrypt every version. Print it, store it in a safe.",
+        "type the first 8 characters of the repository id to continue",
+    )
     sheet = svc.export_paper(session(), confirm)
     if STATE.json:
         emit_json(sheet)
