@@ -130,17 +130,29 @@ class LocalBackend:
             raise BackendError(f"deleting {name}: {e.strerror or e}") from None
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        base = os.path.join(self.root, prefix)
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                full = os.path.join(dirpath, fn)
-                rel = os.path.relpath(full, self.root)
-                try:
-                    validate_name(rel)
-                    yield rel, os.stat(full).st_size
-                except (ValueError, FileNotFoundError):
-                    continue  # temp files of writers in flight, or foreign junk
+        # scandir and string joins rather than os.walk + relpath: audit sealing lists thousands of objects.
+        yield from self._list_dir(os.path.join(self.root, prefix), prefix.strip("/"))
+
+    def _list_dir(self, path: str, rel: str) -> Iterator[tuple[str, int]]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        subdirs = []
+        for e in entries:
+            name = f"{rel}/{e.name}" if rel else e.name
+            try:
+                if e.is_dir():
+                    if not e.is_symlink():  # as os.walk: a link to a folder is not followed
+                        subdirs.append((e.path, name))
+                    continue
+                validate_name(name)
+                yield name, e.stat().st_size
+            except (ValueError, FileNotFoundError):
+                continue  # temp files of writers in flight, or foreign junk
+        for sub_path, sub_rel in subdirs:
+            yield from self._list_dir(sub_path, sub_rel)
 
     def ensure_root(self) -> None:
         try:
