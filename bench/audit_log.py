@@ -200,7 +200,12 @@ def catalog_file(state: str) -> str:
 def one_log(work: str, name: str, n: int, batch: int) -> tuple[dict[str, str], str, dict[str, Any]]:
     state = os.path.join(work, name, "state")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
-    env.update(STRONGROOM_STATE_DIR=state, STRONGROOM_CACHE_DIR=os.path.join(work, name, "cache"))
+    env.update(
+        STRONGROOM_STATE_DIR=state,
+        STRONGROOM_CACHE_DIR=os.path.join(work, name, "cache"),
+        STRONGROOM_CONFIG_DIR=os.path.join(work, name, "config"),
+        STRONGROOM_KEYSTORE=os.path.join(work, name, "keystore"),
+    )
     repo_path = os.path.join(work, name, "repo")
     Strongroom.init(repo_path, PASSPHRASE, env=env, user="bench")
     alog, repo = open_pair(env, repo_path)

@@ -94,6 +94,8 @@ def main() -> None:
         STRONGROOM_PASSPHRASE="bench passphrase",
         STRONGROOM_STATE_DIR=os.path.join(work, "state"),
         STRONGROOM_CACHE_DIR=os.path.join(work, "cache"),
+        STRONGROOM_CONFIG_DIR=os.path.join(work, "config"),
+        STRONGROOM_KEYSTORE=os.path.join(work, "keystore"),
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",

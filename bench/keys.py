@@ -62,9 +62,15 @@ def main() -> None:
 
     def env_for(name: str) -> dict[str, str]:
         env = dict(os.environ, **hsm_env)
-        env.update(STRONGROOM_REPO=os.path.join(work, name), STRONGROOM_PASSPHRASE="bench passphrase",
-                   STRONGROOM_STATE_DIR=os.path.join(work, "state"), STRONGROOM_CACHE_DIR=os.path.join(work, "cache"))
-        return env  # fmt: skip
+        env.update(
+            STRONGROOM_REPO=os.path.join(work, name),
+            STRONGROOM_PASSPHRASE="bench passphrase",
+            STRONGROOM_STATE_DIR=os.path.join(work, "state"),
+            STRONGROOM_CACHE_DIR=os.path.join(work, "cache"),
+            STRONGROOM_CONFIG_DIR=os.path.join(work, "config"),
+            STRONGROOM_KEYSTORE=os.path.join(work, "keystore"),
+        )
+        return env
 
     try:
         plain_times, double_times = [], []

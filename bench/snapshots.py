@@ -41,7 +41,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="snapshots-", dir=bench_dir)
     env = dict(os.environ)
     env.update(STRONGROOM_REPO=os.path.join(work, "repo"), STRONGROOM_PASSPHRASE="bench passphrase",
-               STRONGROOM_STATE_DIR=os.path.join(work, "state"), STRONGROOM_CACHE_DIR=os.path.join(work, "cache"))
+               STRONGROOM_STATE_DIR=os.path.join(work, "state"), STRONGROOM_CACHE_DIR=os.path.join(work, "cache"),
+               STRONGROOM_CONFIG_DIR=os.path.join(work, "config"), STRONGROOM_KEYSTORE=os.path.join(work, "keystore"))
     rows: list[tuple[str, str, str]] = []
     try:
         run(env, "init")

@@ -69,6 +69,8 @@ class Strongroom(Tool):
             "STRONGROOM_PASSPHRASE": PASSPHRASE,
             "STRONGROOM_STATE_DIR": os.path.join(home, "state"),
             "STRONGROOM_CACHE_DIR": os.path.join(home, "cache"),
+            "STRONGROOM_CONFIG_DIR": os.path.join(home, "config"),  # signing keys: one fresh key per run
+            "STRONGROOM_KEYSTORE": os.path.join(home, "keystore"),
             "STRONGROOM_USER": "bench",
         }
 
