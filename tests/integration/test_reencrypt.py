@@ -5,6 +5,7 @@ both keys; a process that opened before a key was retired publishes nothing unde
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -182,3 +183,28 @@ def test_reencrypt_cli_refusals(cli: Cli, tmp_path: Path) -> None:
     res = cli("--json", "key", "reencrypt")  # rewrite, keep key 1
     assert res.code == 0, res.err
     assert cli("--json", "key", "list").out.count('"current"') == 2
+
+
+def test_frames_gc_carried_into_a_new_pack_are_reencrypted_too(cli: Cli, tmp_path: Path) -> None:
+    """gc copies live frames into a new pack as they are, under a header sealed with the current key: the
+    pack header alone does not tell which keys its frames need."""
+    rng = random.Random(3)
+    kept = {f"k{i}.bin": rng.randbytes(30_000) for i in range(4)}
+    both = make_tree(tmp_path / "both", {**kept, **{f"d{i}.bin": rng.randbytes(30_000) for i in range(4)}})
+    keep = make_tree(tmp_path / "keep", kept)
+    backend = LocalBackend(str(cli.repo))
+    backend.ensure_root()
+    Repository.create(backend, SECRET, UNSAFE_TEST_ONLY)
+    lib = Strongroom.open(str(cli.repo), PASSPHRASE)
+    lib.commit(str(both), message="both", branch="scratch")  # one pack holds the kept and the dropped files
+    lib.commit(str(keep), message="keep")  # reuses the kept files' chunks from that pack
+    assert cli("key", "rotate").code == 0
+    assert cli("branch", "delete", "scratch").code == 0
+    res = cli("--json", "gc", "--keep-unreachable", "0")
+    assert res.code == 0 and json.loads(res.out)["packs_repacked"] >= 1, res.out  # live key-1 frames moved
+    res = cli("key", "reencrypt", "--retire", "1")
+    assert res.code == 0, res.err
+    assert cli("verify", "--full").code == 0
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out)).code == 0
+    assert tree_snapshot(out) == tree_snapshot(keep)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
-from strongroom.errors import StrongroomError
+from strongroom.errors import InputError, KeyUnavailable, Shredded, StrongroomError
 
 T = TypeVar("T")
 Message = tuple[Any, ...]
@@ -53,12 +53,19 @@ def deal(
     return [o for o in out if o]
 
 
+def _portable(e: BaseException) -> StrongroomError | None:
+    """Errors a user acts on cross back to the parent as themselves (their exit code and message hold)."""
+    if isinstance(e, (Shredded, KeyUnavailable, InputError)):
+        return e
+    return None
+
+
 def _child(body: Callable[[list[T], Callable[[Message], None]], None], share: list[T], conn: Connection) -> None:
     try:
         body(share, conn.send)
     except BaseException as e:  # report to the parent instead of hanging it
         with contextlib.suppress(Exception):
-            conn.send(("fatal", f"{type(e).__name__}: {e}", isinstance(e, StrongroomError)))
+            conn.send(("fatal", f"{type(e).__name__}: {e}", isinstance(e, StrongroomError), _portable(e)))
     finally:
         conn.close()
 
@@ -73,6 +80,8 @@ def run(
 
     def checked(msg: Message) -> None:
         if msg[0] == "fatal":
+            if len(msg) > 3 and msg[3] is not None:
+                raise msg[3]  # a user-facing error (shredded, a key not at hand): raised as itself
             raise StrongroomError(f"worker failed: {msg[1]}")
         handle(msg)
 

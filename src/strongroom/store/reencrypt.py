@@ -56,8 +56,20 @@ def pack_key_id(repo: Repository, pack_id: str, size: int) -> int:
 
 
 def _packs_under(repo: Repository, targets: Callable[[int], bool]) -> list[str]:
+    """Packs whose header, or any frame, is sealed under a target key. Frames are checked one by one (7 bytes
+    each: chunks average 768 KiB, so there are few): gc copies live frames into new packs as they are, so a
+    pack's header key says nothing certain about its frames."""
     sizes = {name.rsplit("/", 1)[-1]: size for name, size in repo.backend.list("data")}
-    return sorted(pid for pid in repo.index.packs if pid in sizes and targets(pack_key_id(repo, pid, sizes[pid])))
+    out = []
+    for pid, entries in repo.index.packs.items():
+        if pid not in sizes:
+            continue
+        name = pack_path(pid)
+        if targets(pack_key_id(repo, pid, sizes[pid])) or any(
+            targets(key_id_of(repo.backend.get_range(name, e.offset, 7))) for e in entries
+        ):
+            out.append(pid)
+    return sorted(out)
 
 
 def _index_files_under(repo: Repository, targets: Callable[[int], bool]) -> list[str]:
@@ -124,6 +136,8 @@ def reencrypt(
             raise InputError(f"data key {retire} is the current key: run strongroom key rotate first")
 
     def targets(kid: int) -> bool:
+        if kid >= SCOPE_KEY_BASE:
+            return False  # a scope's frames keep the scope's key
         return kid == retire if retire is not None else kid != current
 
     report = ReencryptReport()
