@@ -168,3 +168,47 @@ def test_scope_refusals(cli: Cli, tmp_path: Path) -> None:
     assert res.code == 2 and "keystore" in res.err
     res = cli("verify", extra_env=other)
     assert res.code == 0 and "not checked" in res.err
+
+
+def test_workspace_merge_and_revert_never_copy_a_scope_out(cli: Cli, tmp_path: Path) -> None:
+    """A workspace, a three-way merge or a revert would write a scoped version's names and chunk ids into
+    unscoped trees (which a shredding would not reach): each is refused with one line, nothing changed."""
+    env = _keystore(tmp_path)
+    assert cli("init", extra_env=env).code == 0
+    assert cli("commit", str(make_tree(tmp_path / "pub", {"p.txt": b"public"})), extra_env=env).code == 0
+    assert cli("branch", "create", "sec", extra_env=env).code == 0
+    priv = make_tree(tmp_path / "priv", {"secret.csv": SECRET_ROWS})
+    assert cli("commit", str(priv), "--scope", "pat", "--branch", "sec", extra_env=env).code == 0
+    assert cli("commit", str(make_tree(tmp_path / "pub2", {"q.txt": b"more"})), extra_env=env).code == 0
+    before = cli("--json", "log", extra_env=env).out
+    for args, what in (
+        (("workspace", "create", str(tmp_path / "ws"), "--branch", "sec"), "workspace"),
+        (("merge", "sec", "--into", "main"), "three-way merge"),
+        (("revert", "sec", "--branch", "sec"), "revert"),
+    ):
+        res = cli(*args, extra_env=env)
+        assert res.code == 2 and what in res.err and "scope" in res.err, (args, res.err)
+    assert cli("--json", "log", extra_env=env).out == before
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_commit_into_a_scope_shredded_meanwhile_publishes_nothing(tmp_path: Path) -> None:
+    from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
+    from strongroom.crypto.secret import Secret
+    from strongroom.errors import Shredded
+    from strongroom.store import scopes
+
+    keystore = str(tmp_path / "keystore")
+    backend = LocalBackend(str(tmp_path / "repo"))
+    backend.ensure_root()
+    Repository.create(backend, Secret(PASSPHRASE.encode()), UNSAFE_TEST_ONLY)
+    writer = Repository.open(backend, Secret(PASSPHRASE.encode()))
+    scope = scopes.create_scope(writer, "late", keystore, "test")
+    view = writer.scoped(scope.key_id)  # a commit into the scope, under way
+    admin = Repository.open(backend, Secret(PASSPHRASE.encode()))
+    (shred_me,) = scopes.load_scopes(admin, keystore)
+    scopes.shred(admin, shred_me, keystore, "test")
+    generation = admin.read_refs().generation
+    with pytest.raises(Shredded):
+        view.edit_refs(lambda refs: None, "commit")
+    assert admin.read_refs().generation == generation

@@ -32,6 +32,19 @@ def _flat(repo: Repository, commit_id: bytes | None) -> tuple[dict[str, Entry], 
     return flatten(repo, repo.load_commit(commit_id).tree)
 
 
+def refuse_scoped(repo: Repository, what: str, *versions: bytes | None) -> None:
+    """Writing new trees from a scoped version would copy its file names out of the scope: refused."""
+    for v in versions:
+        if v is None:
+            continue
+        scope = repo.load_commit(v).extra.get("scope")
+        if scope:
+            raise InputError(
+                f"{what} would copy version {v.hex()[:12]} of scope {scope!r} out of its scope; "
+                "check it out and commit it with --scope instead"
+            )
+
+
 def _conflict(paths: list[str]) -> MergeConflict:
     shown = ", ".join(paths[:20]) + (f" and {len(paths) - 20} more" if len(paths) > 20 else "")
     return MergeConflict(f"{len(paths)} conflicting path(s): {shown}")
@@ -100,6 +113,7 @@ def merge(
         new, kind, tree = src, "fast-forward", repo.load_commit(src).tree
     else:
         base = merge_base(head_line, set(src_line))
+        refuse_scoped(repo, "a three-way merge", base, head, src)
         base_files, _ = _flat(repo, base)
         ours_files, ours_dirs = _flat(repo, head)
         theirs_files, theirs_dirs = _flat(repo, src)
@@ -144,6 +158,7 @@ def revert(session: Session, version: str, branch: str | None = None, message: s
     if name in refs.protected:
         raise PolicyDenied(f"branch {name} is protected: it takes new versions only by merge")
     head = refs.branches[name]
+    refuse_scoped(repo, "revert", target, head, commit.parents[0] if commit.parents else None)
     base_files, _ = _flat(repo, target)
     ours_files, ours_dirs = _flat(repo, head)
     parent_files, _ = _flat(repo, commit.parents[0] if commit.parents else None)

@@ -31,8 +31,11 @@ def scope_view(session: Session, repo: Repository, name: str, create: bool) -> R
     if found is None:
         if not create:
             raise InputError(f"no scope {name!r}")
-        found = store_scopes.create_scope(repo, name, session.settings.keystore, session.actor(repo))
-        session.audit_detail(scope_created=found.scope_id)
+        with lock.publish_lock(repo.backend, "commit --scope", 5.0):  # one scope per name, even in a race
+            found = store_scopes.find_scope(store_scopes.list_scopes(repo), name)
+            if found is None:
+                found = store_scopes.create_scope(repo, name, session.settings.keystore, session.actor(repo))
+                session.audit_detail(scope_created=found.scope_id)
         store_scopes.load_scopes(repo, session.settings.keystore)
     if found.state == store_scopes.SHREDDED:
         raise InputError(f"scope {name!r} was shredded: nothing can be written into it again")
@@ -59,13 +62,14 @@ def shred(session: Session, name: str, confirm: str) -> ScopeInfo:
     if not hmac.compare_digest(confirm.encode(), name.encode()):
         raise InputError(f"confirmation does not match: type the scope's name ({name})")
     scopes = store_scopes.load_scopes(repo, session.settings.keystore)
-    found = store_scopes.find_scope(scopes, name)
-    if found is None:
+    named = [s for s in scopes if s.name == name]  # older releases could make two scopes of one name
+    if not named:
         raise InputError(f"no scope {name!r} (strongroom key list shows them)")
-    if found.state == store_scopes.UNAVAILABLE:
+    if any(s.state == store_scopes.UNAVAILABLE for s in named):
         # This machine's keystore does not hold the key: shredding here would destroy nothing.
         raise InputError(f"scope {name!r}: its key is not in this keystore; shred it where the keystore is")
     with lock.publish_lock(repo.backend, "key shred", 5.0):
-        store_scopes.shred(repo, found, session.settings.keystore, session.actor(repo))
-    session.audit_note(scope_id=found.scope_id)
-    return _info(store_scopes.load_scopes(repo, session.settings.keystore)[scopes.index(found)])
+        for s in named:
+            store_scopes.shred(repo, s, session.settings.keystore, session.actor(repo))
+    session.audit_note(scope_id=",".join(s.scope_id for s in named))
+    return _info(next(s for s in store_scopes.load_scopes(repo, session.settings.keystore) if s.name == name))

@@ -17,6 +17,7 @@ from strongroom.core.diff import diff_flat
 from strongroom.core.model import FILE, SYMLINK, Entry
 from strongroom.errors import InputError, ProblemFound
 from strongroom.service.context import Session, audited
+from strongroom.service.merge import refuse_scoped
 from strongroom.service.results import CommitSummary, DiffEntry, WorkspaceInfo
 from strongroom.service.versions import commit as commit_version
 from strongroom.service.versions import resolve
@@ -94,6 +95,8 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
 
     repo = session.open()
     refs = repo.read_refs()
+    # A workspace rehashes and recommits its files under the repository's keys: not for a scope's versions.
+    refuse_scoped(repo, "a workspace", refs.branches.get(branch) or resolve(repo, from_version or "main"))
     if branch in refs.branches:
         if from_version is not None and resolve(repo, from_version) != refs.branches[branch]:
             raise InputError(f"branch {branch} exists: leave out --from, or name a new branch")
@@ -206,6 +209,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     repo = session.open()
     target = resolve(repo, version)
     session.audit_note(version=target.hex())
+    refuse_scoped(repo, "a workspace", target)
     paths = _paths(meta)
     resuming = meta.get("switching_to") == target.hex()
     if meta.get("switching_to") and not resuming:

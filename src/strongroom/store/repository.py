@@ -169,14 +169,19 @@ class Repository:
         self.unscoped: Repository = self
         self._scope_keys: dict[int, tuple[Secret, IdHasher, int]] = {}
         self.scope_states: dict[int, tuple[str, str]] = {}  # key id -> (scope name, state)
+        self._scope_ids: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return f"<Repository {self.config.repo_id[:12]} at {self.backend.describe()}>"
 
     # ---------------------------------------------------------------- scopes
 
-    def register_scope(self, key_id: int, name: str, state: str, keys: tuple[Secret, Secret, int] | None) -> None:
+    def register_scope(
+        self, key_id: int, name: str, state: str, keys: tuple[Secret, Secret, int] | None, scope_id: str = ""
+    ) -> None:
         self.scope_states[key_id] = (name, state)
+        if scope_id:
+            self._scope_ids[key_id] = scope_id
         if keys is None:
             self._scope_keys.pop(key_id, None)
             self.sealer.remove_key(key_id)
@@ -359,6 +364,11 @@ class Repository:
         """Apply change() to the current refs under the publish lock and store them with the next generation.
         change() raises to refuse (for example BranchMoved when a branch is no longer where it was)."""
         with lock.publish_lock(self.backend, command, wait):
+            if self.scope_key_id is not None:
+                # A scope shredded while this commit ran: publishing would name data nobody can read.
+                scope_id = self._scope_ids.get(self.scope_key_id, "")
+                if self.backend.size(f"scopes/{scope_id}-shredded") is not None:
+                    raise Shredded(self.scope_states[self.scope_key_id][0])
             stored = self._read_keyring(self.backend, self.config, self._master)
             if self.sealer.current not in stored.data_keys:
                 raise KeyUnavailable(

@@ -143,7 +143,7 @@ def load_scopes(repo: Repository, keystore: str) -> list[Scope]:
             if os.path.exists(path):
                 keys = _unwrap(repo, scope, read_keyfile(path))
                 scope.state = AVAILABLE
-        repo.register_scope(scope.key_id, scope.name, scope.state, keys)
+        repo.register_scope(scope.key_id, scope.name, scope.state, keys, scope.scope_id)
     return scopes
 
 
@@ -155,6 +155,8 @@ def create_scope(repo: Repository, name: str, keystore: str, actor: str) -> Scop
     path = keystore_path(keystore, repo.config.repo_id, scope_id)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     create_keyfile(path)
+    _fsync_dir(os.path.dirname(path))  # the key file's name is durable before the record that needs it
+    _fsync_dir(os.path.dirname(os.path.dirname(path)))
     data_key, id_key = os.urandom(32), os.urandom(32)
     seed = (int.from_bytes(os.urandom(8), "big") & ((1 << CHUNKER_SEED_BITS) - 1)) or 1
     nonce, wrapped = seal_with(
@@ -173,8 +175,17 @@ def create_scope(repo: Repository, name: str, keystore: str, actor: str) -> Scop
     }
     _write(repo, _record_name(scope_id), body)
     scope = Scope(scope_id, name, key_id, now, actor, nonce, wrapped, state=AVAILABLE)
-    repo.register_scope(key_id, name, AVAILABLE, (Secret(data_key), Secret(id_key), seed))
+    repo.register_scope(key_id, name, AVAILABLE, (Secret(data_key), Secret(id_key), seed), scope_id)
     return scope
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def find_scope(scopes: list[Scope], name: str) -> Scope | None:
@@ -203,11 +214,6 @@ def shred(repo: Repository, scope: Scope, keystore: str, actor: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.unlink(path)
-        with contextlib.suppress(OSError):
-            fd = os.open(os.path.dirname(path), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    repo.register_scope(scope.key_id, scope.name, SHREDDED, None)
+        _fsync_dir(os.path.dirname(path))
+    repo.register_scope(scope.key_id, scope.name, SHREDDED, None, scope.scope_id)
     scope.state = SHREDDED
