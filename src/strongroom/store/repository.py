@@ -369,11 +369,7 @@ class Repository:
                 scope_id = self._scope_ids.get(self.scope_key_id, "")
                 if self.backend.size(f"scopes/{scope_id}-shredded") is not None:
                     raise Shredded(self.scope_states[self.scope_key_id][0])
-            stored = self._read_keyring(self.backend, self.config, self._master)
-            if self.sealer.current not in stored.data_keys:
-                raise KeyUnavailable(
-                    f"data key {self.sealer.current} was retired while this command ran; nothing was published, retry"
-                )
+            self.ensure_current_key()
             refs = self.read_refs()
             before = Refs(refs.generation, dict(refs.branches), dict(refs.tags))
             change(refs)
@@ -410,6 +406,7 @@ class Repository:
     def edit_signers(self, change: Callable[[TrustedSet], None], command: str, wait: float = 5.0) -> TrustedSet:
         """Apply change() to the trusted set under the publish lock and store it with the next generation."""
         with lock.publish_lock(self.backend, command, wait):
+            self.ensure_current_key()
             trusted = self.read_signers()
             change(trusted)
             trusted.generation += 1
@@ -444,6 +441,15 @@ class Repository:
 
     def message_count(self) -> dict[int, int]:
         return self._read_counters()
+
+    def ensure_current_key(self) -> None:
+        """Refuse to store anything under a data key that `key reencrypt --retire` destroyed after this process
+        opened the repository (what it would write could never be read)."""
+        stored = self._read_keyring(self.backend, self.config, self._master)
+        if self.sealer.current not in stored.data_keys:
+            raise KeyUnavailable(
+                f"data key {self.sealer.current} was retired while this command ran; nothing was published, retry"
+            )
 
     def rotate_data_key(self) -> int:
         """A new current data key; older ones stay for reading. Called under the publish lock, and reads the
@@ -578,6 +584,7 @@ class Repository:
     def write_index(self, pack_ids: list[str]) -> str | None:
         if not pack_ids:
             return None
+        self.ensure_current_key()
         name, data = self.index.encode(self.sealer, self.context, pack_ids)
         self.backend.put(f"index/{name}", data)
         self.index.files.add(f"index/{name}")

@@ -88,6 +88,7 @@ def _read(repo: Repository, name: str) -> dict[str, object]:
 
 
 def _write(repo: Repository, name: str, body: dict[str, object]) -> None:
+    repo.ensure_current_key()
     repo.backend.put(name, repo.sealer.seal(codec.dumps_canonical(body), ObjectKind.SCOPE, repo.context))
 
 
