@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 from collections.abc import Iterator
 
@@ -23,7 +22,6 @@ class LocalBackend:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self._known_dirs: set[str] = set()
-        self._maps: dict[str, mmap.mmap] = {}
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.root!r})"
@@ -116,23 +114,6 @@ class LocalBackend:
         finally:
             os.close(fd)
         return out
-
-    def view_range(self, name: str, offset: int, length: int) -> memoryview:
-        """Part of a stored file without copying it, through a cached read-only memory map. For immutable,
-        atomically replaced files only (packs): a mapped file that is deleted or renamed over stays readable."""
-        mm = self._maps.get(name)
-        if mm is None:
-            try:
-                with open(self._path(name), "rb") as f:
-                    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except FileNotFoundError:
-                raise ObjectMissing(name) from None
-            except (OSError, ValueError) as e:  # ValueError: an empty file cannot be mapped
-                raise BackendError(f"reading {name}: {getattr(e, 'strerror', None) or e}") from None
-            if len(self._maps) >= 64:
-                self._maps.pop(next(iter(self._maps)))  # unmapped once no view of it is left
-            self._maps[name] = mm
-        return memoryview(mm)[offset : offset + length]
 
     def size(self, name: str) -> int | None:
         try:

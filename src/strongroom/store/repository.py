@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from strongroom.backends.base import Backend, ObjectMissing
-from strongroom.backends.local import LocalBackend
 from strongroom.core import codec
 from strongroom.core.ids import ObjectKind
 from strongroom.core.model import Commit, Tree
@@ -564,11 +563,7 @@ class Repository:
             raise ObjectMissing(f"object {object_id.hex()[:16]}")
         if loc.kind != kind:
             raise IntegrityError(f"object {object_id.hex()[:16]} has the wrong kind")
-        name = pack_path(loc.pack_id)
-        if isinstance(self.backend, LocalBackend):  # no copy: decrypted straight from the page cache
-            frame: bytes | memoryview = self.backend.view_range(name, loc.offset, loc.length)
-        else:
-            frame = self.backend.get_range(name, loc.offset, loc.length)
+        frame = self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
         plain = self.codec.decode(frame, kind, object_id)
         if self.hasher_of(frame)(plain) != object_id:
             raise IntegrityError(f"object {object_id.hex()[:16]} does not match its id")
