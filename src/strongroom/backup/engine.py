@@ -386,6 +386,15 @@ class RestoreReport:
     seconds: float = 0.0
 
 
+def open_verified(dest: Backend, credentials: Secret | Credentials, what: str) -> tuple[Repository, check.VerifyReport]:
+    """Open what a restore rebuilt and verify it; IntegrityError naming the first damage otherwise."""
+    repo = Repository.open(dest, credentials)
+    r = check.verify(repo)
+    if not r.ok:
+        raise IntegrityError(f"{what} fails verification: " + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5]))
+    return repo, r
+
+
 def restore(s3: S3Backend, credentials: Secret | Credentials, dest: Backend, workers: int = 8) -> RestoreReport:
     """Rebuild a repository in ``dest`` from the bucket alone; every object is the version the newest
     good manifest names, hash-checked; the result is verified (structure and reachability) before return."""
@@ -406,12 +415,7 @@ def restore(s3: S3Backend, credentials: Secret | Credentials, dest: Backend, wor
         fetch("config")  # last: until it is there, the folder is not a repository
     except StrongroomError as e:
         raise IntegrityError(f"restore incomplete: {e}") from None
-    repo = Repository.open(dest, credentials)
-    r = check.verify(repo)
-    if not r.ok:
-        raise IntegrityError(
-            "the restored repository fails verification: " + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5])
-        )
+    repo, r = open_verified(dest, credentials, "the restored repository")
     return RestoreReport(
         vid,
         m.created_ns,

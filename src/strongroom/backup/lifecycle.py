@@ -31,6 +31,7 @@ from strongroom.backup.engine import (
     accept_for,
     find_manifest,
     manifest_versions,
+    open_verified,
     retrying,
 )
 from strongroom.backup.manifest import MANIFEST_NAME, Manifest
@@ -49,7 +50,7 @@ from strongroom.errors import (
     WrongPassphrase,
     WrongPin,
 )
-from strongroom.store import check, gc
+from strongroom.store import gc
 from strongroom.store.index import Index
 from strongroom.store.pack import pack_path
 from strongroom.store.refs import Refs, seal_refs
@@ -409,12 +410,7 @@ def restore_version(
         fetch("config")  # last: until it is there, the folder is not a repository
     except StrongroomError as e:
         raise IntegrityError(f"restore incomplete: {e}") from None
-    repo = Repository.open(dest, credentials)
-    r = check.verify(repo)
-    if not r.ok:
-        raise IntegrityError(
-            "the restored version fails verification: " + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5])
-        )
+    repo, r = open_verified(dest, credentials, "the restored version")
     return VersionRestore(
         v.version_id,
         m.created_ns,

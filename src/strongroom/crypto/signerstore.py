@@ -13,7 +13,6 @@ passphrase) never lets anyone sign as someone else.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from strongroom.crypto.commitsig import (
 )
 from strongroom.crypto.hsm import HsmKeyRef
 from strongroom.crypto.secret import Secret
-from strongroom.crypto.signing import Ed25519Signer
+from strongroom.crypto.signing import Ed25519Signer, write_private_file
 from strongroom.errors import InputError, WrongPassphrase
 
 FORMAT = "sr-signer/1"
@@ -98,17 +97,7 @@ class SignerStore:
             raise InputError(f"signing key record {path} is damaged") from None
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_private_file(path, data)
 
     def _ensure_root(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
