@@ -60,6 +60,15 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def damage(found: Sequence[dict[str, str]], affected: dict[str, list[str]]) -> None:
+    """`verify` and `backup verify`: one line per damaged object, then one per affected version and path."""
+    for d in found:
+        line(f"damaged\t{safe(d['object'])}\t{d['reason']}")
+    for version, paths in sorted(affected.items()):
+        for p in paths:
+            line(f"affected\t{version}\t{safe(p)}")
+
+
 def changes(entries: Sequence[DiffEntry], none_text: str) -> None:
     """Added, removed, modified and renamed paths, one per line (diff, status)."""
     for c in entries:

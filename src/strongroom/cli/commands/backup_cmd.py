@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from strongroom.cli.main import STATE, session
-from strongroom.cli.render import emit_json, human_bytes, line, note, safe, table
+from strongroom.cli.render import damage, emit_json, human_bytes, line, note, safe, table
 from strongroom.errors import InputError
 from strongroom.service import backup as svc
 from strongroom.service.results import iso
@@ -135,11 +135,7 @@ def verify(
     else:
         for s in res.skipped_manifests:
             note(f"warning: skipped a manifest version that does not verify: {s}")
-        for d in res.damage:
-            line(f"damaged\t{safe(d['object'])}\t{d['reason']}")
-        for version, paths in sorted(res.affected.items()):
-            for p in paths:
-                line(f"affected\t{version}\t{safe(p)}")
+        damage(res.damage, res.affected)
         rate = res.bytes_checked / res.seconds / 1e6 if res.seconds else 0.0
         note(
             f"backup verify ({res.mode}): {'ok' if res.ok else 'DAMAGED'}; manifest {res.manifest_version} of "

@@ -8,7 +8,7 @@ import typer
 
 from strongroom.cli.commands.key_cmd import KekOption, LabelOption, ModuleOption, TokenOption, pkcs11_options
 from strongroom.cli.main import STATE, session
-from strongroom.cli.render import emit_json, human_bytes, line, note, safe, table
+from strongroom.cli.render import damage, emit_json, human_bytes, line, note, safe, table
 from strongroom.errors import InputError
 from strongroom.service import gc as gc_svc
 from strongroom.service import repo as svc
@@ -90,11 +90,7 @@ def verify(
     else:
         for w in res.warnings:
             note(f"warning: {w}")
-        for d in res.damage:
-            line(f"damaged\t{safe(d['object'])}\t{d['reason']}")
-        for version, paths in sorted(res.affected.items()):
-            for p in paths:
-                line(f"affected\t{version}\t{safe(p)}")
+        damage(res.damage, res.affected)
         for version, scope in sorted(res.shredded.items()):
             line(f"shredded\t{version}\tscope {safe(scope)}")
         for s in res.signatures:
