@@ -1,4 +1,5 @@
-"""A folder on a POSIX filesystem. Writes are temp file, fsync, rename, fsync of the folder."""
+"""A folder on a POSIX filesystem. Writes are temp file, fsync, rename, fsync of the folder. Large objects
+(packs) are written and, when not already cached, read past the page cache (backends.directio)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import os
 from collections.abc import Iterator
 
+from strongroom.backends import directio
 from strongroom.backends.base import BackendError, ObjectMissing, validate_name
 
 
@@ -51,10 +53,7 @@ class LocalBackend:
             self._ensure_dir(d)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                directio.write_file(fd, data)
                 # A failed fsync is never retried: the kernel may already have dropped the pages.
                 os.fsync(fd)
             finally:
@@ -93,8 +92,11 @@ class LocalBackend:
 
     def get(self, name: str) -> bytes:
         try:
-            with open(self._path(name), "rb") as f:
-                return f.read()
+            fd = os.open(self._path(name), os.O_RDONLY)
+            try:
+                return directio.read_range(fd, 0, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise ObjectMissing(name) from None
         except OSError as e:
@@ -108,7 +110,7 @@ class LocalBackend:
         except OSError as e:
             raise BackendError(f"reading {name}: {e.strerror or e}") from None
         try:
-            out = os.pread(fd, length, offset)
+            out = directio.read_range(fd, offset, length)
         except OSError as e:
             raise BackendError(f"reading {name}: {e.strerror or e}") from None
         finally:

@@ -203,23 +203,24 @@ def test_local_failed_put_leaves_no_partial_object(tmp_path: Path) -> None:
     assert all_files(root) == ["data"]
 
 
-def test_local_failed_write_keeps_the_old_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("size", [10_000, (3 << 20) + 123])  # through the page cache, and past it (O_DIRECT)
+def test_local_failed_write_keeps_the_old_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     """Disk full in the middle of replacing an object: readers still see the old object, whole."""
     root = tmp_path / "r"
     b = LocalBackend(str(root))
     b.put("refs", b"old refs")
-    real_write = os.write
+    real_pwrite = os.pwrite
     calls = {"n": 0}
 
-    def failing_write(fd: int, data: bytes) -> int:
+    def failing_pwrite(fd: int, data: bytes, offset: int) -> int:
         calls["n"] += 1
         if calls["n"] == 1:
-            return real_write(fd, bytes(memoryview(data)[:100]))  # a short write first
+            return real_pwrite(fd, bytes(memoryview(data)[:4096]), offset)  # a short write first
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", failing_write)
+    monkeypatch.setattr(os, "pwrite", failing_pwrite)
     with pytest.raises(BackendError, match="No space left"):
-        b.put("refs", os.urandom(10_000))
+        b.put("refs", os.urandom(size))
     monkeypatch.undo()
     assert b.get("refs") == b"old refs"
     assert all_files(root) == ["refs"]
@@ -241,15 +242,19 @@ def test_local_failed_fsync_keeps_the_old_object(tmp_path: Path, monkeypatch: py
     assert all_files(root) == ["data/ab/x"]
 
 
-def test_local_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = os.write
+@pytest.mark.parametrize("size", [10_000, (3 << 20) + 123])
+@pytest.mark.parametrize("step", [777, 8192])  # unaligned short writes end O_DIRECT for the file; aligned keep it
+def test_local_short_writes_are_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, step: int
+) -> None:
+    real_pwrite = os.pwrite
 
-    def dribble(fd: int, data: bytes) -> int:
-        return real_write(fd, bytes(memoryview(data)[:777]))
+    def dribble(fd: int, data: bytes, offset: int) -> int:
+        return real_pwrite(fd, bytes(memoryview(data)[:step]), offset)
 
     b = LocalBackend(str(tmp_path / "r"))
-    payload = os.urandom(10_000)
-    monkeypatch.setattr(os, "write", dribble)
+    payload = os.urandom(size)
+    monkeypatch.setattr(os, "pwrite", dribble)
     b.put("data/ab/x", payload)
     monkeypatch.undo()
     assert b.get("data/ab/x") == payload
