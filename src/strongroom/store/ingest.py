@@ -11,6 +11,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from strongroom.errors import InputError, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import CachedFile, FileCache
-from strongroom.store.pack import PackBuilder, pack_path
+from strongroom.store.pack import PackBuilder, PackEntry, pack_path
 from strongroom.store.repository import Repository
 from strongroom.store.treebuild import build_tree
 
@@ -146,46 +147,60 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
     builder = PackBuilder()
     pack_size = repo.config.pack_size
     messages_before = repo.sealer.messages
+    # One pack is written (and fsynced) by a thread while the next is being filled, so the disk wait
+    # overlaps the compression; a pack is reported to the parent only once it is safely stored.
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending: list[tuple[Future[None], str, list[PackEntry], int]] = []
+
+    def settle() -> None:
+        while pending:
+            done, pack_id, entries, nbytes = pending.pop(0)
+            done.result()
+            send(("pack", pack_id, entries, nbytes))
 
     def flush() -> None:
         if len(builder):
             pack_id, data, entries = builder.finish(repo.sealer, repo.context)
-            repo.backend.put(pack_path(pack_id), data)
-            send(("pack", pack_id, entries, len(data)))
+            settle()
+            pending.append((writer.submit(repo.backend.put, pack_path(pack_id), data), pack_id, entries, len(data)))
 
-    for job in jobs:
-        try:
+    try:
+        for job in jobs:
             try:
-                fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
-            except PermissionError:  # O_NOATIME needs ownership; a file we cannot read fails again below
-                fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as e:
-            send(("unreadable", job.rel, e.strerror or str(e)))
-            continue
-        try:
-            before = os.fstat(fd)
-            ids: list[bytes] = []
-            size = 0
-            for chunk in chunker.cut_fd(fd):
-                cid = hasher(chunk)
-                ids.append(cid)
-                size += len(chunk)
-                if cid not in known:
-                    known.add(cid)
-                    builder.add(ObjectKind.CHUNK, cid, encode(chunk, ObjectKind.CHUNK, cid), len(chunk))
-                    if builder.size >= pack_size:
-                        flush()
-            after = os.fstat(fd)
-        except OSError as e:
-            send(("unreadable", job.rel, e.strerror or str(e)))
-            continue
-        finally:
-            os.close(fd)
-        stable = (
-            (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
-        )
-        send(("file", job.rel, ids, size, stable, after.st_ino, after.st_mtime_ns, after.st_ctime_ns))
-    flush()
+                try:
+                    fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+                except PermissionError:  # O_NOATIME needs ownership; a file we cannot read fails again below
+                    fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as e:
+                send(("unreadable", job.rel, e.strerror or str(e)))
+                continue
+            try:
+                before = os.fstat(fd)
+                ids: list[bytes] = []
+                size = 0
+                for chunk in chunker.cut_fd(fd):
+                    cid = hasher(chunk)
+                    ids.append(cid)
+                    size += len(chunk)
+                    if cid not in known:
+                        known.add(cid)
+                        builder.add(ObjectKind.CHUNK, cid, encode(chunk, ObjectKind.CHUNK, cid), len(chunk))
+                        if builder.size >= pack_size:
+                            flush()
+                after = os.fstat(fd)
+            except OSError as e:
+                send(("unreadable", job.rel, e.strerror or str(e)))
+                continue
+            finally:
+                os.close(fd)
+            stable = (
+                (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
+            )
+            send(("file", job.rel, ids, size, stable, after.st_ino, after.st_mtime_ns, after.st_ctime_ns))
+        flush()
+        settle()
+    finally:
+        writer.shutdown(wait=True)  # a pack still being written is finished (never reported) before leaving
     send(("done", repo.sealer.messages - messages_before))
 
 
