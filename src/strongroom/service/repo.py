@@ -27,7 +27,8 @@ from strongroom.service.scopes import scope_view
 from strongroom.service.versions import resolve
 from strongroom.store import check, compare, lock
 from strongroom.store.index import Index
-from strongroom.store.repository import DEFAULT_COMPRESSION, Repository
+from strongroom.store.repository import DEFAULT_COMPRESSION as DEFAULT_COMPRESSION
+from strongroom.store.repository import Repository
 
 
 @audited("init", keks="keks")

@@ -15,7 +15,16 @@ from strongroom.crypto.aead import Sealer
 from strongroom.crypto.idhash import content_name
 from strongroom.crypto.secret import Secret
 from strongroom.errors import DecryptionFailed, IntegrityError
-from strongroom.store.pack import PackBuilder, header_location, pack_path, padme, read_header_from
+from strongroom.store.pack import (
+    COARSE_FROM,
+    COARSE_STEP,
+    PackBuilder,
+    header_location,
+    pack_path,
+    padded_length,
+    padme,
+    read_header_from,
+)
 from tests.unit.conftest import MakeSealer
 
 
@@ -133,6 +142,28 @@ def test_padme_properties(n: int) -> None:
     assert p - n <= 0.12 * n  # at most ~12 % overhead
     assert padme(p) == p  # already padded sizes stay
     assert padme(n + 1) >= p  # monotone
+
+
+def test_large_pack_is_padded_to_coarse_steps(sealer: Sealer, ctx: bytes) -> None:
+    frames = sample_frames(sealer, 3, (COARSE_FROM // 3) + 1000)
+    _, data, _ = build(frames).finish(sealer, ctx)
+    (hlen,) = struct.unpack("<I", data[-4:])
+    unpadded = sum(len(f[2]) for f in frames) + hlen + 4
+    assert len(data) % COARSE_STEP == 0
+    assert unpadded <= len(data) < unpadded + COARSE_STEP
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**40))
+def test_padded_length_properties(n: int) -> None:
+    p = padded_length(n)
+    assert p >= n
+    assert padded_length(n + 1) >= p  # monotone, also across the switch from Padmé to coarse steps
+    assert padded_length(p) == p
+    if n >= COARSE_FROM:
+        assert p - n < COARSE_STEP  # full packs: under 64 KiB (~0.4 % at 16 MiB)
+    else:
+        assert p == padme(n)
 
 
 def test_padme_leaks_few_sizes() -> None:

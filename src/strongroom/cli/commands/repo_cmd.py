@@ -18,7 +18,7 @@ repair_app = typer.Typer(help="Repair a damaged repository.", no_args_is_help=Tr
 
 def init(
     user: Annotated[str, typer.Option(help="Actor recorded on versions when STRONGROOM_USER is unset.")] = "",
-    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = 2,
+    compression: Annotated[int, typer.Option(help="zstd level, 0 turns compression off.")] = svc.DEFAULT_COMPRESSION,
     kek: KekOption = ["passphrase"],  # noqa: B006 - typer reads the default, never mutates it
     pkcs11_module: ModuleOption = "",
     pkcs11_token: TokenOption = "",
