@@ -12,6 +12,7 @@ filesystem supports it (store/reflink.py), and write it from the repository othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,8 +81,15 @@ def _sparse(flat: dict[str, Entry], paths: list[str]) -> dict[str, Entry]:
     return {p: e for p, e in flat.items() if not paths or matches(p, paths)}
 
 
-def _registry(session: Session, repo: Repository) -> WorkspaceRegistry:
-    return WorkspaceRegistry(session.settings.state_dir, repo.config.repo_id)
+def _register(session: Session, repo_id: str, folder: str, add: bool = True) -> None:
+    """Add or remove a folder in the client's workspace registry. Best effort: an unwritable state folder
+    costs reflink sharing only, so it does not fail a workspace that is otherwise done."""
+    registry = WorkspaceRegistry(session.settings.state_dir, repo_id)
+    with contextlib.suppress(OSError):
+        if add:
+            registry.add(folder)
+        else:
+            registry.remove(folder)
 
 
 def _is_workspace_of(repo_id: str) -> Callable[[str], bool]:
@@ -103,7 +111,12 @@ def _donors(session: Session, repo: Repository, folder: str) -> Donors:
     while not os.path.isdir(existing):  # create makes the folder later: its filesystem is its parent's
         existing = os.path.dirname(existing)
     here = os.stat(existing)
-    for other in _registry(session, repo).folders(_is_workspace_of(repo.config.repo_id)):
+    registry = WorkspaceRegistry(session.settings.state_dir, repo.config.repo_id)
+    try:
+        others = registry.folders(_is_workspace_of(repo.config.repo_id))
+    except OSError:
+        others = []  # an unreadable registry: no sharing
+    for other in others:
         cache = FileCache(session.file_cache_path(repo, other), repo.sealer, repo.context)
         try:
             st = os.stat(other)
@@ -168,7 +181,7 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
     _write_meta(folder, meta)
     files, _ = flatten(repo, tree)
     _prime_cache(session, repo, folder, _sparse(files, paths))
-    _registry(session, repo).add(folder)
+    _register(session, repo.config.repo_id, folder)
     return WorkspaceInfo(os.path.abspath(folder), branch, base.hex(), paths, res.files, res.bytes, None, reflinked)
 
 
@@ -307,7 +320,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta.pop("switching_to", None)
     _write_meta(folder, meta)
     _prime_cache(session, repo, folder, new)
-    _registry(session, repo).add(folder)
+    _register(session, repo.config.repo_id, folder)
     reflinked = sharer.reflinked if sharer else 0
     return WorkspaceInfo(
         os.path.abspath(folder), str(meta["branch"]), target.hex(), paths, len(new), written, None, reflinked
@@ -320,7 +333,7 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
     shutil.rmtree(folder)
     repo_id = meta.get("repo_id")
     if isinstance(repo_id, str) and repo_id:
-        WorkspaceRegistry(session.settings.state_dir, repo_id).remove(folder)
+        _register(session, repo_id, folder, add=False)
     return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), str(meta["base"]), _paths(meta), 0, 0, None)
 
 
