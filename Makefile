@@ -24,11 +24,12 @@ lint: install
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/lint-imports
 
-# SoftHSM2 and PostgreSQL for the tests that use the real components (installed with apt-get when missing;
-# under CI a missing one fails here, elsewhere its tests skip with the reason).
+# SoftHSM2, PostgreSQL and xfsprogs for the tests that use the real components (installed with apt-get when
+# missing; under CI a missing one fails here, elsewhere its tests skip with the reason).
 system-deps:
 	bash scripts/ensure-softhsm.sh || [ "$$CI" != "true" ]
 	sh scripts/ensure-system-deps.sh postgresql >/dev/null || [ "$$CI" != "true" ]
+	sh scripts/ensure-system-deps.sh xfsprogs >/dev/null || [ "$$CI" != "true" ]
 
 test: lint system-deps
 	$(VENV)/bin/pytest -n 2 -q tests

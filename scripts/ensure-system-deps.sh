@@ -2,8 +2,10 @@
 # Install the system packages strongroom's tests need, when they are missing (Debian/Ubuntu, as root).
 #
 #   scripts/ensure-system-deps.sh postgresql     # initdb and pg_ctl, for the PostgreSQL catalog tests
+#   scripts/ensure-system-deps.sh xfsprogs       # mkfs.xfs, for the reflink tests (a loop-mounted XFS image)
 #
-# Prints where the PostgreSQL binaries are on its last line ("bindir=/usr/lib/postgresql/15/bin").
+# Prints where the PostgreSQL binaries are on its last line ("bindir=/usr/lib/postgresql/15/bin"), or
+# where mkfs.xfs is ("mkfs=/usr/sbin/mkfs.xfs").
 # Exits 1 with one line on stderr when they cannot be installed (not root, no apt-get, no network).
 set -eu
 
@@ -46,8 +48,35 @@ postgresql)
     echo "ensure-system-deps: postgresql installed but initdb not found" >&2
     exit 1
     ;;
+xfsprogs)
+    PATH="$PATH:/usr/sbin:/sbin"
+    if mkfs=$(command -v mkfs.xfs); then
+        echo "mkfs=$mkfs"
+        exit 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-system-deps: mkfs.xfs not found and not root: install xfsprogs (apt-get install xfsprogs)" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-system-deps: mkfs.xfs not found and no apt-get: install xfsprogs by hand" >&2
+        exit 1
+    fi
+    echo "ensure-system-deps: installing xfsprogs with apt-get ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq xfsprogs; } >&2; then
+        echo "ensure-system-deps: apt-get install xfsprogs failed" >&2
+        exit 1
+    fi
+    if mkfs=$(command -v mkfs.xfs); then
+        echo "mkfs=$mkfs"
+        exit 0
+    fi
+    echo "ensure-system-deps: xfsprogs installed but mkfs.xfs not found" >&2
+    exit 1
+    ;;
 *)
-    echo "usage: $0 postgresql" >&2
+    echo "usage: $0 postgresql|xfsprogs" >&2
     exit 2
     ;;
 esac

@@ -165,8 +165,9 @@ class WorkspaceInfo(Result):
     base: str
     paths: list[str]
     files: int
-    bytes_written: int
+    bytes_written: int  # decrypted from the repository and written
     interrupted_switch: str | None
+    bytes_reflinked: int = 0  # cloned from another workspace's unchanged files (shared blocks)
 
 
 @dataclasses.dataclass

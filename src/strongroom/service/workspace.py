@@ -4,14 +4,20 @@ A workspace folder holds the files asked for (sparse by glob) and a small `.stro
 (repository, branch, base version, paths). Its file cache is primed at creation, so `status` and `commit`
 read only files that changed. `switch` rewrites only the files that differ between two versions; an
 interrupted switch is recorded in the metadata and completed by running it again.
+
+The client registers every workspace it materialises (per repository, in its state folder). `create` and
+`switch` reflink a file that another registered workspace of the repository holds unchanged, where the
+filesystem supports it (store/reflink.py), and write it from the repository otherwise; never a hard link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 
 from strongroom.core.diff import diff_flat
 from strongroom.core.model import FILE, SYMLINK, Entry
@@ -23,7 +29,9 @@ from strongroom.service.versions import commit as commit_version
 from strongroom.service.versions import resolve
 from strongroom.store import lock
 from strongroom.store.chunker import Chunker
+from strongroom.store.clientstate import WorkspaceRegistry
 from strongroom.store.filecache import CachedFile, FileCache
+from strongroom.store.reflink import Donors, Sharer, checkout_shared
 from strongroom.store.repository import Repository
 from strongroom.store.restore import checkout as restore_checkout
 from strongroom.store.restore import matches, write_file
@@ -73,6 +81,55 @@ def _sparse(flat: dict[str, Entry], paths: list[str]) -> dict[str, Entry]:
     return {p: e for p, e in flat.items() if not paths or matches(p, paths)}
 
 
+def _register(session: Session, repo_id: str, folder: str, add: bool = True) -> None:
+    """Add or remove a folder in the client's workspace registry. Best effort: an unwritable state folder
+    costs reflink sharing only, so it does not fail a workspace that is otherwise done."""
+    registry = WorkspaceRegistry(session.settings.state_dir, repo_id)
+    with contextlib.suppress(OSError):
+        if add:
+            registry.add(folder)
+        else:
+            registry.remove(folder)
+
+
+def _is_workspace_of(repo_id: str) -> Callable[[str], bool]:
+    def alive(folder: str) -> bool:
+        try:
+            return read_meta(folder).get("repo_id") == repo_id
+        except InputError:
+            return False  # folder or metadata gone: drop it from the registry
+
+    return alive
+
+
+def _donors(session: Session, repo: Repository, folder: str) -> Donors:
+    """The files of the repository's other registered workspaces on the filesystem of ``folder``, by
+    content, from their file caches (a donor is used only while its stat still matches its entry)."""
+    donors = Donors()
+    me = os.path.abspath(folder)
+    existing = me
+    while not os.path.isdir(existing):  # create makes the folder later: its filesystem is its parent's
+        existing = os.path.dirname(existing)
+    here = os.stat(existing)
+    registry = WorkspaceRegistry(session.settings.state_dir, repo.config.repo_id)
+    try:
+        others = registry.folders(_is_workspace_of(repo.config.repo_id))
+    except OSError:
+        others = []  # an unreadable registry: no sharing
+    for other in others:
+        cache = FileCache(session.file_cache_path(repo, other), repo.sealer, repo.context)
+        try:
+            st = os.stat(other)
+            if st.st_dev != here.st_dev or (existing == me and st.st_ino == here.st_ino):
+                continue  # reflinks stay within one filesystem; not the folder itself (under another name)
+            saved_ns = os.stat(cache.path).st_mtime_ns
+        except OSError:
+            continue
+        cache.load()
+        donors.add_folder(other, cache.entries, saved_ns)
+    return donors
+
+
 def _prime_cache(session: Session, repo: Repository, folder: str, files: dict[str, Entry]) -> None:
     cache = FileCache(session.file_cache_path(repo, folder), repo.sealer, repo.context)
     cache.load()
@@ -105,8 +162,13 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
         base = bytes.fromhex(branch_create(session, branch, from_version).version)
     session.audit_note(version=base.hex())
     tree = repo.load_commit(base).tree
+    donors = _donors(session, repo, folder)
+    reflinked = 0
     with lock.read_lock(repo.backend, "workspace create"):
-        res = restore_checkout(repo, tree, folder, paths or None)
+        if donors:
+            res, reflinked = checkout_shared(repo, tree, folder, paths or None, donors)
+        else:
+            res = restore_checkout(repo, tree, folder, paths or None)
     meta: dict[str, object] = {
         "format": "sr-workspace/1",
         "repository": os.path.abspath(session.repo_path()),
@@ -119,7 +181,8 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
     _write_meta(folder, meta)
     files, _ = flatten(repo, tree)
     _prime_cache(session, repo, folder, _sparse(files, paths))
-    return WorkspaceInfo(os.path.abspath(folder), branch, base.hex(), paths, res.files, res.bytes, None)
+    _register(session, repo.config.repo_id, folder)
+    return WorkspaceInfo(os.path.abspath(folder), branch, base.hex(), paths, res.files, res.bytes, None, reflinked)
 
 
 def _scan_flat(session: Session, repo: Repository, folder: str) -> dict[str, Entry]:
@@ -226,6 +289,8 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     _write_meta(folder, meta)
     current = _scan_flat(session, repo, folder) if resuming else old
     written = 0
+    donors = _donors(session, repo, folder)
+    sharer = Sharer(repo, donors, folder) if donors else None
     with lock.read_lock(repo.backend, "workspace switch"):
         for rel in sorted(set(current) - set(new)):
             os.unlink(os.path.join(folder, rel))
@@ -244,7 +309,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
                 os.unlink(path)
             if e.type == SYMLINK:
                 os.symlink(e.target or "", path)
-            else:
+            elif sharer is None or not sharer.place(os.fsencode(path), e):
                 write_file(repo, os.fsencode(path), e)
                 written += e.size
     for dirpath, _, _ in sorted(os.walk(folder), key=lambda t: -t[0].count(os.sep)):
@@ -255,13 +320,20 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta.pop("switching_to", None)
     _write_meta(folder, meta)
     _prime_cache(session, repo, folder, new)
-    return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), target.hex(), paths, len(new), written, None)
+    _register(session, repo.config.repo_id, folder)
+    reflinked = sharer.reflinked if sharer else 0
+    return WorkspaceInfo(
+        os.path.abspath(folder), str(meta["branch"]), target.hex(), paths, len(new), written, None, reflinked
+    )
 
 
 @audited("workspace.discard", folder="folder")
 def discard(session: Session, folder: str) -> WorkspaceInfo:
     meta = read_meta(folder)
     shutil.rmtree(folder)
+    repo_id = meta.get("repo_id")
+    if isinstance(repo_id, str) and repo_id:
+        _register(session, repo_id, folder, add=False)
     return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), str(meta["base"]), _paths(meta), 0, 0, None)
 
 

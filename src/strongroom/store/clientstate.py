@@ -2,12 +2,18 @@
 
 A repository that comes back with older refs (a lower generation), or whose key or suite differs under
 the same id, is refused until the user confirms with `trust-current` (borg's RepositoryReplay idea).
+
+The client also remembers which workspace folders it materialised from each repository
+(`WorkspaceRegistry`), so that a new workspace can reflink the files another one already holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from strongroom.errors import RollbackDetected
@@ -71,3 +77,74 @@ class ClientState:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+class WorkspaceRegistry:
+    """The workspace folders of one repository on this client: `workspaces/<repo id>.json` in the state
+    folder (0600, in a folder created 0700), changed under an exclusive lock on `<repo id>.lock` beside it.
+    It names folders only; a lost or damaged file costs reflink sharing, nothing else."""
+
+    FORMAT = "sr-workspaces/1"
+
+    def __init__(self, state_dir: str, repo_id: str) -> None:
+        self.path = os.path.join(state_dir, "workspaces", f"{repo_id}.json")
+
+    def _read(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                obj = json.load(f)
+            if obj["format"] != self.FORMAT:
+                return []
+            return [str(p) for p in obj["folders"] if isinstance(p, str)]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def _write(self, folders: list[str]) -> None:
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"format": self.FORMAT, "folders": folders}, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        fd = os.open(self.path[: -len(".json")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def folders(self, alive: Callable[[str], bool]) -> list[str]:
+        """The registered folders for which ``alive`` holds; the others are dropped from the file."""
+        if not os.path.exists(self.path):
+            return []
+        with self._locked():
+            have = self._read()
+            kept = [p for p in have if alive(p)]
+            if kept != have:
+                self._write(kept)
+        return kept
+
+    def add(self, folder: str) -> None:
+        folder = os.path.abspath(folder)
+        with self._locked():
+            have = self._read()
+            if folder not in have:
+                self._write([*have, folder])
+
+    def remove(self, folder: str) -> None:
+        folder = os.path.abspath(folder)
+        if not os.path.exists(self.path):
+            return
+        with self._locked():
+            have = self._read()
+            if folder in have:
+                self._write([p for p in have if p != folder])

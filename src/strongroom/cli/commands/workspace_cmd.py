@@ -20,8 +20,9 @@ def _show(info: WorkspaceInfo, verb: str) -> None:
         emit_json(info)
         return
     line(f"{verb} {info.folder}: branch {info.branch} at {info.base[:12]}")
-    if info.bytes_written:
-        note(f"{info.files} files in the workspace, {human_bytes(info.bytes_written)} written")
+    if info.bytes_written or info.bytes_reflinked:
+        shared = f", {human_bytes(info.bytes_reflinked)} reflinked" if info.bytes_reflinked else ""
+        note(f"{info.files} files in the workspace, {human_bytes(info.bytes_written)} written{shared}")
 
 
 @workspace_app.command("create")
@@ -31,13 +32,21 @@ def create(
     from_version: Annotated[str | None, typer.Option("--from", help="Version a new branch starts from.")] = None,
     paths: Annotated[list[str] | None, typer.Option("--paths", help="Only files matching these globs.")] = None,
 ) -> None:
-    """Materialise a version into FOLDER as a writable workspace of BRANCH."""
+    """Materialise a version into FOLDER as a writable workspace of BRANCH.
+
+    A file that another workspace of the repository holds unchanged is reflinked (shared blocks,
+    copy-on-write) where the filesystem supports it, e.g. XFS or Btrfs; otherwise it is written. Files
+    are never hard-linked. The output counts bytes written and bytes reflinked (--json: bytes_written,
+    bytes_reflinked)."""
     _show(svc.create(session(), folder, branch, from_version, paths or []), "created")
 
 
 @workspace_app.command("switch")
 def switch(folder: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()]) -> None:
-    """Move a clean workspace to VERSION, rewriting only the files that differ."""
+    """Move a clean workspace to VERSION, rewriting only the files that differ.
+
+    Rewritten files are reflinked from another workspace of the repository when it holds them unchanged
+    and the filesystem supports it, else written (--json: bytes_written, bytes_reflinked)."""
     _show(svc.switch(session(), folder, version), "switched")
 
 
