@@ -18,17 +18,13 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from strongroom.core.model import DIR, FILE, SYMLINK, Entry
-from strongroom.errors import DestinationNotEmpty, InputError, IntegrityError, StrongroomError
-from strongroom.store import parallel
+from strongroom.core.model import FILE, Entry
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile
 from strongroom.store.repository import Repository
-from strongroom.store.restore import CheckoutResult, matches, walk, write_file
+from strongroom.store.restore import CheckoutResult, checkout
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 NO_REFLINK_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF})
@@ -80,7 +76,8 @@ class Sharer:
     def __init__(self, repo: Repository, donors: Donors, dest: str) -> None:
         self.repo = repo
         self.donors = donors
-        self.dest_dev = os.stat(dest).st_dev
+        self.dest = dest
+        self._dest_dev: int | None = None  # dest is made by the checkout that calls place()
         self.reflinked = 0
         self._chunker: Chunker | None = None
 
@@ -109,7 +106,9 @@ class Sharer:
             return False  # gone, replaced by a symlink, unreadable: not a donor
         try:
             st = os.fstat(src)
-            if (st.st_dev, self.dest_dev) in _no_reflink:
+            if self._dest_dev is None:
+                self._dest_dev = os.stat(self.dest).st_dev
+            if (st.st_dev, self._dest_dev) in _no_reflink:
                 return None
             if not _unchanged(st, donor.cached):
                 return False
@@ -141,69 +140,10 @@ class Sharer:
         return True
 
 
-def _write_files(repo: Repository, dest: str, share: list[tuple[str, Entry]], send: Callable[[Any], None]) -> None:
-    for rel, e in share:
-        try:
-            write_file(repo, os.fsencode(os.path.join(dest, rel)), e)
-        except (StrongroomError, OSError) as err:
-            send(("failed", rel, str(err) if isinstance(err, StrongroomError) else (err.strerror or str(err))))
-            continue
-        send(("file", rel, e.size))
-
-
 def checkout_shared(
     repo: Repository, tree_id: bytes, dest: str, includes: list[str] | None, donors: Donors
 ) -> tuple[CheckoutResult, int]:
-    """restore.checkout for a workspace: files a donor holds are reflinked, the others written (by forked
-    workers above 32 MiB). Returns the result (its ``bytes`` are the bytes written) and the bytes reflinked."""
-    if os.path.lexists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
-        raise DestinationNotEmpty(dest)
-    entries = list(walk(repo, tree_id))
-    if includes:
-        wanted = [(r, e) for r, e in entries if e.type != DIR and matches(r, includes)]
-        if not wanted:
-            raise InputError(f"no path in the version matches {' '.join(includes)}")
-        dirs = {"/".join(r.split("/")[:i]) for r, _ in wanted for i in range(1, r.count("/") + 1)}
-        entries = [
-            (r, e) for r, e in entries if (e.type == DIR and r in dirs) or (e.type != DIR and matches(r, includes))
-        ]
-    os.makedirs(dest, mode=0o700, exist_ok=True)
-    folders = [(r, e) for r, e in entries if e.type == DIR]
-    files = [(r, e) for r, e in entries if e.type == FILE]
-    for rel, _ in folders:
-        os.mkdir(os.path.join(dest, rel), 0o700)
+    """restore.checkout for a workspace: files a donor holds are reflinked, the others written. Returns the
+    result (its ``bytes`` are the bytes written) and the bytes reflinked."""
     sharer = Sharer(repo, donors, dest)
-    rest = [(r, e) for r, e in files if not sharer.place(os.fsencode(os.path.join(dest, r)), e)]
-    total = sum(e.size for _, e in rest)
-    shares = parallel.deal(rest, lambda x: x[1].size, parallel.default_workers()) if total >= (32 << 20) else [rest]
-    failed: list[tuple[str, str]] = []
-    written = 0
-
-    def handle(msg: tuple[Any, ...]) -> None:
-        nonlocal written
-        if msg[0] == "failed":
-            failed.append((msg[1], msg[2]))
-        elif msg[0] == "file":
-            written += msg[2]
-
-    parallel.run(shares, lambda share, send: _write_files(repo, dest, share, send), handle)
-    links = [(r, e) for r, e in entries if e.type == SYMLINK]
-    for rel, e in links:
-        p = os.fsencode(os.path.join(dest, rel))
-        os.symlink(os.fsencode(e.target or ""), p)
-        try:
-            os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
-            if os.geteuid() == 0:
-                os.lchown(p, e.uid, e.gid)
-        except OSError:
-            pass
-    for rel, e in sorted(folders, key=lambda x: -x[0].count("/")):
-        p = os.fsencode(os.path.join(dest, rel))
-        if os.geteuid() == 0:
-            os.chown(p, e.uid, e.gid)
-        os.chmod(p, e.mode)
-        os.utime(p, ns=(e.mtime_ns, e.mtime_ns))
-    if failed:
-        failed.sort()
-        raise IntegrityError(f"{len(failed)} file(s) could not be restored, first: {failed[0][0]}: {failed[0][1]}")
-    return CheckoutResult(len(files), written, len(folders), len(links), failed), sharer.reflinked
+    return checkout(repo, tree_id, dest, includes, place=sharer.place), sharer.reflinked

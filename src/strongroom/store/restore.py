@@ -81,7 +81,11 @@ def checkout(
     workers: int = 0,
     progress_start: Callable[[int, int], None] | None = None,
     progress: Progress | None = None,
+    place: Callable[[bytes, Entry], bool] | None = None,
 ) -> CheckoutResult:
+    """Write the version (or the files matching includes) into dest. place(path, entry), when given, may
+    put a file there by other means (a workspace's reflink) and say so; the others are written here.
+    The result's bytes are the bytes written."""
     if os.path.lexists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
         raise DestinationNotEmpty(dest)
     entries = list(walk(repo, tree_id))
@@ -99,6 +103,10 @@ def checkout(
     links = [(r, e) for r, e in entries if e.type == SYMLINK]
     for rel, _ in folders:
         os.mkdir(_os_path(dest, rel), 0o700)
+    placed = [(r, e) for r, e in files if place is not None and place(_os_path(dest, r), e)]
+    if placed:
+        done = {r for r, _ in placed}
+        files = [(r, e) for r, e in files if r not in done]
     total = sum(e.size for _, e in files)
     if progress_start:
         progress_start(len(files), total)
@@ -135,4 +143,4 @@ def checkout(
     if failed:
         failed.sort()
         raise IntegrityError(f"{len(failed)} file(s) could not be restored, first: {failed[0][0]}: {failed[0][1]}")
-    return CheckoutResult(len(files), done_bytes, len(folders), len(links), failed)
+    return CheckoutResult(len(files) + len(placed), done_bytes, len(folders), len(links), failed)
