@@ -17,7 +17,8 @@ import mmap
 import os
 import threading
 
-DIRECT_MIN = 1 << 20  # below this the cache copy is cheap and alignment is not worth it
+DIRECT_MIN = 1 << 20  # writes below this go through the cache: the copy is cheap, alignment not worth it
+DIRECT_READ_MIN = 64 << 10  # reads of uncached ranges from this size (every chunk) go to the device
 ALIGN = 4096  # covers every common logical block size
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _BUFFER = 16 << 20
@@ -142,7 +143,7 @@ def _cached(fd: int, offset: int) -> bool:
 
 def read_range(fd: int, offset: int, length: int) -> bytes:
     """pread, except that a large range not in the cache is read straight from the device."""
-    if length < DIRECT_MIN or _cached(fd, offset) or not _set_direct(fd, True):
+    if length < DIRECT_READ_MIN or _cached(fd, offset) or not _set_direct(fd, True):
         return os.pread(fd, length, offset)
     start = offset - offset % ALIGN
     end = offset + length + (-(offset + length)) % ALIGN

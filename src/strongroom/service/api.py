@@ -62,7 +62,7 @@ class Strongroom:
         *,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
-        compression: int = 2,
+        compression: int = repo_svc.DEFAULT_COMPRESSION,
     ) -> Strongroom:
         s = cls._make_session(path, passphrase, env, user, None)
         repo_svc.init(s, compression=compression)

@@ -8,6 +8,7 @@ the opened repository (keys included) without it ever being serialized.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -61,6 +62,7 @@ def _portable(e: BaseException) -> StrongroomError | None:
 
 
 def _child(body: Callable[[list[T], Callable[[Message], None]], None], share: list[T], conn: Connection) -> None:
+    gc.freeze()  # the inherited objects (the index above all) are never garbage: collections skip them
     try:
         body(share, conn.send)
     except BaseException as e:  # report to the parent instead of hanging it
