@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.store.reflink import FICLONE
+
 ROOT = Path(__file__).resolve().parent.parent
 ENSURE = ROOT / "scripts" / "ensure-system-deps.sh"
-FICLONE = 0x40049409
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_SHARED = 0x2000

@@ -3,7 +3,7 @@
 Packs are rarely read soon after they are written, and restored files are usually far larger than the
 cache: filling fresh cache pages costs a copy and, on virtual machines, a first touch of guest memory, which
 on the benchmark machine cost more CPU than compressing the data. borg drops its segments from the cache
-for the same reason. Small objects, and ranges already in the cache, go through the cache as usual.
+for the same reason. Small objects go through the cache as usual.
 
 O_DIRECT wants the buffer, file offset and length aligned to the device's block: the aligned bulk goes
 through a reused page-aligned buffer and the unaligned tail through the cache.
@@ -18,7 +18,8 @@ import os
 import threading
 
 DIRECT_MIN = 1 << 20  # writes below this go through the cache: the copy is cheap, alignment not worth it
-DIRECT_READ_MIN = 64 << 10  # reads of uncached ranges from this size (every chunk) go to the device
+DIRECT_READ_MIN = 64 << 10  # reads from this size (every chunk) go to the device
+DIRECT_READ_MAX = 64 << 20  # and up to this one: a larger object is not worth a buffer that size
 ALIGN = 4096  # covers every common logical block size
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _BUFFER = 16 << 20
@@ -36,11 +37,20 @@ class _AlignedBuffers(threading.local):
         if buf is None or len(buf) < size:
             if buf is not None:
                 buf.close()
-            buf = self.bufs[purpose] = mmap.mmap(-1, max(size, _BUFFER) + ALIGN)
+            # Private: an anonymous mapping is shared by default, and forked workers would write into
+            # their parent's (and each other's) buffer.
+            buf = self.bufs[purpose] = mmap.mmap(-1, max(size, _BUFFER) + ALIGN, flags=mmap.MAP_PRIVATE)
         return buf
 
 
 _buffers = _AlignedBuffers()
+
+
+def _forget_buffers() -> None:
+    _buffers.bufs = {}  # a forked child makes its own (the parent's stay the parent's)
+
+
+os.register_at_fork(after_in_child=_forget_buffers)
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -130,21 +140,25 @@ def write_file(fd: int, data: bytes | memoryview) -> None:
     writer.close()
 
 
-def _cached(fd: int, offset: int) -> bool:
-    """Whether the page at offset is in the page cache (a read told not to wait says so)."""
-    try:
-        os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False
-    except (OSError, AttributeError):
-        pass  # the flag is not supported here: read as usual
-    return True
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    """pread until length bytes or the end of the file (one pread stops at about 2 GiB)."""
+    parts = []
+    while length > 0:
+        part = os.pread(fd, min(length, 1 << 30), offset)
+        if not part:
+            break
+        parts.append(part)
+        length -= len(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def read_range(fd: int, offset: int, length: int) -> bytes:
-    """pread, except that a large range not in the cache is read straight from the device."""
-    if length < DIRECT_READ_MIN or _cached(fd, offset) or not _set_direct(fd, True):
-        return os.pread(fd, length, offset)
+    """pread, except that chunk-sized and larger ranges are read straight from the device into a reused
+    aligned buffer: packs are written past the cache, so a cached read would first fill fresh cache pages.
+    (Probing the cache first is not reliable: a non-blocking read that misses still starts readahead.)"""
+    if not DIRECT_READ_MIN <= length <= DIRECT_READ_MAX or not _set_direct(fd, True):
+        return _pread_all(fd, length, offset)
     start = offset - offset % ALIGN
     end = offset + length + (-(offset + length)) % ALIGN
     view = memoryview(_buffers.get("read", end - start))
@@ -160,7 +174,7 @@ def read_range(fd: int, offset: int, length: int) -> bytes:
         if e.errno != errno.EINVAL:
             raise
         _set_direct(fd, False)
-        return os.pread(fd, length, offset)
+        return _pread_all(fd, length, offset)
     finally:
         view.release()
         _set_direct(fd, False)  # the descriptor reads through the cache again

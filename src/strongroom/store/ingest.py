@@ -158,9 +158,9 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
             done.result()
             send(("pack", pack_id, entries, nbytes))
 
-    def flush() -> None:
+    def flush(full: bool = False) -> None:
         if len(builder):
-            pack_id, data, entries = builder.finish(repo.sealer, repo.context)
+            pack_id, data, entries = builder.finish(repo.sealer, repo.context, full)
             settle()
             pending.append((writer.submit(repo.backend.put, pack_path(pack_id), data), pack_id, entries, len(data)))
 
@@ -186,7 +186,7 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
                         known.add(cid)
                         builder.add(ObjectKind.CHUNK, cid, encode(chunk, ObjectKind.CHUNK, cid), len(chunk))
                         if builder.size >= pack_size:
-                            flush()
+                            flush(full=True)
                 after = os.fstat(fd)
             except OSError as e:
                 send(("unreadable", job.rel, e.strerror or str(e)))

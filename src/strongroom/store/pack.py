@@ -4,8 +4,8 @@
 
 The header lists (kind, id, offset, length, plaintext length) for each blob, sealed with the repository id
 as context.
-Blobs are shuffled before writing and packs are padded (Padmé for small packs, 64 KiB steps for full ones),
-so sizes and order reveal less. A pack's
+Blobs are shuffled before writing and packs are padded (Padmé, or 64 KiB steps for full packs), so sizes
+and order reveal less. A pack's
 name is the SHA-256 of its bytes: anyone can check it without a key.
 """
 
@@ -40,15 +40,15 @@ def pack_path(pack_id: str) -> str:
     return f"data/{pack_id[:2]}/{pack_id}"
 
 
-COARSE_FROM = 8 << 20  # packs this large pad to a multiple of COARSE_STEP instead of to their Padmé length
-COARSE_STEP = 64 << 10
+COARSE_STEP = 64 << 10  # full packs pad to a multiple of this instead of to their Padmé length
 
 
-def padded_length(length: int) -> int:
-    """Padmé for small packs, where one file's size would otherwise show; packs of 8 MiB and more (full
-    packs, whose size is already a sum of many shuffled chunks) to a multiple of 64 KiB, at ~0.2 % rather
-    than Padmé's ~1.5 % at that size."""
-    if length >= COARSE_FROM:
+def padded_length(length: int, full: bool = False) -> int:
+    """Padmé for every pack but a full one: a pack closed early (the last of a commit, a metadata pack)
+    may hold a single file, whose size it would otherwise show. A full pack, closed because it reached
+    the pack size, holds at least four chunks in a shuffled order and pads to a multiple of 64 KiB, about
+    0.4 % at most at 16 MiB where Padmé costs about 1.5 %."""
+    if full:
         return -(-length // COARSE_STEP) * COARSE_STEP
     return padme(length)
 
@@ -78,7 +78,8 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def finish(self, sealer: Sealer, repo_ctx: bytes) -> tuple[str, bytes, list[PackEntry]]:
+    def finish(self, sealer: Sealer, repo_ctx: bytes, full: bool = False) -> tuple[str, bytes, list[PackEntry]]:
+        """The pack's name, bytes and entries; full says it was closed because it reached the pack size."""
         frames = list(self.frames)
         random.SystemRandom().shuffle(frames)
         parts: list[bytes] = []
@@ -93,7 +94,7 @@ class PackBuilder:
         )
         header = sealer.seal(header_plain, ObjectKind.PACK_HEADER, repo_ctx)
         unpadded = offset + len(header) + _TRAILER.size
-        pad = padded_length(unpadded) - unpadded
+        pad = padded_length(unpadded, full) - unpadded
         parts.append(os.urandom(pad))
         parts.append(header)
         parts.append(_TRAILER.pack(len(header)))

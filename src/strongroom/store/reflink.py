@@ -14,6 +14,7 @@ life of the process so the ioctl is not tried again for every file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -24,7 +25,7 @@ from strongroom.core.model import FILE, Entry
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile
 from strongroom.store.repository import Repository
-from strongroom.store.restore import CheckoutResult, checkout
+from strongroom.store.restore import CheckoutResult, checkout, set_owner_and_mode
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 NO_REFLINK_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF})
@@ -101,6 +102,17 @@ class Sharer:
 
     def _clone(self, donor: Donor, path: bytes, entry: Entry) -> bool | None:
         try:
+            return self._try_clone(donor, path, entry)
+        except OSError:
+            # No room, no inode, a folder that went away: nothing is left at path (or it is removed
+            # here), and the file is written from the repository, where such an error is reported.
+            with contextlib.suppress(OSError):
+                if os.path.lexists(path):
+                    os.unlink(path)
+            return False
+
+    def _try_clone(self, donor: Donor, path: bytes, entry: Entry) -> bool | None:
+        try:
             src = os.open(donor.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return False  # gone, replaced by a symlink, unreadable: not a donor
@@ -126,9 +138,7 @@ class Sharer:
                     return False  # the donor changed while it was cloned
                 if donor.racy and not self._same_content(dst, entry.chunks):
                     return False
-                if os.geteuid() == 0:
-                    os.fchown(dst, entry.uid, entry.gid)
-                os.fchmod(dst, entry.mode)  # after chown, which clears set-user-ID and set-group-ID bits
+                set_owner_and_mode(dst, entry)
                 done = True
             finally:
                 os.close(dst)

@@ -558,12 +558,19 @@ class Repository:
         return parse_header(self.sealer, self.context, self.backend.get_range(name, start, hlen))
 
     def read_object(self, object_id: bytes, kind: int) -> bytes:
+        return self.open_frame(object_id, kind, self.fetch_frame(object_id, kind))
+
+    def fetch_frame(self, object_id: bytes, kind: int) -> bytes:
+        """The stored (sealed) frame of an object: the I/O half of read_object, safe to run on a thread."""
         loc = self.index.get(object_id)
         if loc is None:
             raise ObjectMissing(f"object {object_id.hex()[:16]}")
         if loc.kind != kind:
             raise IntegrityError(f"object {object_id.hex()[:16]} has the wrong kind")
-        frame = self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
+        return self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
+
+    def open_frame(self, object_id: bytes, kind: int, frame: bytes) -> bytes:
+        """Decrypt, decompress and check a fetched frame against its id: the CPU half of read_object."""
         plain = self.codec.decode(frame, kind, object_id)
         if self.hasher_of(frame)(plain) != object_id:
             raise IntegrityError(f"object {object_id.hex()[:16]} does not match its id")

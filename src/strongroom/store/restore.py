@@ -3,9 +3,12 @@ written by forked workers; every chunk is decrypted and checked against its id o
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,32 +48,101 @@ def _os_path(dest: str, rel: str) -> bytes:
     return os.fsencode(os.path.join(dest, rel))
 
 
-def write_file(repo: Repository, path: bytes, entry: Entry) -> None:
+class Prefetcher:
+    """Fetches the frames of a sequence of chunks a few ahead on threads, so that waiting for the device
+    overlaps decrypting and writing. Frames are handed out in order, file by file (frames_for)."""
+
+    def __init__(self, repo: Repository, ids: Iterable[bytes], depth: int = 8, threads: int = 2) -> None:
+        self._repo = repo
+        self._ids = iter(ids)
+        self._pool = ThreadPoolExecutor(max_workers=threads)
+        self._ahead: deque[Future[bytes]] = deque()
+        for _ in range(depth):
+            self._submit()
+
+    def _submit(self) -> None:
+        cid = next(self._ids, None)
+        if cid is not None:
+            self._ahead.append(self._pool.submit(self._repo.fetch_frame, cid, ObjectKind.CHUNK))
+
+    def _take(self) -> Future[bytes]:
+        fut = self._ahead.popleft()
+        self._submit()
+        return fut
+
+    def frames_for(self, ids: tuple[bytes, ...]) -> FileFrames:
+        return FileFrames(self, len(ids))
+
+    def close(self) -> None:
+        for fut in self._ahead:
+            fut.cancel()
+        self._pool.shutdown(wait=True)
+
+
+class FileFrames:
+    """The frames of one file's chunks, in order. close() skips those not taken (a file that failed),
+    so the next file starts at its own first chunk."""
+
+    def __init__(self, prefetch: Prefetcher, count: int) -> None:
+        self._prefetch = prefetch
+        self._left = count
+
+    def __iter__(self) -> FileFrames:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._left == 0:
+            raise StopIteration
+        self._left -= 1
+        return self._prefetch._take().result()
+
+    def close(self) -> None:
+        while self._left:
+            self._left -= 1
+            self._prefetch._take().cancel()
+
+
+def write_file(repo: Repository, path: bytes, entry: Entry, frames: Iterator[bytes] | None = None) -> None:
+    """Restore one file (absent) at path; frames, when given, are its chunks' frames in order."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         # Large files bypass the page cache (backends.directio): it saves a copy per byte restored.
         out = SequentialWriter(fd, direct=entry.size >= DIRECT_MIN)
-        for cid in entry.chunks:
-            out.write(repo.read_object(cid, ObjectKind.CHUNK))
+        if frames is None:
+            for cid in entry.chunks:
+                out.write(repo.read_object(cid, ObjectKind.CHUNK))
+        else:
+            for cid, frame in zip(entry.chunks, frames, strict=True):
+                out.write(repo.open_frame(cid, ObjectKind.CHUNK, frame))
         out.close()
-        if os.geteuid() == 0:
-            os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode)  # after chown, which clears set-user-ID and set-group-ID bits
+        set_owner_and_mode(fd, entry)
     finally:
         os.close(fd)
     os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
+def set_owner_and_mode(fd: int, entry: Entry) -> None:
+    """The entry's owner (when running as root) and mode on a restored file."""
+    if os.geteuid() == 0:
+        os.fchown(fd, entry.uid, entry.gid)
+    os.fchmod(fd, entry.mode)  # after chown, which clears set-user-ID and set-group-ID bits
+
+
 def _restore_files(
     repo: Repository, dest: str, share: list[tuple[str, Entry]], send: Callable[[tuple[Any, ...]], None]
 ) -> None:
-    for rel, e in share:
-        try:
-            write_file(repo, _os_path(dest, rel), e)
-        except (StrongroomError, OSError) as err:
-            send(("failed", rel, str(err) if isinstance(err, StrongroomError) else (err.strerror or str(err))))
-            continue
-        send(("file", rel, e.size))
+    prefetch = Prefetcher(repo, (cid for _, e in share for cid in e.chunks))
+    try:
+        for rel, e in share:
+            try:
+                with contextlib.closing(prefetch.frames_for(e.chunks)) as frames:
+                    write_file(repo, _os_path(dest, rel), e, frames)
+            except (StrongroomError, OSError) as err:
+                send(("failed", rel, str(err) if isinstance(err, StrongroomError) else (err.strerror or str(err))))
+                continue
+            send(("file", rel, e.size))
+    finally:
+        prefetch.close()
 
 
 def checkout(

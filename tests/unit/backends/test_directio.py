@@ -71,11 +71,42 @@ def test_large_write_leaves_the_page_cache_alone(tmp_path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    # The bulk went to the device, not into fresh cache pages: a read told not to wait finds nothing.
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert not directio._cached(fd, 0)  # the bulk went to the device, not into fresh cache pages
+        with pytest.raises(BlockingIOError):
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
     finally:
         os.close(fd)
+
+
+def test_forked_workers_never_share_a_buffer(tmp_path: Path) -> None:
+    """The aligned buffers are per process: a child writing through its own must not change the parent's
+    (an anonymous mapping is shared across fork unless it is private)."""
+    parent_data = b"P" * (2 << 20)
+    mine = tmp_path / "parent"
+    fd = _new(mine)
+    w = SequentialWriter(fd, direct=True)
+    w.write(parent_data[: 1 << 20])  # half of it waits in this process's buffer
+    pid = os.fork()
+    if pid == 0:  # the child writes its own file through the same code path, then leaves at once
+        code = 1
+        try:
+            cfd = _new(tmp_path / "child")
+            cw = SequentialWriter(cfd, direct=True)
+            cw.write(b"C" * (3 << 20))
+            cw.close()
+            os.close(cfd)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    w.write(parent_data[1 << 20 :])
+    w.close()
+    os.close(fd)
+    assert mine.read_bytes() == parent_data
+    assert (tmp_path / "child").read_bytes() == b"C" * (3 << 20)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -92,8 +123,10 @@ def test_read_range_matches_pread(tmp_path: Path, offset: int, length: int, warm
     expected = path.read_bytes()[offset : offset + length]
     fd = os.open(path, os.O_RDONLY)
     try:
-        if not warm:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # cold again: the direct read path
+        if warm:
+            os.pread(fd, 8 << 20, 0)  # in the cache: still read from the device, still the same bytes
+        else:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         assert read_range(fd, offset, length) == expected
         assert read_range(fd, offset, length) == expected  # the descriptor still reads after a direct read
     finally:

@@ -16,7 +16,6 @@ from strongroom.crypto.idhash import content_name
 from strongroom.crypto.secret import Secret
 from strongroom.errors import DecryptionFailed, IntegrityError
 from strongroom.store.pack import (
-    COARSE_FROM,
     COARSE_STEP,
     PackBuilder,
     header_location,
@@ -40,8 +39,9 @@ def sample_frames(sealer: Sealer, n: int, size: int = 100) -> list[tuple[int, by
     for i in range(n):
         oid = os.urandom(32)
         plain = os.urandom(size + i)
-        out.append((ObjectKind.CHUNK if i % 2 else ObjectKind.TREE, oid, sealer.seal(plain, ObjectKind.CHUNK, oid),
-                    len(plain)))
+        out.append(
+            (ObjectKind.CHUNK if i % 2 else ObjectKind.TREE, oid, sealer.seal(plain, ObjectKind.CHUNK, oid), len(plain))
+        )
     return out
 
 
@@ -144,24 +144,28 @@ def test_padme_properties(n: int) -> None:
     assert padme(n + 1) >= p  # monotone
 
 
-def test_large_pack_is_padded_to_coarse_steps(sealer: Sealer, ctx: bytes) -> None:
-    frames = sample_frames(sealer, 3, (COARSE_FROM // 3) + 1000)
-    _, data, _ = build(frames).finish(sealer, ctx)
-    (hlen,) = struct.unpack("<I", data[-4:])
-    unpadded = sum(len(f[2]) for f in frames) + hlen + 4
-    assert len(data) % COARSE_STEP == 0
-    assert unpadded <= len(data) < unpadded + COARSE_STEP
+def test_full_pack_is_padded_to_coarse_steps_and_others_to_padme(sealer: Sealer, ctx: bytes) -> None:
+    frames = sample_frames(sealer, 3, (9 << 20) // 3)
+    for full in (True, False):
+        _, data, _ = build(frames).finish(sealer, ctx, full=full)
+        (hlen,) = struct.unpack("<I", data[-4:])
+        unpadded = sum(len(f[2]) for f in frames) + hlen + 4
+        if full:
+            assert len(data) % COARSE_STEP == 0
+            assert unpadded <= len(data) < unpadded + COARSE_STEP
+        else:  # a large pack that is not full (the last of a commit: maybe one file) keeps Padmé
+            assert len(data) == padme(unpadded)
 
 
 @settings(max_examples=300)
-@given(st.integers(0, 2**40))
-def test_padded_length_properties(n: int) -> None:
-    p = padded_length(n)
+@given(st.integers(0, 2**40), st.booleans())
+def test_padded_length_properties(n: int, full: bool) -> None:
+    p = padded_length(n, full)
     assert p >= n
-    assert padded_length(n + 1) >= p  # monotone, also across the switch from Padmé to coarse steps
-    assert padded_length(p) == p
-    if n >= COARSE_FROM:
-        assert p - n < COARSE_STEP  # full packs: under 64 KiB (~0.4 % at 16 MiB)
+    assert padded_length(n + 1, full) >= p  # monotone
+    assert padded_length(p, full) == p
+    if full:
+        assert p - n < COARSE_STEP
     else:
         assert p == padme(n)
 
