@@ -21,26 +21,31 @@ find_pg_bindir() {
     [ -n "$found" ] && echo "$found"
 }
 
+# apt_install PACKAGE TOOL: install a Debian package as root, or say in one line why it cannot be done.
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-system-deps: $2 not found and not root: install $1 (apt-get install $1)" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-system-deps: $2 not found and no apt-get: install $1 by hand" >&2
+        exit 1
+    fi
+    echo "ensure-system-deps: installing $1 with apt-get ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq "$1"; } >&2; then
+        echo "ensure-system-deps: apt-get install $1 failed" >&2
+        exit 1
+    fi
+}
+
 case "${1:-}" in
 postgresql)
     if dir=$(find_pg_bindir); then
         echo "bindir=$dir"
         exit 0
     fi
-    if [ "$(id -u)" != 0 ]; then
-        echo "ensure-system-deps: initdb not found and not root: install PostgreSQL (apt-get install postgresql)" >&2
-        exit 1
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "ensure-system-deps: initdb not found and no apt-get: install PostgreSQL by hand" >&2
-        exit 1
-    fi
-    echo "ensure-system-deps: installing postgresql with apt-get ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -qq && apt-get install -y -qq postgresql; } >&2; then
-        echo "ensure-system-deps: apt-get install postgresql failed" >&2
-        exit 1
-    fi
+    apt_install postgresql initdb
     if dir=$(find_pg_bindir); then
         echo "bindir=$dir"
         exit 0
@@ -54,20 +59,7 @@ xfsprogs)
         echo "mkfs=$mkfs"
         exit 0
     fi
-    if [ "$(id -u)" != 0 ]; then
-        echo "ensure-system-deps: mkfs.xfs not found and not root: install xfsprogs (apt-get install xfsprogs)" >&2
-        exit 1
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "ensure-system-deps: mkfs.xfs not found and no apt-get: install xfsprogs by hand" >&2
-        exit 1
-    fi
-    echo "ensure-system-deps: installing xfsprogs with apt-get ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -qq && apt-get install -y -qq xfsprogs; } >&2; then
-        echo "ensure-system-deps: apt-get install xfsprogs failed" >&2
-        exit 1
-    fi
+    apt_install xfsprogs mkfs.xfs
     if mkfs=$(command -v mkfs.xfs); then
         echo "mkfs=$mkfs"
         exit 0
