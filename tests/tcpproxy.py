@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -48,6 +49,7 @@ class Proxy:
         self._down = False
         self._lock = threading.Lock()
         self._closed = False
+        self.active = 0  # connections whose server side has not finished answering
         threading.Thread(target=self._accept, daemon=True).start()
 
     # ------------------------------------------------------------------ control
@@ -61,6 +63,14 @@ class Proxy:
     def up(self) -> None:
         with self._lock:
             self._down = False
+
+    def settle(self, timeout: float = 3.0) -> None:
+        """Give the server time to answer what a killed client had sent in full (a multipart completion,
+        say), so that a next client does not race it: wait until every connection is closed, or timeout.
+        (A connection cut in the middle of a request body may linger: the server waits for the rest.)"""
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def close(self) -> None:
         self._closed = True
@@ -82,6 +92,8 @@ class Proxy:
             except OSError:
                 _reset(client)
                 continue
+            with self._lock:
+                self.active += 1
             threading.Thread(target=self._upstream, args=(client, server), daemon=True).start()
             threading.Thread(target=self._downstream, args=(server, client), daemon=True).start()
 
@@ -125,8 +137,7 @@ class Proxy:
             _reset(client)
             _reset(server)
 
-    @staticmethod
-    def _downstream(server: socket.socket, client: socket.socket) -> None:
+    def _downstream(self, server: socket.socket, client: socket.socket) -> None:
         try:
             while True:
                 chunk = server.recv(65536)
@@ -137,3 +148,6 @@ class Proxy:
         except OSError:
             _reset(client)
             _reset(server)
+        finally:
+            with self._lock:
+                self.active -= 1
