@@ -21,19 +21,18 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-ENSURE = ROOT / "scripts" / "ensure-system-deps.sh"
+from tests import sysdeps
+
 PORT = 5432  # only names the socket file inside our own folder
 _counter = itertools.count()
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"PostgreSQL is required under CI=true: {reason}", pytrace=False)
-    pytest.skip(f"no PostgreSQL server for the catalog tests: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    sysdeps.unavailable("PostgreSQL is required", "no PostgreSQL server for the catalog tests", reason)
 
 
 @dataclass
@@ -62,13 +61,7 @@ class PgServer:
 
 
 def _bindir() -> str:
-    if not ENSURE.exists():
-        _unavailable(f"{ENSURE} is missing")
-    p = subprocess.run(["sh", str(ENSURE), "postgresql"], capture_output=True, text=True, timeout=900, check=False)
-    last = (p.stdout.strip().splitlines() or [""])[-1]
-    if p.returncode != 0 or not last.startswith("bindir="):
-        _unavailable((p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1])
-    return last.removeprefix("bindir=")
+    return sysdeps.ensure("postgresql", "bindir", _unavailable)
 
 
 def _start() -> PgServer:

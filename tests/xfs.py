@@ -21,13 +21,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from strongroom.store.reflink import FICLONE
+from tests import sysdeps
 
-ROOT = Path(__file__).resolve().parent.parent
-ENSURE = ROOT / "scripts" / "ensure-system-deps.sh"
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_SHARED = 0x2000
@@ -35,10 +35,12 @@ _FIEMAP_HEAD = struct.Struct("=QQLLLL")  # fm_start, fm_length, fm_flags, fm_map
 _FIEMAP_EXTENT = struct.Struct("=QQQQQLLLL")  # fe_logical, fe_physical, fe_length, 2 reserved, fe_flags, 3 reserved
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"a reflink-capable filesystem (loop-mounted XFS) is needed under CI=true: {reason}", pytrace=False)
-    pytest.skip(f"no reflink-capable filesystem for the reflink tests: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    sysdeps.unavailable(
+        "a reflink-capable filesystem (loop-mounted XFS) is needed",
+        "no reflink-capable filesystem for the reflink tests",
+        reason,
+    )
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -50,13 +52,7 @@ def _last_line(p: subprocess.CompletedProcess[str]) -> str:
 
 
 def _mkfs() -> str:
-    if not ENSURE.exists():
-        _unavailable(f"{ENSURE} is missing")
-    p = subprocess.run(["sh", str(ENSURE), "xfsprogs"], capture_output=True, text=True, timeout=900, check=False)
-    last = (p.stdout.strip().splitlines() or [""])[-1]
-    if p.returncode != 0 or not last.startswith("mkfs="):
-        _unavailable(_last_line(p))
-    return last.removeprefix("mkfs=")
+    return sysdeps.ensure("xfsprogs", "mkfs", _unavailable)
 
 
 def _probe(mnt: Path) -> None:
