@@ -3,6 +3,8 @@
 The library API is the service layer (the CLI calls the same functions); see docs/api.md.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from strongroom.errors import (
     BranchMoved,
     InputError,
@@ -12,7 +14,9 @@ from strongroom.errors import (
     StrongroomError,
     WrongPassphrase,
 )
-from strongroom.service.api import Strongroom
+
+if TYPE_CHECKING:
+    from strongroom.service.api import Strongroom
 
 __version__ = "0.1.0"
 
@@ -27,3 +31,12 @@ __all__ = [
     "WrongPassphrase",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The library API is imported on first use: the CLI imports only the service modules its command needs.
+    if name == "Strongroom":
+        from strongroom.service.api import Strongroom
+
+        return Strongroom
+    raise AttributeError(f"module 'strongroom' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from strongroom.cli.main import run
+from strongroom.cli.launch import run
 
 run()

@@ -7,6 +7,7 @@ error (a bug), with one line pointing at a log file that holds the traceback.
 from __future__ import annotations
 
 import contextlib
+import gc
 import getpass
 import os
 import sys
@@ -60,6 +61,9 @@ def _global(
         str | None, typer.Option("--catalog", help="Catalog database, an SQLAlchemy URL (or STRONGROOM_CATALOG).")
     ] = None,
 ) -> None:
+    if not gc.isenabled():  # turned off by cli.launch while the command was imported and built
+        gc.freeze()
+        gc.enable()
     settings = Settings.from_env(repo=repo, passphrase_command=passphrase_command, catalog=catalog)
     STATE.settings = settings
     STATE.json = json_out
@@ -93,7 +97,7 @@ def _is_usage_error(e: Exception) -> bool:
 def main(argv: list[str] | None = None) -> int:
     from strongroom.cli.commands import register
 
-    register(app)
+    register(app, sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=argv, prog_name="strongroom", standalone_mode=False)
         return result if isinstance(result, int) else 0

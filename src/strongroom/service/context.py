@@ -14,12 +14,12 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from strongroom.audit.events import Event, scrub, utc_now
-from strongroom.audit.log import AuditLog
 from strongroom.backends.local import LocalBackend
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY, KdfParams
 from strongroom.crypto.keyslot import Credentials
@@ -30,6 +30,37 @@ from strongroom.store.clientstate import ClientState
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
 from strongroom.store.scopes import load_scopes
+
+if TYPE_CHECKING:
+    from strongroom.audit.log import AuditLog
+
+
+class _AuditLogPreload:
+    """Imports the audit log's module (SQLAlchemy, about a fifth of a second) on a thread while the
+    passphrase's key derivation holds the CPU in C code, instead of before it. Nothing forks while the
+    import runs: os.fork waits for it, so no worker inherits a half-taken import lock."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        os.register_at_fork(before=self.wait)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="strongroom-preload", daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _load() -> None:
+        with contextlib.suppress(BaseException):  # the import on first use reports any failure itself
+            import strongroom.audit.log  # noqa: F401
+
+    def wait(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join()
+
+
+_preload = _AuditLogPreload()
 
 
 class ProgressSink(Protocol):
@@ -211,6 +242,7 @@ class Session:
         path = self.repo_path()
         if not os.path.isfile(os.path.join(path, "config")):
             raise NotARepository(path)
+        _preload.start()
         repo = Repository.open(self.backend(), self.credentials())
         if check_rollback:
             refs = repo.read_refs()
@@ -255,6 +287,8 @@ class Session:
         if repo_id is None:
             return None
         if self._audit_log is None or self._audit_log.repo_id != repo_id:
+            from strongroom.audit.log import AuditLog
+
             self._audit_log = AuditLog.open(self.settings.catalog_url(repo_id), repo_id)
         return self._audit_log
 
