@@ -8,9 +8,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from strongroom.service.results import DiffEntry, Result
 
 
@@ -33,6 +30,9 @@ def safe(text: str) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     if is_tty():
+        from rich.console import Console  # imported here: off a terminal (most runs) rich costs ~20 ms to import
+        from rich.table import Table
+
         t = Table(*headers, show_edge=False, box=None, pad_edge=False)
         for row in rows:
             t.add_row(*(str(c) for c in row))
