@@ -12,7 +12,7 @@ from strongroom.core.ids import ObjectKind
 from strongroom.crypto.aead import OVERHEAD, Sealer
 from strongroom.crypto.secret import Secret
 from strongroom.errors import DecryptionFailed, IntegrityError
-from strongroom.store.blob import RAW, ZSTD, BlobCodec
+from strongroom.store.blob import PROBE_FROM, RAW, ZSTD, BlobCodec
 
 CHUNK = ObjectKind.CHUNK
 
@@ -76,3 +76,26 @@ def test_corrupt_compressed_payload_is_an_integrity_error(sealer: Sealer) -> Non
     with pytest.raises(IntegrityError, match="corrupt"):
         BlobCodec(sealer, 3).decode(frame, CHUNK, b"a" * 32)
 
+
+
+def test_large_objects_are_probed_before_compressing(sealer: Sealer) -> None:
+    codec = BlobCodec(sealer, 1)
+    noise = os.urandom(PROBE_FROM * 4)
+    text = b"id,label,score\n1,cat,0.25\n2,dog,0.75\n" * (PROBE_FROM // 8)
+    assert flags_of(codec.encode(noise, CHUNK, b"i" * 32)) == RAW
+    assert flags_of(codec.encode(text, CHUNK, b"i" * 32)) == ZSTD
+    # compressible where the samples are taken: compressed, and still read back byte for byte
+    mixed = text[:PROBE_FROM] + noise + text[:PROBE_FROM]
+    frame = codec.encode(mixed, CHUNK, b"m" * 32)
+    assert flags_of(frame) == ZSTD
+    assert codec.decode(frame, CHUNK, b"m" * 32) == mixed
+
+
+@settings(max_examples=25, deadline=None)
+@given(parts=st.lists(st.tuples(st.booleans(), st.integers(1, 96 << 10)), min_size=1, max_size=6))
+def test_round_trip_around_the_probe_size(parts: list[tuple[bool, int]]) -> None:
+    codec = BlobCodec(Sealer({1: Secret(b"\1" * 32)}, 1), 1)
+    data = b"".join(os.urandom(n) if noisy else (b"row,%d\n" % n) * (n // 8 + 1) for noisy, n in parts)
+    frame = codec.encode(data, CHUNK, b"\2" * 32)
+    assert codec.decode(frame, CHUNK, b"\2" * 32) == data
+    assert len(frame) <= len(data) + OVERHEAD
