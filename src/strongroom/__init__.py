@@ -40,3 +40,7 @@ def __getattr__(name: str) -> Any:
 
         return Strongroom
     raise AttributeError(f"module 'strongroom' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"Strongroom"})

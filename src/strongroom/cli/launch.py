@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import gc
 
+gc_deferred = False  # the collector was turned off here, for cli.main's callback to turn back on
+
 
 def run() -> None:
+    global gc_deferred
+    gc_deferred = True
     gc.disable()
     from strongroom.cli.main import run as run_command
 

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from strongroom.cli import launch
 from strongroom.cli.progress import TerminalProgress
 from strongroom.errors import StrongroomError
 from strongroom.service.context import Session
@@ -61,7 +62,8 @@ def _global(
         str | None, typer.Option("--catalog", help="Catalog database, an SQLAlchemy URL (or STRONGROOM_CATALOG).")
     ] = None,
 ) -> None:
-    if not gc.isenabled():  # turned off by cli.launch while the command was imported and built
+    if launch.gc_deferred:  # off while the command was imported and built: what exists by now stays
+        launch.gc_deferred = False
         gc.freeze()
         gc.enable()
     settings = Settings.from_env(repo=repo, passphrase_command=passphrase_command, catalog=catalog)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from argon2.low_level import Type, hash_secret_raw
@@ -32,7 +35,54 @@ STRONG = KdfParams()
 UNSAFE_TEST_ONLY = KdfParams(time_cost=1, memory_kib=64, parallelism=1)
 
 
+class _Pending(threading.local):
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], object]] = []
+
+
+_pending = _Pending()
+
+
+@contextlib.contextmanager
+def meanwhile(job: Callable[[], object]) -> Iterator[None]:
+    """Run job on this thread while the first key derivation in the block runs Argon2 on another one.
+
+    Argon2 holds the CPU for a tenth of a second or more in C, without the GIL; the session imports the
+    audit log's SQLAlchemy in that time. The Argon2 thread only computes and is joined before the derivation
+    returns, so no thread outlives it (forked workers follow). The job runs at most once and its errors are
+    ignored: it is only a head start (an import that fails is reported where it is used)."""
+    _pending.jobs.append(job)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _pending.jobs.remove(job)
+
+
 def derive_kek(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
+    jobs, _pending.jobs = _pending.jobs, []
+    if not jobs:
+        return _argon2id(passphrase, salt, params)
+    outcome: list[Secret | BaseException] = []
+
+    def derive() -> None:
+        try:
+            outcome.append(_argon2id(passphrase, salt, params))
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    worker = threading.Thread(target=derive, name="strongroom-kdf", daemon=True)
+    worker.start()
+    for job in jobs:
+        with contextlib.suppress(Exception):
+            job()
+    worker.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _argon2id(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
     return Secret(
         hash_secret_raw(
             passphrase.reveal(),

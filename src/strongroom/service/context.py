@@ -14,13 +14,13 @@ import os
 import shlex
 import socket
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from strongroom.audit.events import Event, scrub, utc_now
 from strongroom.backends.local import LocalBackend
+from strongroom.crypto import kdf
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY, KdfParams
 from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
@@ -35,32 +35,8 @@ if TYPE_CHECKING:
     from strongroom.audit.log import AuditLog
 
 
-class _AuditLogPreload:
-    """Imports the audit log's module (SQLAlchemy, about a fifth of a second) on a thread while the
-    passphrase's key derivation holds the CPU in C code, instead of before it. Nothing forks while the
-    import runs: os.fork waits for it, so no worker inherits a half-taken import lock."""
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        os.register_at_fork(before=self.wait)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._load, name="strongroom-preload", daemon=True)
-            self._thread.start()
-
-    @staticmethod
-    def _load() -> None:
-        with contextlib.suppress(BaseException):  # the import on first use reports any failure itself
-            import strongroom.audit.log  # noqa: F401
-
-    def wait(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join()
-
-
-_preload = _AuditLogPreload()
+def _import_audit_log() -> None:
+    import strongroom.audit.log  # noqa: F401  (SQLAlchemy: about 0.2 s, needed only to record the event)
 
 
 class ProgressSink(Protocol):
@@ -242,8 +218,8 @@ class Session:
         path = self.repo_path()
         if not os.path.isfile(os.path.join(path, "config")):
             raise NotARepository(path)
-        _preload.start()
-        repo = Repository.open(self.backend(), self.credentials())
+        with kdf.meanwhile(_import_audit_log):  # imported while Argon2 runs in C on another thread
+            repo = Repository.open(self.backend(), self.credentials())
         if check_rollback:
             refs = repo.read_refs()
             state = self.client_state(repo)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 
 import pytest
 
+from strongroom.crypto import kdf
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY, KdfParams, derive_kek, mac, mac_ok, subkey
 from strongroom.crypto.secret import Secret
 
@@ -59,3 +63,54 @@ def test_mac() -> None:
     assert not mac_ok(Secret(os.urandom(32)), b"body", tag)
     assert not mac_ok(key, b"body", tag[:-1])
     assert not mac_ok(key, b"body", b"")
+
+
+def test_work_given_meanwhile_runs_on_the_caller_during_the_derivation() -> None:
+    params = KdfParams(time_cost=1, memory_kib=1024, parallelism=1)
+    expected = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params).reveal()
+    ran_on: list[threading.Thread] = []
+    threads_before = threading.active_count()
+    with kdf.meanwhile(lambda: ran_on.append(threading.current_thread())):
+        got = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params)
+        again = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params)  # the work ran once, with the first
+    assert got.reveal() == expected == again.reveal()
+    assert ran_on == [threading.current_thread()]
+    assert threading.active_count() == threads_before  # no thread outlives the derivation: forks may follow
+
+
+def test_failing_meanwhile_work_does_not_fail_the_derivation() -> None:
+    params = KdfParams(time_cost=1, memory_kib=1024, parallelism=1)
+
+    def broken() -> None:
+        raise ImportError("no such module")
+
+    with kdf.meanwhile(broken):
+        assert len(kdf.derive_kek(Secret(b"pw"), b"s" * 16, params).reveal()) == 32
+
+
+def test_an_argon2_error_still_reaches_the_caller() -> None:
+    with kdf.meanwhile(lambda: None), pytest.raises(Exception, match=r"(?i)memory"):
+        kdf.derive_kek(Secret(b"pw"), b"s" * 16, KdfParams(time_cost=1, memory_kib=1, parallelism=1))
+
+
+_FORK_RIGHT_AFTER = """
+import os, sys
+import strongroom.cli.main, strongroom.cli.commands.versions_cmd  # logging arrives after strongroom, as in the CLI
+from strongroom.crypto import kdf
+from strongroom.crypto.kdf import KdfParams
+from strongroom.crypto.secret import Secret
+from strongroom.service.context import _import_audit_log
+with kdf.meanwhile(_import_audit_log):
+    kdf.derive_kek(Secret(b"pw"), b"s" * 16, KdfParams(time_cost=1, memory_kib=1024, parallelism=1))
+pid = os.fork()  # as the workers are forked right after the repository opens
+if pid == 0:
+    os._exit(0 if "sqlalchemy" in sys.modules else 1)
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+def test_a_fork_right_after_the_derivation_does_not_hang() -> None:
+    # A thread importing SQLAlchemy while the process forked once deadlocked on logging's at-fork lock.
+    out = subprocess.run([sys.executable, "-c", _FORK_RIGHT_AFTER], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"

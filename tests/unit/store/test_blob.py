@@ -22,8 +22,10 @@ def flags_of(frame: bytes) -> int:
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.one_of(st.binary(max_size=5000), st.binary(max_size=50).map(lambda b: b * 100)),
-       level=st.sampled_from([0, 1, 3, 19]))
+@given(
+    data=st.one_of(st.binary(max_size=5000), st.binary(max_size=50).map(lambda b: b * 100)),
+    level=st.sampled_from([0, 1, 3, 19]),
+)
 def test_round_trip(data: bytes, level: int) -> None:
     codec = BlobCodec(Sealer({1: Secret(b"\1" * 32)}, 1), level)
     oid = b"\2" * 32
@@ -75,7 +77,6 @@ def test_corrupt_compressed_payload_is_an_integrity_error(sealer: Sealer) -> Non
     frame = sealer.seal(b"definitely not zstd", CHUNK, b"a" * 32, flags=ZSTD)
     with pytest.raises(IntegrityError, match="corrupt"):
         BlobCodec(sealer, 3).decode(frame, CHUNK, b"a" * 32)
-
 
 
 def test_large_objects_are_probed_before_compressing(sealer: Sealer) -> None:
