@@ -62,6 +62,8 @@ class ClientState:
         seen = self.load()
         if seen is not None and not force and refs.generation < seen.generation:
             return
+        if seen == Seen(fingerprint, suite, refs.generation, refs.digest()):
+            return  # nothing new: every command that only reads would otherwise rewrite it (and fsync)
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         tmp = f"{self.path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:

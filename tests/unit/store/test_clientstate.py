@@ -84,3 +84,14 @@ def test_save_leaves_no_temp_file(state: ClientState) -> None:
     state.save(FP, SUITE, refs(2))
     folder = Path(state.path).parent
     assert [p.name for p in folder.iterdir()] == [Path(state.path).name]
+
+
+def test_an_unchanged_state_is_not_rewritten_and_a_new_one_is(state: ClientState) -> None:
+    state.save(FP, SUITE, refs(5))
+    before = Path(state.path).stat()
+    state.save(FP, SUITE, refs(5))  # every read-only command saves what it saw: no write, no fsync
+    assert Path(state.path).stat().st_ino == before.st_ino
+    state.save(FP, SUITE, refs(6, b"\2" * 32))
+    assert Path(state.path).stat().st_ino != before.st_ino
+    seen = state.load()
+    assert seen is not None and seen.generation == 6
