@@ -73,13 +73,31 @@ def derive_kek(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
 
     worker = threading.Thread(target=derive, name="strongroom-kdf", daemon=True)
     worker.start()
-    for job in jobs:
-        with contextlib.suppress(Exception):
-            job()
-    worker.join()
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]
+    try:
+        for job in jobs:
+            with contextlib.suppress(Exception):
+                job()
+    finally:
+        _join(worker)  # even on Ctrl-C: a caller that carries on may fork next
+    result = outcome.pop()
+    if isinstance(result, BaseException):
+        try:
+            raise result
+        finally:
+            del result  # its traceback holds the passphrase: no cycle through this frame keeps it alive
+    return result
+
+
+def _join(thread: threading.Thread) -> None:
+    """Join even across Ctrl-C (Argon2 ends within a second or so), then let the interrupt through."""
+    interrupted: KeyboardInterrupt | None = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
 
 
 def _argon2id(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:

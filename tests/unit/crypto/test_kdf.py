@@ -69,13 +69,37 @@ def test_work_given_meanwhile_runs_on_the_caller_during_the_derivation() -> None
     params = KdfParams(time_cost=1, memory_kib=1024, parallelism=1)
     expected = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params).reveal()
     ran_on: list[threading.Thread] = []
+    deriving: list[bool] = []
+
+    def job() -> None:
+        ran_on.append(threading.current_thread())
+        deriving.append(any(t.name == "strongroom-kdf" for t in threading.enumerate()))
+
     threads_before = threading.active_count()
-    with kdf.meanwhile(lambda: ran_on.append(threading.current_thread())):
+    with kdf.meanwhile(job):
         got = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params)
         again = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params)  # the work ran once, with the first
     assert got.reveal() == expected == again.reveal()
     assert ran_on == [threading.current_thread()]
+    assert deriving == [True]  # Argon2 ran on its own thread while the job ran
     assert threading.active_count() == threads_before  # no thread outlives the derivation: forks may follow
+
+
+def test_work_queued_in_a_block_without_a_derivation_is_dropped() -> None:
+    ran: list[int] = []
+    with kdf.meanwhile(lambda: ran.append(1)):
+        pass  # a repository opened by key file or token derives nothing
+    kdf.derive_kek(Secret(b"pw"), b"s" * 16, KdfParams(time_cost=1, memory_kib=1024, parallelism=1))
+    assert ran == []
+
+
+def test_an_interrupt_in_the_work_still_waits_for_argon2() -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), kdf.meanwhile(interrupted):
+        kdf.derive_kek(Secret(b"pw"), b"s" * 16, KdfParams(time_cost=2, memory_kib=8192, parallelism=1))
+    assert not any(t.name == "strongroom-kdf" for t in threading.enumerate())  # a fork may follow
 
 
 def test_failing_meanwhile_work_does_not_fail_the_derivation() -> None:
@@ -102,6 +126,8 @@ from strongroom.crypto.secret import Secret
 from strongroom.service.context import _import_audit_log
 with kdf.meanwhile(_import_audit_log):
     kdf.derive_kek(Secret(b"pw"), b"s" * 16, KdfParams(time_cost=1, memory_kib=1024, parallelism=1))
+import threading
+assert threading.active_count() == 1, threading.enumerate()
 pid = os.fork()  # as the workers are forked right after the repository opens
 if pid == 0:
     os._exit(0 if "sqlalchemy" in sys.modules else 1)

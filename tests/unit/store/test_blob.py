@@ -81,6 +81,13 @@ def test_corrupt_compressed_payload_is_an_integrity_error(sealer: Sealer) -> Non
 
 def test_large_objects_are_probed_before_compressing(sealer: Sealer) -> None:
     codec = BlobCodec(sealer, 1)
+    # decided by the three 8 KiB samples (start, middle, end) alone: noise there, zeros between, is sealed raw
+    n = PROBE_FROM * 2
+    probed = bytearray(n)
+    for at in (0, n // 2, n - 8192):
+        probed[at : at + 8192] = os.urandom(8192)
+    assert flags_of(codec.encode(bytes(probed), CHUNK, b"p" * 32)) == RAW
+    assert flags_of(codec.encode(bytes(probed[: PROBE_FROM - 1]), CHUNK, b"p" * 32)) == ZSTD  # below: all of it
     noise = os.urandom(PROBE_FROM * 4)
     text = b"id,label,score\n1,cat,0.25\n2,dog,0.75\n" * (PROBE_FROM // 8)
     assert flags_of(codec.encode(noise, CHUNK, b"i" * 32)) == RAW
