@@ -65,15 +65,23 @@ def test_mac() -> None:
     assert not mac_ok(key, b"body", b"")
 
 
-def test_work_given_meanwhile_runs_on_the_caller_during_the_derivation() -> None:
+def test_work_given_meanwhile_runs_on_the_caller_during_the_derivation(monkeypatch: pytest.MonkeyPatch) -> None:
     params = KdfParams(time_cost=1, memory_kib=1024, parallelism=1)
     expected = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params).reveal()
+    job_ran = threading.Event()
+    overlapped: list[bool] = []
+    real = kdf._argon2id
+
+    def derivation_waiting_for_the_job(passphrase: Secret, salt: bytes, p: KdfParams) -> Secret:
+        overlapped.append(job_ran.wait(10))  # only a job running meanwhile, on another thread, sets it
+        return real(passphrase, salt, p)
+
+    monkeypatch.setattr(kdf, "_argon2id", derivation_waiting_for_the_job)
     ran_on: list[threading.Thread] = []
-    deriving: list[bool] = []
 
     def job() -> None:
         ran_on.append(threading.current_thread())
-        deriving.append(any(t.name == "strongroom-kdf" for t in threading.enumerate()))
+        job_ran.set()
 
     threads_before = threading.active_count()
     with kdf.meanwhile(job):
@@ -81,7 +89,7 @@ def test_work_given_meanwhile_runs_on_the_caller_during_the_derivation() -> None
         again = kdf.derive_kek(Secret(b"pw"), b"s" * 16, params)  # the work ran once, with the first
     assert got.reveal() == expected == again.reveal()
     assert ran_on == [threading.current_thread()]
-    assert deriving == [True]  # Argon2 ran on its own thread while the job ran
+    assert overlapped[0] is True
     assert threading.active_count() == threads_before  # no thread outlives the derivation: forks may follow
 
 
