@@ -20,6 +20,7 @@ written by the first release) are still read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom.crypto import hsm
+from strongroom.crypto import hsm, kdf
 from strongroom.crypto.aead import open_with, seal_with
 from strongroom.crypto.kdf import KdfParams, derive_kek
 from strongroom.crypto.keys import b64, canonical_json, unb64
@@ -253,14 +254,24 @@ def open_slot(slot: KeySlot, repo_id: str, creds: Credentials) -> Secret:
     KeyUnavailable or HsmError; nothing else is learnt."""
     if slot.repo_id != repo_id:
         raise IntegrityError("key slot belongs to another repository")
-    data = slot.wrapped
-    for position in reversed(range(len(slot.layers))):
-        layer = slot.layers[position]
-        aad = _legacy_aad(repo_id, slot.slot_id) if slot.legacy else _aad(repo_id, slot.slot_id, position, slot.layers)
-        data = _open_layer(layer, data, aad, creds)
+    modules = {str(la.params.get("module")) for la in slot.layers if la.kind == "pkcs11"}
+    # A token's module (python-pkcs11 and the library: ~70 ms) is loaded while the passphrase is derived.
+    with kdf.meanwhile(lambda: _load_modules(modules)) if modules else contextlib.nullcontext():
+        data = slot.wrapped
+        for position in reversed(range(len(slot.layers))):
+            data = _open_layer(slot.layers[position], data, _layer_aad(slot, repo_id, position), creds)
     if len(data) != 32:
         raise IntegrityError("key slot holds a malformed master key")
     return Secret(data)
+
+
+def _layer_aad(slot: KeySlot, repo_id: str, position: int) -> bytes:
+    return _legacy_aad(repo_id, slot.slot_id) if slot.legacy else _aad(repo_id, slot.slot_id, position, slot.layers)
+
+
+def _load_modules(modules: set[str]) -> None:
+    for module in modules:
+        hsm.preload(module)
 
 
 def _open_layer(layer: Layer, data: bytes, aad: bytes, creds: Credentials) -> bytes:

@@ -5,6 +5,7 @@ slot) is one clear error."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -137,3 +138,29 @@ def test_signing_keys_in_the_token_verify_with_cryptography(softhsm: SoftHsm, al
         key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
         r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
         key.verify(encode_dss_signature(r, s), b"version 1", ec.ECDSA(hashes.SHA256()))
+
+
+def test_the_token_module_is_loaded_while_the_passphrase_is_derived(
+    softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    master = new_master_key()
+    creds = WithPin(PASS, softhsm.pin)
+    slot = make_slot(REPO, master, [KekRequest("passphrase"), _request(softhsm, unique_label())], creds, PARAMS, 1)
+    from strongroom.crypto import kdf
+
+    loaded = threading.Event()
+    overlapped: list[bool] = []
+    real_derive, real_preload = kdf._argon2id, hsm.preload
+
+    def derive_waiting_for_the_load(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
+        overlapped.append(loaded.wait(10))  # set only by a preload running meanwhile on the caller's thread
+        return real_derive(passphrase, salt, params)
+
+    def preload(module: str) -> None:
+        real_preload(module)
+        loaded.set()
+
+    monkeypatch.setattr(kdf, "_argon2id", derive_waiting_for_the_load)
+    monkeypatch.setattr(hsm, "preload", preload)
+    assert open_slot(parse_slot(encode_slot(slot)), REPO, creds) == master
+    assert overlapped == [True]
