@@ -15,7 +15,9 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from strongroom.crypto.signing import write_private_file
 from strongroom.errors import RollbackDetected
 from strongroom.store.refs import Refs
 
@@ -102,17 +104,7 @@ class WorkspaceRegistry:
             return []
 
     def _write(self, folders: list[str]) -> None:
-        tmp = f"{self.path}.tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": self.FORMAT, "folders": folders}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_private_file(Path(self.path), json.dumps({"format": self.FORMAT, "folders": folders}, indent=1).encode())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
