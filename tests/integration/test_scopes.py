@@ -212,3 +212,67 @@ def test_a_commit_into_a_scope_shredded_meanwhile_publishes_nothing(tmp_path: Pa
     with pytest.raises(Shredded):
         view.edit_refs(lambda refs: None, "commit")
     assert admin.read_refs().generation == generation
+
+
+def _open_with_scopes(root: Path, keystore: str) -> Repository:
+    from strongroom.crypto.secret import Secret
+    from strongroom.store.scopes import load_scopes
+
+    repo = Repository.open(LocalBackend(str(root)), Secret(PASSPHRASE.encode()))
+    load_scopes(repo, keystore)
+    return repo
+
+
+def _sealed_under(root: Path, key_id: int) -> int:
+    """How many frames in the repository's packs are sealed under ``key_id``."""
+    from strongroom.crypto.secret import Secret
+
+    repo = Repository.open(LocalBackend(str(root)), Secret(PASSPHRASE.encode()))
+    return sum(
+        1
+        for pid, entries in repo.index.packs.items()
+        for e in entries
+        if key_id_of(repo.backend.get_range(pack_path(pid), e.offset, 7)) == key_id
+    )
+
+
+@pytest.mark.parametrize("size", [200_000, 40 << 20], ids=["in-process", "in-workers"])
+def test_frames_sealed_under_a_scope_key_count_against_its_nonce_budget(cli: Cli, tmp_path: Path, size: int) -> None:
+    """Random GCM nonces are safe for a bounded number of messages per key, so every key's count is
+    persisted: a scope's key too, whether its chunks are sealed in the command's process or in workers."""
+    env = _keystore(tmp_path)
+    src = make_tree(tmp_path / "s", {"a.bin": os.urandom(size // 2), "b/c.bin": os.urandom(size - size // 2)})
+    assert cli("init", extra_env=env).code == 0
+    assert cli("commit", str(src), "--scope", "team-a", extra_env=env).code == 0
+    repo = _open_with_scopes(cli.repo, env["STRONGROOM_KEYSTORE"])
+    (scope_key,) = repo.scope_states
+    counts = repo.message_count()
+    in_packs = _sealed_under(cli.repo, scope_key)
+    assert in_packs > 2  # chunks and the trees that name them
+    assert counts.get(scope_key) == in_packs
+    # The repository's own key counted only what it sealed (commit, refs, index, pack headers), not the scope's.
+    assert counts[repo.sealer.current] < in_packs + 20
+
+
+def test_a_scope_key_at_its_message_cap_refuses_to_publish(cli: Cli, tmp_path: Path) -> None:
+    from strongroom.crypto.keys import ROTATE_AFTER_MESSAGES
+    from strongroom.store import lock
+
+    env = _keystore(tmp_path)
+    src = make_tree(tmp_path / "s", {"a.bin": os.urandom(50_000)})
+    assert cli("init", extra_env=env).code == 0
+    assert cli("commit", str(src), "--scope", "team-a", extra_env=env).code == 0
+    repo = _open_with_scopes(cli.repo, env["STRONGROOM_KEYSTORE"])
+    (scope_key,) = repo.scope_states
+    with lock.publish_lock(repo.backend, "test", 5.0):  # as if this key had sealed nearly 2^30 frames
+        repo._write_counters({**repo.message_count(), scope_key: ROTATE_AFTER_MESSAGES - 1})
+    before = cli("--json", "log", extra_env=env).out
+    (src / "new.bin").write_bytes(os.urandom(50_000))
+    res = cli("commit", str(src), "--scope", "team-a", extra_env=env)
+    assert res.code == 2 and "team-a" in res.err and "new scope" in res.err and "Traceback" not in res.err
+    assert cli("--json", "log", extra_env=env).out == before  # nothing published
+    assert _open_with_scopes(cli.repo, env["STRONGROOM_KEYSTORE"]).message_count()[scope_key] >= ROTATE_AFTER_MESSAGES
+    # Unscoped commits and other scopes are not affected; the repository verifies.
+    assert cli("commit", str(src), "--scope", "team-b", extra_env=env).code == 0
+    assert cli("commit", str(src), extra_env=env).code == 0
+    assert cli("verify", "--full", extra_env=env).code == 0

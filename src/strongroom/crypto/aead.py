@@ -30,13 +30,19 @@ class Sealer:
     """Seals and opens frames with a set of data keys; new frames use the current key."""
 
     def __init__(
-        self, keys: dict[int, Secret], current: int, reload: Callable[[int], dict[int, Secret]] | None = None
+        self,
+        keys: dict[int, Secret],
+        current: int,
+        reload: Callable[[int], dict[int, Secret]] | None = None,
+        sealed: dict[int, int] | None = None,
     ) -> None:
         if current not in keys:
             raise ValueError("current data key missing")
         self._aead = {kid: AESGCM(k.reveal()) for kid, k in keys.items()}
         self.current = current
-        self.messages = 0  # frames sealed by this process, added to the persisted count on publish
+        # Frames sealed by this process under each key id, added to the persisted count on publish. Sealers
+        # that pass one dict (a repository and its scoped views) count into it together.
+        self.sealed: dict[int, int] = {} if sealed is None else sealed
         # Called once for an unknown key id: another process may have rotated in a key since we opened (or
         # the key belongs to a scope: the callback may raise to say why it is not there).
         self._reload = reload
@@ -56,7 +62,7 @@ class Sealer:
     def seal(self, plain: bytes | memoryview, kind: int, context: bytes, flags: int = 0) -> bytes:
         head = _HEAD.pack(VERSION, kind, flags, self.current)
         nonce = os.urandom(12)
-        self.messages += 1
+        self.sealed[self.current] = self.sealed.get(self.current, 0) + 1
         return head + nonce + self._aead[self.current].encrypt(nonce, plain, head + context)
 
     def open(self, frame: bytes | memoryview, kind: int, context: bytes) -> bytes:

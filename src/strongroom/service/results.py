@@ -267,3 +267,4 @@ class ScopeInfo(Result):
     created_by: str
     shredded: str = ""
     shredded_by: str = ""
+    frames_sealed: int = 0  # under the scope's key: its nonce budget (docs/format.md §14)

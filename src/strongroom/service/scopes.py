@@ -12,7 +12,7 @@ from strongroom.store import scopes as store_scopes
 from strongroom.store.repository import Repository
 
 
-def _info(s: store_scopes.Scope) -> ScopeInfo:
+def _info(s: store_scopes.Scope, frames_sealed: int = 0) -> ScopeInfo:
     return ScopeInfo(
         name=s.name,
         id=s.scope_id,
@@ -22,6 +22,7 @@ def _info(s: store_scopes.Scope) -> ScopeInfo:
         created_by=s.created_by,
         shredded=iso(s.shredded_ns) if s.shredded_ns else "",
         shredded_by=s.shredded_by,
+        frames_sealed=frames_sealed,
     )
 
 
@@ -47,7 +48,8 @@ def scope_view(session: Session, repo: Repository, name: str, create: bool) -> R
 
 def list_scopes(session: Session) -> list[ScopeInfo]:
     repo = session.open()
-    return [_info(s) for s in store_scopes.load_scopes(repo, session.settings.keystore)]
+    counts = repo.message_count()
+    return [_info(s, counts.get(s.key_id, 0)) for s in store_scopes.load_scopes(repo, session.settings.keystore)]
 
 
 def scope_state(repo: Repository, name: str) -> str:

@@ -146,7 +146,7 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
     hasher, encode = repo.hasher, repo.codec.encode
     builder = PackBuilder()
     pack_size = repo.config.pack_size
-    messages_before = repo.sealer.messages
+    sealed_before = dict(repo.codec.sealer.sealed)
     # One pack is written (and fsynced) by a thread while the next is being filled, so the disk wait
     # overlaps the compression; a pack is reported to the parent only once it is safely stored.
     writer = ThreadPoolExecutor(max_workers=1)
@@ -201,7 +201,8 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
         settle()
     finally:
         writer.shutdown(wait=True)  # a pack still being written is finished (never reported) before leaving
-    send(("done", repo.sealer.messages - messages_before))
+    sealed = repo.codec.sealer.sealed
+    send(("done", {kid: n - sealed_before.get(kid, 0) for kid, n in sealed.items() if n != sealed_before.get(kid, 0)}))
 
 
 def _run_jobs(
@@ -235,7 +236,8 @@ def _run_jobs(
         elif kind == "unreadable":
             unreadable.append((msg[1], msg[2]))
         elif kind == "done" and forked:
-            repo.sealer.messages += msg[1]  # frames sealed in the workers count against the key too
+            for kid, n in msg[1].items():  # frames sealed in the workers count against their keys too
+                repo.codec.sealer.sealed[kid] = repo.codec.sealer.sealed.get(kid, 0) + n
 
     _STATE["repo"] = repo
     _STATE["known"] = set(repo.index.locations)

@@ -201,7 +201,8 @@ class Repository:
         view.scope_key_id = key_id
         view.unscoped = self
         keys = {k: v[0] for k, v in self._scope_keys.items()}
-        view.codec = BlobCodec(aead.Sealer({**self.keyring.data_keys, **keys}, key_id), self.config.compression)
+        sealer = aead.Sealer({**self.keyring.data_keys, **keys}, key_id, sealed=self.sealer.sealed)
+        view.codec = BlobCodec(sealer, self.config.compression)
         return view
 
     def hasher_of(self, frame: bytes | memoryview) -> IdHasher:
@@ -428,16 +429,24 @@ class Repository:
         plain = codec.dumps_canonical({str(k): v for k, v in counts.items()})
         self.backend.put("counters", self.sealer.seal(plain, ObjectKind.COUNTERS, self.context))
 
-    def _account_messages(self, extra: int = 0) -> None:
-        """Add the frames sealed since the last publish to the persisted count; rotate at the cap."""
+    def _account_messages(self) -> None:
+        """Add the frames sealed since the last publish to each key's persisted count; rotate the current
+        data key at the cap. A scope's key cannot rotate (its KEK is elsewhere): at the cap the publish is
+        refused, after the count is stored."""
         counts = self._read_counters()
-        current = self.sealer.current
-        counts[current] = counts.get(current, 0) + self.sealer.messages + extra
-        self.sealer.messages = 0
-        if counts[self.sealer.current] >= ROTATE_AFTER_MESSAGES:
+        for kid, n in self.sealer.sealed.items():
+            counts[kid] = counts.get(kid, 0) + n
+        self.sealer.sealed.clear()
+        if counts.get(self.sealer.current, 0) >= ROTATE_AFTER_MESSAGES:
             self.rotate_data_key()
             counts[self.sealer.current] = 0
         self._write_counters(counts)
+        if self.scope_key_id is not None and counts.get(self.scope_key_id, 0) >= ROTATE_AFTER_MESSAGES:
+            name = self.scope_states.get(self.scope_key_id, ("?", ""))[0]
+            raise KeyUnavailable(
+                f"scope {name!r} has sealed {counts[self.scope_key_id]} objects, the most one key may seal; "
+                "nothing was published: commit into a new scope"
+            )
 
     def message_count(self) -> dict[int, int]:
         return self._read_counters()
@@ -490,9 +499,9 @@ class Repository:
         self._use_keyring()
 
     def _use_keyring(self) -> None:
-        messages = self.sealer.messages
-        self.sealer = aead.Sealer(self.keyring.data_keys, self.keyring.current, reload=self._fresh_data_keys)
-        self.sealer.messages = messages
+        self.sealer = aead.Sealer(
+            self.keyring.data_keys, self.keyring.current, reload=self._fresh_data_keys, sealed=self.sealer.sealed
+        )
         for kid, (data_key, _, _) in self._scope_keys.items():
             self.sealer.add_key(kid, data_key)
         self.codec = BlobCodec(self.sealer, self.config.compression)

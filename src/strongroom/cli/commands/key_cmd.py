@@ -70,8 +70,11 @@ def key_list() -> None:
     )
     if res.scopes:
         table(
-            ["scope", "created", "state", "by"],
-            [[s["name"], s["created"], s["state"], s["shredded_by"] or s["created_by"]] for s in res.scopes],
+            ["scope", "created", "state", "by", "frames sealed"],
+            [
+                [s["name"], s["created"], s["state"], s["shredded_by"] or s["created_by"], s["frames_sealed"]]
+                for s in res.scopes
+            ],
         )
     if res.log_key:
         line(f"log key {res.log_key}")
