@@ -260,3 +260,77 @@ def test_separate_signing_passphrase(sr: InProcess, src: Path, tmp_path: Path) -
     secret = b"a different signing passphrase 5e1"
     for o in sr.outputs:
         assert secret.decode() not in o and base64.b64encode(secret).decode()[:16] not in o
+
+
+def _rewrite_signers(path: Path, change: object) -> None:
+    """What someone with the repository key can do to the trusted set (no client state involved)."""
+    from strongroom.backends.local import LocalBackend
+    from strongroom.crypto.secret import Secret
+    from strongroom.store.trust import SIGNERS_NAME, seal_signers
+
+    repo = Repository.open(LocalBackend(str(path)), Secret(PASSPHRASE.encode()))
+    trusted = repo.read_signers()
+    change(repo, trusted)  # type: ignore[operator]
+    repo.backend.put(SIGNERS_NAME, seal_signers(repo.sealer, repo.context, trusted))
+
+
+def test_a_client_pins_the_trusted_set(sr: InProcess, src: Path, tmp_path: Path) -> None:
+    """The trusted set lives in the repository, so a holder of the repository key can roll it back to before
+    a revocation, undo a revocation, or replace it with a set rooted at their own key. A client that has seen
+    the set refuses each (exit 1, naming trust-current) instead of calling forged versions valid."""
+    from strongroom.crypto.commitsig import FileSigner
+    from strongroom.crypto.signing import Ed25519Signer
+    from strongroom.store.trust import TrustedSet, endorse
+
+    ok(sr("init"))
+    ok(sr("commit", str(src), "-m", "by alice"))
+    (src / "a.txt").write_bytes(b"bob was here\n")
+    ok(sr("commit", str(src), "-m", "by bob", user="bob"))
+    ok(sr("signer", "add", "bob", ok(sr("signer", "export", "bob")).out.strip()))
+    before_revocation = (sr.repo / "signers").read_bytes()
+    ok(sr("signer", "revoke", "bob"))
+    after_revocation = (sr.repo / "signers").read_bytes()
+    fails(sr("verify"), 1, "revoked")
+
+    def refused(why: str) -> None:
+        for args in (("verify",), ("log",), ("signer", "list")):
+            r = fails(sr(*args), 1, why, "trust-current")
+            assert "Traceback" not in r.err
+
+    # 1. The file put back to its copy from before the revocation.
+    (sr.repo / "signers").write_bytes(before_revocation)
+    refused("trusted signers rolled back")
+    (sr.repo / "signers").write_bytes(after_revocation)
+    fails(sr("verify"), 1, "revoked")  # the real set is accepted again
+
+    # 2. The revocation undone under a newer generation.
+    def unrevoke(repo: Repository, trusted: TrustedSet) -> None:
+        trusted.signers = [dataclasses.replace(s, revoked_ns=0, revoked_by="") for s in trusted.signers]
+        trusted.generation += 1
+
+    _rewrite_signers(sr.repo, unrevoke)
+    refused("is no longer revoked")
+    (sr.repo / "signers").write_bytes(after_revocation)
+
+    # 3. A whole new set, rooted at another key, that trusts the versions it forges.
+    def replace(repo: Repository, trusted: TrustedSet) -> None:
+        mallory = FileSigner(Ed25519Signer.generate("mallory"))
+        root = endorse(repo.config.repo_id, "mallory", mallory.public, 1, "mallory", mallory)
+        trusted.signers = [root]
+        trusted.generation += 5
+
+    _rewrite_signers(sr.repo, replace)
+    refused("trusted signers replaced")
+
+    # 4. The set deleted.
+    (sr.repo / "signers").unlink()
+    refused("rolled back")
+
+    # trust-current accepts what is there now, as for refs; a fresh client (no state) has nothing pinned.
+    (sr.repo / "signers").write_bytes(before_revocation)
+    ok(sr("trust-current"))
+    ok(sr("verify"))
+    (sr.repo / "signers").write_bytes(after_revocation)
+    fails(sr("verify"), 1, "revoked")
+    (sr.repo / "signers").write_bytes(before_revocation)
+    ok(sr("verify", env={"STRONGROOM_STATE_DIR": str(tmp_path / "fresh-state")}))

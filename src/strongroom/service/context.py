@@ -26,7 +26,7 @@ from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
 from strongroom.errors import InputError, KeyUnavailable, NotARepository, PolicyDenied, StrongroomError
 from strongroom.settings import Settings
-from strongroom.store.clientstate import ClientState
+from strongroom.store.clientstate import ClientState, PinnedSigners
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
 from strongroom.store.scopes import load_scopes
@@ -211,6 +211,9 @@ class Session:
     def client_state(self, repo: Repository) -> ClientState:
         return ClientState(self.settings.state_dir, repo.config.repo_id)
 
+    def pinned_signers(self, repo: Repository) -> PinnedSigners:
+        return PinnedSigners(self.settings.state_dir, repo.config.repo_id)
+
     def open(self, check_rollback: bool = True) -> Repository:
         """Open the repository, unlock its keys and refuse it when it was rolled back or swapped."""
         if self._opened is not None:
@@ -225,6 +228,7 @@ class Session:
             state = self.client_state(repo)
             state.check(repo.fingerprint, repo.config.suite, refs)
             state.save(repo.fingerprint, repo.config.suite, refs)
+            repo.signers_guard = self.pinned_signers(repo).check_and_save
         load_scopes(repo, self.settings.keystore)
         self._opened = repo
         return repo

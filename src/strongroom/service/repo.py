@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from strongroom.backends.local import LocalBackend
 from strongroom.core.dag import ancestors
 from strongroom.core.model import DIR, FILE
-from strongroom.errors import InputError, KeyUnavailable, NotARepository, RepositoryExists, Shredded, StrongroomError
+from strongroom.errors import (
+    InputError,
+    KeyUnavailable,
+    NotARepository,
+    RepositoryExists,
+    RollbackDetected,
+    Shredded,
+    StrongroomError,
+)
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.keys import Pkcs11Options, kek_requests
@@ -149,6 +157,8 @@ def verify(session: Session, mode: str = "default", sample: str | None = None) -
             )
         try:
             bad_signatures = [s for s in signers.check_versions(repo, report.commits) if s.status != "valid"]
+        except RollbackDetected:
+            raise  # a set this client pinned was replaced: refused like a rolled-back repository
         except StrongroomError as e:  # a damaged trusted set: no version can be shown to be signed
             report.damage.append(check.Damage("signers", str(e)))
             bad_signatures = []
@@ -238,6 +248,7 @@ def trust_current(session: Session) -> str:
     repo = session.open(check_rollback=False)
     refs = repo.read_refs()
     session.client_state(repo).save(repo.fingerprint, repo.config.suite, refs, force=True)
+    session.pinned_signers(repo).save(repo.read_signers(), force=True)
     log = session.audit_log()
     if log is not None and not log.signed_by(repo):
         # An accepted swap: the catalog's log is the replaced repository's. Keep it aside as evidence and

@@ -3,6 +3,10 @@
 A repository that comes back with older refs (a lower generation), or whose key or suite differs under
 the same id, is refused until the user confirms with `trust-current` (borg's RepositoryReplay idea).
 
+The trusted set of signers is pinned the same way (`PinnedSigners`): its root key, generation, digest and
+revoked keys. Someone who holds the repository key can rewrite that set; a client that has seen it refuses
+a set with another root, an older generation, or a revoked key made trusted again.
+
 The client also remembers which workspace folders it materialised from each repository
 (`WorkspaceRegistry`), so that a new workspace can reflink the files another one already holds.
 """
@@ -17,9 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from strongroom.crypto.idhash import sha256_hex
 from strongroom.crypto.signing import write_private_file
 from strongroom.errors import RollbackDetected
 from strongroom.store.refs import Refs
+from strongroom.store.trust import TrustedSet
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,72 @@ class ClientState:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+@dataclass(frozen=True)
+class SeenSigners:
+    root: str  # fingerprint of the set's first entry ("" for an empty set)
+    generation: int
+    digest: str
+    revoked: tuple[str, ...]
+
+    @classmethod
+    def of(cls, trusted: TrustedSet) -> SeenSigners:
+        root = trusted.signers[0].fingerprint if trusted.signers else ""
+        revoked = tuple(sorted(s.fingerprint for s in trusted.signers if s.revoked))
+        return cls(root, trusted.generation, sha256_hex(trusted.encode()), revoked)
+
+
+class PinnedSigners:
+    """What this client last saw of a repository's trusted signers: `repos/<repo id>.signers.json`."""
+
+    FORMAT = "sr-pinned-signers/1"
+
+    def __init__(self, state_dir: str, repo_id: str) -> None:
+        self.path = os.path.join(state_dir, "repos", f"{repo_id}.signers.json")
+
+    def load(self) -> SeenSigners | None:
+        try:
+            with open(self.path, "rb") as f:
+                obj = json.load(f)
+            if obj["format"] != self.FORMAT:
+                return None
+            revoked = tuple(str(fp) for fp in obj["revoked"])
+            return SeenSigners(str(obj["root"]), int(obj["generation"]), str(obj["digest"]), revoked)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def check(self, trusted: TrustedSet) -> None:
+        seen = self.load()
+        if seen is None or not seen.root:
+            return  # first contact, or the set was empty: nothing pinned yet
+        now = SeenSigners.of(trusted)
+        if now.generation < seen.generation:
+            raise RollbackDetected(
+                f"trusted signers rolled back: they are generation {now.generation}, "
+                f"this client already saw generation {seen.generation}"
+            )
+        if now.root != seen.root:
+            raise RollbackDetected(
+                f"trusted signers replaced: their root key is {now.root or 'missing'}, this client pinned {seen.root}"
+            )
+        if now.generation == seen.generation and now.digest != seen.digest:
+            raise RollbackDetected("trusted signers swapped: they differ from what this client saw at that generation")
+        restored = sorted(set(seen.revoked) - set(now.revoked))
+        if restored:
+            raise RollbackDetected(f"trusted signers changed: revoked key {restored[0]} is no longer revoked")
+
+    def save(self, trusted: TrustedSet, force: bool = False) -> None:
+        seen, now = self.load(), SeenSigners.of(trusted)
+        if seen == now or (seen is not None and not force and now.generation < seen.generation):
+            return
+        body = {"format": self.FORMAT, "root": now.root, "generation": now.generation, "digest": now.digest}
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_private_file(Path(self.path), json.dumps({**body, "revoked": list(now.revoked)}).encode())
+
+    def check_and_save(self, trusted: TrustedSet) -> None:
+        self.check(trusted)
+        self.save(trusted)
 
 
 class WorkspaceRegistry:

@@ -170,6 +170,9 @@ class Repository:
         self._scope_keys: dict[int, tuple[Secret, IdHasher, int]] = {}
         self.scope_states: dict[int, tuple[str, str]] = {}  # key id -> (scope name, state)
         self._scope_ids: dict[int, str] = {}
+        # Called with every trusted set read: the client's pin (store.clientstate.PinnedSigners) raises on a
+        # set replaced or rolled back.
+        self.signers_guard: Callable[[TrustedSet], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Repository {self.config.repo_id[:12]} at {self.backend.describe()}>"
@@ -396,13 +399,16 @@ class Repository:
     def read_signers(self) -> TrustedSet:
         """The trusted set of signers (empty in a repository that has none yet)."""
         try:
-            data = self.backend.get(SIGNERS_NAME)
+            data: bytes | None = self.backend.get(SIGNERS_NAME)
         except ObjectMissing:
-            return TrustedSet()
+            data = None
         try:
-            return open_signers(self.sealer, self.context, data)
+            trusted = TrustedSet() if data is None else open_signers(self.sealer, self.context, data)
         except StrongroomError:
             raise IntegrityError("the trusted signers are damaged") from None
+        if self.signers_guard is not None:
+            self.signers_guard(trusted)
+        return trusted
 
     def edit_signers(self, change: Callable[[TrustedSet], None], command: str, wait: float = 5.0) -> TrustedSet:
         """Apply change() to the trusted set under the publish lock and store it with the next generation."""

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from strongroom.errors import RollbackDetected
-from strongroom.store.clientstate import ClientState
+from strongroom.store.clientstate import ClientState, PinnedSigners
 from strongroom.store.refs import Refs
+from strongroom.store.trust import TrustedSet, TrustedSigner
 
 FP, SUITE = "f" * 32, "blake3k+aes256gcm/1"
 
@@ -95,3 +96,39 @@ def test_an_unchanged_state_is_not_rewritten_and_a_new_one_is(state: ClientState
     assert Path(state.path).stat().st_ino != before.st_ino
     seen = state.load()
     assert seen is not None and seen.generation == 6
+
+
+def _signers(generation: int, *revoked: int) -> TrustedSet:
+    from strongroom.crypto.commitsig import PublicKey
+
+    entries = [
+        TrustedSigner(f"s{i}", PublicKey("ed25519", bytes([i]) * 32), i, "x", "", b"", revoked_ns=int(i in revoked))
+        for i in range(3)
+    ]
+    return TrustedSet(generation, entries)
+
+
+def test_pinned_signers(tmp_path: Path) -> None:
+    pin = PinnedSigners(str(tmp_path), "aa" * 32)
+    pin.check(_signers(1))  # first contact: nothing pinned
+    pin.save(TrustedSet())
+    pin.check(_signers(0))  # an empty set pins nothing
+    pin.save(_signers(4, 2))
+    pin.check(_signers(4, 2))
+    pin.check(_signers(6, 1, 2))  # newer, more revocations: fine
+    for bad, why in (
+        (_signers(3, 2), "rolled back"),
+        (TrustedSet(), "rolled back"),
+        (_signers(4, 1, 2), "swapped"),
+        (_signers(5), "no longer revoked"),
+        (TrustedSet(9, _signers(9, 2).signers[1:]), "replaced"),
+    ):
+        with pytest.raises(RollbackDetected, match=why):
+            pin.check(bad)
+    assert Path(pin.path).stat().st_mode & 0o777 == 0o600
+    before = Path(pin.path).stat().st_ino
+    pin.save(_signers(4, 2))  # unchanged: not rewritten
+    pin.save(_signers(3, 2))  # older: kept unless forced
+    assert Path(pin.path).stat().st_ino == before
+    pin.save(_signers(3), force=True)  # `trust-current`
+    pin.check(_signers(3))

@@ -139,7 +139,7 @@ def repair_index() -> None:
 
 
 def trust_current() -> None:
-    """Accept the repository as it is now after a rollback or swap warning."""
+    """Accept the repository (its refs and trusted signers) as it is now after a rollback or swap warning."""
     rid = svc.trust_current(session())
     line(f"trusting the current state of repository {rid[:16]}")
 
