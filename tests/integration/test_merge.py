@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, make_tree
+from tests.conftest import PASSPHRASE, Cli, make_tree
 
 
 @pytest.fixture
@@ -106,3 +110,92 @@ def test_protected_branch_takes_versions_only_by_checked_merge(cli: Cli, forked:
     assert ok.code == 0, ok.err
     assert json.loads(ok.out)["checks_passed"] == ["test -f b"]
     assert cli("verify", "--full").code == 0
+
+
+def _ls(cli: Cli, version: str) -> list[tuple[str, str]]:
+    """(kind, path) of every entry of a version, as `ls --json` gives them."""
+    res = cli("--json", "ls", version)
+    assert res.code == 0, res.err
+    return sorted((e["type"], e["path"]) for e in json.loads(res.out))
+
+
+def test_revert_of_a_file_turned_folder_brings_the_file_back_without_the_folder(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "v", {"a": b"file\n", "k": b"keep\n"})
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "v1").code == 0
+    (src / "a").unlink()
+    make_tree(src, {"a/b": b"inner\n"})
+    v2 = cli("commit", str(src), "-m", "a becomes a folder").out.strip()
+    assert cli("revert", v2).code == 0
+    assert [p for _, p in _ls(cli, "main")] == ["a", "k"]
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out)).code == 0
+    assert (out / "a").read_bytes() == b"file\n"
+    assert cli("verify", "--full").code == 0
+
+
+def test_merge_keeps_each_sides_folder_changes(cli: Cli, tmp_path: Path) -> None:
+    """A folder one side turned into a file, deleted, or added empty: that side wins, as for files."""
+    src = make_tree(tmp_path / "v", {"a/x": b"x\n", "tmpdata/j": b"junk\n", "k": b"k\n"})
+    assert cli("init").code == 0
+    v1 = cli("commit", str(src), "-m", "v1").out.strip()
+    assert cli("branch", "create", "feat", "--from", v1).code == 0
+    feat = tmp_path / "feat"
+    assert cli("checkout", "feat", str(feat)).code == 0
+    shutil.rmtree(src / "a")
+    shutil.rmtree(src / "tmpdata")
+    (src / "a").write_bytes(b"now a file\n")
+    (src / "empty-on-main").mkdir()
+    assert cli("commit", str(src), "-m", "main: a is a file, tmpdata gone").code == 0
+    (feat / "k").write_bytes(b"changed on feat\n")
+    (feat / "empty-on-feat").mkdir()
+    assert cli("commit", str(feat), "-b", "feat", "-m", "feat: edit k").code == 0
+    res = cli("merge", "feat", "--into", "main")
+    assert res.code == 0, res.err
+    assert _ls(cli, "main") == [("dir", "empty-on-feat"), ("dir", "empty-on-main"), ("file", "a"), ("file", "k")]
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out)).code == 0
+    assert (out / "a").read_bytes() == b"now a file\n" and (out / "k").read_bytes() == b"changed on feat\n"
+
+
+def test_a_file_on_one_side_and_a_folder_on_the_other_is_a_conflict(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "v", {"k": b"k\n"})
+    assert cli("init").code == 0
+    assert cli("commit", str(src)).code == 0
+    assert cli("branch", "create", "feat").code == 0
+    feat = tmp_path / "feat"
+    assert cli("checkout", "feat", str(feat)).code == 0
+    (src / "x").mkdir()
+    assert cli("commit", str(src)).code == 0
+    (feat / "x").write_bytes(b"a file\n")
+    assert cli("commit", str(feat), "-b", "feat").code == 0
+    before = cli("branch", "list").out
+    res = cli("merge", "feat", "--into", "main")
+    assert res.code == 1 and "1 conflicting path(s): x" in res.err
+    assert cli("branch", "list").out == before
+
+
+def test_gc_during_a_protected_merges_check_keeps_the_merge(
+    cli: Cli, forked: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The checks may run for an hour between writing the merge and publishing it; gc meanwhile must not
+    collect the merge's objects as unreachable (the merge holds a reader's lock until it publishes)."""
+    flag = tmp_path / "check-running"
+    assert cli("branch", "protect", "main", "--require-check", f"sh -c 'touch {flag}; sleep 3'").code == 0
+    env = {**cli.env, "STRONGROOM_PASSPHRASE": PASSPHRASE}
+    merging = subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "merge", "dev", "--into", "main"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flag.exists()
+    res = cli("gc", "--keep-unreachable", "0")
+    _, err = merging.communicate(timeout=120)
+    assert merging.returncode == 0, err
+    assert res.code == 1 and "gc does not delete while others read" in res.err, res.out + res.err
+    assert cli("verify", "--full").code == 0
+    assert cli("cat", "main", "n").out == "new on dev\n"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strongroom import Strongroom
-from strongroom.core.merge import three_way
-from strongroom.core.model import FILE, Entry
+from strongroom.core.merge import merge_folders, three_way
+from strongroom.core.model import DIR, FILE, Entry
 from strongroom.errors import MergeConflict
 from tests.conftest import PASSPHRASE
 
@@ -129,3 +129,25 @@ def test_merging_two_branches_in_a_repository(
         assert _read(work / "out") == merged
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+FOLDERS = ["e1", "e2", "d1", "d1/e3"]
+folder_sets = st.sets(st.sampled_from(FOLDERS))
+
+
+def folder_entries(paths: set[str]) -> dict[str, Entry]:
+    return {p: Entry(p.rsplit("/", 1)[-1], DIR, 0o755, 0) for p in paths}
+
+
+@given(folder_sets, folder_sets, folder_sets, trees)
+def test_folders_merge_by_presence_and_hold_every_merged_file(
+    base: set[str], ours: set[str], theirs: set[str], files: dict[str, bytes]
+) -> None:
+    folders, conflicts = merge_folders(
+        folder_entries(base), folder_entries(ours), folder_entries(theirs), entries(files)
+    )
+    held = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+    kept = {p for p in base | ours | theirs if ((p in theirs) if (p in ours) == (p in base) else (p in ours))}
+    assert conflicts == []  # the sampled file paths never meet a folder path
+    assert set(folders) == {p for p in held if p in base | ours | theirs} | kept
+    assert all(folders[p].type == DIR for p in folders)

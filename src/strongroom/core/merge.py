@@ -1,4 +1,4 @@
-"""Three-way, file-level merge of flattened trees ({path: entry}, folders left out). Pure."""
+"""Three-way, file-level merge of flattened trees ({path: entry}); folders are merged by presence. Pure."""
 
 from __future__ import annotations
 
@@ -55,6 +55,40 @@ def three_way(
                 merged.pop(path, None)
                 break
     return MergePlan(merged, sorted(set(conflicts)))
+
+
+def merge_folders(
+    base: dict[str, Entry], ours: dict[str, Entry], theirs: dict[str, Entry], files: dict[str, Entry]
+) -> tuple[dict[str, Entry], list[str]]:
+    """The folders of a merged tree whose files are ``files``: every folder that holds one of them, and every
+    other folder whose presence the three-way rule keeps (deleted or added on one side only: that side wins).
+    Returns (folders, conflicts): a kept folder at, or below, a merged file's path is a conflict."""
+    folders: dict[str, Entry] = {}
+
+    def meta(path: str) -> Entry | None:
+        return ours.get(path) or theirs.get(path) or base.get(path)
+
+    for path in files:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in folders and (m := meta(parent)) is not None:
+                folders[parent] = m
+    held = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+    conflicts: list[str] = []
+    for path in sorted(base.keys() | ours.keys() | theirs.keys()):
+        if path in held:
+            continue
+        b, o, t = path in base, path in ours, path in theirs
+        if not (t if o == b else o):
+            continue
+        parts = path.split("/")
+        if any("/".join(parts[:i]) in files for i in range(1, len(parts) + 1)):
+            conflicts.append(path)
+            continue
+        if (m := meta(path)) is not None:  # always: it is present on at least one side
+            folders[path] = m
+    return folders, conflicts
 
 
 def merge_base(ancestors_a: list[bytes], ancestors_b: set[bytes]) -> bytes | None:

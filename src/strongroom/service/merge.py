@@ -11,13 +11,14 @@ import tempfile
 import time
 
 from strongroom.core.dag import ancestors, validate_ref_name
-from strongroom.core.merge import STRATEGIES, merge_base, three_way
+from strongroom.core.merge import STRATEGIES, merge_base, merge_folders, three_way
 from strongroom.core.model import Commit, Entry
 from strongroom.errors import InputError, MergeConflict, PolicyDenied, UnknownVersion
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import MergeResult
 from strongroom.service.versions import resolve
+from strongroom.store import lock
 from strongroom.store.refs import Protection, Refs
 from strongroom.store.repository import Repository
 from strongroom.store.restore import checkout as restore_checkout
@@ -111,18 +112,18 @@ def merge(
     protection = refs.protected.get(into)
     if head in set(src_line):
         new, kind, tree = src, "fast-forward", repo.load_commit(src).tree
-    else:
-        base = merge_base(head_line, set(src_line))
-        refuse_scoped(repo, "a three-way merge", base, head, src)
-        base_files, _ = _flat(repo, base)
-        ours_files, ours_dirs = _flat(repo, head)
-        theirs_files, theirs_dirs = _flat(repo, src)
-        plan = three_way(base_files, ours_files, theirs_files, strategy)
-        if plan.conflicts:
-            raise _conflict(plan.conflicts)
-        sign, _, _ = signers.committer(session, repo)
+        _enforce_signed(repo, protection, new, head, into)
+        checks = _enforce_checks(repo, protection, tree, into)
+        session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
+        return MergeResult(into, new.hex(), kind, [], checks)
+    base = merge_base(head_line, set(src_line))
+    refuse_scoped(repo, "a three-way merge", base, head, src)
+    # Held from the first object written until the branch names it: gc must not take the new version for
+    # unreachable while the checks run.
+    with lock.read_lock(repo.backend, "merge"):
         writer = ObjectWriter(repo)
-        tree = writer.tree_from_flat(plan.merged, {**theirs_dirs, **ours_dirs})
+        tree = _merged_tree(repo, writer, base, head, src, strategy)
+        sign, _, _ = signers.committer(session, repo)
         commit = Commit(
             tree,
             (head, src),
@@ -132,16 +133,32 @@ def merge(
             message or f"merge {source} into {into}",
             into,
         )
-        new, kind = writer.commit(sign(commit)), "merge"
+        new = writer.commit(sign(commit))
         writer.finish()  # packs first: if a check fails they stay unreferenced, for gc to collect
         _enforce_signed(repo, protection, new, head, into)
         checks = _enforce_checks(repo, protection, tree, into)
         session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
-        return MergeResult(into, new.hex(), kind, [], checks)
-    _enforce_signed(repo, protection, new, head, into)
-    checks = _enforce_checks(repo, protection, tree, into)
-    session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
-    return MergeResult(into, new.hex(), kind, [], checks)
+    return MergeResult(into, new.hex(), "merge", [], checks)
+
+
+def _merged_tree(
+    repo: Repository,
+    writer: ObjectWriter,
+    base: bytes | None,
+    ours: bytes,
+    theirs: bytes | None,
+    strategy: str | None = None,
+) -> bytes:
+    """Store the tree of the three-way merge of ``base``, ``ours`` and ``theirs``; MergeConflict if any path
+    conflicts (files changed differently on both sides, or a file where the other side keeps a folder)."""
+    base_files, base_dirs = _flat(repo, base)
+    ours_files, ours_dirs = _flat(repo, ours)
+    theirs_files, theirs_dirs = _flat(repo, theirs)
+    plan = three_way(base_files, ours_files, theirs_files, strategy)
+    folders, clashes = merge_folders(base_dirs, ours_dirs, theirs_dirs, plan.merged)
+    if plan.conflicts or clashes:
+        raise _conflict(sorted({*plan.conflicts, *clashes}))
+    return writer.tree_from_flat(plan.merged, folders)
 
 
 @audited("revert", version="version", branch="branch")
@@ -158,31 +175,27 @@ def revert(session: Session, version: str, branch: str | None = None, message: s
     if name in refs.protected:
         raise PolicyDenied(f"branch {name} is protected: it takes new versions only by merge")
     head = refs.branches[name]
-    refuse_scoped(repo, "revert", target, head, commit.parents[0] if commit.parents else None)
-    base_files, _ = _flat(repo, target)
-    ours_files, ours_dirs = _flat(repo, head)
-    parent_files, _ = _flat(repo, commit.parents[0] if commit.parents else None)
-    plan = three_way(base_files, ours_files, parent_files)
-    if plan.conflicts:
-        raise _conflict(plan.conflicts)
-    sign, _, _ = signers.committer(session, repo)
-    writer = ObjectWriter(repo)
-    tree = writer.tree_from_flat(plan.merged, ours_dirs)
-    new = writer.commit(
-        sign(
-            Commit(
-                tree,
-                (head,),
-                session.user(repo),
-                socket.gethostname(),
-                time.time_ns(),
-                message or f"revert {target.hex()[:12]}",
-                name,
+    parent = commit.parents[0] if commit.parents else None
+    refuse_scoped(repo, "revert", target, head, parent)
+    with lock.read_lock(repo.backend, "revert"):  # as in merge: gc must not collect the new version meanwhile
+        writer = ObjectWriter(repo)
+        tree = _merged_tree(repo, writer, target, head, parent)
+        sign, _, _ = signers.committer(session, repo)
+        new = writer.commit(
+            sign(
+                Commit(
+                    tree,
+                    (head,),
+                    session.user(repo),
+                    socket.gethostname(),
+                    time.time_ns(),
+                    message or f"revert {target.hex()[:12]}",
+                    name,
+                )
             )
         )
-    )
-    writer.finish()
-    session.remember(repo, repo.update_refs(name, head, new, "revert"))
+        writer.finish()
+        session.remember(repo, repo.update_refs(name, head, new, "revert"))
     return MergeResult(name, new.hex(), "revert", [], [])
 
 
