@@ -103,12 +103,13 @@ def needs(repo: Repository, heads: list[bytes]) -> Needs:
     packs: set[str] = set()
     commits: set[bytes] = set()
     for oid in live:
-        loc = repo.index.get(oid)
-        if loc is None:
+        found = repo.index.every_kind(oid)
+        if not found:
             raise IntegrityError(f"object {oid.hex()[:16]} is not in any index")
-        packs.add(loc.pack_id)
-        if loc.kind == ObjectKind.COMMIT:
-            commits.add(oid)
+        for loc in found:
+            packs.add(loc.pack_id)
+            if loc.kind == ObjectKind.COMMIT:
+                commits.add(oid)
     names = {pack_path(p) for p in packs}
     names |= {f for f, listed in _index_packs(repo).items() if listed & packs}
     return Needs(commits, packs, names)

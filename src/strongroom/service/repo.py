@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from strongroom.backends.local import LocalBackend
 from strongroom.core.dag import ancestors
+from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE
 from strongroom.errors import (
     InputError,
@@ -121,7 +122,7 @@ def stats(session: Session) -> Stats:
         files += f
         unique |= ch
     index = repo.index
-    unique_bytes = sum(loc.raw_length for cid in unique if (loc := index.get(cid)) is not None)
+    unique_bytes = sum(loc.raw_length for cid in unique if (loc := index.get(cid, ObjectKind.CHUNK)) is not None)
     stored = sum(size for _, size in repo.backend.list("data"))
     return Stats(
         versions=len(versions),

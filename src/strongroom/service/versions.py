@@ -35,13 +35,12 @@ def resolve(repo: Repository, name: str) -> bytes:
         low = base.lower()
         if len(low) == ID_LEN * 2 and is_hex_prefix(low):
             cand = bytes.fromhex(low)
-            loc = repo.index.get(cand)
-            head = cand if loc is not None and loc.kind == ObjectKind.COMMIT else None
+            head = cand if repo.index.has(cand, ObjectKind.COMMIT) else None
         elif is_hex_prefix(low):
             found = [
                 oid
-                for oid, loc in repo.index.locations.items()
-                if loc.kind == ObjectKind.COMMIT and oid.hex().startswith(low)
+                for oid in repo.index.locations
+                if oid.hex().startswith(low) and repo.index.has(oid, ObjectKind.COMMIT)
             ]
             if len(found) > 1:
                 raise InputError(f"version prefix {base} is ambiguous ({len(found)} versions)")

@@ -16,6 +16,7 @@ from typing import Any
 
 from strongroom.backends.base import Backend
 from strongroom.core.dag import ancestors
+from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE, Commit
 from strongroom.crypto.aead import key_id_of
 from strongroom.crypto.idhash import content_name
@@ -183,8 +184,8 @@ def verify(
     pack_sizes = {name.rsplit("/", 1)[-1]: size for name, size in repo.backend.list("data")}
     bad_ids: set[bytes] = set()
 
-    def present(oid: bytes) -> bool:
-        loc = index.get(oid)
+    def present(oid: bytes, kind: int | None = None) -> bool:
+        loc = index.get(oid, kind)
         if loc is None:
             return False
         size = pack_sizes.get(loc.pack_id)
@@ -219,7 +220,7 @@ def verify(
 
     heads = refs.heads()
     for h in heads:
-        if not present(h):
+        if not present(h, ObjectKind.COMMIT):
             unreadable_commits[h] = "missing"
     try:
         for cid, c in ancestors([h for h in heads if h not in unreadable_commits], load_commit):
@@ -242,7 +243,7 @@ def verify(
         if tid in seen_trees:
             continue
         seen_trees.add(tid)
-        if not present(tid):
+        if not present(tid, ObjectKind.TREE):
             bad_ids.add(tid)
             continue
         try:
@@ -265,7 +266,7 @@ def verify(
             elif e.type == FILE:
                 referenced_chunks.update(e.chunks)
     report.objects_checked = len(seen_trees) + len(referenced_chunks) + len(commits)
-    bad_ids.update(c for c in referenced_chunks if not present(c))
+    bad_ids.update(c for c in referenced_chunks if not present(c, ObjectKind.CHUNK))
     for cid, why in unreadable_commits.items():
         report.damage.append(Damage(f"version {cid.hex()[:12]}", f"commit object {why}"))
         report.affected.setdefault(cid.hex(), []).append("(the whole version)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from strongroom.core.dag import ancestors
+from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE
 from strongroom.crypto.aead import key_id_of
 from strongroom.crypto.keys import SCOPE_KEY_BASE
@@ -42,8 +43,8 @@ def _roots(refs: Refs, cutoff_ns: int) -> list[bytes]:
 def mark(repo: Repository, refs: Refs, cutoff_ns: int) -> set[bytes]:
     index = repo.index
     live: set[bytes] = set()
-    roots = [r for r in _roots(refs, cutoff_ns) if r in index]
-    missing_heads = [r for r in refs.heads() if r not in index]
+    roots = [r for r in _roots(refs, cutoff_ns) if index.has(r, ObjectKind.COMMIT)]
+    missing_heads = [r for r in refs.heads() if not index.has(r, ObjectKind.COMMIT)]
     if missing_heads:
         raise IntegrityError("data seems to be missing (a ref names an unindexed version); gc will not start")
     stack: list[bytes] = []
@@ -54,7 +55,7 @@ def mark(repo: Repository, refs: Refs, cutoff_ns: int) -> set[bytes]:
         tid = stack.pop()
         if tid in live:
             continue
-        if tid not in index:
+        if not index.has(tid, ObjectKind.TREE):
             raise IntegrityError("data seems to be missing (an unindexed tree); gc will not start")
         live.add(tid)
         try:
@@ -68,7 +69,7 @@ def mark(repo: Repository, refs: Refs, cutoff_ns: int) -> set[bytes]:
                 stack.append(e.subtree)
             elif e.type == FILE:
                 for c in e.chunks:
-                    if c not in index:
+                    if not index.has(c, ObjectKind.CHUNK):
                         raise IntegrityError("data seems to be missing (an unindexed chunk); gc will not start")
                     live.add(c)
     return live
@@ -81,21 +82,21 @@ def plan(repo: Repository, keep_ns: int, now_ns: int) -> GcPlan:
     live = mark(repo, refs, cutoff)
     present = {name.rsplit("/", 1)[-1] for name, _ in repo.backend.list("data")}
     for oid in live:
-        loc = repo.index.get(oid)
-        if loc is None or loc.pack_id not in present:
+        found = repo.index.every_kind(oid)
+        if not found or any(loc.pack_id not in present for loc in found):
             raise IntegrityError("data seems to be missing (a pack that live data needs is gone); gc will not start")
     dead_packs: list[str] = []
     repack: list[str] = []
     objects_dead = bytes_dead = 0
-    seen: set[bytes] = set()
+    seen: set[tuple[int, bytes]] = set()  # by kind too: a chunk may have a tree's id (store/index.py)
     for pid, entries in repo.index.packs.items():
         dead = []
         for e in entries:
             # a duplicate copy of a live object (two workers stored it) is dead weight too
-            if e.object_id not in live or e.object_id in seen:
+            if e.object_id not in live or (e.kind, e.object_id) in seen:
                 dead.append(e)
             else:
-                seen.add(e.object_id)
+                seen.add((e.kind, e.object_id))
         if not dead:
             continue
         objects_dead += len(dead)
@@ -108,7 +109,7 @@ def plan(repo: Repository, keep_ns: int, now_ns: int) -> GcPlan:
 def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
     """Carry out a plan under the publish and exclusive locks; returns bytes freed on disk."""
     before = sum(size for _, size in repo.backend.list("data"))
-    kept: set[bytes] = set()
+    kept: set[tuple[int, bytes]] = set()
     builder = PackBuilder()
 
     def flush() -> None:
@@ -120,15 +121,15 @@ def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
     doomed = set(p.packs_dead) | set(p.packs_repack)
     for pid, entries in repo.index.packs.items():
         if pid not in doomed:
-            kept.update(e.object_id for e in entries)
+            kept.update((e.kind, e.object_id) for e in entries)
     for pid in p.packs_repack:
         for e in repo.index.packs[pid]:
-            if e.object_id in p.live and e.object_id not in kept:
+            if e.object_id in p.live and (e.kind, e.object_id) not in kept:
                 frame = repo.backend.get_range(pack_path(pid), e.offset, e.length)
                 if key_id_of(frame) < SCOPE_KEY_BASE or key_id_of(frame) in repo.sealer.key_ids():
                     repo.codec.decode(frame, e.kind, e.object_id)  # never carry a damaged blob forward
                 builder.add(e.kind, e.object_id, frame, e.raw_length)
-                kept.add(e.object_id)
+                kept.add((e.kind, e.object_id))
                 if builder.size >= repo.config.pack_size:
                     flush()
     flush()

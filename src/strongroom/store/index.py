@@ -34,8 +34,13 @@ class Location:
 
 
 class Index:
+    """Objects by id. An id names content, not its kind: a file chunk whose bytes equal a tree's encoding has
+    the tree's id. Both are stored (the pack entry and the associated data carry the kind), so the first
+    location of an id is in ``locations`` and any other kind's in ``other_kinds``; look up with the kind."""
+
     def __init__(self) -> None:
         self.locations: dict[bytes, Location] = {}
+        self.other_kinds: dict[tuple[int, bytes], Location] = {}
         self.packs: dict[str, list[PackEntry]] = {}
         self.files: set[str] = set()
         self.bad_files: list[str] = []
@@ -46,14 +51,40 @@ class Index:
     def __len__(self) -> int:
         return len(self.locations)
 
-    def get(self, object_id: bytes) -> Location | None:
-        return self.locations.get(object_id)
+    def get(self, object_id: bytes, kind: int | None = None) -> Location | None:
+        """Where the object of this id and kind is (of any kind when ``kind`` is None)."""
+        loc = self.locations.get(object_id)
+        if kind is None or loc is None or loc.kind == kind:
+            return loc
+        return self.other_kinds.get((kind, object_id))
+
+    def every_kind(self, object_id: bytes) -> list[Location]:
+        """Every location of this id, whatever its kind (for a set of live ids that carries no kinds)."""
+        loc = self.locations.get(object_id)
+        if loc is None:
+            return []
+        if not self.other_kinds:
+            return [loc]
+        return [loc, *(o for k in ObjectKind if (o := self.other_kinds.get((k, object_id))) is not None)]
+
+    def has(self, object_id: bytes, kind: int) -> bool:
+        return self.get(object_id, kind) is not None
+
+    def chunk_ids(self) -> set[bytes]:
+        """The ids stored as chunks: what a new chunk is deduplicated against."""
+        ids = set(self.locations)
+        ids.difference_update(oid for oid, loc in self.locations.items() if loc.kind != ObjectKind.CHUNK)
+        ids.update(oid for kind, oid in self.other_kinds if kind == ObjectKind.CHUNK)
+        return ids
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
         entries = list(entries)
         self.packs[pack_id] = entries
         for e in entries:
-            self.locations.setdefault(e.object_id, Location(pack_id, e.offset, e.length, e.kind, e.raw_length))
+            loc = Location(pack_id, e.offset, e.length, e.kind, e.raw_length)
+            have = self.locations.setdefault(e.object_id, loc)
+            if have.kind != e.kind:
+                self.other_kinds.setdefault((e.kind, e.object_id), loc)
 
     def encode(self, sealer: Sealer, repo_ctx: bytes, pack_ids: Iterable[str]) -> tuple[str, bytes]:
         parts = [FORMAT]

@@ -240,7 +240,7 @@ def _run_jobs(
                 repo.codec.sealer.sealed[kid] = repo.codec.sealer.sealed.get(kid, 0) + n
 
     _STATE["repo"] = repo
-    _STATE["known"] = set(repo.index.locations)
+    _STATE["known"] = repo.index.chunk_ids()
     try:
         parallel.run(shares, _read_files, handle)
     finally:
@@ -282,7 +282,7 @@ def commit_folder(
             total_files += 1
             total_bytes += n.st.st_size
             hit = cache.lookup(n.rel, n.st, scan_start) if cache else None
-            if hit is not None and all(c in index for c in hit):
+            if hit is not None and all(index.has(c, ObjectKind.CHUNK) for c in hit):
                 chunks_of[n.rel] = hit
             else:
                 jobs.append(_Job(n.rel, os.path.join(root, n.rel), n.st.st_size))
@@ -309,12 +309,12 @@ def commit_folder(
 
     # Trees bottom-up (store.treebuild): each subtree id is known before its parent is encoded.
     meta = PackBuilder()
-    written: set[bytes] = set()
+    written: set[tuple[int, bytes]] = set()
 
     def store(kind: int, plain: bytes) -> bytes:
         oid = repo.hasher(plain)
-        if oid not in index and oid not in written:
-            written.add(oid)
+        if not index.has(oid, kind) and (kind, oid) not in written:
+            written.add((kind, oid))
             meta.add(kind, oid, repo.codec.encode(plain, kind, oid), len(plain))
         return oid
 
@@ -365,8 +365,7 @@ def commit_folder(
     base = repo.unscoped
     plain = codec.encode_commit(commit)
     commit_id = base.hasher(plain)
-    if commit_id not in index and commit_id not in written:
-        written.add(commit_id)
+    if not index.has(commit_id, ObjectKind.COMMIT):
         meta.add(ObjectKind.COMMIT, commit_id, base.codec.encode(plain, ObjectKind.COMMIT, commit_id), len(plain))
     if len(meta):
         pid = repo.write_pack(meta)

@@ -577,11 +577,9 @@ class Repository:
 
     def fetch_frame(self, object_id: bytes, kind: int) -> bytes:
         """The stored (sealed) frame of an object: the I/O half of read_object, safe to run on a thread."""
-        loc = self.index.get(object_id)
+        loc = self.index.get(object_id, kind)
         if loc is None:
             raise ObjectMissing(f"object {object_id.hex()[:16]}")
-        if loc.kind != kind:
-            raise IntegrityError(f"object {object_id.hex()[:16]} has the wrong kind")
         return self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
 
     def open_frame(self, object_id: bytes, kind: int, frame: bytes) -> bytes:

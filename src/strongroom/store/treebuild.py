@@ -29,12 +29,12 @@ class ObjectWriter:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.builder = PackBuilder()
-        self._written: set[bytes] = set()
+        self._written: set[tuple[int, bytes]] = set()
 
     def put(self, kind: int, plain: bytes) -> bytes:
         oid = self.repo.hasher(plain)
-        if oid not in self.repo.index and oid not in self._written:
-            self._written.add(oid)
+        if not self.repo.index.has(oid, kind) and (kind, oid) not in self._written:
+            self._written.add((kind, oid))
             self.builder.add(kind, oid, self.repo.codec.encode(plain, kind, oid), len(plain))
         return oid
 

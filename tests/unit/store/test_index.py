@@ -121,3 +121,20 @@ def test_sealed_with_another_kind_is_refused(sealer: Sealer, ctx: bytes) -> None
     data = sealer.seal(zstandard.ZstdCompressor().compress(FORMAT), ObjectKind.REFS, ctx)
     with pytest.raises(IntegrityError):
         Index().load_file(content_name(data), data, sealer, ctx)
+
+
+def test_one_id_under_two_kinds_keeps_both_and_is_found_by_kind(sealer: Sealer, ctx: bytes) -> None:
+    """A file chunk whose bytes equal a tree's encoding has the tree's id: both are stored and found."""
+    oid, other = os.urandom(32), os.urandom(32)
+    idx = Index()
+    idx.add_pack("aa" * 32, [PackEntry(ObjectKind.TREE, oid, 0, 40, 14), PackEntry(ObjectKind.CHUNK, other, 40, 40, 9)])
+    idx.add_pack("bb" * 32, [PackEntry(ObjectKind.CHUNK, oid, 0, 40, 14)])
+    assert idx.get(oid, ObjectKind.TREE) == Location("aa" * 32, 0, 40, ObjectKind.TREE, 14)
+    assert idx.get(oid, ObjectKind.CHUNK) == Location("bb" * 32, 0, 40, ObjectKind.CHUNK, 14)
+    assert not idx.has(oid, ObjectKind.COMMIT) and not idx.has(other, ObjectKind.TREE)
+    assert idx.chunk_ids() == {oid, other}  # the new chunk is deduplicated against the stored chunk only
+    assert {loc.pack_id for loc in idx.every_kind(oid)} == {"aa" * 32, "bb" * 32}
+    again = Index()
+    name, data = idx.encode(sealer, ctx, ["bb" * 32, "aa" * 32])
+    again.load_file(f"index/{name}", data, sealer, ctx)
+    assert again.get(oid, ObjectKind.CHUNK) is not None and again.get(oid, ObjectKind.TREE) is not None
