@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +195,55 @@ def test_racy_clean_rule_distrusts_a_matching_cache_entry_younger_than_a_second(
     # cached content) — the emulation reaches the cache, and only the racy-clean rule made the first read.
     assert res.files_read == 0
     assert sr.read(res.id, "weights.bin") == b"B" * 4096
+
+
+def _add_branch_under_the_lock(repo_path: str, i: int, head: bytes, start: Any, results: Any) -> None:
+    from strongroom.backends.local import LocalBackend
+    from strongroom.crypto.secret import Secret
+    from strongroom.store.repository import Repository
+
+    repo = Repository.open(LocalBackend(repo_path), Secret(PASSPHRASE.encode()))
+    start.wait()
+
+    def add(refs: Any) -> None:
+        refs.branches[f"b{i}"] = head
+
+    try:
+        repo.edit_refs(add, "race", wait=30)
+        results.put((i, "ok"))
+    except Exception as e:  # reported, and the test fails on it
+        results.put((i, repr(e)))
+
+
+def test_waiters_clearing_one_stale_lock_never_publish_at_once(tmp_path: Path) -> None:
+    """Many writers find the same dead holder's publish lock. Each clears it only if it is still that dead
+    record, one at a time, so no two of them hold the lock together and every ref change survives."""
+    import multiprocessing
+
+    from strongroom.backends.local import LocalBackend
+    from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
+    from strongroom.crypto.secret import Secret
+    from strongroom.store.repository import Repository
+
+    path = str(tmp_path / "repo")
+    repo = Repository.create(LocalBackend(path), Secret(PASSPHRASE.encode()), UNSAFE_TEST_ONLY)
+    head = b"\1" * 32
+    repo.update_refs("main", None, head, "init")
+    ctx = multiprocessing.get_context("fork")
+    n = 24
+    for _ in range(6):
+        write_lock(Path(path), "publish", dead_pid(), socket.gethostname())
+        start, results = ctx.Barrier(n), ctx.Queue()
+        procs = [
+            ctx.Process(target=_add_branch_under_the_lock, args=(path, i, head, start, results)) for i in range(n)
+        ]
+        for p in procs:
+            p.start()
+        outcome = dict(results.get(timeout=120) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert all(v == "ok" for v in outcome.values()), outcome
+        refs = Repository.open(LocalBackend(path), Secret(PASSPHRASE.encode())).read_refs()
+        assert {f"b{i}" for i in range(n)} <= set(refs.branches)  # no change lost
+        repo.edit_refs(lambda r: [r.branches.pop(f"b{i}") for i in range(n)], "reset")  # type: ignore[func-returns-value]
+    assert not any(p.name.startswith("publish") for p in (Path(path) / "locks").iterdir())

@@ -9,10 +9,10 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from strongroom.backends.base import Backend
+from strongroom.backends.base import Backend, ObjectMissing
 from strongroom.errors import RepositoryLocked
 
 PUBLISH = "locks/publish"
@@ -66,15 +66,37 @@ def holders(backend: Backend) -> list[Holder]:
     return out
 
 
+def _same_holder(a: Holder | None, b: Holder) -> bool:
+    return a is not None and (a.pid, a.host, a.time_ns, a.command) == (b.pid, b.host, b.time_ns, b.command)
+
+
+def _clear_stale(backend: Backend, name: str, stale: Holder) -> None:
+    """Delete lock ``name`` if it still holds the dead ``stale`` record. Two waiters may see the same stale
+    lock; deleting blindly, the second would delete the live lock the first has just taken, and both would
+    publish. So clearing is itself serialised (``<name>.clearing``) and re-reads the record first."""
+    clearing = f"{name}.clearing"
+    if not backend.put_exclusive(clearing, _record("clearing a stale lock")):
+        other = read_holder(backend, clearing)
+        if other is not None and other.is_stale():  # a clearer that died in these few instructions
+            backend.delete(clearing)
+        return
+    try:
+        if _same_holder(read_holder(backend, name), stale):
+            backend.delete(name)
+    finally:
+        backend.delete(clearing)
+
+
 @contextmanager
 def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> Iterator[None]:
     deadline = time.monotonic() + wait_seconds
-    while not backend.put_exclusive(PUBLISH, _record(command)):
+    mine = _record(command)
+    while not backend.put_exclusive(PUBLISH, mine):
         holder = read_holder(backend, PUBLISH)
         if holder is None:
             continue
         if holder.is_stale():
-            backend.delete(PUBLISH)
+            _clear_stale(backend, PUBLISH, holder)
             continue
         if time.monotonic() >= deadline:
             raise RepositoryLocked(holder.describe(time.time_ns()))
@@ -82,7 +104,9 @@ def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> I
     try:
         yield
     finally:
-        backend.delete(PUBLISH)
+        with suppress(ObjectMissing):
+            if backend.get(PUBLISH) == mine:  # only our own: never a lock someone else took
+                backend.delete(PUBLISH)
 
 
 def _live_exclusive(backend: Backend) -> Holder | None:
