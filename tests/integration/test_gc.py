@@ -117,3 +117,22 @@ def test_gc_waits_for_readers_and_readers_wait_for_gc(
     _lock(repo_path, "read-fedcba9876543210", sleeper.pid)
     assert cli("gc", "--keep-unreachable", "0").code == 0
     assert cli("verify", "--full").code == 0
+
+
+def test_a_writer_whose_index_predates_a_gc_stores_again_what_gc_freed(
+    cli: Cli, unreachable: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that loaded the index (to resolve versions, or for a scope or a sparse workspace) before a gc
+    ran must not deduplicate against what that gc deleted: under its reader's lock it reloads the index."""
+    from strongroom import Strongroom
+    from tests.conftest import PASSPHRASE
+
+    writer = Strongroom.open(str(cli.repo), PASSPHRASE)
+    writer.resolve("main~1")  # loads the index while b (of the unreachable v1) is still stored
+    assert cli("gc", "--keep-unreachable", "0").code == 0  # b's chunks are deleted
+    again = make_tree(tmp_path / "again", {"b": (unreachable / "b").read_bytes()})
+    writer.commit(str(again), message="b once more", branch="main")
+    assert cli("verify", "--full").code == 0
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out)).code == 0
+    assert (out / "b").read_bytes() == (unreachable / "b").read_bytes()

@@ -18,7 +18,6 @@ from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import MergeResult
 from strongroom.service.versions import resolve
-from strongroom.store import lock
 from strongroom.store.refs import Protection, Refs
 from strongroom.store.repository import Repository
 from strongroom.store.restore import checkout as restore_checkout
@@ -111,16 +110,17 @@ def merge(
     src_line = [cid for cid, _ in ancestors([src], repo.load_commit)]
     protection = refs.protected.get(into)
     if head in set(src_line):
-        new, kind, tree = src, "fast-forward", repo.load_commit(src).tree
-        _enforce_signed(repo, protection, new, head, into)
-        checks = _enforce_checks(repo, protection, tree, into)
-        session.remember(repo, repo.update_refs(into, head, new, "merge", wait))
-        return MergeResult(into, new.hex(), kind, [], checks)
+        with repo.reading("merge"):  # SOURCE may be a version no ref holds yet: gc must leave it meanwhile
+            tree = repo.load_commit(src).tree
+            _enforce_signed(repo, protection, src, head, into)
+            checks = _enforce_checks(repo, protection, tree, into)
+            session.remember(repo, repo.update_refs(into, head, src, "merge", wait))
+        return MergeResult(into, src.hex(), "fast-forward", [], checks)
     base = merge_base(head_line, set(src_line))
     refuse_scoped(repo, "a three-way merge", base, head, src)
     # Held from the first object written until the branch names it: gc must not take the new version for
     # unreachable while the checks run.
-    with lock.read_lock(repo.backend, "merge"):
+    with repo.reading("merge"):
         writer = ObjectWriter(repo)
         tree = _merged_tree(repo, writer, base, head, src, strategy)
         sign, _, _ = signers.committer(session, repo)
@@ -177,7 +177,7 @@ def revert(session: Session, version: str, branch: str | None = None, message: s
     head = refs.branches[name]
     parent = commit.parents[0] if commit.parents else None
     refuse_scoped(repo, "revert", target, head, parent)
-    with lock.read_lock(repo.backend, "revert"):  # as in merge: gc must not collect the new version meanwhile
+    with repo.reading("revert"):  # as in merge: gc must not collect the new version meanwhile
         writer = ObjectWriter(repo)
         tree = _merged_tree(repo, writer, target, head, parent)
         sign, _, _ = signers.committer(session, repo)

@@ -116,7 +116,7 @@ def commit(
         sign=sign,
         scope=scope or "",
     )
-    with lock.read_lock(repo.backend, "commit"):  # gc must not delete packs this commit is about to reference
+    with repo.reading("commit"):  # gc must not delete packs this commit is about to reference
         res = commit_folder(
             repo, req, lambda f, b: session.progress.start("commit", f, b), lambda f, b: session.progress.advance(f, b)
         )

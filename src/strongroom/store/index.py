@@ -45,6 +45,10 @@ class Index:
         self.files: set[str] = set()
         self.bad_files: list[str] = []
 
+    def replace_with(self, other: Index) -> None:
+        self.locations, self.other_kinds, self.packs = other.locations, other.other_kinds, other.packs
+        self.files, self.bad_files = other.files, other.bad_files
+
     def __contains__(self, object_id: bytes) -> bool:
         return object_id in self.locations
 

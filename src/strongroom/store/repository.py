@@ -17,11 +17,12 @@ Write order (restic's invariants): packs, then the index that names them, then t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from strongroom.backends.base import Backend, ObjectMissing
@@ -532,6 +533,15 @@ class Repository:
         if self._index is None:
             self._index = self.load_index()
         return self._index
+
+    @contextlib.contextmanager
+    def reading(self, command: str) -> Iterator[None]:
+        """A reader's lock (gc deletes nothing while it is held), then a fresh index if one was loaded before
+        the lock: gc may have run in between, and a writer must deduplicate only against what is still there."""
+        with lock.read_lock(self.backend, command):
+            if self._index is not None:
+                self._index.replace_with(self.load_index())  # in place: scoped views share this index
+            yield
 
     def load_index(self) -> Index:
         idx = Index()
