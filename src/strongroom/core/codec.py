@@ -51,6 +51,8 @@ def _target(target: Any) -> str:
 
 
 def encode_tree(tree: Tree) -> bytes:
+    if len({e.name for e in tree.entries}) != len(tree.entries):
+        raise IntegrityError("a tree cannot name an entry twice")  # a writer's bug: stop it before it is stored
     items = []
     for e in sorted(tree.entries, key=lambda x: x.name):
         item: dict[str, Any] = {"n": e.name, "t": e.type, "m": e.mode, "mt": e.mtime_ns, "u": e.uid, "g": e.gid}
@@ -94,6 +96,8 @@ def decode_tree(data: bytes) -> Tree:
             )
     except _MALFORMED:
         raise IntegrityError("tree object is malformed") from None
+    if len({e.name for e in entries}) != len(entries):  # a file and a folder of one name cannot be restored
+        raise IntegrityError("tree object names an entry twice")
     return Tree(tuple(entries))
 
 

@@ -251,6 +251,25 @@ def _run_jobs(
 # ------------------------------------------------------------------------------------------ commit
 
 
+def _add_overlay(
+    files: dict[str, Entry], folders: dict[str, Entry], more_files: dict[str, Entry], more_folders: dict[str, Entry]
+) -> None:
+    """Add a sparse workspace's base entries outside its paths to what was scanned, except where they would
+    clash with it: a path taken, a scanned file above them, or scanned entries below an overlaid file."""
+    below = {"/".join(p.split("/")[:i]) for p in [*files, *folders] for i in range(1, p.count("/") + 1)}
+
+    def above_is_file(path: str) -> bool:
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in files for i in range(1, len(parts)))
+
+    for path, entry in more_files.items():
+        if path not in files and path not in folders and path not in below and not above_is_file(path):
+            files[path] = entry
+    for path, entry in more_folders.items():
+        if path not in files and path not in folders and not above_is_file(path):
+            folders[path] = entry
+
+
 def commit_folder(
     repo: Repository,
     req: CommitRequest,
@@ -336,10 +355,7 @@ def commit_folder(
             else:
                 files_flat[n.rel] = Entry(type=SYMLINK, target=n.target, **common)  # type: ignore[arg-type]
     if req.overlay is not None:
-        for path, entry in req.overlay[0].items():
-            files_flat.setdefault(path, entry)
-        for path, entry in req.overlay[1].items():
-            folders_flat.setdefault(path, entry)
+        _add_overlay(files_flat, folders_flat, *req.overlay)
     root_tree = build_tree(files_flat, folders_flat, store)
 
     unchanged = False

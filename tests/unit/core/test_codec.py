@@ -231,3 +231,15 @@ def test_random_bytes_never_escape_as_another_exception(data: bytes) -> None:
     for decode in (codec.decode_tree, codec.decode_commit):
         with contextlib.suppress(IntegrityError):
             decode(data)
+
+
+def test_a_tree_naming_an_entry_twice_is_neither_written_nor_read() -> None:
+    """A file and a folder of one name (or two files) cannot both be restored: refused on both sides, so a
+    writer's bug stops before it is stored and a stored one is reported as damage by verify."""
+    twice = Tree((Entry("x", FILE, 0o644, 0, 1, chunks=(b"\1" * 32,)), Entry("x", DIR, 0o755, 0, subtree=b"\2" * 32)))
+    with pytest.raises(IntegrityError, match="twice"):
+        codec.encode_tree(twice)
+    one = json.loads(codec.encode_tree(Tree(twice.entries[:1])))
+    one["e"].append({**one["e"][0]})
+    with pytest.raises(IntegrityError, match="twice"):
+        codec.decode_tree(json.dumps(one, separators=(",", ":"), sort_keys=True).encode())
