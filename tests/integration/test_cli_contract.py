@@ -133,6 +133,13 @@ def test_checkout_into_a_non_empty_folder_writes_nothing(hcli: Cli, tmp_path: Pa
     a_file.write_bytes(b"x")
     fails(hcli("checkout", "main", str(a_file)), 2)
     assert a_file.read_bytes() == b"x"
+    fails(hcli("checkout", "main", str(a_file / "sub")), 2, "cannot create")  # below a file: one line
+    fails(hcli("checkout", "main", "/proc/strongroom-test"), 2, "cannot create")
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "-1"])
+def test_gc_refuses_a_keep_period_that_is_not_a_finite_number_of_days(hcli: Cli, days: str) -> None:
+    fails(hcli("gc", "--keep-unreachable", days), 2, "finite number of days")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from strongroom.errors import InputError
@@ -16,8 +17,8 @@ DAY_NS = 86_400 * 1_000_000_000
 
 @audited("gc", keep_unreachable_days="keep_unreachable_days", dry_run="dry_run")
 def gc(session: Session, keep_unreachable_days: float = 14, dry_run: bool = False, wait: float = 0.0) -> GcResult:
-    if keep_unreachable_days < 0:
-        raise InputError("--keep-unreachable takes a number of days, 0 or more")
+    if not math.isfinite(keep_unreachable_days) or keep_unreachable_days < 0:
+        raise InputError("--keep-unreachable takes a finite number of days, 0 or more")
     repo = session.open()
     keep_ns = int(keep_unreachable_days * DAY_NS)
     now = time.time_ns()

@@ -169,7 +169,10 @@ def checkout(
         entries = [
             (r, e) for r, e in entries if (e.type == DIR and r in dirs) or (e.type != DIR and matches(r, includes))
         ]
-    os.makedirs(dest, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create {dest}: {err.strerror or err}") from None
     folders = [(r, e) for r, e in entries if e.type == DIR]
     files = [(r, e) for r, e in entries if e.type == FILE]
     links = [(r, e) for r, e in entries if e.type == SYMLINK]
