@@ -168,6 +168,7 @@ class WorkspaceInfo(Result):
     bytes_written: int  # decrypted from the repository and written
     interrupted_switch: str | None
     bytes_reflinked: int = 0  # cloned from another workspace's unchanged files (shared blocks)
+    adopted: str | None = None  # a version committed from here whose commit was cut off before it finished
 
 
 @dataclasses.dataclass

@@ -1,9 +1,14 @@
 """Workspaces: writable working folders tied to a branch. The original versions are never modified.
 
 A workspace folder holds the files asked for (sparse by glob) and a small `.strongroom-workspace.json`
-(repository, branch, base version, paths). Its file cache is primed at creation, so `status` and `commit`
-read only files that changed. `switch` rewrites only the files that differ between two versions; an
-interrupted switch is recorded in the metadata and completed by running it again.
+(repository, branch, base version, paths, extra). Its file cache is primed at creation, so `status` and
+`commit` read only files that changed. `status` and `commit` see the folder exactly as `strongroom commit`
+does (the same ignore rules; FIFOs, sockets and devices skipped), folders included. `switch` rewrites only the
+files that differ between two versions; an interrupted switch is recorded in the metadata and completed by
+running it again, which refuses to touch any file that belongs to neither version.
+
+A sparse workspace's view of its base is the files and folders matching its paths plus ``extra``: what its
+last commit took from the folder outside the paths. A commit keeps the base's files outside that view.
 
 The client registers every workspace it materialises (per repository, in its state folder). `create` and
 `switch` reflink a file that another registered workspace of the repository holds unchanged, where the
@@ -16,18 +21,19 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable
 
 from strongroom.core.diff import diff_flat
-from strongroom.core.model import FILE, SYMLINK, Entry
-from strongroom.errors import InputError, ProblemFound
+from strongroom.core.model import DIR, FILE, SYMLINK, Entry
+from strongroom.errors import DestinationNotEmpty, InputError, ProblemFound, StrongroomError, UnreadableSource
 from strongroom.service.context import Session, audited
 from strongroom.service.merge import refuse_scoped
 from strongroom.service.results import CommitSummary, DiffEntry, WorkspaceInfo
 from strongroom.service.versions import commit as commit_version
 from strongroom.service.versions import resolve
-from strongroom.store import lock
+from strongroom.store import ingest, lock
 from strongroom.store.chunker import Chunker
 from strongroom.store.clientstate import WorkspaceRegistry
 from strongroom.store.filecache import CachedFile, FileCache
@@ -38,6 +44,13 @@ from strongroom.store.restore import matches, write_file
 from strongroom.store.treebuild import flatten
 
 META = ".strongroom-workspace.json"
+_OWN = (META, META + ".tmp")  # never part of a version: the metadata, and its copy while it is rewritten
+# A switch writes each file (one at a time) under this name in its folder and then renames it into place, so
+# a killed switch leaves no half-written file under a name of either version; running it again removes it.
+PARTIAL = ".strongroom-partial"
+_ORDER = {"added": 0, "removed": 1, "modified": 2, "renamed": 3}
+
+Files = dict[str, Entry]
 
 
 def _meta_path(folder: str) -> str:
@@ -72,13 +85,43 @@ def _write_meta(folder: str, meta: dict[str, object]) -> None:
     os.replace(tmp, _meta_path(folder))
 
 
-def _paths(meta: dict[str, object]) -> list[str]:
-    value = meta.get("paths") or []
+def _listed(meta: dict[str, object], key: str) -> list[str]:
+    """The workspace's ``paths`` or ``extra`` (absent in older metadata: none)."""
+    value = meta.get(key) or []
     return [str(p) for p in value] if isinstance(value, list) else []
 
 
-def _sparse(flat: dict[str, Entry], paths: list[str]) -> dict[str, Entry]:
-    return {p: e for p, e in flat.items() if not paths or matches(p, paths)}
+def _paths(meta: dict[str, object]) -> list[str]:
+    return _listed(meta, "paths")
+
+
+def _version(repo: Repository, version: bytes) -> tuple[Files, Files]:
+    return flatten(repo, repo.load_commit(version).tree)
+
+
+def _view(files: Files, folders: Files, paths: list[str], extra: list[str]) -> tuple[Files, Files]:
+    """The files and folders of a version that the workspace holds: all of them, or, when it is sparse, those
+    matching its paths or listed in ``extra``, and the folders holding any of these."""
+    if not paths:
+        return files, folders
+    keep = set(extra)
+    shown = {p: e for p, e in files.items() if matches(p, paths) or p in keep}
+    wanted = [*shown, *(d for d in folders if matches(d, paths) or d in keep)]
+    holders = {p[:i] for p in wanted for i, c in enumerate(p) if c == "/"}
+    return shown, {d: e for d, e in folders.items() if d in holders or d in keep or matches(d, paths)}
+
+
+def _same(have: Entry | None, want: Entry | None) -> bool:
+    return (
+        have is not None
+        and want is not None
+        and (have.type, have.chunks, have.target, have.mode) == (want.type, want.chunks, want.target, want.mode)
+    )
+
+
+def _is_folder(path: str) -> bool:
+    """A real folder, not a symbolic link to one."""
+    return os.path.isdir(path) and not os.path.islink(path)
 
 
 def _register(session: Session, repo_id: str, folder: str, add: bool = True) -> None:
@@ -146,86 +189,193 @@ def _prime_cache(session: Session, repo: Repository, folder: str, files: dict[st
     cache.save(entries)
 
 
+def _check_destination(folder: str) -> None:
+    """The workspace folder must be absent or empty (checked before a branch is created for it)."""
+    try:
+        st = os.stat(folder)  # follows a link, as checkout does: a link to an empty folder will do
+        if not stat.S_ISDIR(st.st_mode) or os.listdir(folder):
+            raise DestinationNotEmpty(folder)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise InputError(f"cannot create a workspace at {folder}: {e.strerror or e}") from None
+
+
+def _make_folders(folder: str, dirs: Files) -> list[str]:
+    """Create the missing folders of ``dirs``, parents first; their modes are set once they are filled."""
+    made = []
+    for rel in sorted(dirs):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.join(folder, rel), 0o700)
+            made.append(rel)
+    return made
+
+
+def _set_modes(folder: str, dirs: Files, before: Files) -> None:
+    """The modes of the folders that are new or whose mode changed, deepest first."""
+    for rel, e in sorted(dirs.items(), key=lambda item: -item[0].count("/")):
+        if rel not in before or before[rel].mode != e.mode:
+            os.chmod(os.path.join(folder, rel), e.mode)
+
+
 @audited("workspace.create", branch="branch", version="from_version", paths="paths", folder="folder")
 def create(session: Session, folder: str, branch: str, from_version: str | None, paths: list[str]) -> WorkspaceInfo:
-    from strongroom.service.branches import branch_create
+    from strongroom.service.branches import branch_create, branch_delete
 
     repo = session.open()
     refs = repo.read_refs()
+    source = refs.branches.get(branch) or resolve(repo, from_version or "main")
     # A workspace rehashes and recommits its files under the repository's keys: not for a scope's versions.
-    refuse_scoped(repo, "a workspace", refs.branches.get(branch) or resolve(repo, from_version or "main"))
-    if branch in refs.branches:
-        if from_version is not None and resolve(repo, from_version) != refs.branches[branch]:
-            raise InputError(f"branch {branch} exists: leave out --from, or name a new branch")
-        base = refs.branches[branch]
-    else:
-        base = bytes.fromhex(branch_create(session, branch, from_version).version)
+    refuse_scoped(repo, "a workspace", source)
+    if branch in refs.branches and from_version is not None and resolve(repo, from_version) != source:
+        raise InputError(f"branch {branch} exists: leave out --from, or name a new branch")
+    # Whatever can be refused is refused before a new branch is created.
+    _check_destination(folder)
+    files, folders = _version(repo, source)
+    if paths and not any(matches(p, paths) for p in files):
+        raise InputError(f"no path in the version matches {' '.join(paths)}")
+    new_branch = branch not in refs.branches
+    base = bytes.fromhex(branch_create(session, branch, from_version).version) if new_branch else source
     session.audit_note(version=base.hex())
-    tree = repo.load_commit(base).tree
-    donors = _donors(session, repo, folder)
-    reflinked = 0
-    with lock.read_lock(repo.backend, "workspace create"):
-        if donors:
-            res, reflinked = checkout_shared(repo, tree, folder, paths or None, donors)
-        else:
-            res = restore_checkout(repo, tree, folder, paths or None)
-    meta: dict[str, object] = {
-        "format": "sr-workspace/1",
-        "repository": os.path.abspath(session.repo_path()),
-        "repo_id": repo.config.repo_id,
-        "branch": branch,
-        "base": base.hex(),
-        "paths": paths,
-        "created_ns": time.time_ns(),
-    }
-    _write_meta(folder, meta)
-    files, _ = flatten(repo, tree)
-    _prime_cache(session, repo, folder, _sparse(files, paths))
+    try:
+        if base != source:
+            files, folders = _version(repo, base)
+        shown, shown_dirs = _view(files, folders, paths, [])
+        donors = _donors(session, repo, folder)
+        tree = repo.load_commit(base).tree
+        reflinked = 0
+        with lock.read_lock(repo.backend, "workspace create"):
+            if donors:
+                res, reflinked = checkout_shared(repo, tree, folder, paths or None, donors)
+            else:
+                res = restore_checkout(repo, tree, folder, paths or None)
+        made = _make_folders(folder, shown_dirs)  # a sparse checkout makes only the folders holding files
+        _set_modes(folder, {rel: shown_dirs[rel] for rel in made}, {})
+        meta: dict[str, object] = {
+            "format": "sr-workspace/1",
+            "repository": os.path.abspath(session.repo_path()),
+            "repo_id": repo.config.repo_id,
+            "branch": branch,
+            "base": base.hex(),
+            "paths": paths,
+            "extra": [],
+            "created_ns": time.time_ns(),
+        }
+        _write_meta(folder, meta)
+        _prime_cache(session, repo, folder, shown)
+    except BaseException as e:
+        if new_branch:  # a retry must not find a branch that no workspace holds (unless it moved meanwhile)
+            with contextlib.suppress(StrongroomError):
+                if repo.read_refs().branches.get(branch) == base:
+                    branch_delete(session, branch)
+        if isinstance(e, OSError):
+            raise InputError(f"cannot create a workspace at {folder}: {e.strerror or e}") from None
+        raise
     _register(session, repo.config.repo_id, folder)
     return WorkspaceInfo(os.path.abspath(folder), branch, base.hex(), paths, res.files, res.bytes, None, reflinked)
 
 
-def _scan_flat(session: Session, repo: Repository, folder: str) -> dict[str, Entry]:
-    """The folder as a flat map; unchanged files come from the cache, changed ones are read and hashed."""
+def _listing(folder: str) -> dict[str, list[ingest.ScanNode]]:
+    """What `strongroom commit` takes from the folder, by folder: the same scan and ignore rules (its
+    .strongroomignore and the workspace's own files), so anything but files, folders and links is skipped."""
+    root = os.path.abspath(folder)
+    return ingest.scan(root, ingest.ignore_rules(root, [f"/{name}" for name in _OWN]))[0]
+
+
+def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, set[str]]:
+    """The folder's files and links as a flat map, and its folders; unchanged files come from the cache,
+    changed ones are read and hashed."""
     cache = FileCache(session.file_cache_path(repo, folder), repo.sealer, repo.context)
     cache.load()
     start = time.time_ns()
     chunker = Chunker(repo.chunker_params, repo.chunker_seed)
-    out: dict[str, Entry] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, folder)
-            if rel == META or rel.startswith(META + ".tmp"):
-                continue
-            st = os.lstat(full)
-            mode = st.st_mode & 0o7777
-            if os.path.islink(full):
-                out[rel] = Entry(name, SYMLINK, mode, st.st_mtime_ns, target=os.readlink(full))
-                continue
-            chunks = cache.lookup(rel, st, start)
-            if chunks is None:
-                fd = os.open(full, os.O_RDONLY)
-                try:
-                    chunks = tuple(repo.hasher(c) for c in chunker.cut_fd(fd))
-                finally:
-                    os.close(fd)
-            out[rel] = Entry(name, FILE, mode, st.st_mtime_ns, st.st_size, chunks=chunks)
-    return out
+    out: Files = {}
+    dirs: set[str] = set()
+    for nodes in _listing(folder).values():
+        for n in nodes:
+            mode = stat.S_IMODE(n.st.st_mode)
+            if n.type == DIR:
+                dirs.add(n.rel)
+            elif n.type == SYMLINK:
+                out[n.rel] = Entry(n.name, SYMLINK, mode, n.st.st_mtime_ns, target=n.target)
+            else:
+                chunks = cache.lookup(n.rel, n.st, start)
+                if chunks is None:
+                    chunks = _hash(repo, chunker, os.path.join(folder, n.rel))
+                out[n.rel] = Entry(n.name, FILE, mode, n.st.st_mtime_ns, n.st.st_size, chunks=chunks)
+    return out, dirs
+
+
+def _hash(repo: Repository, chunker: Chunker, path: str) -> tuple[bytes, ...]:
+    try:
+        # O_NONBLOCK: a file replaced by a FIFO since the scan must not block the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            return tuple(repo.hasher(c) for c in chunker.cut_fd(fd))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise UnreadableSource(path, e.strerror or str(e)) from None
+
+
+def _open(session: Session, folder: str, meta: dict[str, object]) -> Repository:
+    repo = session.open()
+    if meta.get("repo_id") != repo.config.repo_id:
+        raise InputError(f"{folder} is a workspace of another repository")
+    return repo
+
+
+def _committed(repo: Repository, folder: str, meta: dict[str, object], version: bytes) -> None:
+    """Make ``version``, just committed from the folder, its base. A sparse workspace's view then extends to
+    what the commit took from the folder outside the paths (``extra``)."""
+    paths = _paths(meta)
+    extra: list[str] = []
+    if paths:
+        files, folders = _version(repo, version)
+        shown, shown_dirs = _view(files, folders, paths, [])
+        here = {n.rel for nodes in _listing(folder).values() for n in nodes}
+        extra = sorted(p for p in here if (p in files or p in folders) and p not in shown and p not in shown_dirs)
+    meta["base"] = version.hex()
+    meta["extra"] = extra
+    meta.pop("committing", None)
+    _write_meta(folder, meta)
+
+
+def _adopt(session: Session, repo: Repository, folder: str, meta: dict[str, object]) -> str | None:
+    """A workspace commit killed after it moved the branch and before it rewrote the metadata left the branch
+    one version ahead of the base: that version, committed from this folder onto the base, becomes the base.
+    The file cache needs nothing: its entries hold whatever the base (at worst a file is read again)."""
+    branch = str(meta["branch"])
+    base = bytes.fromhex(str(meta["base"]))
+    if meta.get("committing") != base.hex():
+        return None  # without it, a version made here on the base would be adopted again after a switch back
+    head = repo.read_refs().branches.get(branch)
+    if head is None or head == base:
+        return None
+    c = repo.load_commit(head)
+    if c.parents[:1] == (base,) and c.source == os.path.abspath(folder) and c.branch == branch:
+        _committed(repo, folder, meta, head)
+        session.audit_detail(adopted=head.hex())
+        return head.hex()
+    return None
 
 
 @audited("workspace.status", folder="folder")
 def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry]]:
     meta = read_meta(folder)
-    repo = session.open()
-    if meta.get("repo_id") != repo.config.repo_id:
-        raise InputError(f"{folder} is a workspace of another repository")
+    repo = _open(session, folder, meta)
+    adopted = _adopt(session, repo, folder, meta)
     paths = _paths(meta)
     base = bytes.fromhex(str(meta["base"]))
-    base_files, _ = flatten(repo, repo.load_commit(base).tree)
-    current = _scan_flat(session, repo, folder)
-    changes = diff_flat(_sparse(base_files, paths), current)
+    files, dirs = _view(*_version(repo, base), paths, _listed(meta, "extra"))
+    current, current_dirs = _scan_flat(session, repo, folder)
+    changes = [
+        DiffEntry(c.status, c.path, c.size, c.old_path if c.status == "renamed" else None, c.old_size)
+        for c in diff_flat(files, current)
+    ]
+    changes += [DiffEntry("added", d, 0) for d in current_dirs - dirs.keys()]
+    changes += [DiffEntry("removed", d, 0) for d in dirs.keys() - current_dirs]
+    changes.sort(key=lambda c: (c.path, _ORDER[c.status]))
     info = WorkspaceInfo(
         os.path.abspath(folder),
         str(meta["branch"]),
@@ -234,10 +384,9 @@ def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry
         len(current),
         0,
         str(meta["switching_to"]) if meta.get("switching_to") else None,
+        adopted=adopted,
     )
-    return info, [
-        DiffEntry(c.status, c.path, c.size, c.old_path if c.status == "renamed" else None, c.old_size) for c in changes
-    ]
+    return info, changes
 
 
 @audited("workspace.commit", folder="folder", branch="branch")
@@ -248,28 +397,95 @@ def commit(session: Session, folder: str, message: str, branch: str | None, wait
     ws_branch = str(meta["branch"])
     if branch is not None and branch != ws_branch:
         raise InputError(f"{folder} is a workspace of branch {ws_branch}, not {branch}")
-    repo = session.open()
+    repo = _open(session, folder, meta)
+    _adopt(session, repo, folder, meta)
     base = bytes.fromhex(str(meta["base"]))
     paths = _paths(meta)
     overlay = None
     if paths:
-        files, folders = flatten(repo, repo.load_commit(base).tree)
+        files, folders = _version(repo, base)
+        shown, shown_dirs = _view(files, folders, paths, _listed(meta, "extra"))
         overlay = (
-            {p: e for p, e in files.items() if not matches(p, paths)},
-            {p: e for p, e in folders.items() if not any(matches(f, paths) for f in files if f.startswith(p + "/"))},
+            {p: e for p, e in files.items() if p not in shown},
+            {p: e for p, e in folders.items() if p not in shown_dirs},
         )
-    res = commit_version(
-        session, folder, message, ws_branch, wait=wait, pinned_parent=base, overlay=overlay, always_ignore=(META,)
-    )
-    meta["base"] = res.id
+    meta["committing"] = base.hex()  # lets _adopt tell an interrupted commit from a switch to the base
     _write_meta(folder, meta)
+    res = commit_version(
+        session, folder, message, ws_branch, wait=wait, pinned_parent=base, overlay=overlay, always_ignore=_OWN
+    )
+    _committed(repo, folder, meta, bytes.fromhex(res.id))
     return res
+
+
+def _refuse_strangers(
+    folder: str, current: Files, current_dirs: set[str], old: Files, old_dirs: Files, new: Files, new_dirs: Files
+) -> None:
+    """Resuming a switch deletes and rewrites what is not yet as in the target: only if everything in the folder
+    is as in one of the two versions (or is a file the switch was writing). Anything else is the user's."""
+    strangers = sorted(
+        [
+            rel
+            for rel, e in current.items()
+            if not (_same(e, old.get(rel)) or _same(e, new.get(rel)) or os.path.basename(rel) == PARTIAL)
+        ]
+        + [rel for rel in current_dirs if rel not in old_dirs and rel not in new_dirs]
+    )
+    if strangers:
+        more = f" and {len(strangers) - 10} more" if len(strangers) > 10 else ""
+        raise ProblemFound(
+            f"{len(strangers)} path(s) in {folder} belong to neither version: {', '.join(strangers[:10])}{more};"
+            " move them out of the workspace, then run the switch again"
+        )
+
+
+def _stray(folder: str, rel: str, gone: set[str]) -> str | None:
+    """Something below the folder ``rel`` other than folders and the files the switch deletes."""
+    for dirpath, dirnames, filenames in os.walk(os.path.join(folder, rel)):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            found = os.path.relpath(os.path.join(dirpath, name), folder)
+            if found not in gone:
+                return found
+    return None
+
+
+def _refuse_in_the_way(
+    folder: str, version: str, current: Files, gone: set[str], changed: Files, new_dirs: Files
+) -> None:
+    """Refuse, before anything changes, a switch that would have to replace something of neither version (an
+    ignored file, a FIFO): where the target has a file, link or folder, or inside a folder it replaces."""
+    for rel in [*changed, *new_dirs]:
+        path = os.path.join(folder, rel)
+        if _is_folder(path):
+            found = None if rel in new_dirs else _stray(folder, rel, gone)
+            if found is not None:
+                raise ProblemFound(
+                    f"{path} is a folder here and not in {version}: it holds {found}, which belongs to neither"
+                    " version; move it out of the workspace, then run the switch again"
+                )
+        elif os.path.lexists(path) and rel not in current:
+            raise ProblemFound(
+                f"{path} belongs to neither version (ignored, or not a file): move it out of the workspace, then run"
+                " the switch again"
+            )
+
+
+def _remove_folder(path: str) -> None:
+    """Remove a folder holding nothing but folders, deepest first."""
+    for dirpath, _, _ in os.walk(path, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            raise ProblemFound(
+                f"{path} is a folder here and not in the target: it holds files of neither version; move them out"
+                " of the workspace, then run the switch again"
+            ) from None
 
 
 @audited("workspace.switch", folder="folder", version="version")
 def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta = read_meta(folder)
-    repo = session.open()
+    repo = _open(session, folder, meta)
     target = resolve(repo, version)
     session.audit_note(version=target.hex())
     refuse_scoped(repo, "a workspace", target)
@@ -281,42 +497,48 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
         _, changes = status(session, folder)
         if changes:
             raise ProblemFound(f"{folder} has {len(changes)} uncommitted change(s); commit or discard them first")
+        meta = read_meta(folder)  # status adopts a version whose commit was interrupted
     base = bytes.fromhex(str(meta["base"]))
-    old = _sparse(flatten(repo, repo.load_commit(base).tree)[0], paths)
-    new_files, new_dirs = flatten(repo, repo.load_commit(target).tree)
-    new = _sparse(new_files, paths)
+    old, old_dirs = _view(*_version(repo, base), paths, _listed(meta, "extra"))
+    new, new_dirs = _view(*_version(repo, target), paths, [])
+    if resuming:
+        current, current_dirs = _scan_flat(session, repo, folder)
+        _refuse_strangers(folder, current, current_dirs, old, old_dirs, new, new_dirs)
+    else:
+        current = old  # status found the folder as the base
+    gone = set(current) - set(new)
+    changed = {rel: e for rel, e in new.items() if not _same(current.get(rel), e)}
+    _refuse_in_the_way(folder, version, current, gone, changed, new_dirs)
     meta["switching_to"] = target.hex()
+    meta.pop("committing", None)
     _write_meta(folder, meta)
-    current = _scan_flat(session, repo, folder) if resuming else old
     written = 0
     donors = _donors(session, repo, folder)
     sharer = Sharer(repo, donors, folder) if donors else None
     with lock.read_lock(repo.backend, "workspace switch"):
-        for rel in sorted(set(current) - set(new)):
+        for rel in sorted(gone):
             os.unlink(os.path.join(folder, rel))
-        for rel, e in sorted(new.items()):
-            have = current.get(rel)
-            if have is not None and (have.type, have.chunks, have.target, have.mode) == (
-                e.type,
-                e.chunks,
-                e.target,
-                e.mode,
-            ):
-                continue
+        _make_folders(folder, new_dirs)
+        for rel, e in sorted(changed.items()):
             path = os.path.join(folder, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if os.path.lexists(path):
-                os.unlink(path)
+            partial = os.path.join(os.path.dirname(path), PARTIAL)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
             if e.type == SYMLINK:
-                os.symlink(e.target or "", path)
-            elif sharer is None or not sharer.place(os.fsencode(path), e):
-                write_file(repo, os.fsencode(path), e)
+                os.symlink(e.target or "", partial)
+            elif sharer is None or not sharer.place(os.fsencode(partial), e):
+                write_file(repo, os.fsencode(partial), e)
                 written += e.size
-    for dirpath, _, _ in sorted(os.walk(folder), key=lambda t: -t[0].count(os.sep)):
-        rel = os.path.relpath(dirpath, folder)
-        if rel != "." and not os.listdir(dirpath) and rel not in new_dirs:
-            os.rmdir(dirpath)
+            if _is_folder(path):
+                _remove_folder(path)
+            os.replace(partial, path)
+    for rel in sorted(old_dirs.keys() - new_dirs.keys(), key=lambda r: -r.count("/")):
+        path = os.path.join(folder, rel)
+        if _is_folder(path) and not os.listdir(path):
+            os.rmdir(path)
+    _set_modes(folder, new_dirs, old_dirs)
     meta["base"] = target.hex()
+    meta["extra"] = []
     meta.pop("switching_to", None)
     _write_meta(folder, meta)
     _prime_cache(session, repo, folder, new)
@@ -329,6 +551,8 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
 
 @audited("workspace.discard", folder="folder")
 def discard(session: Session, folder: str) -> WorkspaceInfo:
+    if os.path.islink(os.path.normpath(folder)):
+        raise InputError(f"{folder} is a symbolic link; give the workspace folder itself")
     meta = read_meta(folder)
     shutil.rmtree(folder)
     repo_id = meta.get("repo_id")

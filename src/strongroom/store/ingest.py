@@ -69,7 +69,7 @@ class CommitResult:
 
 
 @dataclass
-class _Node:
+class ScanNode:
     rel: str
     name: str
     st: os.stat_result
@@ -87,15 +87,15 @@ class _Job:
 # ------------------------------------------------------------------------------------------ scanning
 
 
-def _scan(root: str, rules: IgnoreRules) -> tuple[dict[str, list[_Node]], list[str]]:
+def scan(root: str, rules: IgnoreRules) -> tuple[dict[str, list[ScanNode]], list[str]]:
     """Every folder (relative path, '' for the root) with its entries; plus the names skipped."""
-    folders: dict[str, list[_Node]] = {}
+    folders: dict[str, list[ScanNode]] = {}
     skipped: list[str] = []
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         path = os.path.join(root, rel_dir) if rel_dir else root
-        nodes: list[_Node] = []
+        nodes: list[ScanNode] = []
         try:
             with os.scandir(path) as it:
                 items = sorted(it, key=lambda e: e.name)
@@ -111,19 +111,19 @@ def _scan(root: str, rules: IgnoreRules) -> tuple[dict[str, list[_Node]], list[s
             if rules and rules.ignored(rel, is_dir):
                 continue
             if is_dir:
-                nodes.append(_Node(rel, item.name, st, DIR))
+                nodes.append(ScanNode(rel, item.name, st, DIR))
                 stack.append(rel)
             elif stat.S_ISREG(st.st_mode):
-                nodes.append(_Node(rel, item.name, st, FILE))
+                nodes.append(ScanNode(rel, item.name, st, FILE))
             elif stat.S_ISLNK(st.st_mode):
-                nodes.append(_Node(rel, item.name, st, SYMLINK, os.readlink(os.path.join(path, item.name))))
+                nodes.append(ScanNode(rel, item.name, st, SYMLINK, os.readlink(os.path.join(path, item.name))))
             else:
                 skipped.append(rel)  # sockets, fifos, devices: not data
         folders[rel_dir] = nodes
     return folders, skipped
 
 
-def _rules(root: str, excludes: list[str]) -> IgnoreRules:
+def ignore_rules(root: str, excludes: list[str]) -> IgnoreRules:
     patterns = list(excludes)
     try:
         with open(os.path.join(root, IGNORE_FILE), encoding="utf-8", errors="surrogateescape") as f:
@@ -280,8 +280,8 @@ def commit_folder(
     if not os.path.isdir(root):
         raise InputError(f"not a folder: {req.source}")
     scan_start = time.time_ns()
-    rules = _rules(root, req.excludes + [f"/{name}" for name in req.always_ignore])
-    folders, skipped = _scan(root, rules)
+    rules = ignore_rules(root, req.excludes + [f"/{name}" for name in req.always_ignore])
+    folders, skipped = scan(root, rules)
 
     refs = repo.read_refs()
     parent = req.pinned_parent if req.pinned_parent is not None else refs.branches.get(req.branch)

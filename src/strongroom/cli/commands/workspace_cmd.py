@@ -63,6 +63,8 @@ def status(folder: Annotated[str, typer.Argument()]) -> None:
         emit_json({"workspace": info.to_json(), "changes": [c.to_json() for c in changes]})
         return
     note(f"workspace {info.folder}: branch {info.branch}, base {info.base[:12]}")
+    if info.adopted:
+        note(f"version {info.adopted[:12]}, committed from here by a commit that was cut off, is now the base")
     if info.interrupted_switch:
         note(f"an interrupted switch to {info.interrupted_switch[:12]}: run `workspace switch` to it again")
     render.changes(changes, "no changes")
