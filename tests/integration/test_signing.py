@@ -282,7 +282,22 @@ def test_a_client_pins_the_trusted_set(sr: InProcess, src: Path, tmp_path: Path)
     from strongroom.crypto.signing import Ed25519Signer
     from strongroom.store.trust import TrustedSet, endorse
 
+    def refused(why: str) -> None:
+        for args in (("verify",), ("log",), ("signer", "list")):
+            r = fails(sr(*args), 1, why, "trust-current")
+            assert "Traceback" not in r.err
+
+    def replace(repo: Repository, trusted: TrustedSet) -> None:
+        mallory = FileSigner(Ed25519Signer.generate("mallory"))
+        root = endorse(repo.config.repo_id, "mallory", mallory.public, 1, "mallory", mallory)
+        trusted.signers = [root]
+        trusted.generation += 5
+
     ok(sr("init"))
+    at_init = (sr.repo / "signers").read_bytes()
+    _rewrite_signers(sr.repo, replace)  # 0. right after init, the set init wrote is already pinned
+    refused("trusted signers replaced")
+    (sr.repo / "signers").write_bytes(at_init)
     ok(sr("commit", str(src), "-m", "by alice"))
     (src / "a.txt").write_bytes(b"bob was here\n")
     ok(sr("commit", str(src), "-m", "by bob", user="bob"))
@@ -290,14 +305,8 @@ def test_a_client_pins_the_trusted_set(sr: InProcess, src: Path, tmp_path: Path)
     before_revocation = (sr.repo / "signers").read_bytes()
     ok(sr("signer", "revoke", "bob"))
     after_revocation = (sr.repo / "signers").read_bytes()
-    fails(sr("verify"), 1, "revoked")
 
-    def refused(why: str) -> None:
-        for args in (("verify",), ("log",), ("signer", "list")):
-            r = fails(sr(*args), 1, why, "trust-current")
-            assert "Traceback" not in r.err
-
-    # 1. The file put back to its copy from before the revocation.
+    # 1. The file put back to its copy from before the revocation, on the client that revoked.
     (sr.repo / "signers").write_bytes(before_revocation)
     refused("trusted signers rolled back")
     (sr.repo / "signers").write_bytes(after_revocation)
@@ -313,16 +322,39 @@ def test_a_client_pins_the_trusted_set(sr: InProcess, src: Path, tmp_path: Path)
     (sr.repo / "signers").write_bytes(after_revocation)
 
     # 3. A whole new set, rooted at another key, that trusts the versions it forges.
-    def replace(repo: Repository, trusted: TrustedSet) -> None:
-        mallory = FileSigner(Ed25519Signer.generate("mallory"))
-        root = endorse(repo.config.repo_id, "mallory", mallory.public, 1, "mallory", mallory)
-        trusted.signers = [root]
-        trusted.generation += 5
-
     _rewrite_signers(sr.repo, replace)
     refused("trusted signers replaced")
+    (sr.repo / "signers").write_bytes(after_revocation)
 
-    # 4. The set deleted.
+    # 4. An unrevoked copy of bob's entry before the revoked one: a set never lists a key twice.
+    def duplicate(repo: Repository, trusted: TrustedSet) -> None:
+        bob = trusted.signers[1]
+        trusted.signers.insert(1, dataclasses.replace(bob, revoked_ns=0, revoked_by=""))
+        trusted.generation += 1
+
+    _rewrite_signers(sr.repo, duplicate)
+    fails(sr("verify"), 1, "trusted signers")
+    assert "valid:bob" not in sr("log").out
+    (sr.repo / "signers").write_bytes(after_revocation)
+
+    # 5. A revoked key (its private key leaked) adding a key dated before its own revocation.
+    carol = FileSigner(Ed25519Signer.generate("carol"))
+    ok(sr("signer", "add", "carol", carol.public.openssh("carol")))
+    ok(sr("signer", "revoke", "carol"))
+
+    def backdate(repo: Repository, trusted: TrustedSet) -> None:
+        revoked = trusted.by_fingerprint(carol.public.fingerprint)
+        assert revoked is not None and revoked.revoked
+        mallory = FileSigner(Ed25519Signer.generate("mallory"))
+        trusted.signers.append(
+            endorse(repo.config.repo_id, "mallory", mallory.public, revoked.revoked_ns - 1, "carol", carol)
+        )
+        trusted.generation += 1
+
+    _rewrite_signers(sr.repo, backdate)
+    refused("which this client saw revoked")
+
+    # 6. The set deleted.
     (sr.repo / "signers").unlink()
     refused("rolled back")
 

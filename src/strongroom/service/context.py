@@ -235,6 +235,7 @@ class Session:
 
     def adopt(self, repo: Repository) -> None:
         """Use a repository this session has just created as its opened one."""
+        repo.signers_guard = self.pinned_signers(repo).check_and_save
         self._opened = repo
 
     def remember(self, repo: Repository, refs: Refs) -> None:

@@ -95,12 +95,14 @@ class SeenSigners:
     generation: int
     digest: str
     revoked: tuple[str, ...]
+    known: tuple[str, ...] = ()  # every key of the set
 
     @classmethod
     def of(cls, trusted: TrustedSet) -> SeenSigners:
         root = trusted.signers[0].fingerprint if trusted.signers else ""
         revoked = tuple(sorted(s.fingerprint for s in trusted.signers if s.revoked))
-        return cls(root, trusted.generation, sha256_hex(trusted.encode()), revoked)
+        known = tuple(sorted(s.fingerprint for s in trusted.signers))
+        return cls(root, trusted.generation, sha256_hex(trusted.encode()), revoked, known)
 
 
 class PinnedSigners:
@@ -118,7 +120,8 @@ class PinnedSigners:
             if obj["format"] != self.FORMAT:
                 return None
             revoked = tuple(str(fp) for fp in obj["revoked"])
-            return SeenSigners(str(obj["root"]), int(obj["generation"]), str(obj["digest"]), revoked)
+            known = tuple(str(fp) for fp in obj.get("known", []))
+            return SeenSigners(str(obj["root"]), int(obj["generation"]), str(obj["digest"]), revoked, known)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -141,6 +144,14 @@ class PinnedSigners:
         restored = sorted(set(seen.revoked) - set(now.revoked))
         if restored:
             raise RollbackDetected(f"trusted signers changed: revoked key {restored[0]} is no longer revoked")
+        # Endorsement times are the endorser's claim: a leaked, revoked key could add keys dated before its
+        # revocation. A key this client first sees endorsed by a key it already saw revoked is refused.
+        for s in trusted.signers:
+            if seen.known and s.fingerprint not in seen.known and s.endorser in seen.revoked:
+                raise RollbackDetected(
+                    f"trusted signers changed: new key {s.fingerprint} ({s.name}) is endorsed by {s.endorser}, "
+                    "which this client saw revoked"
+                )
 
     def save(self, trusted: TrustedSet, force: bool = False) -> None:
         seen, now = self.load(), SeenSigners.of(trusted)
@@ -148,7 +159,8 @@ class PinnedSigners:
             return
         body = {"format": self.FORMAT, "root": now.root, "generation": now.generation, "digest": now.digest}
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        write_private_file(Path(self.path), json.dumps({**body, "revoked": list(now.revoked)}).encode())
+        lists = {"revoked": list(now.revoked), "known": list(now.known)}
+        write_private_file(Path(self.path), json.dumps({**body, **lists}).encode())
 
     def check_and_save(self, trusted: TrustedSet) -> None:
         self.check(trusted)

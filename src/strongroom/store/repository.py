@@ -421,6 +421,8 @@ class Repository:
             data = seal_signers(self.sealer, self.context, trusted)
             self._account_messages()
             self.backend.put(SIGNERS_NAME, data)
+            if self.signers_guard is not None:
+                self.signers_guard(trusted)  # the client pins what it wrote: a revocation cannot be put back
             return trusted
 
     # ---------------------------------------------------------------- nonce budget

@@ -111,9 +111,13 @@ class TrustedSet:
                         revoked_by=str(s["revoked_by"]),
                     )
                 )
-            return cls(int(obj["generation"]), out)
+            trusted = cls(int(obj["generation"]), out)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError, InputError):
             raise IntegrityError("the trusted signers are malformed") from None
+        if len({s.fingerprint for s in out}) != len(out):
+            # `signer add` never lists a key twice; a copy before a revoked entry would hide the revocation.
+            raise IntegrityError("the trusted signers list a key twice")
+        return trusted
 
     def by_fingerprint(self, fingerprint: str) -> TrustedSigner | None:
         return next((s for s in self.signers if s.fingerprint == fingerprint), None)
