@@ -8,8 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
+import pytest
+
+from strongroom.crypto.secret import Secret
 from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
 from tests.hsm import SoftHsm, unique_label
 from tests.integration.test_secrets import encodings
@@ -232,3 +237,76 @@ def test_backup_of_a_double_encrypted_repository_restores_with_passphrase_and_to
     res = cli("--repo", str(rebuilt), "checkout", "main", str(out), extra_env=env)
     assert res.code == 0, res.err
     assert tree_snapshot(out) == tree_snapshot(src)
+
+
+class _WrongPin:
+    """The passphrase, and a PIN the token refuses."""
+
+    def passphrase(self) -> Secret:
+        return Secret(PASSPHRASE.encode())
+
+    def pin(self, token: str) -> Secret:
+        return Secret(b"999999")
+
+    def keyfile_path(self, recorded: str) -> str:
+        return recorded
+
+
+def test_a_wrong_pin_is_tried_once_per_token(
+    cli: Cli, softhsm: SoftHsm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token locks itself after a few wrong PINs: one typed mistake must cost one failed login, however many
+    key slots use that token."""
+    import contextlib
+    from collections.abc import Iterator
+    from typing import Any
+
+    from strongroom.backends.local import LocalBackend
+    from strongroom.crypto import hsm
+    from strongroom.errors import WrongPin
+    from strongroom.store.repository import Repository
+
+    label = unique_label()
+    _hsm_init(cli, softhsm, label)
+    res = cli("key", "add-kek", "--kek", f"keyfile:{tmp_path / 'k.key'}", "--kek", "pkcs11", *softhsm.kek_args(label),
+              extra_env=softhsm.env)  # fmt: skip
+    assert res.code == 0, res.err
+    refused: list[str] = []
+    real = hsm.token_session
+
+    @contextlib.contextmanager
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            with real(*args, **kwargs) as session:
+                yield session
+        except WrongPin:
+            refused.append(args[1])
+            raise
+
+    monkeypatch.setenv("SOFTHSM2_CONF", softhsm.conf)
+    monkeypatch.setattr(hsm, "token_session", counting)
+    with pytest.raises(WrongPin):
+        Repository.open(LocalBackend(str(cli.repo)), _WrongPin())
+    assert refused == [softhsm.token]
+
+
+def test_removing_a_key_slot_takes_the_publish_lock(cli: Cli, tmp_path: Path) -> None:
+    """Two removals at once must not each leave the other's slot as the last one: the count is checked and the
+    slot deleted under the publish lock."""
+
+    keyfile = tmp_path / "k.key"
+    assert cli("init").code == 0
+    assert cli("key", "add-kek", "--kek", f"keyfile:{keyfile}").code == 0
+    slots = json.loads(cli("--json", "key", "list").out)["slots"]
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (cli.repo / "locks").mkdir(exist_ok=True)
+        holder = {"pid": sleeper.pid, "host": socket.gethostname(), "time_ns": 0, "command": "commit"}
+        (cli.repo / "locks" / "publish").write_text(json.dumps(holder))
+        res = cli("key", "remove-kek", slots[0]["id"])
+        assert res.code == 1 and f"PID {sleeper.pid}" in res.err
+        assert len(json.loads(cli("--json", "key", "list").out)["slots"]) == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert cli("key", "remove-kek", slots[0]["id"]).code == 0

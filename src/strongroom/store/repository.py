@@ -269,12 +269,19 @@ class Repository:
         master = None
         refusals: list[InputError] = []
         opened_slot = ""
+        refused_tokens: set[tuple[str, str]] = set()
         for slot in slots:
+            tokens = {(str(x.params["module"]), str(x.params["token"])) for x in slot.layers if x.kind == "pkcs11"}
+            if tokens & refused_tokens:
+                continue  # the PIN was refused once: another try could lock the token (a few tries at most)
             try:
                 master = open_slot(slot, config.repo_id, creds)
                 opened_slot = slot.slot_id
                 break
-            except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable, InputError) as e:
+            except WrongPin as e:
+                refusals.append(e)
+                refused_tokens |= tokens
+            except (WrongPassphrase, HsmError, KeyUnavailable, InputError) as e:
                 refusals.append(e)
             except IntegrityError:
                 damaged += 1
@@ -329,13 +336,15 @@ class Repository:
         return slot
 
     def remove_key_slot(self, slot_id: str) -> KeySlot:
-        slots = {s.slot_id: s for s in self.key_slots()}
-        if slot_id not in slots:
-            raise InputError(f"no key slot {slot_id!r} (strongroom key list shows them)")
-        if len(slots) == 1:
-            raise InputError("refusing to remove the last key slot: the repository could never be opened again")
-        self.backend.delete(f"keys/{slot_id}")
-        return slots[slot_id]
+        # Under the publish lock: two removals at once must not each see the other's slot and leave none.
+        with lock.publish_lock(self.backend, "key remove-kek", 5.0):
+            slots = {s.slot_id: s for s in self.key_slots()}
+            if slot_id not in slots:
+                raise InputError(f"no key slot {slot_id!r} (strongroom key list shows them)")
+            if len(slots) == 1:
+                raise InputError("refusing to remove the last key slot: the repository could never be opened again")
+            self.backend.delete(f"keys/{slot_id}")
+            return slots[slot_id]
 
     def master_matches(self, candidate: Secret) -> bool:
         return candidate == self._master
