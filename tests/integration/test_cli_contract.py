@@ -378,3 +378,26 @@ def test_weak_kdf_switch_is_refused_outside_the_test_suite(cli: Cli) -> None:
     assert not fresh.repo.exists()
     del env["STRONGROOM_UNSAFE_TEST_WEAK_KDF"]
     ok(Cli(cli.repo, env)("log"))  # the same command without the switch runs
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("key", "export", "--paper", "--confirm", "é"), "confirmation does not match"),
+        (("key", "recover", "{latin1}"), "not a recovery sheet"),
+        (("audit", "check-proof", "{proof}", "--key", "{latin1}"), "cannot read a verifier key"),
+        (("audit", "log", "--since", "0001-01-01T00:00:00+01:00"), "out of range"),
+        (("audit", "export", "--since", "9999-12-31T23:59:59-01:00"), "out of range"),
+        (("audit", "tail", "-n", "99999999999999999999"), "--lines"),
+        (("audit", "prove", "99999999999999999999"), "sequence number"),
+        (("audit", "consistency", "1", "99999999999999999999999"), "NEW_SIZE"),
+    ],
+)
+def test_out_of_range_numbers_times_and_undecodable_files(
+    hcli: Cli, tmp_path: Path, args: tuple[str, ...], word: str
+) -> None:
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("clé é".encode("latin-1"))
+    proof = tmp_path / "proof.json"
+    proof.write_text("{}")  # the key is read first
+    fails(hcli(*(a.format(latin1=latin1, proof=proof) for a in args)), 2, word)

@@ -165,7 +165,10 @@ def parse_time(text: str) -> str:
         raise InputError(f"not an RFC 3339 time or date: {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return rfc3339(moment)
+    try:
+        return rfc3339(moment)
+    except OverflowError:  # a time zone moves it out of years 1-9999
+        raise InputError(f"time out of range: {text!r}") from None
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,17 @@ def log(
     return _path_filter(events, path)
 
 
+def _count(value: int, what: str) -> int:
+    """A number of events or a tree size, as SQLite can hold it (signed 64 bits)."""
+    if not 0 <= value < 1 << 63:
+        raise InputError(f"{what} must be between 0 and 2^63 - 1")
+    return value
+
+
 @audited("audit.tail", lines="lines")
 def tail(session: Session, lines: int = 20) -> list[Event]:
     session.open()
-    return _log(session).query(limit=max(lines, 0), newest=True)
+    return _log(session).query(limit=_count(max(lines, 0), "--lines"), newest=True)
 
 
 def follow(session: Session, after_seq: int, poll: float = 1.0) -> Iterator[Event]:
@@ -91,12 +98,12 @@ def verify(session: Session) -> VerifyReport:
 
 @audited("audit.prove", seq="seq")
 def prove(session: Session, seq: int) -> dict[str, Any]:
-    return _log(session).prove(session.open(), seq)
+    return _log(session).prove(session.open(), _count(seq, "the sequence number"))
 
 
 @audited("audit.consistency", old_size="old_size", new_size="new_size")
 def consistency(session: Session, old_size: int, new_size: int) -> dict[str, Any]:
-    return _log(session).consistency(session.open(), old_size, new_size)
+    return _log(session).consistency(session.open(), _count(old_size, "OLD_SIZE"), _count(new_size, "NEW_SIZE"))
 
 
 def check_proof_doc(session: Session, doc: dict[str, Any], key: str | None) -> str:
@@ -104,8 +111,11 @@ def check_proof_doc(session: Session, doc: dict[str, Any], key: str | None) -> s
     if key:
         text = key
         if os.path.isfile(key):
-            with open(key, encoding="utf-8") as f:
-                text = f.read().strip()
+            try:
+                with open(key, encoding="utf-8") as f:
+                    text = f.read().strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise InputError(f"cannot read a verifier key from {key}: {e}") from None
         verifier = Ed25519Verifier.from_vkey(text)
         return check_proof(doc, verifier)
     with session.audited("audit.check-proof"):

@@ -199,6 +199,8 @@ def recover(
                 text = f.read()
     except OSError as e:
         raise InputError(f"cannot read {sheet}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{sheet} is not a recovery sheet (not UTF-8 text)") from None
     _show_slot(svc.recover(session(), text), "added")
 
 
