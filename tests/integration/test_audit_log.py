@@ -301,3 +301,17 @@ def test_prove_refuses_an_edited_event_but_proves_the_others(logged: Strongroom,
     _sql(_db(tmp_path), "UPDATE audit_events SET leaf=zeroblob(32) WHERE seq=2")  # the recorded tree itself
     r = c("audit", "prove", "4")
     assert r.code == 1 and "does not match its checkpoint" in r.err, r.err
+
+
+def test_a_segment_deleted_from_the_repository_fails_verify(logged: Strongroom, cli: Cli) -> None:
+    """The repository's sealed segments are the copy `audit rebuild` restores from: one deleted is damage,
+    named by the first event it held, not a warning."""
+    repo_path = Path(logged._session.settings.repo or "")
+    files = sorted((p for p in (repo_path / "audit").glob("*/segments/*") if p.is_file()), key=lambda p: p.name)
+    assert len(files) >= 3
+    victim = files[1]
+    first = int(victim.name.split("-")[0])  # segments/<first seq>-<count>-<tag>
+    victim.unlink()
+    r = Cli(repo_path, cli.env)("audit", "verify")
+    assert r.code == 1 and "miss events" in r.err and "Traceback" not in r.err, r.err
+    assert f"first bad sequence number {first}" in r.err

@@ -46,6 +46,14 @@ _NODE = b"\x01"
 _OBJ = re.compile(r"^audit/([0-9a-f]{16})/(segments|checkpoints)/(\d{12})(?:-(\d+))?-([0-9a-f]{8})$")
 
 
+class SegmentGap(IntegrityError):
+    """The repository's sealed copy of the log lacks events from ``first`` on."""
+
+    def __init__(self, first: int, message: str) -> None:
+        super().__init__(message)
+        self.first = first
+
+
 def origin_of(repo_id: str, log_id: str) -> str:
     return f"strongroom/{repo_id}/{log_id}"
 
@@ -253,7 +261,7 @@ class AuditLog:
             if first < end:
                 continue
             if first > end:
-                raise IntegrityError(f"the repository's segments miss events {end}..{first - 1}")
+                raise SegmentGap(end, f"the repository's segments miss events {end}..{first - 1}")
             if not count:
                 raise IntegrityError(f"{name} names no event count")
             out.append((name, first, count))
@@ -461,11 +469,15 @@ class AuditLog:
         verifier = repo.log_signer().verifier() if repo is not None else None
         warnings: list[str] = []
         ranges: list[tuple[str, int, int]] | None = None
+        # The repository's sealed copy is what `audit rebuild` restores from: damage to it fails the check.
+        copy_problems: list[tuple[int, str]] = []
         if repo is not None:
             try:
                 ranges = self.segment_ranges(repo)
+            except SegmentGap as e:
+                copy_problems.append((e.first, f"the repository's sealed copy is damaged: {e}"))
             except StrongroomError as e:
-                warnings.append(f"repository segments unreadable: {e}")
+                copy_problems.append((0, f"the repository's sealed copy is damaged: {e}"))
         with ThreadPoolExecutor(1) as pool:  # the repository's objects are read while the catalog is scanned
             repo_cps_job = pool.submit(self.repo_checkpoints, repo) if repo is not None else None
             sealed_job = pool.submit(self.sealed_digests, repo, ranges) if repo is not None and ranges else None
@@ -487,7 +499,7 @@ class AuditLog:
                 sealed_error = e
         report = VerifyReport(True, self.log_id, self.origin, len(leaves), 0, len(cat_cps), 0, warnings=warnings)
         checkpoints: list[StoredCheckpoint] = []
-        problems: list[tuple[int, str]] = []
+        problems: list[tuple[int, str]] = list(copy_problems)
         if first_bad is not None:
             problems.append((first_bad, reason))
         for row in cat_cps:
@@ -536,7 +548,7 @@ class AuditLog:
                     raise sealed_error
                 diff, sealed_count = self.sealed_difference(repo, ranges, sealed, digests, leaves)
             except StrongroomError as e:
-                report.warnings.append(f"repository segments unreadable: {e}")
+                problems.append((0, f"the repository's sealed copy is damaged: {e}"))
         if mismatch is not None:
             at = diff if diff is not None and diff < mismatch else report.covered
             problems.append((at, f"the events do not match the signed checkpoint of size {mismatch}"))
