@@ -49,7 +49,7 @@ _OBJ = re.compile(r"^audit/([0-9a-f]{16})/(segments|checkpoints)/(\d{12})(?:-(\d
 class SegmentGap(IntegrityError):
     """The repository's sealed copy of the log lacks events from ``first`` on."""
 
-    def __init__(self, first: int, message: str) -> None:
+    def __init__(self, first: int = 0, message: str = "") -> None:
         super().__init__(message)
         self.first = first
 

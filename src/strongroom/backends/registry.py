@@ -28,14 +28,13 @@ class S3Location:
 
 
 def redact(url: str) -> str:
-    """The location without user info, password or query string."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    """``url`` without user info (``KEY:SECRET@``), query or fragment, for errors, logs and reprs. Plain string
+    work, so it never raises and keeps what it does not understand (an IPv6 host in brackets, a bad port)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not shown: it holds '@')" if "@" in url else url
+    rest = rest.rpartition("@")[2]  # whatever stood before the last '@' (a password may hold '/' or '#')
+    return f"{scheme}://{rest.split('?', 1)[0].split('#', 1)[0]}"
 
 
 def parse_s3(url: str) -> S3Location:

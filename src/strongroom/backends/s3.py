@@ -42,6 +42,7 @@ from strongroom.backends.base import (
     TransientBackendError,
     validate_name,
 )
+from strongroom.backends.registry import redact
 
 MULTIPART_THRESHOLD = 16 << 20
 PART_SIZE = 8 << 20
@@ -190,9 +191,14 @@ class S3Backend:
     def __repr__(self) -> str:
         return f"S3Backend({self.describe()!r})"
 
+    @property
+    def location(self) -> str:
+        """``s3://BUCKET/PREFIX`` (``s3://BUCKET`` for the whole bucket)."""
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
     def describe(self) -> str:
-        where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        return f"{where} at {self.endpoint_url}" if self.endpoint_url else where
+        """The location and endpoint, never the user info of an endpoint URL."""
+        return f"{self.location} at {redact(self.endpoint_url)}" if self.endpoint_url else self.location
 
     # ------------------------------------------------------------------ plumbing
 
@@ -204,9 +210,12 @@ class S3Backend:
             with self._lock:
                 client = self._clients.get(pid)
                 if client is None:
-                    client = _new_client(
-                        self.profile, endpoint_url=self.endpoint_url, region_name=self.region, config=self._config
-                    )
+                    try:
+                        client = _new_client(
+                            self.profile, endpoint_url=self.endpoint_url, region_name=self.region, config=self._config
+                        )
+                    except ValueError:  # botocore: "Invalid endpoint: <the URL as given>"
+                        raise BackendError(f"invalid S3 endpoint {redact(self.endpoint_url or '')}") from None
                     self._clients = {pid: client}
         return client
 
@@ -231,7 +240,10 @@ class S3Backend:
             return BackendAccessDenied(f"{where}: no S3 credentials found (environment, profile or role)")
         if isinstance(err, ProfileNotFound):
             return BackendAccessDenied(f"{where}: the AWS profile {self.profile!r} is not configured")
-        return BackendError(f"{where}: {type(err).__name__}: {err}")
+        text = str(err)
+        if self.endpoint_url:  # botocore names the endpoint as given in some messages
+            text = text.replace(self.endpoint_url, redact(self.endpoint_url))
+        return BackendError(f"{where}: {type(err).__name__}: {text}")
 
     def _call(self, op: str, what: str, **kwargs: Any) -> Any:
         try:
@@ -460,13 +472,15 @@ class S3Backend:
         """Delete one version (refused by the server while it is locked)."""
         self._call("delete_object", name, Key=self.key(name), VersionId=version_id)
 
-    def versions(self, prefix: str = "") -> Iterator[Version]:
-        """Every version (not delete markers) of every key under ``prefix`` (a folder or an exact name)."""
+    def versions(self, prefix: str = "", *, top: bool = False) -> Iterator[Version]:
+        """Every version (not delete markers) of every key under ``prefix`` (a folder or an exact name).
+        ``top``: only the keys at the top of ``prefix``, none below a further ``/`` (S3's delimiter)."""
+        extra = {"Delimiter": "/"} if top else {}
         try:
             pages = (
                 self._client()
                 .get_paginator("list_object_versions")
-                .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+                .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra)
             )
             for page in pages:
                 for v in page.get("Versions", []):

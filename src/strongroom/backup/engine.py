@@ -4,12 +4,20 @@ Push uploads what the bucket lacks, every object with the remote's Object Lock r
 time, then writes the signed manifest last: a push that stops early (a dropped connection, SIGKILL, an
 incident) leaves no manifest naming a missing object, and the next push finds the finished uploads by
 their ETag and does not send them again. Verify and restore read only the versions a manifest names.
+
+A prefix holds one repository: push, verify, release and prune first read the prefix's ``config`` (plaintext,
+it holds the repository id) and refuse another repository's prefix (``check_prefix``). Content-named
+objects (``data/``, ``index/``) are re-hashed against their names before upload, and a restore re-hashes
+them after download: a damaged local pack never replaces the good copy, and a damaged backup never
+restores with success. Listings meant for deletion see only strongroom's own names (``owned_versions``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +29,13 @@ from strongroom.backends.base import Backend, BackendError, ObjectMissing, Trans
 from strongroom.backends.s3 import Lock, S3Backend, Version, expected_etag
 from strongroom.backup.manifest import MANIFEST_NAME, Entry, Manifest
 from strongroom.backup.pinned import PinnedBackend
-from strongroom.backup.remotes import Incident, IncidentOpen, Remote
+from strongroom.backup.remotes import Incident, IncidentOpen, Remote, RemoteUnusable
+from strongroom.crypto.idhash import content_name
 from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
 from strongroom.errors import (
     HsmError,
+    InputError,
     IntegrityError,
     KeyUnavailable,
     PolicyDenied,
@@ -41,6 +51,12 @@ T = TypeVar("T")
 A = TypeVar("A")
 DAY = 86400
 SMALL = ("config", "counters", "keyring", "signers")  # besides refs and keys/*; read after listing (keys grow)
+CONTENT_FOLDERS = ("data", "index")  # objects named by the BLAKE3 of their bytes (docs/format.md §5)
+SEALED_FOLDERS = ("keys", "scopes", "audit")  # compared by hash: rewritten in place
+FOLDERS = CONTENT_FOLDERS + SEALED_FOLDERS
+TOP_NAMES = (MANIFEST_NAME, "refs", *SMALL)  # every name push writes at the top of a prefix
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CREDENTIALS = (WrongPassphrase, WrongPin, HsmError, KeyUnavailable)  # the credentials, not the manifest
 
 
 class PushInterrupted(ProblemFound):
@@ -87,6 +103,51 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# ----------------------------------------------------------------------------------------- the prefix
+
+
+def owns(name: str) -> bool:
+    """Whether ``name`` (relative to the prefix) is one strongroom writes: a top name, or below one of its
+    folders. Nothing else in a prefix (another backup under ``team/``, say) is listed for deletion."""
+    return name in TOP_NAMES or ("/" in name and name.split("/", 1)[0] in FOLDERS)
+
+
+def owned_versions(s3: S3Backend) -> list[Version]:
+    """Every version of strongroom's own objects under the prefix: the top names (one listing with a
+    delimiter, so nothing below another folder) and each of its folders; never another folder's keys, even
+    when the prefix is the whole bucket."""
+    out = [v for v in s3.versions("", top=True) if v.name in TOP_NAMES]
+    for folder in FOLDERS:
+        out.extend(v for v in s3.versions(f"{folder}/") if owns(v.name))
+    return out
+
+
+def prefix_owner(s3: S3Backend) -> str | None:
+    """The repository id in the prefix's current ``config`` (plaintext JSON); None when there is none or it
+    is not a strongroom config (garbage is the manifests' business: their signatures are checked)."""
+    try:
+        data, _ = s3.get_current("config")
+    except ObjectMissing:
+        return None
+    except BackendError as e:
+        raise RemoteUnusable(f"cannot read {s3.describe()}: {e}") from None
+    try:
+        rid = json.loads(data)["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return rid if isinstance(rid, str) and _HEX64.fullmatch(rid) else None
+
+
+def check_prefix(s3: S3Backend, repo_id: str) -> None:
+    """Refuse (exit 2) a prefix whose ``config`` belongs to another repository."""
+    owner = prefix_owner(s3)
+    if owner is not None and owner != repo_id:
+        raise InputError(
+            f"{s3.location} holds the backup of repository {owner[:16]}, not of this one ({repo_id[:16]}): "
+            "give each repository its own prefix"
+        )
+
+
 # ----------------------------------------------------------------------------------------- manifests
 
 
@@ -99,21 +160,28 @@ def manifest_versions(s3: S3Backend) -> list[Version]:
 def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[Manifest, str, list[str]] | None:
     """The newest manifest version that ``accept`` takes (it checks the signature); versions it refuses
     (garbage, another key) are skipped and listed. Among versions of the same second the latest created
-    wins. None when no version is acceptable."""
+    wins. A version the credentials cannot open (another repository's, in a prefix an older strongroom let
+    two repositories share) is skipped too; when no version opens, that credential error is raised. None
+    when no version is acceptable."""
     skipped: list[str] = []
+    denied: InputError | None = None
     best: tuple[Manifest, str, dt.datetime] | None = None
     for v in manifest_versions(s3):
         if best is not None and v.modified < best[2]:
             break
         try:
             m = accept(s3.get_version(MANIFEST_NAME, v.version_id))
-        except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):  # the credentials, not the manifest
-            raise
+        except _CREDENTIALS as e:
+            denied = denied or e
+            skipped.append(f"{v.version_id}: {e} (another repository's backup?)")
+            continue
         except StrongroomError as e:
             skipped.append(f"{v.version_id}: {e}")
             continue
         if best is None or m.created_ns > best[0].created_ns:
             best = (m, v.version_id, v.modified)
+    if best is None and denied is not None:
+        raise denied
     return None if best is None else (best[0], best[1], skipped)
 
 
@@ -124,7 +192,7 @@ def _current_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tup
     try:
         note, vid = s3.get_current(MANIFEST_NAME)
         return accept(note), vid, []
-    except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):
+    except _CREDENTIALS:
         raise
     except (ObjectMissing, IntegrityError):
         return None
@@ -155,11 +223,12 @@ def _snapshot(backend: Backend) -> tuple[dict[str, int], dict[str, bytes]]:
     """Names and sizes of everything a backup holds. Refs are read first and the keyring last: packs and
     index files are written before the refs that reach them, and key material only grows."""
     small: dict[str, bytes] = {"refs": backend.get("refs")}
-    sizes: dict[str, int] = dict(backend.list("index"))
-    sizes.update(backend.list("data"))
+    sizes: dict[str, int] = {}
+    for folder in reversed(CONTENT_FOLDERS):  # index files first: packs are written before them
+        sizes.update(backend.list(folder))
     # keys/*, scope records and audit objects are compared by hash: key slots come and go, and
     # `key reencrypt` reseals scope records, audit segments and checkpoints in place under a new data key.
-    for prefix in ("keys", "scopes", "audit"):
+    for prefix in SEALED_FOLDERS:
         for name, _ in backend.list(prefix):
             small[name] = backend.get(name)
     for name in SMALL:
@@ -224,10 +293,11 @@ def push(
         pending.append(name)
 
     stop = threading.Event()
+    refused = threading.Event()  # a damaged local object: upload nothing more
     versions: dict[str, list[Version]] | None = None
     if len(pending) > list_above:
         versions = {}
-        for v in s3.versions(""):
+        for v in owned_versions(s3):
             versions.setdefault(v.name, []).append(v)
 
     def finished(name: str, size: int, etag: str) -> str | None:
@@ -244,12 +314,23 @@ def push(
     def upload(name: str) -> tuple[str, Entry, int, bool]:
         if stop.is_set():
             raise IncidentOpen("(opened during the push)", "stopped")
+        if refused.is_set():  # never the error reported: the refused object was submitted earlier
+            raise PushInterrupted("stopped: another object was refused")
         if incidents():
             stop.set()
             guard()
         data = small.get(name)
         if data is None:
             data = repo.backend.get(name)
+            # Content-named: the bytes must hash to the name, or a damaged local copy would go up as a new
+            # version of the key (over the good one in the bucket) and into the manifest.
+            if name.split("/", 1)[0] in CONTENT_FOLDERS and content_name(data) != name.rsplit("/", 1)[-1]:
+                refused.set()
+                raise IntegrityError(
+                    f"push refused: {name} in the repository does not match its content name (damaged); no "
+                    "backup was written: run `strongroom verify` to see what it affects (the bucket's copy was "
+                    "left as it was)"
+                )
         sha, etag = _sha(data), expected_etag(data, s3.part_size, s3.multipart_threshold)
         done = finished(name, len(data), etag)
         if done is not None:  # finished by an interrupted push
@@ -387,17 +468,27 @@ class RestoreReport:
 
 
 def open_verified(dest: Backend, credentials: Secret | Credentials, what: str) -> tuple[Repository, check.VerifyReport]:
-    """Open what a restore rebuilt and verify it; IntegrityError naming the first damage otherwise."""
+    """Verify what a restore rebuilt: first the keyless structure check (every pack and index file re-hashed
+    against its name, config, keyring, refs and key files present and well formed), then open it and check
+    that every version's objects are indexed and in their packs. IntegrityError naming the first damage."""
+
+    def fail(damage: list[check.Damage]) -> IntegrityError:
+        return IntegrityError(f"{what} fails verification: " + "; ".join(f"{d.what}: {d.reason}" for d in damage[:5]))
+
+    structure = check.verify_structure(dest)
+    if not structure.ok:
+        raise fail(structure.damage)
     repo = Repository.open(dest, credentials)
     r = check.verify(repo)
     if not r.ok:
-        raise IntegrityError(f"{what} fails verification: " + "; ".join(f"{d.what}: {d.reason}" for d in r.damage[:5]))
+        raise fail(r.damage)
     return repo, r
 
 
 def restore(s3: S3Backend, credentials: Secret | Credentials, dest: Backend, workers: int = 8) -> RestoreReport:
     """Rebuild a repository in ``dest`` from the bucket alone; every object is the version the newest
-    good manifest names, hash-checked; the result is verified (structure and reachability) before return."""
+    good manifest names, hash-checked; the result is verified (every pack and index file re-hashed against
+    its name, and reachability) before return."""
     t0 = time.perf_counter()
     found = find_manifest(s3, accept_with_passphrase(s3, credentials))
     if found is None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from strongroom.backends.base import Backend, BackendAccessDenied, BackendError, ObjectMissing
 from strongroom.backends.s3 import Lock, S3Backend, Version
 from strongroom.backup.engine import (
+    _CREDENTIALS,
     DAY,
     NoBackup,
     _current_manifest,
@@ -32,24 +33,16 @@ from strongroom.backup.engine import (
     find_manifest,
     manifest_versions,
     open_verified,
+    owned_versions,
     retrying,
 )
 from strongroom.backup.manifest import MANIFEST_NAME, Manifest
 from strongroom.backup.pinned import PinnedBackend
-from strongroom.backup.remotes import Remote
+from strongroom.backup.remotes import MAX_RETAIN_DAYS, Remote
 from strongroom.core.ids import ObjectKind
 from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
-from strongroom.errors import (
-    HsmError,
-    InputError,
-    IntegrityError,
-    KeyUnavailable,
-    ProblemFound,
-    StrongroomError,
-    WrongPassphrase,
-    WrongPin,
-)
+from strongroom.errors import InputError, IntegrityError, ProblemFound, StrongroomError
 from strongroom.store import gc
 from strongroom.store.index import Index
 from strongroom.store.pack import pack_path
@@ -131,7 +124,7 @@ def good_manifests(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[
     for v in manifest_versions(s3):
         try:
             good.append(Good(accept(s3.get_version(MANIFEST_NAME, v.version_id)), v))
-        except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):  # the credentials, not the manifest
+        except _CREDENTIALS:  # the credentials, not the manifest
             raise
         except ObjectMissing:
             continue
@@ -177,6 +170,10 @@ def release(
     if retain_days is not None:
         if retain_days < 1:
             raise InputError("--retain-days must be at least 1")
+        if retain_days > MAX_RETAIN_DAYS:
+            raise InputError(
+                f"retention of {retain_days} days is above the maximum of {MAX_RETAIN_DAYS} days (100 years)"
+            )
         if retain_days > remote.max_retain_days:
             raise InputError(
                 f"retention of {retain_days} days is above the maximum of {remote.max_retain_days} days "
@@ -241,6 +238,8 @@ class PruneReport:
     dry_run: bool = False
     deleted_names: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    kept_everything: bool = False  # a manifest version this repository cannot open: nothing was deleted
+    unopened_manifests: list[str] = field(default_factory=list)  # their version ids
 
 
 def prune(
@@ -258,7 +257,13 @@ def prune(
     a legal hold, and never one younger than ``min_age_days`` (a push that is running has not written its
     manifest yet). Kept: the newest ``keep_last`` backups, those made within ``keep_within_days``, the
     newest one always, and any whose manifest version is under a legal hold (``backup release``). Before
-    deleting anything, every object a kept backup names must be in the bucket ("data seems to be missing")."""
+    deleting anything, every object a kept backup names must be in the bucket ("data seems to be missing").
+
+    Only strongroom's own names at the top of the prefix are considered (``owned_versions``): never a key
+    below another folder, even when the prefix is the whole bucket. A manifest version that does not verify
+    under this repository's key may be another repository's (in a prefix an older strongroom let two
+    repositories share), a newer format, or garbage: prune cannot know what it needs, so it then deletes
+    nothing at all (``kept_everything``) until that version is removed by hand."""
     t0 = time.perf_counter()
     now = time.time() if now is None else now
     if keep_last is None and keep_within_days is None:
@@ -277,7 +282,7 @@ def prune(
     wanted: set[tuple[str, str]] = {(MANIFEST_NAME, g.version.version_id) for g in kept}
     for g in kept:
         wanted.update((n, e.version_id) for n, e in g.manifest.entries.items())
-    listing = list(s3.versions(""))
+    listing = owned_versions(s3)
     present = {(v.name, v.version_id) for v in listing}
     missing = sorted(wanted - present)
     if missing:
@@ -286,6 +291,11 @@ def prune(
             f"(e.g. {missing[0][0]}); prune will not start (run `strongroom backup verify`)"
         )
     report = PruneReport(len(good), len(kept), bad_manifests=len(bad), dry_run=dry_run)
+    if bad:
+        report.kept_everything = True
+        report.unopened_manifests = sorted(v.version_id for v in bad)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        return report
     cutoff = dt.datetime.fromtimestamp(now - min_age_days * DAY, dt.UTC)
     candidates = []
     for v in listing:
@@ -356,6 +366,8 @@ def restore_version(
     t0 = time.perf_counter()
     skipped: list[str] = []
     chosen: tuple[Manifest, Version, Repository, bytes] | None = None
+    denied: InputError | None = None  # the credentials opened no manifest version (yet)
+    opened = False
     generation = 0  # the newest refs generation in the bucket: the restored refs must not look rolled back
     for v in manifest_versions(s3):
         try:
@@ -363,11 +375,14 @@ def restore_version(
             m = Manifest.parse_unverified(note)
             backup = Repository.open(PinnedBackend(s3, m), credentials)
             Manifest.verified(note, backup.log_signer().verifier(), backup.config.repo_id)
-        except (WrongPassphrase, WrongPin, HsmError, KeyUnavailable):  # the credentials, not the manifest
-            raise
+        except _CREDENTIALS as e:  # another repository's backup, in a prefix two repositories shared
+            denied = denied or e
+            skipped.append(f"{v.version_id}: {e} (another repository's backup?)")
+            continue
         except StrongroomError as e:
             skipped.append(f"{v.version_id}: {e}")
             continue
+        opened = True
         with contextlib.suppress(StrongroomError):
             generation = max(generation, backup.read_refs().generation)
         try:
@@ -376,6 +391,8 @@ def restore_version(
         except InputError:
             continue
     if chosen is None:
+        if denied is not None and not opened:
+            raise denied
         raise VersionNotBackedUp(f"no backup in {s3.describe()} holds version {version}")
     m, v, backup, cid = chosen
     need = needs(backup, [cid])

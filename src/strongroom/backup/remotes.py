@@ -2,26 +2,58 @@
 
 ``<state>/backup/remotes.json``: name → location, endpoint, region, lock mode, retain days, maximum.
 ``<state>/backup/incidents.json``: incidents; while any is open, pushes refuse.
-Both are small JSON files written atomically (temp file, fsync, rename).
+Both are small JSON files written atomically (temp file, fsync, rename); every read-modify-write holds an
+exclusive ``flock`` on a lock file beside the file (``remotes.json.lock``, ``incidents.json.lock``, mode
+0600 in a 0700 folder), so concurrent commands never lose each other's changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from strongroom.backends.registry import parse_s3, redact
+from strongroom.backends.registry import parse_s3
 from strongroom.errors import InputError, PolicyDenied
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,63}$")
 DEFAULT_MAX_RETAIN_DAYS = 3650
+MAX_RETAIN_DAYS = 36500  # 100 years: the most any remote or release may ask for (dates stay far from year 9999)
 ROLES = ("push", "legal-hold", "delete")
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"  # a host name as botocore takes it, or an IPv6 address in brackets
+_ENDPOINT = re.compile(
+    rf"(?i:https?)://(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?/?"
+)
+
+
+def check_endpoint(endpoint: str, flag: str = "--endpoint") -> None:
+    """An S3 endpoint is ``http(s)://HOST[:PORT]``: no user info (credentials come from boto3's chain), path,
+    query or whitespace. A refused value is echoed only when it cannot hold a credential."""
+    m = _ENDPOINT.fullmatch(endpoint)
+    if m is None or (m["port"] is not None and not 0 < int(m["port"]) < 65536):
+        hidden = any(c in endpoint for c in "@?#") or len(endpoint) > 200
+        shown = " (the value is not shown: it may hold a credential)" if hidden else f", not {endpoint!r}"
+        raise InputError(f"{flag} takes http(s)://HOST[:PORT] without credentials, path or query{shown}")
+
+
+def check_location(url: str) -> None:
+    """``s3://BUCKET/PREFIX`` without user info; a refused location with an '@' is not echoed."""
+    if "@" in url:
+        raise InputError(
+            "not an S3 location (s3://BUCKET/PREFIX, no credentials in it): the value is not shown, it may hold a "
+            "credential"
+        )
+    try:
+        parse_s3(url)
+    except ValueError:  # a port that is no port (urllib): no S3 location has one
+        raise InputError("not an S3 location (s3://BUCKET/PREFIX, no credentials in it)") from None
 
 
 class UnknownRemote(InputError):
@@ -62,9 +94,9 @@ class Remote:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise InputError(f"invalid remote name {self.name!r}: lowercase letters, digits, '-' and '_'")
-        parse_s3(self.url)
-        if self.endpoint is not None and not re.fullmatch(r"https?://[^\s@/?#]+/?", self.endpoint):
-            raise InputError(f"--endpoint takes http(s)://HOST[:PORT] without credentials, not {redact(self.endpoint)}")
+        check_location(self.url)
+        if self.endpoint is not None:
+            check_endpoint(self.endpoint)
         if self.lock_mode not in (None, "GOVERNANCE", "COMPLIANCE"):
             raise InputError("--lock takes governance or compliance")
         if self.lock_mode and self.retain_days < 1:
@@ -73,6 +105,9 @@ class Remote:
             raise InputError("--retain-days needs --lock governance|compliance")
         if self.max_retain_days < 1:
             raise InputError("--max-retain-days must be at least 1")
+        for flag, days in (("--retain-days", self.retain_days), ("--max-retain-days", self.max_retain_days)):
+            if days > MAX_RETAIN_DAYS:
+                raise InputError(f"{flag} {days} is above the maximum of {MAX_RETAIN_DAYS} days (100 years)")
         for flag, profile in (
             ("--push-profile", self.push_profile),
             ("--legal-hold-profile", self.hold_profile),
@@ -97,15 +132,34 @@ def _load(path: str) -> Any:
         raise InputError(f"cannot read {path}: {e}") from None
 
 
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``.lock (created 0600, in a folder created 0700) for one
+    read-modify-write of ``path``; closing the descriptor releases it, also when the process dies."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise InputError(f"cannot lock {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _save(path: str, obj: Any) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    """Write atomically: a temporary file, fsync, rename (callers hold ``_locked(path)``)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -117,10 +171,15 @@ class RemoteStore:
 
     def all(self) -> list[Remote]:
         data = _load(self.path) or {}
-        try:
-            return [Remote(**v) for _, v in sorted(data.items())]
-        except TypeError:
-            raise InputError(f"{self.path} is malformed") from None
+        out = []
+        for name, v in sorted(data.items()):
+            try:
+                out.append(Remote(**v))
+            except TypeError:
+                raise InputError(f"{self.path} is malformed") from None
+            except InputError as e:  # settings an older strongroom accepted
+                raise InputError(f"{self.path}: remote {name!r}: {e}") from None
+        return out
 
     def get(self, name: str) -> Remote:
         for r in self.all():
@@ -145,25 +204,27 @@ class RemoteStore:
         return profile
 
     def update(self, name: str, **changes: str | None) -> Remote:
-        data = _load(self.path) or {}
-        if name not in data:
-            raise UnknownRemote(name)
-        merged = dict(data[name])
-        merged.update({k: v for k, v in changes.items() if v is not None})
-        try:
-            remote = Remote(**merged)
-        except TypeError:
-            raise InputError(f"{self.path} is malformed") from None
-        data[name] = asdict(remote)
-        _save(self.path, data)
+        with _locked(self.path):
+            data = _load(self.path) or {}
+            if name not in data:
+                raise UnknownRemote(name)
+            merged = dict(data[name])
+            merged.update({k: v for k, v in changes.items() if v is not None})
+            try:
+                remote = Remote(**merged)
+            except TypeError:
+                raise InputError(f"{self.path} is malformed") from None
+            data[name] = asdict(remote)
+            _save(self.path, data)
         return remote
 
     def add(self, remote: Remote) -> None:
-        data = _load(self.path) or {}
-        if remote.name in data:
-            raise InputError(f"remote {remote.name!r} exists")
-        data[remote.name] = asdict(remote)
-        _save(self.path, data)
+        with _locked(self.path):
+            data = _load(self.path) or {}
+            if remote.name in data:
+                raise InputError(f"remote {remote.name!r} exists")
+            data[remote.name] = asdict(remote)
+            _save(self.path, data)
 
 
 @dataclass(frozen=True)
@@ -197,16 +258,18 @@ class IncidentStore:
         if not reason:
             raise InputError("an incident needs a --reason")
         inc = Incident(f"inc-{secrets.token_hex(4)}", now_ns, reason)
-        _save(self.path, [asdict(i) for i in self.all()] + [asdict(inc)])
+        with _locked(self.path):
+            _save(self.path, [asdict(i) for i in self.all()] + [asdict(inc)])
         return inc
 
     def close(self, incident_id: str, now_ns: int) -> Incident:
-        items = self.all()
-        for k, i in enumerate(items):
-            if i.id == incident_id:
-                if not i.open:
-                    raise InputError(f"incident {incident_id} is already closed")
-                items[k] = Incident(i.id, i.opened_ns, i.reason, now_ns)
-                _save(self.path, [asdict(x) for x in items])
-                return items[k]
+        with _locked(self.path):
+            items = self.all()
+            for k, i in enumerate(items):
+                if i.id == incident_id:
+                    if not i.open:
+                        raise InputError(f"incident {incident_id} is already closed")
+                    items[k] = Incident(i.id, i.opened_ns, i.reason, now_ns)
+                    _save(self.path, [asdict(x) for x in items])
+                    return items[k]
         raise InputError(f"no incident {incident_id!r} (see `strongroom incident list`)")

@@ -9,9 +9,18 @@ from typing import TYPE_CHECKING
 
 from strongroom.backends.base import BackendError, ObjectMissing
 from strongroom.backends.local import LocalBackend
-from strongroom.backends.registry import parse_s3, redact
+from strongroom.backends.registry import parse_s3
 from strongroom.backup.manifest import MANIFEST_NAME
-from strongroom.backup.remotes import Incident, IncidentOpen, IncidentStore, Remote, RemoteStore, RemoteUnusable
+from strongroom.backup.remotes import (
+    Incident,
+    IncidentOpen,
+    IncidentStore,
+    Remote,
+    RemoteStore,
+    RemoteUnusable,
+    check_endpoint,
+    check_location,
+)
 from strongroom.errors import DestinationNotEmpty, InputError, StrongroomError
 from strongroom.service.context import Session, audited
 from strongroom.service.results import Result, iso
@@ -21,6 +30,7 @@ if TYPE_CHECKING:  # boto3 is imported only by the commands that talk to a bucke
     from strongroom.backends.s3 import S3Backend
     from strongroom.backup.engine import DrillReport, PushReport, RestoreReport
     from strongroom.backup.lifecycle import PruneReport, ReleaseReport, VersionRestore
+    from strongroom.store.repository import Repository
 
 
 @dataclass
@@ -77,6 +87,13 @@ def _remote(session: Session, name: str, role: str = "push") -> tuple[Remote, S3
     store = RemoteStore(session.settings.state_dir)
     r = store.get(name)
     return r, _s3(r.url, r.endpoint, r.region, store.profile(r, role))
+
+
+def _own_prefix(s3: S3Backend, repo: Repository) -> None:
+    """A prefix holds one repository: refuse (exit 2) one whose ``config`` is another repository's."""
+    from strongroom.backup import engine
+
+    engine.check_prefix(s3, repo.config.repo_id)
 
 
 def check_bucket(s3: S3Backend, need_lock: bool) -> str:
@@ -169,6 +186,7 @@ def push(session: Session, name: str, workers: int = 8) -> PushReport:
         raise IncidentOpen(opened[0].id, opened[0].reason)
     check_bucket(s3, need_lock=remote.lock_mode is not None)
     repo = session.open()
+    _own_prefix(s3, repo)
     with lock.read_lock(repo.backend, "backup push"):
         report = engine.push(repo, s3, remote, incidents.open_ones, workers=workers)
     session.audit_detail(
@@ -211,6 +229,7 @@ def verify(session: Session, name: str, sample: str | None = None) -> DrillRepor
 
     _, s3 = _remote(session, name)
     repo = session.open()
+    _own_prefix(s3, repo)
     chosen = check.parse_sample(sample) if sample else None
     report = engine.verify(s3, engine.accept_for(repo), session.credentials(), chosen)
     session.audit_detail(manifest_version=report.manifest_version, ok=report.ok, damaged=len(report.damage))
@@ -230,6 +249,7 @@ def release(
 
     remote, s3 = _remote(session, name, "legal-hold" if legal_hold else "push")
     repo = session.open()
+    _own_prefix(s3, repo)
     cid = resolve(repo, version)
     session.audit_note(version=cid.hex())
     try:
@@ -254,6 +274,7 @@ def prune(
 
     _, s3 = _remote(session, name, "delete")
     repo = session.open()
+    _own_prefix(s3, repo)
     try:
         report = lifecycle.prune(repo, s3, keep_last=keep_last, keep_within_days=keep_within, dry_run=dry_run, now=now)
     except BackendError as e:
@@ -262,7 +283,6 @@ def prune(
     return report
 
 
-@audited("backup.restore", source="source", to="to", version="version")
 def restore(
     session: Session,
     source: str,
@@ -271,23 +291,62 @@ def restore(
     region: str | None = None,
     version: str | None = None,
 ) -> RestoreReport | VersionRestore:
+    """Rebuild a repository in ``to`` from a remote (by name) or an ``s3://BUCKET/PREFIX`` location. The
+    location and ``--endpoint`` are checked as `remote add` checks them (no user info: refused, exit 2, and
+    not echoed); the audit event records the location without user info."""
+    from strongroom.backends.registry import redact
+
+    return _restore(session, redact(source), to, endpoint, region, version, source)
+
+
+def _check_destination(to: str) -> None:
+    """``to`` must be an empty folder or a path that can be created (its nearest existing parent a folder)."""
+    if os.path.exists(to):
+        if not os.path.isdir(to) or os.listdir(to):
+            raise DestinationNotEmpty(to)
+        return
+    parent = os.path.dirname(os.path.abspath(to))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"cannot create the restore destination {to}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot create the restore destination {to}: {parent} is not writable")
+
+
+@audited("backup.restore", source="shown", to="to", version="version")
+def _restore(
+    session: Session,
+    shown: str,
+    to: str,
+    endpoint: str | None,
+    region: str | None,
+    version: str | None,
+    source: str,
+) -> RestoreReport | VersionRestore:
+    """``shown``: the source without user info, for the audit event; ``source``: as given."""
     from strongroom.backup import engine, lifecycle
     from strongroom.service.versions import resolve
 
-    if source.startswith("s3://"):
+    if endpoint is not None:
+        check_endpoint(endpoint)
+    if source.startswith("s3://") or "@" in source:
+        check_location(source)
         s3 = _s3(source, endpoint, region)
     else:
         _, s3 = _remote(session, source)
-        if endpoint or region:
-            s3 = _s3(f"s3://{s3.bucket}/{s3.prefix}", endpoint or s3.endpoint_url, region or s3.region)
-    if os.path.exists(to) and (not os.path.isdir(to) or os.listdir(to)):
-        raise DestinationNotEmpty(to)
+        if endpoint or region:  # the same bucket elsewhere: with the remote's push profile still
+            s3 = _s3(s3.location, endpoint or s3.endpoint_url, region or s3.region, s3.profile)
+    _check_destination(to)
     try:
         s3.status()
     except StrongroomError as e:
-        raise RemoteUnusable(f"cannot use {redact(s3.describe())}: {e}") from None
+        raise RemoteUnusable(f"cannot use {s3.describe()}: {e}") from None
     dest = LocalBackend(to)
-    dest.ensure_root()
+    try:
+        dest.ensure_root()
+    except StrongroomError as e:
+        raise InputError(f"cannot create the restore destination {to}: {e}") from None
     report: RestoreReport | VersionRestore
     if version is None:
         report = engine.restore(s3, session.credentials(), dest)
@@ -295,9 +354,9 @@ def restore(
         report = lifecycle.restore_version(s3, session.credentials(), dest, version, resolve)
         session.audit_note(version=report.version)
     session.audit_detail(manifest_version=report.manifest_version, objects=report.objects)
-    from strongroom.store.repository import Repository
-
     if version is None:  # a copy of one version has refs of its own: this client keeps its view of the original
+        from strongroom.store.repository import Repository
+
         restored = Repository.open(dest, session.credentials())
         session.remember(restored, restored.read_refs())
     return report

@@ -25,8 +25,8 @@ def remote_add(
     endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL (MinIO, Ceph, a local server).")] = None,
     region: Annotated[str | None, typer.Option(help="S3 region.")] = None,
     lock: Annotated[str | None, typer.Option("--lock", help="Object Lock mode: governance or compliance.")] = None,
-    retain_days: Annotated[int, typer.Option(help="Object Lock retention of every object, in days.")] = 0,
-    max_retain_days: Annotated[int, typer.Option(help="Refuse retention above this many days.")] = 3650,
+    retain_days: Annotated[int, typer.Option(help="Object Lock retention of every object, in days (≤ 36500).")] = 0,
+    max_retain_days: Annotated[int, typer.Option(help="Refuse retention above this many days (≤ 36500).")] = 3650,
     push_profile: Annotated[str | None, typer.Option(help="AWS profile for push, list, verify, restore.")] = None,
     legal_hold_profile: Annotated[
         str | None, typer.Option(help="AWS profile for legal holds (backup release --legal-hold).")
@@ -207,6 +207,12 @@ def prune(
     if STATE.json:
         emit_json(svc.as_json(res))
         return
+    if res.kept_everything:
+        note(
+            f"warning: deleted nothing: {len(res.unopened_manifests)} manifest versions in this prefix do not open "
+            "with this repository's key (another repository's backup, a newer format, or garbage), so what they "
+            "need is unknown; remove them by hand once you know what they are: " + ", ".join(res.unopened_manifests[:5])
+        )
     line(
         f"{'would delete' if res.dry_run else 'deleted'} {res.deleted} object versions "
         f"({human_bytes(res.deleted_bytes)}); kept {res.kept_manifests} of {res.manifests} backups"
