@@ -263,11 +263,16 @@ def test_sparse_workspace_tracks_files_committed_outside_its_paths(cli: Cli, tmp
     assert listed(cli, v3) == {"tables", "tables/t.csv", "images", "images/i.png"}
     assert cli("status", str(w)).out == ""
     (w / "NOTES.txt").write_bytes(b"again\n")
-    commit(cli, w, "notes again")
+    v4 = commit(cli, w, "notes again")
     res = cli("workspace", "switch", str(w), "feat")
     assert res.code == 0, res.err
     assert cli("status", str(w)).out == ""
     assert cli("cat", "feat", "NOTES.txt").out == "again\n"
+    assert (w / "NOTES.txt").read_bytes() == b"again\n"  # switching to what it holds keeps what it tracks
+    assert cli("workspace", "switch", str(w), v3).code == 0  # a version without it: gone, and untracked
+    assert not (w / "NOTES.txt").exists() and cli("status", str(w)).out == ""
+    assert cli("workspace", "switch", str(w), v4).code == 0  # back: the view is the globs again
+    assert cli("status", str(w)).out == ""
 
 
 def test_status_and_switch_skip_a_fifo(cli: Cli, tmp_path: Path) -> None:
@@ -338,3 +343,29 @@ def test_discard_through_a_symlink_is_refused(cli: Cli, tmp_path: Path) -> None:
     assert res.code == 2 and "symbolic link" in res.err
     assert (w / "k").read_bytes() == b"k\n" and (tmp_path / "link").is_symlink()
     assert cli("workspace", "discard", str(w)).code == 0
+
+
+def test_a_refused_commit_is_not_adopted_later(
+    cli: Cli, tmp_path: Path, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workspace switched back to an older version of its branch: its commit is refused (branch moved).
+    A later status must not take the branch head, made here before the switch, for an interrupted commit of
+    this folder: the folder does not hold it, and the next commit would silently revert it."""
+    src = make_tree(tmp_path / "src", {"a": b"a0\n", "b": b"b0\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "base")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "dev").code == 0
+    b0 = json.loads(cli("--json", "status", str(w)).out)["workspace"]["base"]
+    (w / "a").write_bytes(b"a1\n")
+    v1 = commit(cli, w, "v1")
+    assert cli("workspace", "switch", str(w), b0).code == 0
+    (w / "b").write_bytes(b"my edit\n")
+    res = cli("commit", str(w), "-m", "edit on b0")
+    assert res.code == 1 and "branch moved" in res.err
+    st = json.loads(cli("--json", "status", str(w)).out)
+    assert st["workspace"]["base"] == b0 and st["workspace"]["adopted"] is None
+    assert [(c["status"], c["path"]) for c in st["changes"]] == [("modified", "b")]
+    assert (
+        cli("cat", "dev", "a").out == "a1\n" and json.loads(cli("--json", "log", "--branch", "dev").out)[0]["id"] == v1
+    )

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -338,6 +339,7 @@ def _committed(repo: Repository, folder: str, meta: dict[str, object], version: 
     meta["base"] = version.hex()
     meta["extra"] = extra
     meta.pop("committing", None)
+    meta.pop("committing_ns", None)
     _write_meta(folder, meta)
 
 
@@ -353,11 +355,16 @@ def _adopt(session: Session, repo: Repository, folder: str, meta: dict[str, obje
     if head is None or head == base:
         return None
     c = repo.load_commit(head)
-    if c.parents[:1] == (base,) and c.source == os.path.abspath(folder) and c.branch == branch:
-        _committed(repo, folder, meta, head)
-        session.audit_detail(adopted=head.hex())
-        return head.hex()
-    return None
+    if c.parents[:1] != (base,) or c.source != os.path.abspath(folder) or c.branch != branch:
+        return None
+    # Made by the marked commit, not earlier: a version committed here before a switch back to its parent
+    # also names this folder and the base, and adopting it would make the next commit silently revert it.
+    since = meta.get("committing_ns")
+    if c.host != socket.gethostname() or not isinstance(since, int) or c.time_ns < since:
+        return None
+    _committed(repo, folder, meta, head)
+    session.audit_detail(adopted=head.hex())
+    return head.hex()
 
 
 @audited("workspace.status", folder="folder")
@@ -410,10 +417,17 @@ def commit(session: Session, folder: str, message: str, branch: str | None, wait
             {p: e for p, e in folders.items() if p not in shown_dirs},
         )
     meta["committing"] = base.hex()  # lets _adopt tell an interrupted commit from a switch to the base
+    meta["committing_ns"] = time.time_ns()
     _write_meta(folder, meta)
-    res = commit_version(
-        session, folder, message, ws_branch, wait=wait, pinned_parent=base, overlay=overlay, always_ignore=_OWN
-    )
+    try:
+        res = commit_version(
+            session, folder, message, ws_branch, wait=wait, pinned_parent=base, overlay=overlay, always_ignore=_OWN
+        )
+    except Exception:
+        meta.pop("committing", None)  # refused (branch moved, ...): only a kill or ^C leaves the mark
+        meta.pop("committing_ns", None)
+        _write_meta(folder, meta)
+        raise
     _committed(repo, folder, meta, bytes.fromhex(res.id))
     return res
 
@@ -500,7 +514,8 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
         meta = read_meta(folder)  # status adopts a version whose commit was interrupted
     base = bytes.fromhex(str(meta["base"]))
     old, old_dirs = _view(*_version(repo, base), paths, _listed(meta, "extra"))
-    new, new_dirs = _view(*_version(repo, target), paths, [])
+    extra = _listed(meta, "extra")
+    new, new_dirs = _view(*_version(repo, target), paths, extra)  # what it committed outside its paths stays
     if resuming:
         current, current_dirs = _scan_flat(session, repo, folder)
         _refuse_strangers(folder, current, current_dirs, old, old_dirs, new, new_dirs)
@@ -511,6 +526,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     _refuse_in_the_way(folder, version, current, gone, changed, new_dirs)
     meta["switching_to"] = target.hex()
     meta.pop("committing", None)
+    meta.pop("committing_ns", None)
     _write_meta(folder, meta)
     written = 0
     donors = _donors(session, repo, folder)
@@ -538,7 +554,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
             os.rmdir(path)
     _set_modes(folder, new_dirs, old_dirs)
     meta["base"] = target.hex()
-    meta["extra"] = []
+    meta["extra"] = [p for p in extra if p in new or p in new_dirs]
     meta.pop("switching_to", None)
     _write_meta(folder, meta)
     _prime_cache(session, repo, folder, new)
