@@ -315,3 +315,30 @@ def test_a_segment_deleted_from_the_repository_fails_verify(logged: Strongroom, 
     r = Cli(repo_path, cli.env)("audit", "verify")
     assert r.code == 1 and "miss events" in r.err and "Traceback" not in r.err, r.err
     assert f"first bad sequence number {first}" in r.err
+
+
+def test_a_seal_cut_off_after_its_segment_is_completed_by_the_next(
+    logged: Strongroom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seal that wrote its segment but not its checkpoint (disk full, a kill) is retried by the next
+    command with a longer segment from the same event: the log still verifies and rebuilds."""
+    from strongroom.backends import local
+    from strongroom.backends.base import BackendError
+
+    real = local.LocalBackend.put
+
+    def put(self: local.LocalBackend, name: str, data: bytes, *args: object, **kwargs: object) -> None:
+        if "/checkpoints/" in name:
+            raise BackendError("no space left on device (simulated)")
+        real(self, name, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    repo_path = Path(logged._session.settings.repo or "")
+    with monkeypatch.context() as m:
+        m.setattr(local.LocalBackend, "put", put)
+        Strongroom.open(str(repo_path), PASSPHRASE).read("main", "a.txt")
+    for _ in range(2):  # the retry, then one more segment after it
+        Strongroom.open(str(repo_path), PASSPHRASE).read("main", "a.txt")
+    firsts = [p.name.split("-")[0] for p in (repo_path / "audit").glob("*/segments/*")]
+    assert len(firsts) > len(set(firsts))  # two segments start at the same event
+    report = _verify(repo_path)
+    assert report.ok, report.reason

@@ -247,3 +247,16 @@ def test_waiters_clearing_one_stale_lock_never_publish_at_once(tmp_path: Path) -
         assert {f"b{i}" for i in range(n)} <= set(refs.branches)  # no change lost
         repo.edit_refs(lambda r: [r.branches.pop(f"b{i}") for i in range(n)], "reset")  # type: ignore[func-returns-value]
     assert not any(p.name.startswith("publish") for p in (Path(path) / "locks").iterdir())
+
+
+@pytest.mark.parametrize("clearing", ["", '{"pid": 1, "host": "HOST", "time_ns": 0, "command": "x"}'])
+def test_a_clearing_lock_left_behind_never_blocks_writers(cli: Cli, tmp_path: Path, clearing: str) -> None:
+    """A clearer that died (an empty record, or a PID now used by a live process) must not leave every writer
+    spinning: a clearing older than a minute expires."""
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"a\n"})
+    write_lock(cli.repo, "publish", dead_pid(), socket.gethostname())
+    (cli.repo / "locks" / "publish.clearing").write_text(clearing.replace("HOST", socket.gethostname()))
+    r = cli("commit", str(src), timeout=60)
+    assert r.code == 0, r.err
+    assert not list((cli.repo / "locks").iterdir())

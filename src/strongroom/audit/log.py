@@ -257,7 +257,10 @@ class AuditLog:
         raises IntegrityError; a segment written twice, by a retried seal, is left out)."""
         out: list[tuple[str, int, int]] = []
         end = 0
-        for name, first, count in self._repo_objects(repo, "segments"):
+        # Of segments that start at one event (a seal cut off after its segment, then retried with more
+        # events), the longest comes first and the others are covered by it.
+        objects = sorted(self._repo_objects(repo, "segments"), key=lambda t: (t[1], -(t[2] or 0), t[0]))
+        for name, first, count in objects:
             if first < end:
                 continue
             if first > end:

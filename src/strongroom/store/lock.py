@@ -16,6 +16,8 @@ from strongroom.backends.base import Backend, ObjectMissing
 from strongroom.errors import RepositoryLocked
 
 PUBLISH = "locks/publish"
+CLEARING_EXPIRES_NS = 60 * 10**9
+STALE_GRACE_S = 2.0  # how long a writer waits for another one clearing a stale lock, whatever --wait says
 EXCLUSIVE = "locks/exclusive"
 
 
@@ -70,35 +72,41 @@ def _same_holder(a: Holder | None, b: Holder) -> bool:
     return a is not None and (a.pid, a.host, a.time_ns, a.command) == (b.pid, b.host, b.time_ns, b.command)
 
 
-def _clear_stale(backend: Backend, name: str, stale: Holder) -> None:
+def _clear_stale(backend: Backend, name: str, stale: Holder) -> bool:
     """Delete lock ``name`` if it still holds the dead ``stale`` record. Two waiters may see the same stale
     lock; deleting blindly, the second would delete the live lock the first has just taken, and both would
-    publish. So clearing is itself serialised (``<name>.clearing``) and re-reads the record first."""
+    publish. So clearing is itself serialised (``<name>.clearing``) and re-reads the record first. False when
+    another process is clearing it."""
     clearing = f"{name}.clearing"
     if not backend.put_exclusive(clearing, _record("clearing a stale lock")):
         other = read_holder(backend, clearing)
-        if other is not None and other.is_stale():  # a clearer that died in these few instructions
+        # Clearing takes microseconds: one that is older than a minute, unreadable, or whose process is gone
+        # was left by a clearer that died (or its PID was reused); it would otherwise block every writer.
+        if other is not None and (other.is_stale() or time.time_ns() - other.time_ns > CLEARING_EXPIRES_NS):
             backend.delete(clearing)
-        return
+        return False
     try:
         if _same_holder(read_holder(backend, name), stale):
             backend.delete(name)
     finally:
         backend.delete(clearing)
+    return True
 
 
 @contextmanager
 def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    deadline = time.monotonic() + wait_seconds
+    started = time.monotonic()
+    deadline = started + wait_seconds
     mine = _record(command)
     while not backend.put_exclusive(PUBLISH, mine):
         holder = read_holder(backend, PUBLISH)
         if holder is None:
             continue
-        if holder.is_stale():
-            _clear_stale(backend, PUBLISH, holder)
+        stale = holder.is_stale()
+        if stale and _clear_stale(backend, PUBLISH, holder):
             continue
-        if time.monotonic() >= deadline:
+        # Another writer is clearing a stale lock: give it a moment, whatever --wait says.
+        if time.monotonic() >= (max(deadline, started + STALE_GRACE_S) if stale else deadline):
             raise RepositoryLocked(holder.describe(time.time_ns()))
         time.sleep(0.05)
     try:
