@@ -73,20 +73,8 @@ class ClientState:
         if seen == Seen(fingerprint, suite, refs.generation, refs.digest()):
             return  # nothing new: every command that only reads would otherwise rewrite it (and fsync)
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        tmp = f"{self.path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "fingerprint": fingerprint,
-                    "suite": suite,
-                    "generation": refs.generation,
-                    "refs_digest": refs.digest(),
-                },
-                f,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        body = {"fingerprint": fingerprint, "suite": suite, "generation": refs.generation, "refs_digest": refs.digest()}
+        write_private_file(Path(self.path), json.dumps(body).encode())
 
 
 @dataclass(frozen=True)
