@@ -10,7 +10,8 @@ from strongroom.errors import InputError
 STRATEGIES = ("ours", "theirs")
 
 
-def _same(a: Entry | None, b: Entry | None) -> bool:
+def same_entry(a: Entry | None, b: Entry | None) -> bool:
+    """Same kind, content (chunks and size), link target and mode; two absent entries count as the same."""
     if a is None or b is None:
         return a is b
     return (a.type, a.chunks, a.target, a.size, a.mode) == (b.type, b.chunks, b.target, b.size, b.mode)
@@ -33,9 +34,9 @@ def three_way(
     conflicts: list[str] = []
     for path in sorted(base.keys() | ours.keys() | theirs.keys()):
         b, o, t = base.get(path), ours.get(path), theirs.get(path)
-        if _same(o, t) or _same(b, t):
+        if same_entry(o, t) or same_entry(b, t):
             pick = o
-        elif _same(b, o):
+        elif same_entry(b, o):
             pick = t
         elif strategy == "ours":
             pick = o

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from strongroom.core.diff import diff_flat
+from strongroom.core.merge import same_entry
 from strongroom.core.model import DIR, FILE, SYMLINK, Entry
 from strongroom.errors import DestinationNotEmpty, InputError, ProblemFound, StrongroomError, UnreadableSource
 from strongroom.service.context import Session, audited
@@ -110,14 +111,6 @@ def _view(files: Files, folders: Files, paths: list[str], extra: list[str]) -> t
     wanted = [*shown, *(d for d in folders if matches(d, paths) or d in keep)]
     holders = {p[:i] for p in wanted for i, c in enumerate(p) if c == "/"}
     return shown, {d: e for d, e in folders.items() if d in holders or d in keep or matches(d, paths)}
-
-
-def _same(have: Entry | None, want: Entry | None) -> bool:
-    return (
-        have is not None
-        and want is not None
-        and (have.type, have.chunks, have.target, have.mode) == (want.type, want.chunks, want.target, want.mode)
-    )
 
 
 def _is_folder(path: str) -> bool:
@@ -441,7 +434,7 @@ def _refuse_strangers(
         [
             rel
             for rel, e in current.items()
-            if not (_same(e, old.get(rel)) or _same(e, new.get(rel)) or os.path.basename(rel) == PARTIAL)
+            if not (same_entry(e, old.get(rel)) or same_entry(e, new.get(rel)) or os.path.basename(rel) == PARTIAL)
         ]
         + [rel for rel in current_dirs if rel not in old_dirs and rel not in new_dirs]
     )
@@ -522,7 +515,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     else:
         current = old  # status found the folder as the base
     gone = set(current) - set(new)
-    changed = {rel: e for rel, e in new.items() if not _same(current.get(rel), e)}
+    changed = {rel: e for rel, e in new.items() if not same_entry(current.get(rel), e)}
     _refuse_in_the_way(folder, version, current, gone, changed, new_dirs)
     meta["switching_to"] = target.hex()
     meta.pop("committing", None)
