@@ -17,6 +17,7 @@
         ├── IntegrityError               HTTP 422  damaged or tampered data
         │   ├── DecryptionFailed         (opaque on purpose: never says why)
         │   ├── RollbackDetected
+        │   │   └── AuditLogReplaced     the catalog holds another log than the one this client sealed into it
         │   └── AuditLogTampered         the audit log does not match its checkpoints; names the first bad seq
         ├── Shredded                     the data was sealed under a scope key that was destroyed
         ├── BranchMoved
@@ -133,6 +134,14 @@ class RollbackDetected(IntegrityError):
 
     def hint(self) -> str | None:
         return "if this change is expected, confirm it with `strongroom trust-current`"
+
+
+class AuditLogReplaced(RollbackDetected):
+    def hint(self) -> str | None:
+        return (
+            "`strongroom audit rebuild` puts the sealed log back from the repository; if the new log is "
+            "expected, accept it with `strongroom trust-current`"
+        )
 
 
 class AuditLogTampered(IntegrityError):

@@ -112,8 +112,16 @@ def test_branch_merge_gc_workspace_events_including_denied(tmp_path: Path, repo_
     gc.gc(s, dry_run=True)
     ev = _events(sr)
     by = {e.action: e for e in ev}
-    for a in ("branch.create", "tag.create", "branch.protect", "workspace.create", "workspace.commit", "merge",
-              "branch.delete", "gc"):
+    for a in (
+        "branch.create",
+        "tag.create",
+        "branch.protect",
+        "workspace.create",
+        "workspace.commit",
+        "merge",
+        "branch.delete",
+        "gc",
+    ):
         assert by[a].outcome == "ok", a
     denied = [e for e in ev if e.outcome == "denied"]
     assert len(denied) == 1 and denied[0].action == "commit"
@@ -196,19 +204,31 @@ def _sql(db: Path, *statements: str) -> None:
 
 TAMPER = {
     "edit": (["UPDATE audit_events SET actor='mallory' WHERE seq=7"], 7),
-    "edit_details": (["UPDATE audit_events SET details='{\"message\":\"x\"}' WHERE seq=4"], 4),
+    "edit_details": (['UPDATE audit_events SET details=\'{"message":"x"}\' WHERE seq=4'], 4),
     "delete": (["DELETE FROM audit_events WHERE seq=9"], 9),
-    "delete_renumber": (["DELETE FROM audit_events WHERE seq=9",
-                         "UPDATE audit_events SET seq=seq-1 WHERE seq>9"], 9),
-    "insert": (["UPDATE audit_events SET seq=-seq-1000 WHERE seq>=6",
-                "UPDATE audit_events SET seq=-seq-1000+1 WHERE seq<0",
-                "INSERT INTO audit_events SELECT 6,time,'mallory',os_user,host,'cat',targets,outcome,details,"
-                "leaf FROM audit_events WHERE seq=5"], 6),
+    "delete_renumber": (["DELETE FROM audit_events WHERE seq=9", "UPDATE audit_events SET seq=seq-1 WHERE seq>9"], 9),
+    "insert": (
+        [
+            "UPDATE audit_events SET seq=-seq-1000 WHERE seq>=6",
+            "UPDATE audit_events SET seq=-seq-1000+1 WHERE seq<0",
+            "INSERT INTO audit_events SELECT 6,time,'mallory',os_user,host,'cat',targets,outcome,details,"
+            "leaf FROM audit_events WHERE seq=5",
+        ],
+        6,
+    ),
     "edit_leaf_only": (["UPDATE audit_events SET leaf=zeroblob(32) WHERE seq=5"], 5),
-    "reorder": (["UPDATE audit_events SET seq=-1 WHERE seq=3", "UPDATE audit_events SET seq=3 WHERE seq=8",
-                 "UPDATE audit_events SET seq=8 WHERE seq=-1"], 3),
-    "truncate_tail": (["DELETE FROM audit_events WHERE seq>=12", "DELETE FROM audit_checkpoints WHERE tree_size>12"],
-                      12),
+    "reorder": (
+        [
+            "UPDATE audit_events SET seq=-1 WHERE seq=3",
+            "UPDATE audit_events SET seq=3 WHERE seq=8",
+            "UPDATE audit_events SET seq=8 WHERE seq=-1",
+        ],
+        3,
+    ),
+    "truncate_tail": (
+        ["DELETE FROM audit_events WHERE seq>=12", "DELETE FROM audit_checkpoints WHERE tree_size>12"],
+        12,
+    ),
 }
 
 
@@ -342,3 +362,78 @@ def test_a_seal_cut_off_after_its_segment_is_completed_by_the_next(
     assert len(firsts) > len(set(firsts))  # two segments start at the same event
     report = _verify(repo_path)
     assert report.ok, report.reason
+
+
+# ----------------------------------------------------------------------------- a catalog that holds another log
+
+
+def _log_head(c: Cli) -> str:
+    r = c("--json", "log")
+    assert r.code == 0, r.err
+    return str(json.loads(r.out)[0]["id"])
+
+
+def test_a_catalog_made_to_look_like_a_new_log_is_refused_until_rebuilt(
+    logged: Strongroom, tmp_path: Path, cli: Cli
+) -> None:
+    """Someone with SQL access only rewrites history by making the catalog look like a new log: another
+    log id, no checkpoints, events of their choosing. The client pinned the log it sealed into this
+    catalog, so every command is refused before it does anything, and `audit rebuild` puts the sealed log
+    back, without the forged event."""
+    repo_path = Path(logged._session.settings.repo or "")
+    c = Cli(repo_path, cli.env)
+    head = _log_head(c)
+    genuine = _verify(repo_path).log_id
+    _sql(
+        _db(tmp_path),
+        "UPDATE audit_meta SET value='00112233445566ff' WHERE key='log_id'",
+        "DELETE FROM audit_checkpoints",
+        "DELETE FROM audit_segments",
+        "UPDATE audit_events SET actor='mallory' WHERE seq=3",
+    )
+    src = make_tree(tmp_path / "later", {"new.txt": b"made while the catalog was replaced"})
+    for args in (("log",), ("audit", "verify"), ("commit", str(src), "-m", "refused")):
+        r = c(*args)
+        assert r.code == 1, (args, r.out, r.err)
+        assert r.err.startswith("strongroom: error: audit log replaced: the catalog holds log 00112233445566ff")
+        assert genuine in r.err and "audit rebuild" in r.err and len(r.err.strip().splitlines()) == 1
+    r = c("audit", "rebuild")
+    assert r.code == 0, r.err
+    assert _log_head(c) == head  # the refused commit published nothing
+    rep = _verify(repo_path)
+    assert rep.ok and rep.log_id == genuine, rep.reason
+    actors = {e.actor for e in _events(logged)}
+    assert "mallory" not in actors and "carol" in actors
+
+
+def test_a_lost_catalog_is_refused_until_trusted_and_then_starts_a_new_log(
+    logged: Strongroom, tmp_path: Path, cli: Cli
+) -> None:
+    repo_path = Path(logged._session.settings.repo or "")
+    c = Cli(repo_path, cli.env)
+    genuine = _verify(repo_path).log_id
+    for p in _db(tmp_path).parent.iterdir():
+        p.unlink()
+    r = c("log")
+    assert r.code == 1 and "audit log replaced" in r.err, r.err
+    r = c("trust-current")
+    assert r.code == 0, r.err
+    assert c("log").code == 0
+    rep = _verify(repo_path)
+    assert rep.ok and rep.log_id != genuine and genuine in rep.other_logs, rep.reason
+
+
+def test_a_client_that_never_sealed_into_a_catalog_takes_its_log_as_found(
+    logged: Strongroom, tmp_path: Path, cli: Cli
+) -> None:
+    """First contact: another state folder (another machine) pins nothing yet, so a new catalog starts a
+    new log there, and that client's own pin then guards it."""
+    repo_path = Path(logged._session.settings.repo or "")
+    env = dict(cli.env, STRONGROOM_STATE_DIR=str(tmp_path / "other-state"))
+    c = Cli(repo_path, env)
+    assert c("log").code == 0
+    assert len(list((tmp_path / "other-state" / "repos").glob("*.audit-*.json"))) == 1
+    for p in (tmp_path / "other-state" / "catalogs").iterdir():
+        p.unlink()
+    r = c("log")
+    assert r.code == 1 and "audit log replaced" in r.err, r.err

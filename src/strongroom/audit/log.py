@@ -190,6 +190,7 @@ class AuditLog:
         return cls(store, repo_id, meta["log_id"])
 
     def close(self) -> None:
+        """Close the pooled connections (the log stays usable: its next query opens a new one)."""
         self.store.close()
 
     # ------------------------------------------------------------------ append and read

@@ -22,8 +22,8 @@ from strongroom.service.context import Session, audited
 from strongroom.service.versions import resolve
 
 
-def _log(session: Session) -> AuditLog:
-    log = session.audit_log()
+def _log(session: Session, check_pin: bool = True) -> AuditLog:
+    log = session.audit_log(check_pin)
     if log is None:
         raise InputError("no repository: give --repo PATH or set STRONGROOM_REPO")
     return log
@@ -140,20 +140,25 @@ def export(session: Session, fmt: str = "jsonl", since: str | None = None) -> li
 @audited("audit.rebuild", log_id="log_id")
 def rebuild(session: Session, log_id: str | None = None) -> dict[str, Any]:
     """Recreate the catalog from the repository's sealed segments and checkpoints."""
-    repo = session.open()
+    repo = session.open(check_audit_log=False)
     try:
-        log = _log(session)
+        log = _log(session, check_pin=False)
     except CatalogError:
         log = fresh_catalog(session, repo.config.repo_id)
     logs = log.repository_logs(repo)
     if log_id is None:
-        if log.log_id not in logs:
+        # the log this client sealed into this catalog, else the catalog's own, else the longest
+        pinned = session.pinned_log(repo.config.repo_id).load()
+        if pinned in logs:
+            log_id = pinned
+        elif log.log_id not in logs:
             if not logs:
                 raise InputError("the repository holds no audit log to rebuild from")
             log_id = max(logs, key=lambda k: logs[k])
     elif log_id not in logs:
         raise InputError(f"the repository holds no audit log {log_id}")
     events, checkpoints = log.rebuild(repo, log_id)
+    session.pin_audit_log()
     return {"log_id": log.log_id, "events": events, "checkpoints": checkpoints, "logs": logs}
 
 
@@ -168,7 +173,7 @@ def fresh_catalog(session: Session, repo_id: str) -> AuditLog:
         with contextlib.suppress(FileNotFoundError):
             os.replace(path + suffix, f"{path}.broken-{stamp}{suffix}")
     session._audit_log = None
-    log = session.audit_log()
+    log = session.audit_log(check_pin=False)
     assert log is not None
     return log
 

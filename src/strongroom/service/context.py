@@ -24,9 +24,16 @@ from strongroom.crypto import kdf
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY, KdfParams
 from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
-from strongroom.errors import InputError, KeyUnavailable, NotARepository, PolicyDenied, StrongroomError
+from strongroom.errors import (
+    CatalogError,
+    InputError,
+    KeyUnavailable,
+    NotARepository,
+    PolicyDenied,
+    StrongroomError,
+)
 from strongroom.settings import Settings
-from strongroom.store.clientstate import ClientState, PinnedSigners
+from strongroom.store.clientstate import ClientState, PinnedLog, PinnedSigners
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
 from strongroom.store.scopes import load_scopes
@@ -92,6 +99,7 @@ class Session:
     _pins: dict[str, Secret] = field(default_factory=dict, repr=False)
     _signing_passphrase: Secret | None = field(default=None, repr=False)
     _audit_log: AuditLog | None = None
+    _audit_log_checked: str | None = None  # the log id found to match this client's pin
     _audit_stack: list[AuditRecord] = field(default_factory=list)
     _audit_pending: bool = False
 
@@ -214,8 +222,9 @@ class Session:
     def pinned_signers(self, repo: Repository) -> PinnedSigners:
         return PinnedSigners(self.settings.state_dir, repo.config.repo_id)
 
-    def open(self, check_rollback: bool = True) -> Repository:
-        """Open the repository, unlock its keys and refuse it when it was rolled back or swapped."""
+    def open(self, check_rollback: bool = True, check_audit_log: bool = True) -> Repository:
+        """Open the repository, unlock its keys and refuse it when it was rolled back or swapped, or when
+        the catalog no longer holds the audit log this client sealed into it."""
         if self._opened is not None:
             return self._opened
         path = self.repo_path()
@@ -229,6 +238,8 @@ class Session:
             state.check(repo.fingerprint, repo.config.suite, refs)
             state.save(repo.fingerprint, repo.config.suite, refs)
             repo.signers_guard = self.pinned_signers(repo).check_and_save
+            if check_audit_log:
+                self._check_audit_log_before_work()
         load_scopes(repo, self.settings.keystore)
         self._opened = repo
         return repo
@@ -262,8 +273,10 @@ class Session:
             return None
         return repo_id if len(repo_id) == 64 else None
 
-    def audit_log(self) -> AuditLog | None:
-        """The catalog's log for this session's repository (None when there is no repository to name it)."""
+    def audit_log(self, check_pin: bool = True) -> AuditLog | None:
+        """The catalog's log for this session's repository (None when there is no repository to name it).
+        Refused (AuditLogReplaced) when this client sealed another log into that catalog, unless
+        ``check_pin`` is off for the commands that repair or accept that (`audit rebuild`, `trust-current`)."""
         repo_id = self._peek_repo_id()
         if repo_id is None:
             return None
@@ -271,7 +284,30 @@ class Session:
             from strongroom.audit.log import AuditLog
 
             self._audit_log = AuditLog.open(self.settings.catalog_url(repo_id), repo_id)
+        if check_pin and self._audit_log_checked != self._audit_log.log_id:
+            self.pinned_log(repo_id).check(self._audit_log.log_id)
+            self._audit_log_checked = self._audit_log.log_id
         return self._audit_log
+
+    def pinned_log(self, repo_id: str) -> PinnedLog:
+        return PinnedLog(self.settings.state_dir, repo_id, self.settings.catalog_url(repo_id))
+
+    def pin_audit_log(self) -> None:
+        """Remember the catalog's current log as the one this client seals into."""
+        log = self.audit_log(check_pin=False)
+        if log is not None:
+            self.pinned_log(log.repo_id).save(log.log_id)
+            self._audit_log_checked = log.log_id
+
+    def _check_audit_log_before_work(self) -> None:
+        """Refuse a replaced catalog before the command does anything, so that no operation goes
+        unrecorded. A catalog that cannot be opened is reported when the event is recorded, as before."""
+        try:
+            log = self.audit_log()
+        except CatalogError:
+            return
+        if log is not None:
+            log.close()  # no open database connection is carried into forked workers
 
     @contextlib.contextmanager
     def audited(self, action: str, **targets: Any) -> Iterator[AuditRecord]:
@@ -339,7 +375,8 @@ class Session:
         """Seal pending events into the repository and sign a checkpoint (needs the opened repository)."""
         if not self._audit_pending or self._opened is None or self._audit_log is None:
             return
-        self._audit_log.seal(self._opened)
+        if self._audit_log.seal(self._opened) is not None:
+            self.pin_audit_log()
         self._audit_pending = False
 
 

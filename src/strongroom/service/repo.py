@@ -250,13 +250,14 @@ def trust_current(session: Session) -> str:
     refs = repo.read_refs()
     session.client_state(repo).save(repo.fingerprint, repo.config.suite, refs, force=True)
     session.pinned_signers(repo).save(repo.read_signers(), force=True)
-    log = session.audit_log()
+    log = session.audit_log(check_pin=False)
     if log is not None and not log.signed_by(repo):
         # An accepted swap: the catalog's log is the replaced repository's. Keep it aside as evidence and
         # start this repository's own log.
         from strongroom.service.audit import fresh_catalog
 
         fresh_catalog(session, repo.config.repo_id)
+    session.pin_audit_log()  # the catalog's log, even a new one, is now the one this client seals into
     return repo.config.repo_id
 
 

@@ -17,13 +17,14 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from strongroom.crypto.idhash import sha256_hex
 from strongroom.crypto.signing import write_private_file
-from strongroom.errors import RollbackDetected
+from strongroom.errors import AuditLogReplaced, RollbackDetected
 from strongroom.store.refs import Refs
 from strongroom.store.trust import TrustedSet
 
@@ -153,6 +154,56 @@ class PinnedSigners:
     def check_and_save(self, trusted: TrustedSet) -> None:
         self.check(trusted)
         self.save(trusted)
+
+
+class PinnedLog:
+    """Which audit log this client sealed into one catalog of a repository:
+    `repos/<repo id>.audit-<catalog key>.json`, the key naming the catalog's URL without its password.
+
+    A catalog that later holds another log (reset, replaced by one that starts a "new" log with events of
+    someone's choosing, or pointed at another database) is refused until `audit rebuild` puts the sealed
+    log back or `trust-current` accepts the new one. A client that never sealed into a catalog pins the
+    log it finds there the first time it seals (first contact, as for refs)."""
+
+    FORMAT = "sr-pinned-audit-log/1"
+
+    def __init__(self, state_dir: str, repo_id: str, catalog_url: str) -> None:
+        key = sha256_hex(_without_password(catalog_url).encode("utf-8", "surrogateescape"))[:16]
+        self.path = os.path.join(state_dir, "repos", f"{repo_id}.audit-{key}.json")
+
+    def load(self) -> str | None:
+        try:
+            with open(self.path, "rb") as f:
+                obj = json.load(f)
+            return str(obj["log_id"]) if obj["format"] == self.FORMAT else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def check(self, log_id: str) -> None:
+        pinned = self.load()
+        if pinned is not None and pinned != log_id:
+            raise AuditLogReplaced(
+                f"audit log replaced: the catalog holds log {log_id}, but this client sealed log {pinned} "
+                "into it (the catalog was reset, replaced, or pointed at another database)"
+            )
+
+    def save(self, log_id: str) -> None:
+        if self.load() == log_id:
+            return
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_private_file(Path(self.path), json.dumps({"format": self.FORMAT, "log_id": log_id}).encode())
+
+
+def _without_password(url: str) -> str:
+    """The URL without its password: the pin's name must not depend on, or reveal a hash of, a password.
+    Parsed as the catalog parses it (only called once the catalog, and so SQLAlchemy, is loaded)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):.*@", r"\1@", url, flags=re.IGNORECASE)
 
 
 class WorkspaceRegistry:

@@ -3,6 +3,7 @@ other refs at the same generation) is refused; newer states are accepted and rem
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,20 @@ def test_pinned_signers(tmp_path: Path) -> None:
     assert Path(pin.path).stat().st_ino == before
     pin.save(_signers(3), force=True)  # `trust-current`
     pin.check(_signers(3))
+
+
+def test_the_audit_log_pin_is_named_without_the_catalogs_password(tmp_path: Path) -> None:
+    from strongroom.errors import AuditLogReplaced
+    from strongroom.store.clientstate import PinnedLog
+
+    url = "postgresql+psycopg://bob:hunter2-secret@db.example:5432/strongroom"
+    pin = PinnedLog(str(tmp_path), "ab" * 32, url)
+    assert pin.path == PinnedLog(str(tmp_path), "ab" * 32, url.replace("hunter2-secret", "other")).path
+    assert pin.path != PinnedLog(str(tmp_path), "ab" * 32, url.replace("db.example", "db2.example")).path
+    pin.check("0011223344556677")  # nothing pinned yet: first contact
+    pin.save("0011223344556677")
+    pin.check("0011223344556677")
+    with pytest.raises(AuditLogReplaced, match="holds log 8899aabbccddeeff, but this client sealed log 0011"):
+        pin.check("8899aabbccddeeff")
+    written = Path(pin.path).read_bytes()
+    assert b"hunter2" not in written and oct(os.stat(pin.path).st_mode & 0o777) == "0o600"
