@@ -20,6 +20,18 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _write_new(path: str, data: bytes) -> None:
+    """Create ``path`` (FileExistsError if it exists), write ``data`` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalBackend:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -66,28 +78,45 @@ class LocalBackend:
             raise BackendError(f"writing {name}: {e.strerror or e}") from None
 
     def put_exclusive(self, name: str, data: bytes) -> bool:
+        """Create ``name`` unless it exists. The content is written and fsynced under a temporary name first
+        and then hard-linked into place, so the name never exists empty or half-written: a lock file cut off
+        by a crash would otherwise block every writer (its holder unreadable, so never found stale)."""
         path = self._path(name)
         d = os.path.dirname(path)
+        tmp = f"{path}.tmp{os.getpid()}-{os.urandom(4).hex()}"
         try:
             self._ensure_dir(d)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False
-        except OSError as e:
-            raise BackendError(f"creating {name}: {e.strerror or e}") from None
-        try:
+            _write_new(tmp, data)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                # a filesystem without hard links: the rename would replace a lock someone holds, so create
+                # the name exclusively and write into it (a crash in between can leave it empty)
+                if not self._create_and_write(path, data):
+                    return False
             finally:
-                os.close(fd)
+                os.unlink(tmp)
             _fsync_dir(d)
         except OSError as e:
             with contextlib.suppress(OSError):
-                os.unlink(path)  # never leave a half-written object under its name
+                os.unlink(tmp)
             raise BackendError(f"writing {name}: {e.strerror or e}") from None
+        return True
+
+    @staticmethod
+    def _create_and_write(path: str, data: bytes) -> bool:
+        try:
+            _write_new(path, data)
+        except FileExistsError:
+            return False
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # never leave a half-written object under its name
+            raise
         return True
 
     def get(self, name: str) -> bytes:

@@ -4,6 +4,7 @@ must honour. A lock whose holder is a dead process on this host is stale and is 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -28,6 +29,7 @@ class Holder:
     host: str
     time_ns: int
     command: str
+    boot: str = ""  # the host's boot id: after a reboot a PID names another process
 
     def describe(self, now_ns: int) -> str:
         age = max(0, (now_ns - self.time_ns) // 1_000_000_000)
@@ -36,6 +38,9 @@ class Holder:
     def is_stale(self) -> bool:
         if self.host != socket.gethostname():
             return False
+        now = boot_id()
+        if self.boot and now and self.boot != now:
+            return True  # taken before this host last booted (a lock a power loss brought back)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -45,16 +50,39 @@ class Holder:
         return False
 
 
+@functools.cache
+def boot_id() -> str:
+    """Linux's id of the current boot ("" elsewhere)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _record(command: str) -> bytes:
     return json.dumps(
-        {"pid": os.getpid(), "host": socket.gethostname(), "time_ns": time.time_ns(), "command": command}
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time_ns": time.time_ns(),
+            "command": command,
+            "boot": boot_id(),
+        }
     ).encode()
 
 
 def read_holder(backend: Backend, name: str) -> Holder | None:
     try:
         obj = json.loads(backend.get(name))
-        return Holder(name, int(obj["pid"]), str(obj["host"]), int(obj["time_ns"]), str(obj.get("command", "")))
+        return Holder(
+            name,
+            int(obj["pid"]),
+            str(obj["host"]),
+            int(obj["time_ns"]),
+            str(obj.get("command", "")),
+            str(obj.get("boot", "")),
+        )
     except Exception:
         return None if backend.size(name) is None else Holder(name, -1, "?", 0, "unreadable lock")
 

@@ -126,6 +126,33 @@ def test_put_exclusive(backend: Backend) -> None:
     assert backend.get("locks/publish") == b"third"
 
 
+def test_put_exclusive_never_shows_a_partial_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The name appears (by a hard link) only once its whole content is durable, and no temporary file is
+    left behind; on a filesystem without hard links it falls back to an exclusive create."""
+    backend = LocalBackend(str(tmp_path))
+    seen: list[bytes] = []
+    real_link = os.link
+
+    def link(src: str, dst: str) -> None:
+        seen.append(Path(src).read_bytes())  # what the name will hold the moment it exists
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    assert backend.put_exclusive("locks/publish", b'{"pid": 1}') is True
+    assert seen == [b'{"pid": 1}'] and os.listdir(tmp_path / "locks") == ["publish"]
+    assert backend.put_exclusive("locks/publish", b"other") is False
+    assert os.listdir(tmp_path / "locks") == ["publish"]
+
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert backend.put_exclusive("locks/publish", b"third") is False
+    backend.delete("locks/publish")
+    assert backend.put_exclusive("locks/publish", b"fourth") is True
+    assert backend.get("locks/publish") == b"fourth" and os.listdir(tmp_path / "locks") == ["publish"]
+
+
 BAD_NAMES = ["", "..", "../x", "data/../config", "a/..", "/etc/passwd", "/abs", "Config", "data/AB/x", "a.tmp",
              "data/ab/x.tmp123-abcd", "a/.tmp", ".hidden", "data/.x", "a//b", "a/", "a b", "é", "a\nb", "data\n",
              "data/ab\n", "a\0b", "a\\b", "-a", "x" * 513]
