@@ -21,14 +21,17 @@ import pytest
 
 from strongroom import Strongroom
 from strongroom.store.filecache import CachedFile, FileCache
+from strongroom.store.lock import boot_id
 from tests.conftest import PASSPHRASE, Cli, make_tree
 
 
-def write_lock(repo: Path, name: str, pid: int, host: str, age_s: int = 5) -> Path:
+def write_lock(repo: Path, name: str, pid: int, host: str, age_s: int = 5, boot: str | None = None) -> Path:
     path = repo / "locks" / name
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "host": host, "time_ns": time.time_ns() - age_s * 10**9,
-                                "command": "commit"}))
+    record = {"pid": pid, "host": host, "time_ns": time.time_ns() - age_s * 10**9, "command": "commit"}
+    if boot is not None:
+        record["boot"] = boot
+    path.write_text(json.dumps(record))
     return path
 
 
@@ -62,14 +65,21 @@ def test_two_commits_racing_on_one_branch(cli: Cli, tmp_path: Path, sleeper: int
     rng = random.Random(3)
     srcs = [make_tree(tmp_path / f"w{i}", {"base.txt": b"base\n", f"mine{i}.bin": rng.randbytes(2 << 20)})
             for i in range(2)]
-    index_before = len(list((cli.repo / "index").iterdir()))
+    def packs() -> int:
+        return sum(1 for p in (cli.repo / "data").rglob("*") if p.is_file() and ".tmp" not in p.name)
 
-    # Both read the branch head and write their packs and index while a third party holds the publish
-    # lock; then the lock goes and both try to move the branch.
+    packs_before = packs()
+
+    # Both read the branch head (then take their reader's lock) and write their packs while a third party
+    # holds the publish lock, under which they would write their index; then the lock goes and both try
+    # to move the branch.
     lock = write_lock(cli.repo, "publish", sleeper, socket.gethostname())
     procs = [popen_commit(cli, s, "--wait", "60") for s in srcs]
     deadline = time.monotonic() + 60
-    while len(list((cli.repo / "index").iterdir())) < index_before + 2:
+    while (
+        len(list((cli.repo / "locks").glob("read-*"))) < 2
+        or packs() < packs_before + 4  # a chunk pack and a tree pack each
+    ):
         assert time.monotonic() < deadline, "the commits never reached the publish step"
         assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
         time.sleep(0.02)
@@ -124,6 +134,20 @@ def test_a_lock_of_a_dead_process_on_this_host_is_cleared(cli: Cli, tmp_path: Pa
     r = cli("commit", str(src))
     assert r.code == 0, r.err
     assert not lock.exists()
+
+
+def test_a_lock_taken_before_this_host_last_booted_is_cleared(cli: Cli, tmp_path: Path, sleeper: int) -> None:
+    """A power loss can bring back a lock whose removal was not yet on disk; after the reboot its PID may
+    name an unrelated live process (here: a sleeper of ours). The boot id in the record tells them apart."""
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"a\n"})
+    host = socket.gethostname()
+    write_lock(cli.repo, "publish", sleeper, host, boot="00000000-0000-0000-0000-000000000000")
+    r = cli("commit", str(src))
+    assert r.code == 0, r.err
+    write_lock(cli.repo, "publish", sleeper, host, boot=boot_id())  # same boot, live PID: held
+    r = cli("commit", str(src), "-m", "again")
+    assert r.code == 1 and f"PID {sleeper}" in r.err, r.err
 
 
 def test_unlock_removes_stale_locks_only(cli: Cli, tmp_path: Path, sleeper: int) -> None:

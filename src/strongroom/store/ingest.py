@@ -387,8 +387,11 @@ def commit_folder(
         pid = repo.write_pack(meta)
         new_packs.append(pid)
         stored += repo.backend.size(pack_path(pid)) or 0
-    repo.write_index(adopted + new_packs)
-    repo.update_refs(req.branch, parent, commit_id, "commit", wait=req.wait)
+    # The index is written under the publish lock, right before the frames are counted: a kill between the
+    # two is the only way left for stored frames to escape their keys' counts.
+    repo.update_refs(
+        req.branch, parent, commit_id, "commit", wait=req.wait, prepare=lambda: repo.write_index(adopted + new_packs)
+    )
     if cache:
         cache.save(new_cache)
     return CommitResult(

@@ -374,27 +374,50 @@ class Repository:
     def _write_refs(self, refs: Refs) -> None:
         self.backend.put(REFS_NAME, seal_refs(self.sealer, self.context, refs))
 
-    def edit_refs(self, change: Callable[[Refs], None], command: str, wait: float = 0.0) -> Refs:
+    def edit_refs(
+        self,
+        change: Callable[[Refs], None],
+        command: str,
+        wait: float = 0.0,
+        prepare: Callable[[], object] | None = None,
+    ) -> Refs:
         """Apply change() to the current refs under the publish lock and store them with the next generation.
-        change() raises to refuse (for example BranchMoved when a branch is no longer where it was)."""
+        change() raises to refuse (for example BranchMoved when a branch is no longer where it was).
+        prepare() runs first under the lock (a commit writes its index there). The frames this process
+        sealed count against their keys whether or not anything is published: they are stored."""
         with lock.publish_lock(self.backend, command, wait):
-            if self.scope_key_id is not None:
-                # A scope shredded while this commit ran: publishing would name data nobody can read.
-                scope_id = self._scope_ids.get(self.scope_key_id, "")
-                if self.backend.size(f"scopes/{scope_id}-shredded") is not None:
-                    raise Shredded(self.scope_states[self.scope_key_id][0])
-            self.ensure_current_key()
-            refs = self.read_refs()
-            before = Refs(refs.generation, dict(refs.branches), dict(refs.tags))
-            change(refs)
-            refs.record_changes(before, time.time_ns())
+            try:
+                if self.scope_key_id is not None:
+                    # A scope shredded while this commit ran: publishing would name data nobody can read.
+                    scope_id = self._scope_ids.get(self.scope_key_id, "")
+                    if self.backend.size(f"scopes/{scope_id}-shredded") is not None:
+                        raise Shredded(self.scope_states[self.scope_key_id][0])
+                self.ensure_current_key()
+                if prepare is not None:
+                    prepare()
+                refs = self.read_refs()
+                before = Refs(refs.generation, dict(refs.branches), dict(refs.tags))
+                change(refs)
+                refs.record_changes(before, time.time_ns())
+            except BaseException:
+                with contextlib.suppress(StrongroomError):  # the refusal is what the caller must see
+                    self._account_messages()
+                raise
             self._account_messages()
             refs.generation += 1
             refs.stored = None  # changed: its digest is that of the new encoding, which is what gets stored
             self._write_refs(refs)
             return refs
 
-    def update_refs(self, branch: str, expected: bytes | None, new: bytes, command: str, wait: float = 0.0) -> Refs:
+    def update_refs(
+        self,
+        branch: str,
+        expected: bytes | None,
+        new: bytes,
+        command: str,
+        wait: float = 0.0,
+        prepare: Callable[[], object] | None = None,
+    ) -> Refs:
         """Compare-and-swap one branch; BranchMoved if it no longer points at ``expected``."""
 
         def swap(refs: Refs) -> None:
@@ -402,7 +425,7 @@ class Repository:
                 raise BranchMoved()
             refs.branches[branch] = new
 
-        return self.edit_refs(swap, command, wait)
+        return self.edit_refs(swap, command, wait, prepare)
 
     # ---------------------------------------------------------------- trusted signers
 
@@ -577,11 +600,23 @@ class Repository:
                 continue
             try:
                 entries = self.read_pack_header(pid, size)
+                self._count_frames_of(pid, size, entries)
             except StrongroomError:
                 continue
             idx.add_pack(pid, entries)
             adopted.append(pid)
         return adopted
+
+    def _count_frames_of(self, pack_id: str, size: int, entries: list[PackEntry]) -> None:
+        """The frames of a pack an interrupted command left were sealed, and stored, by a process whose count
+        died with it: they count against their keys' nonce budgets with the next publish (orphans are rare,
+        so one small read per frame is cheap)."""
+        name = pack_path(pack_id)
+        start, _ = header_location(size, self.backend.get_range(name, size - TRAILER_LEN, TRAILER_LEN))
+        counts = self.sealer.sealed
+        for offset in [start, *(e.offset for e in entries)]:
+            kid = aead.key_id_of(self.backend.get_range(name, offset, aead.HEADER_LEN))
+            counts[kid] = counts.get(kid, 0) + 1
 
     def read_pack_header(self, pack_id: str, size: int | None = None) -> list[PackEntry]:
         name = pack_path(pack_id)
