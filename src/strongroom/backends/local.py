@@ -149,7 +149,7 @@ class LocalBackend:
     def size(self, name: str) -> int | None:
         try:
             return os.stat(self._path(name)).st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where the repository's folder should be
             return None
 
     def delete(self, name: str) -> None:

@@ -78,17 +78,32 @@ def session() -> Session:
 
 
 def _log_internal_error(exc: BaseException) -> str:
+    """Write the traceback to a log file and return its path (or why it could not be written)."""
     try:
-        settings = STATE.settings or Settings.from_env()
-        log_dir = settings.log_dir
-    except StrongroomError:
-        log_dir = os.path.join(os.path.expanduser("~"), ".local", "state", "strongroom", "logs")
-    os.makedirs(log_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(log_dir, f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log")
-    with open(path, "w") as f:
-        f.write(f"strongroom {' '.join(sys.argv[1:2])}\n")  # the subcommand only: arguments may name secrets
-        traceback.print_exception(exc, file=f)
-    return path
+        try:
+            settings = STATE.settings or Settings.from_env()
+            log_dir = settings.log_dir
+        except StrongroomError:
+            log_dir = os.path.join(os.path.expanduser("~"), ".local", "state", "strongroom", "logs")
+        os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(log_dir, f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log")
+        # the messages may hold undecodable names (surrogate escapes): never let them stop the log
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(f"strongroom {' '.join(sys.argv[1:2])}\n")  # the subcommand only: arguments may name secrets
+            traceback.print_exception(exc, file=f)
+        return path
+    except Exception as e:
+        return f"no log: {type(e).__name__}"
+
+
+def one_line(text: str) -> str:
+    """An error names what the user typed: control characters (CR, LF, ESC, ...) and undecodable bytes are
+    shown escaped, so the message stays one line and cannot rewrite the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text
+    )
 
 
 def _is_usage_error(e: Exception) -> bool:
@@ -111,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     except StrongroomError as e:
         if e.exit_code == 3:
             path = _log_internal_error(e)
-            sys.stderr.write(f"strongroom: internal error: {e} (details in {path})\n")
+            sys.stderr.write(one_line(f"strongroom: internal error: {e} (details in {path})") + "\n")
             return 3
         hint = e.hint()
-        sys.stderr.write(f"strongroom: error: {e}" + (f" ({hint})" if hint else "") + "\n")
+        sys.stderr.write(one_line(f"strongroom: error: {e}" + (f" ({hint})" if hint else "")) + "\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("strongroom: interrupted\n")
@@ -124,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if _is_usage_error(e):
             message = e.format_message().splitlines()  # type: ignore[attr-defined]
-            sys.stderr.write(f"strongroom: error: {message[0] if message else e}\n")
+            sys.stderr.write(one_line(f"strongroom: error: {message[0] if message else e}") + "\n")
             return 2
         path = _log_internal_error(e)
-        sys.stderr.write(f"strongroom: internal error (a bug): {type(e).__name__}; details in {path}\n")
+        sys.stderr.write(one_line(f"strongroom: internal error (a bug): {type(e).__name__}; details in {path}") + "\n")
         return 3
 
 

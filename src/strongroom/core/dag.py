@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 from strongroom.core.model import Commit
 from strongroom.errors import InputError
 
-_TILDE = re.compile(r"^(?P<base>.+?)~(?P<n>\d+)$")
+# More than 18 digits is no ancestor anyone has (and Python refuses to convert thousands of digits).
+_TILDE = re.compile(r"^(?P<base>.+?)~(?P<n>[0-9]{1,18})$")
 
 
 def split_tilde(ref: str) -> tuple[str, int]:

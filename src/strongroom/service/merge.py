@@ -222,7 +222,11 @@ def protect(
 ) -> Protection | None:
     validate_ref_name(branch)
     for c in checks:
-        if not shlex.split(c):
+        try:
+            words = shlex.split(c)
+        except ValueError as e:  # an unclosed quote
+            raise InputError(f"--require-check {c!r}: {e}") from None
+        if not words:
             raise InputError("an empty --require-check command")
     repo = session.open()
     result: list[Protection | None] = []

@@ -130,6 +130,8 @@ def ignore_rules(root: str, excludes: list[str]) -> IgnoreRules:
             patterns.extend(f.read().splitlines())
     except FileNotFoundError:
         pass
+    except OSError as e:  # an unreadable folder, or an ignore file that is not a readable file
+        raise UnreadableSource(os.path.join(root, IGNORE_FILE), e.strerror or str(e)) from None
     return IgnoreRules(patterns)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -171,11 +173,12 @@ def custody(
     html_file: Annotated[str | None, typer.Option("--html", help="Write an HTML report to FILE.")] = None,
 ) -> None:
     """Chain of custody: who added and changed each file of VERSION, from where, and who read it since."""
+    if html_file:
+        _refuse_our_own_files(html_file)
     rep = svc.custody(session(), version, paths or [], actor)
     if html_file:
-        with open(html_file, "w", encoding="utf-8") as f:
-            f.write(_html(rep))
-        note(f"wrote {html_file}")
+        _write_report(html_file, _html(rep))
+        note(f"wrote {safe(html_file)}")
     if STATE.json or json_out:
         emit_json(rep)
         return
@@ -210,6 +213,40 @@ class _Ev:
 
     def to_json(self) -> dict[str, Any]:
         return self._d
+
+
+def _refuse_our_own_files(path: str) -> None:
+    """A report written over the repository, the catalog or the client's keys and state would destroy them."""
+    settings = session().settings
+    target = os.path.realpath(path)
+    places = [
+        ("the repository", settings.repo),
+        ("the client state", settings.state_dir),
+        ("the cache", settings.cache_dir),
+        ("the config folder", settings.config_dir),
+        ("the keystore", settings.keystore),
+    ]
+    if settings.catalog and settings.catalog.startswith("sqlite:///"):
+        places.append(("the catalog", settings.catalog[len("sqlite:///") :].split("?", 1)[0]))
+    for what, place in places:
+        if not place:
+            continue
+        root = os.path.realpath(place)
+        if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
+            raise InputError(f"--html: refusing to write inside {what}: {path}")
+
+
+def _write_report(path: str, text: str) -> None:
+    """Written whole or not at all (temporary file, then rename); undecodable names are escaped."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _html(rep: dict[str, Any]) -> str:
