@@ -12,7 +12,8 @@
     │   ├── UnknownPath                  HTTP 404
     │   ├── DestinationNotEmpty
     │   ├── UnreadableSource
-    │   └── UnsafeSwitchRefused
+    │   ├── UnsafeSwitchRefused
+    │   └── UndecodableText              text that is not UTF-8 where it is recorded or compared
     └── ProblemFound                     exit 1, HTTP 409  the command ran and found a problem
         ├── IntegrityError               HTTP 422  damaged or tampered data
         │   ├── DecryptionFailed         (opaque on purpose: never says why)
@@ -112,6 +113,31 @@ class UnreadableSource(InputError):
 
 class UnsafeSwitchRefused(InputError):
     template = "{}"
+
+
+class UndecodableText(InputError):
+    """Bytes that are not UTF-8 (in an argument, the environment) reach Python as surrogate escapes, which
+    SQLite, JSON and a UTF-8 terminal refuse: refused where such text would be recorded or compared."""
+
+    template = "{} is not UTF-8 text: {}"
+
+    @classmethod
+    def check(cls, value: str, what: str) -> str:
+        """``value`` when it is UTF-8 text; else this error naming ``what``, its bytes shown escaped (\\xe9)."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = "".join(_escaped(c) for c in value[:80]) + ("…" if len(value) > 80 else "")
+            raise cls(what, shown) from None
+        return value
+
+
+def _escaped(c: str) -> str:
+    """An undecodable byte (surrogate escape U+DC80..U+DCFF) as \\xNN, another lone surrogate as \\uNNNN."""
+    n = ord(c)
+    if 0xDC80 <= n <= 0xDCFF:
+        return f"\\x{n - 0xDC00:02x}"
+    return f"\\u{n:04x}" if 0xD800 <= n <= 0xDFFF else c
 
 
 class ProblemFound(StrongroomError):

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from strongroom.errors import UnsafeSwitchRefused
+from strongroom.errors import UndecodableText, UnsafeSwitchRefused
 
 WEAK_KDF_SWITCH = "STRONGROOM_UNSAFE_TEST_WEAK_KDF"
 
@@ -101,12 +101,15 @@ class Settings:
         config = env.get("STRONGROOM_CONFIG_DIR") or os.path.join(
             env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "strongroom"
         )
+        user = env.get("STRONGROOM_USER") or None
+        if user is not None:  # recorded on versions and in the audit log: refused before anything is done
+            UndecodableText.check(user, "STRONGROOM_USER")
         return cls(
             repo=repo or env.get("STRONGROOM_REPO") or None,
             passphrase_file=env.get("STRONGROOM_PASSPHRASE_FILE") or None,
             passphrase_env=env.get("STRONGROOM_PASSPHRASE"),
             passphrase_command=passphrase_command,
-            user=env.get("STRONGROOM_USER") or None,
+            user=user,
             os_user=os_user,
             state_dir=state,
             cache_dir=cache,

@@ -391,6 +391,18 @@ def test_weak_kdf_switch_is_refused_outside_the_test_suite(cli: Cli) -> None:
         (("audit", "tail", "-n", "99999999999999999999"), "--lines"),
         (("audit", "prove", "99999999999999999999"), "sequence number"),
         (("audit", "consistency", "1", "99999999999999999999999"), "NEW_SIZE"),
+        # undecodable text (a non-UTF-8 argument arrives as surrogate escapes): refused before SQLite sees it
+        (("audit", "log", "--actor", "caf\udce9"), "--actor is not UTF-8 text: caf\\xe9"),
+        (("audit", "log", "--action", "caf\udce9"), "--action is not UTF-8 text: caf\\xe9"),
+        (("custody", "--json", "--actor", "caf\udce9"), "--actor is not UTF-8 text"),
+        (("custody", "--actor", "caf\udce9", "--html", "{tmp}/r.html"), "--actor is not UTF-8 text"),
+        # ... or compared with the confirmation it must repeat
+        (("key", "shred", "caf\udce9", "--confirm", "pii"), "confirmation does not match"),
+        (("key", "export", "--paper", "--confirm", "caf\udce9"), "confirmation does not match"),
+        # ... or stored for good as a version's message
+        (("commit", "{tmp}", "-m", "caf\udce9"), "-m is not UTF-8 text: caf\\xe9"),
+        (("merge", "exp", "--into", "main", "-m", "caf\udce9"), "-m is not UTF-8 text"),
+        (("revert", "main", "-m", "caf\udce9"), "-m is not UTF-8 text"),
     ],
 )
 def test_out_of_range_numbers_times_and_undecodable_files(
@@ -400,4 +412,94 @@ def test_out_of_range_numbers_times_and_undecodable_files(
     latin1.write_bytes("clé é".encode("latin-1"))
     proof = tmp_path / "proof.json"
     proof.write_text("{}")  # the key is read first
-    fails(hcli(*(a.format(latin1=latin1, proof=proof) for a in args)), 2, word)
+    fails(hcli(*(a.format(latin1=latin1, proof=proof, tmp=tmp_path) for a in args)), 2, word)
+    assert not (tmp_path / "r.html").exists()
+
+
+# ------------------------------------------------------------------------------ the catalog URL
+
+IN_MEMORY = ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite+pysqlite://", "sqlite:///file::memory:?uri=true"]
+
+
+@pytest.mark.parametrize("url", IN_MEMORY)
+@pytest.mark.parametrize("args", [("log",), ("stats",), ("gc",)])
+def test_an_in_memory_catalog_is_refused(hcli: Cli, url: str, args: tuple[str, ...]) -> None:
+    """Commands close the catalog's connections before work (no connection in forked workers), which would
+    discard an in-memory database and its audit log: refused, exit 2, not an internal error."""
+    fails(hcli("--catalog", url, *args), 2, "--catalog: an in-memory SQLite database cannot hold the audit log")
+
+
+def test_a_refused_catalog_url_creates_no_repository(cli: Cli) -> None:
+    for url in ("sqlite://", "not a url"):
+        fails(cli("--catalog", url, "init"), 2, "--catalog")
+        assert not cli.repo.exists()
+
+
+def test_catalog_url_arguments_sqlite_would_ignore_are_refused(hcli: Cli, tmp_path: Path) -> None:
+    """Without uri=true the driver ignores mode=ro and SQLAlchemy warns on stderr: refused in one line."""
+    url = f"sqlite:///{tmp_path}/c.sqlite?mode=ro"
+    fails(hcli("--catalog", url, "ls", "nosuch"), 2, "would ignore the URL argument(s) mode")
+    assert not (tmp_path / "c.sqlite").exists()
+    # the SQLite URI form takes them: a read-only catalog then fails as a catalog (exit 1), not with a warning
+    ro = f"sqlite:///file:{tmp_path}/c.sqlite?mode=ro&uri=true"
+    fails(hcli("--catalog", ro, "log"), 1, "catalog:")
+
+
+def test_a_catalog_failing_in_use_is_a_catalog_error(cli: Cli, tmp_path: Path) -> None:
+    """A database error after the catalog was opened (here a table gone) is exit 1, one line, never exit 3."""
+    import sqlite3
+
+    ok(cli("init"))
+    catalog = tmp_path / "c.sqlite"
+    ok(cli("--catalog", f"sqlite:///{catalog}", "log"))
+    with sqlite3.connect(catalog) as db:
+        db.execute("DROP TABLE audit_events")
+    fails(cli("--catalog", f"sqlite:///{catalog}", "log"), 1, "catalog: the catalog database failed: OperationalError")
+
+
+def test_a_catalog_error_never_shows_the_password_of_its_url(hcli: Cli) -> None:
+    secret = "s3cr3t-in-the-url"
+    r = hcli("--catalog", f"postgresql+psycopg://user:{secret}@127.0.0.1:1/db", "log")
+    fails(r, 1, "catalog:")
+    assert secret not in r.err + r.out
+
+
+# ------------------------------------------------------------------------------ undecodable text
+
+UNDECODABLE = "caf\udce9"  # what Python makes of the bytes b"caf\xe9" in argv or the environment
+STRICT_STDOUT = {"PYTHONIOENCODING": "utf-8:strict"}  # stdout as under a UTF-8 locale such as en_US.UTF-8
+
+
+def test_an_undecodable_user_is_refused_before_anything_is_made(cli: Cli, history: History) -> None:
+    fails(cli("init", "--user", UNDECODABLE), 2, "--user is not UTF-8 text: caf\\xe9")
+    assert not cli.repo.exists()
+    fails(cli("init", extra_env={"STRONGROOM_USER": UNDECODABLE}), 2, "STRONGROOM_USER is not UTF-8 text")
+    assert not cli.repo.exists()
+    fails(Cli(history.path, cli.env)("log", extra_env={"STRONGROOM_USER": UNDECODABLE}), 2, "STRONGROOM_USER")
+
+
+def test_an_undecodable_os_user_is_recorded_escaped(hcli: Cli) -> None:
+    """$LOGNAME / $USER name the OS user in every audit event: bytes that are not UTF-8 are recorded as \\xNN
+    escapes (as file names are), not an internal error."""
+    ok(hcli("log", extra_env={"LOGNAME": UNDECODABLE, "USER": UNDECODABLE}))
+    events = json.loads(ok(hcli("--json", "audit", "log", "--action", "log")).out)
+    assert events[-1]["os_user"] == "caf\\xe9"
+
+
+def test_undecodable_text_already_stored_is_printed_escaped(cli: Cli, tmp_path: Path) -> None:
+    """A message stored before messages were checked, an incident reason, a destination folder: printed as
+    JSON escapes (--json) or \\u escapes, never an internal error once the work is done."""
+    src = make_tree(tmp_path / "src", {"f.txt": b"f\n"})
+    sr = Strongroom.init(str(cli.repo), PASSPHRASE, env=cli.env)
+    sr.commit(str(src), message=UNDECODABLE, workers=1)
+    (entry,) = json.loads(ok(cli("--json", "log", extra_env=STRICT_STDOUT)).out)
+    assert entry["message"] == UNDECODABLE
+    assert "caf\\udce9" in ok(cli("log", extra_env=STRICT_STDOUT)).out
+    incident = json.loads(ok(cli("--json", "incident", "open", "--reason", UNDECODABLE, extra_env=STRICT_STDOUT)).out)
+    assert incident["reason"] == UNDECODABLE
+    ok(cli("incident", "close", incident["id"]))
+    out = ok(cli("checkout", "main", f"{tmp_path}/out-{UNDECODABLE}", extra_env=STRICT_STDOUT)).out
+    assert "out-caf\\udce9" in out
+    assert tree_snapshot(tmp_path / f"out-{UNDECODABLE}") == tree_snapshot(src)
+    out = ok(cli("workspace", "create", f"{tmp_path}/ws-{UNDECODABLE}", "-b", "w", extra_env=STRICT_STDOUT)).out
+    assert out.startswith("created ") and "ws-caf\\udce9" in out

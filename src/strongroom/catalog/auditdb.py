@@ -1,7 +1,9 @@
 """The audit log's tables behind a small API, so that only the catalog room speaks SQL.
 
 Rows come back as SQLAlchemy rows (attribute access: ``row.seq``, ``row.note``); a transaction is an
-opaque handle from ``writer()`` (serialised across processes) or ``reader()``.
+opaque handle from ``writer()`` (serialised across processes) or ``reader()``. A database error inside
+either (SQLAlchemy's, or the driver's from the cursors used directly) leaves it as a CatalogError: one line,
+exit 1, no password.
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.exc import ArgumentError, SAWarning, SQLAlchemyError
 
 from strongroom.errors import CatalogError, InputError
 
@@ -25,31 +27,110 @@ def sqlite_url(path: str) -> str:
     return "sqlite:///" + os.path.abspath(path)
 
 
-def _sqlite_path(url: str) -> str | None:
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+# What the pysqlite driver takes from the query string of a URL; SQLite reads anything else only with uri=true.
+_PYSQLITE_ARGS = frozenset(
+    {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
+)
+
+
+def _uri_mode(u: URL) -> bool:
+    return str(u.query.get("uri", "")).lower() in ("true", "1", "yes", "on")
+
+
+def _sqlite_path(u: URL) -> str | None:
+    """The file of an SQLite URL (None for another database, or one in memory)."""
+    if u.get_backend_name() != "sqlite" or _in_memory(u):
         return None
-    return u.database
+    database = u.database or ""
+    if _uri_mode(u) and database.startswith("file:"):  # an SQLite URI filename: file:/abs/x.db, file:x.db
+        return unquote(urlsplit(database).path)
+    return database
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; an SQLite file's folder is created (mode 0700) and the file is WAL."""
+def _in_memory(u: URL) -> bool:
+    """Whether an SQLite URL names a database held in memory: sqlite://, sqlite:///, sqlite:///:memory:,
+    and the URI forms file::memory: and mode=memory."""
+    database = u.database or ""
+    if database in ("", ":memory:") or u.query.get("mode") == "memory":
+        return True
+    return database.startswith("file:") and unquote(urlsplit(database).path) in ("", ":memory:")
+
+
+def _check_sqlite_url(u: URL) -> None:
+    """Refuse what SQLite would not do as asked: a database in memory (the audit log would vanish with the
+    connection, and commands close their connections before forking workers), repeated arguments, and URL
+    arguments the driver would ignore (it warns, and the user meant them)."""
+    if _in_memory(u):
+        raise InputError("--catalog: an in-memory SQLite database cannot hold the audit log; give a file")
+    repeated = sorted(k for k, v in u.query.items() if not isinstance(v, str))
+    if repeated:
+        raise InputError(f"--catalog: URL argument given twice: {', '.join(repeated)}")
+    ignored = sorted(set(u.query) - _PYSQLITE_ARGS)
+    if ignored and not (_uri_mode(u) and (u.database or "").startswith("file:")):
+        raise InputError(
+            f"--catalog: SQLite would ignore the URL argument(s) {', '.join(ignored)}: they need uri=true and a "
+            "file: URI (sqlite:///file:/path/c.sqlite?mode=ro&uri=true)"
+        )
+
+
+def check_url(url: str) -> URL:
+    """``url`` parsed, or InputError when it cannot be parsed, names an SQLite database in memory or carries
+    arguments the SQLite driver would ignore. Cheap (no engine, no connection): sessions check a configured
+    catalog before any work, so that `init` does not create a repository it then cannot record."""
     try:
         u = make_url(url)
     except ArgumentError:
         raise InputError("--catalog is not a valid SQLAlchemy URL") from None
-    path = _sqlite_path(url)
+    if u.get_backend_name() == "sqlite":
+        _check_sqlite_url(u)
+    return u
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; an SQLite file's folder is created (mode 0700) and the file is WAL.
+
+    Refused (InputError) as ``check_url`` refuses; a warning SQLAlchemy gives about the URL is refused the
+    same way, so it never reaches stderr."""
+    u = check_url(url)
+    path = _sqlite_path(u)
     if path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", mode=0o700, exist_ok=True)
     try:
-        if u.get_backend_name() == "sqlite":
-            engine = create_engine(u, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-            _sqlite_tuning(engine)
-        else:
-            engine = create_engine(u, pool_pre_ping=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)
+            if u.get_backend_name() == "sqlite":
+                engine = create_engine(u, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+                _sqlite_tuning(engine)
+            else:
+                engine = create_engine(u, pool_pre_ping=True)
+    except SAWarning as w:
+        raise InputError(f"--catalog: {_one_line(str(w), u)}") from None
     except (SQLAlchemyError, ImportError) as e:
         raise CatalogError(f"cannot use {u.render_as_string(hide_password=True)}: {type(e).__name__}") from None
     return engine
+
+
+def _one_line(message: str, u: URL) -> str:
+    """The first line of a database error or warning, cut short and without the URL's password."""
+    lines = message.strip().splitlines()
+    first = lines[0][:200] if lines else ""
+    if u.password:
+        first = first.replace(str(u.password), "***")
+    return first
+
+
+def _db_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """SQLAlchemy's errors, and the driver's own (raised by its cursors, which the audit store uses directly)."""
+    dbapi = getattr(engine.dialect, "dbapi", None)
+    error = getattr(dbapi, "Error", None)
+    return (
+        (SQLAlchemyError, error) if isinstance(error, type) and issubclass(error, BaseException) else (SQLAlchemyError,)
+    )
+
+
+def catalog_error(engine: Engine, e: BaseException) -> CatalogError:
+    """A database error as a CatalogError: one line, no traceback, no password."""
+    return CatalogError(f"the catalog database failed: {type(e).__name__}: {_one_line(str(e), engine.url)}")
 
 
 def _sqlite_tuning(engine: Engine) -> None:
@@ -71,17 +152,25 @@ def _sqlite_tuning(engine: Engine) -> None:
 
 @contextlib.contextmanager
 def writer(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: BEGIN IMMEDIATE on SQLite; committed on success, rolled back on error."""
-    with engine.connect() as conn:
-        conn = conn.execution_options(strongroom_writer=True)
-        with conn.begin():
-            yield conn
+    """A write transaction: BEGIN IMMEDIATE on SQLite; committed on success, rolled back on error. A database
+    error (connecting, in the block, at commit) leaves it as a CatalogError."""
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(strongroom_writer=True)
+            with conn.begin():
+                yield conn
+    except _db_errors(engine) as e:
+        raise catalog_error(engine, e) from e
 
 
 @contextlib.contextmanager
 def reader(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    """A read transaction; a database error leaves it as a CatalogError."""
+    try:
+        with engine.connect() as conn, conn.begin():
+            yield conn
+    except _db_errors(engine) as e:
+        raise catalog_error(engine, e) from e
 
 
 # The newest revision under migrations/versions; a test keeps the two in step. Checking it first spares every
@@ -120,9 +209,12 @@ def _revision(conn: Connection) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        try:
-            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-        except SQLAlchemyError:
-            return None
-        return str(row[0]) if row else None
+    try:
+        with engine.connect() as conn:
+            try:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+            except SQLAlchemyError:
+                return None
+            return str(row[0]) if row else None
+    except _db_errors(engine) as e:
+        raise catalog_error(engine, e) from e

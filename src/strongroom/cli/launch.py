@@ -9,6 +9,7 @@ then is frozen out of later collections.
 from __future__ import annotations
 
 import gc
+import sys
 
 gc_deferred = False  # the collector was turned off here, for cli.main's callback to turn back on
 
@@ -17,6 +18,9 @@ def run() -> None:
     global gc_deferred
     gc_deferred = True
     gc.disable()
-    from strongroom.cli.main import run as run_command
-
+    try:
+        from strongroom.cli.main import run as run_command
+    except KeyboardInterrupt:  # Ctrl-C while the command is still being imported: no traceback
+        sys.stderr.write("strongroom: interrupted\n")
+        sys.exit(130)
     run_command()

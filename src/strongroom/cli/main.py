@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="strongroom", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
+        if e.exit_code == 130:  # click's answer to Ctrl-C inside a command
+            sys.stderr.write("strongroom: interrupted\n")
         return int(e.exit_code)
     except typer.Abort:
         sys.stderr.write("strongroom: interrupted\n")

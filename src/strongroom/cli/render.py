@@ -4,11 +4,14 @@ with full paths, no wrapping and no colour."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from strongroom.service.results import DiffEntry, Result
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def is_tty() -> bool:
@@ -20,12 +23,21 @@ def emit_json(obj: Any) -> None:
         obj = obj.to_json()
     elif isinstance(obj, list):
         obj = [o.to_json() if isinstance(o, Result) else o for o in obj]
-    sys.stdout.write(json.dumps(obj, indent=2 if is_tty() else None, ensure_ascii=False) + "\n")
+    text = json.dumps(obj, indent=2 if is_tty() else None, ensure_ascii=False)
+    if not text.isascii():  # lone surrogates (undecodable names, messages): JSON escapes, so stdout stays UTF-8
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    sys.stdout.write(text + "\n")
 
 
 def safe(text: str) -> str:
     """Control characters in names must not break one-record-per-line output."""
     return text.encode("unicode_escape", "backslashreplace").decode("ascii") if not text.isprintable() else text
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes held as surrogate escapes) shown escaped as ``safe``
+    shows them: a UTF-8 stdout cannot take them, and a summary line must not fail once the work is done."""
+    return text if text.isascii() else _SURROGATE.sub(lambda m: safe(m[0]), text)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -35,21 +47,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
         t = Table(*headers, show_edge=False, box=None, pad_edge=False)
         for row in rows:
-            t.add_row(*(str(c) for c in row))
+            t.add_row(*(_printable(str(c)) for c in row))
         Console().print(t)
     else:
         out = sys.stdout
         for row in rows:
-            out.write("\t".join(str(c) for c in row) + "\n")
+            out.write(_printable("\t".join(str(c) for c in row)) + "\n")
 
 
 def line(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_printable(text) + "\n")
 
 
 def note(text: str) -> None:
     """Human commentary on stderr, so stdout stays parseable."""
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_printable(text) + "\n")
 
 
 def human_bytes(n: float) -> str:

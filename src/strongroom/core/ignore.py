@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from strongroom.errors import InputError
+
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
@@ -67,7 +69,11 @@ class IgnoreRules:
             line = line.lstrip("/")
             body = _translate(line)
             regex = f"^{body}(?:/.*)?$" if anchored else f"^(?:.*/)?{body}(?:/.*)?$"
-            self._rules.append(_Rule(re.compile(regex, re.DOTALL), negate, dir_only))
+            try:
+                compiled = re.compile(regex, re.DOTALL)
+            except re.error as e:  # a range such as [z-a]
+                raise InputError(f"bad ignore pattern {raw!r}: {e}") from None
+            self._rules.append(_Rule(compiled, negate, dir_only))
 
     def __bool__(self) -> bool:
         return bool(self._rules)

@@ -17,7 +17,7 @@ from strongroom.audit import custody as custody_q
 from strongroom.audit.events import Event, parse_time
 from strongroom.audit.log import AuditLog, VerifyReport, check_proof
 from strongroom.crypto.signing import Ed25519Verifier
-from strongroom.errors import CatalogError, InputError, UnknownPath
+from strongroom.errors import CatalogError, InputError, UndecodableText, UnknownPath
 from strongroom.service.context import Session, audited
 from strongroom.service.versions import resolve
 
@@ -48,6 +48,8 @@ def log(
     until: str | None = None,
     path: str | None = None,
 ) -> list[Event]:
+    _text_filter(actor, "--actor")
+    _text_filter(action, "--action")
     session.open()
     events = _log(session).query(
         actor=actor,
@@ -56,6 +58,13 @@ def log(
         until=parse_time(until) if until else None,
     )
     return _path_filter(events, path)
+
+
+def _text_filter(value: str | None, what: str) -> None:
+    """A filter on recorded text must be UTF-8: events hold undecodable bytes escaped (caf\\xe9), so such a
+    filter could match nothing, and SQLite refuses it."""
+    if value is not None:
+        UndecodableText.check(value, what)
 
 
 def _count(value: int, what: str) -> int:
@@ -180,6 +189,7 @@ def fresh_catalog(session: Session, repo_id: str) -> AuditLog:
 
 @audited("custody", version="version", paths="paths", actor="actor")
 def custody(session: Session, version: str | None, paths: list[str], actor: str | None = None) -> dict[str, Any]:
+    _text_filter(actor, "--actor")
     repo = session.open()
     events = _log(session).query()
     if actor is not None and version is None:

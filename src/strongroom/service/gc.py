@@ -17,8 +17,8 @@ DAY_NS = 86_400 * 1_000_000_000
 
 @audited("gc", keep_unreachable_days="keep_unreachable_days", dry_run="dry_run")
 def gc(session: Session, keep_unreachable_days: float = 14, dry_run: bool = False, wait: float = 0.0) -> GcResult:
-    if not math.isfinite(keep_unreachable_days) or keep_unreachable_days < 0:
-        raise InputError("--keep-unreachable takes a finite number of days, 0 or more")
+    if not math.isfinite(keep_unreachable_days) or not 0 <= keep_unreachable_days <= 36500:
+        raise InputError("--keep-unreachable takes a number of days from 0 to 36500")
     repo = session.open()
     keep_ns = int(keep_unreachable_days * DAY_NS)
     now = time.time_ns()

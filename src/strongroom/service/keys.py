@@ -195,7 +195,8 @@ def confirmation_word(repo: Repository) -> str:
 def export_paper(session: Session, confirm: str) -> PaperSheet:
     """The master key as a recovery sheet. ``confirm`` must be the repository id's first 8 characters."""
     repo = session.open()
-    if not hmac.compare_digest(confirm.strip().lower().encode(), confirmation_word(repo).encode()):
+    typed = confirm.strip().lower().encode("utf-8", "surrogatepass")  # undecodable bytes from argv: no match
+    if not hmac.compare_digest(typed, confirmation_word(repo).encode()):
         raise InputError(f"confirmation does not match: type {confirmation_word(repo)} (the repository id's start)")
     master = repo.export_master()
     lines = [f"{n + 1:2d}: {row}" for n, row in enumerate(_encode_sheet(master.reveal()))]

@@ -61,7 +61,8 @@ def scope_state(repo: Repository, name: str) -> str:
 def shred(session: Session, name: str, confirm: str) -> ScopeInfo:
     """Destroy scope ``name``'s KEK for good. ``confirm`` must repeat the name."""
     repo = session.open()
-    if not hmac.compare_digest(confirm.encode(), name.encode()):
+    # surrogatepass: undecodable bytes (surrogate escapes from argv) compare like any other text
+    if not hmac.compare_digest(confirm.encode("utf-8", "surrogatepass"), name.encode("utf-8", "surrogatepass")):
         raise InputError(f"confirmation does not match: type the scope's name ({name})")
     scopes = store_scopes.load_scopes(repo, session.settings.keystore)
     named = [s for s in scopes if s.name == name]  # older releases could make two scopes of one name

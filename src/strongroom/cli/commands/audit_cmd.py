@@ -234,6 +234,8 @@ def _refuse_our_own_files(path: str) -> None:
         root = os.path.realpath(place)
         if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
             raise InputError(f"--html: refusing to write inside {what}: {path}")
+    if os.path.lexists(path) and not os.access(path, os.W_OK):  # the rename that writes it would get past its mode
+        raise InputError(f"cannot write {path}: Permission denied")
 
 
 def _write_report(path: str, text: str) -> None:

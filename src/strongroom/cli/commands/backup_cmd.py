@@ -164,7 +164,7 @@ def restore(
         note(f"warning: skipped a manifest version that does not verify: {s}")
     what = f"version {getattr(res, 'version', '')[:16]} with " if version else ""
     line(
-        f"restored repository {res.repo_id[:16]} to {to}: {what}{res.versions} versions, {res.objects} objects "
+        f"restored repository {res.repo_id[:16]} to {safe(to)}: {what}{res.versions} versions, {res.objects} objects "
         f"({human_bytes(res.bytes)}) from manifest {res.manifest_version}"
     )
     if version:

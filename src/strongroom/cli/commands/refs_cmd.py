@@ -8,6 +8,7 @@ import typer
 
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, line
+from strongroom.errors import UndecodableText
 from strongroom.service import branches as svc
 from strongroom.service import merge as merge_svc
 from strongroom.service.results import RefInfo
@@ -85,6 +86,7 @@ def merge(
     strategy: Annotated[str | None, typer.Option("--strategy", help="ours or theirs, for conflicting paths.")] = None,
 ) -> None:
     """Three-way, file-level merge of SOURCE into a branch (a fast-forward where possible)."""
+    UndecodableText.check(message, "-m")
     res = merge_svc.merge(session(), source, into, message, strategy)
     emit_json(res) if STATE.json else line(f"{res.kind}\t{res.branch}\t{res.version}")
 
@@ -95,6 +97,7 @@ def revert(
     message: Annotated[str, typer.Option("-m", "--message")] = "",
 ) -> None:
     """Make a new version that undoes VERSION."""
+    UndecodableText.check(message, "-m")
     res = merge_svc.revert(session(), version, branch, message)
     emit_json(res) if STATE.json else line(f"{res.kind}\t{res.branch}\t{res.version}")
 

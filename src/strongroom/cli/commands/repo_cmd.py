@@ -9,7 +9,7 @@ import typer
 from strongroom.cli.commands.key_cmd import KekOption, LabelOption, ModuleOption, TokenOption, pkcs11_options
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import damage, emit_json, human_bytes, line, note, safe, table
-from strongroom.errors import InputError
+from strongroom.errors import InputError, UndecodableText
 from strongroom.service import gc as gc_svc
 from strongroom.service import repo as svc
 
@@ -26,6 +26,7 @@ def init(
 ) -> None:
     """Create an encrypted repository (refuses a folder that is not empty). The PKCS#11 PIN comes from
     STRONGROOM_PKCS11_PIN or a prompt, never an argument."""
+    UndecodableText.check(user, "--user")  # recorded on versions and in the audit log: before anything is made
     opts = pkcs11_options(pkcs11_module, pkcs11_token, pkcs11_key_label)
     res = svc.init(session(), user=user, compression=compression, keks=kek, pkcs11=opts)
     if STATE.json:

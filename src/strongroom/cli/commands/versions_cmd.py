@@ -10,6 +10,7 @@ import typer
 from strongroom.cli import render
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, is_tty, line, note, safe, table
+from strongroom.errors import UndecodableText
 from strongroom.service import versions as svc
 from strongroom.service import workspace as ws_svc
 from strongroom.service.results import CommitInfo
@@ -34,6 +35,7 @@ def commit(
     ] = None,
 ) -> None:
     """Snapshot FOLDER as a new version of BRANCH and print its id."""
+    UndecodableText.check(message, "-m")  # a message is stored for good: text, not bytes
     res = ws_svc.commit_any(session(), folder, message, branch, exclude or [], skip_unreadable, wait, scope)
     if STATE.json:
         emit_json(res)
@@ -142,7 +144,7 @@ def checkout(
         return
     line(
         f"restored {res.files} files ({human_bytes(res.bytes)}) of {res.version[:12]} "
-        f"into {res.dest} in {res.seconds:.2f}s"
+        f"into {safe(res.dest)} in {res.seconds:.2f}s"
     )
 
 

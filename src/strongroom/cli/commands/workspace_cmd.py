@@ -8,7 +8,7 @@ import typer
 
 from strongroom.cli import render
 from strongroom.cli.main import STATE, session
-from strongroom.cli.render import emit_json, human_bytes, line, note
+from strongroom.cli.render import emit_json, human_bytes, line, note, safe
 from strongroom.service import workspace as svc
 from strongroom.service.results import WorkspaceInfo
 
@@ -19,7 +19,7 @@ def _show(info: WorkspaceInfo, verb: str) -> None:
     if STATE.json:
         emit_json(info)
         return
-    line(f"{verb} {info.folder}: branch {info.branch} at {info.base[:12]}")
+    line(f"{verb} {safe(info.folder)}: branch {safe(info.branch)} at {info.base[:12]}")
     if info.bytes_written or info.bytes_reflinked:
         shared = f", {human_bytes(info.bytes_reflinked)} reflinked" if info.bytes_reflinked else ""
         note(f"{info.files} files in the workspace, {human_bytes(info.bytes_written)} written{shared}")
