@@ -28,14 +28,13 @@ from strongroom.errors import (
     CatalogError,
     InputError,
     KeyUnavailable,
-    NotARepository,
     PolicyDenied,
     StrongroomError,
 )
 from strongroom.settings import Settings
 from strongroom.store.clientstate import ClientState, PinnedLog, PinnedSigners
 from strongroom.store.refs import Refs
-from strongroom.store.repository import Repository
+from strongroom.store.repository import Repository, missing_config
 from strongroom.store.scopes import load_scopes
 
 if TYPE_CHECKING:
@@ -102,6 +101,12 @@ class Session:
     _audit_log_checked: str | None = None  # the log id found to match this client's pin
     _audit_stack: list[AuditRecord] = field(default_factory=list)
     _audit_pending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.settings.catalog:  # refused before any work: `init` would create a repository it cannot record
+            from strongroom.catalog.db import check_url
+
+            check_url(self.settings.catalog)
 
     # ------------------------------------------------------------------ identity
 
@@ -229,7 +234,7 @@ class Session:
             return self._opened
         path = self.repo_path()
         if not os.path.isfile(os.path.join(path, "config")):
-            raise NotARepository(path)
+            raise missing_config(self.backend())
         with kdf.meanwhile(_import_audit_log):  # imported while Argon2 runs in C on another thread
             repo = Repository.open(self.backend(), self.credentials())
         if check_rollback:
@@ -359,9 +364,11 @@ class Session:
                 Event(
                     seq=0,
                     time=utc_now(),
-                    actor=user,
-                    os_user=self.settings.os_user,
-                    host=socket.gethostname(),
+                    # escaped like the targets (settings refuse an undecodable STRONGROOM_USER; a repository's
+                    # configured user, $USER or the host name may still hold bytes that are not UTF-8)
+                    actor=scrub(user),
+                    os_user=scrub(self.settings.os_user),
+                    host=scrub(socket.gethostname()),
                     action=rec.action,
                     targets=scrub(targets),
                     outcome=rec.outcome,

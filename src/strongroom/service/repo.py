@@ -11,8 +11,10 @@ from strongroom.backends.local import LocalBackend
 from strongroom.core.dag import ancestors
 from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE
+from strongroom.crypto.commitsig import check_signer_name
 from strongroom.errors import (
     InputError,
+    IntegrityError,
     KeyUnavailable,
     NotARepository,
     RepositoryExists,
@@ -36,6 +38,7 @@ from strongroom.service.scopes import scope_view
 from strongroom.service.versions import resolve
 from strongroom.store import check, compare, lock
 from strongroom.store.index import Index
+from strongroom.store.pack import PackEntry, pack_path
 from strongroom.store.repository import DEFAULT_COMPRESSION as DEFAULT_COMPRESSION
 from strongroom.store.repository import Repository
 
@@ -55,6 +58,8 @@ def init(
     if not 0 <= compression <= 19:
         raise InputError("--compression takes a zstd level from 0 (off) to 19")
     requests = kek_requests(keks, pkcs11, path)
+    # the identity names this client's signing key: refused before anything is created, not after
+    check_signer_name(session.settings.user or user or session.settings.os_user)
     kdf = session.kdf_params()
     backend = LocalBackend(path)
     created_root = not os.path.exists(path)
@@ -216,6 +221,21 @@ def before_train(session: Session, folder: str, version: str) -> BeforeTrainResu
     )
 
 
+def _check_entries(repo: Repository, pack_id: str, entries: list[PackEntry]) -> None:
+    """A header that disagrees with the index is trusted only once every frame it lists opens and matches its
+    id: headers are sealed with the repository's context alone, so a header moved from another pack of the
+    same repository decrypts too (and would lose what the pack really holds)."""
+    data = repo.backend.get(pack_path(pack_id))
+    for e in entries:
+        frame = data[e.offset : e.offset + e.length]
+        if len(frame) != e.length:
+            raise IntegrityError(f"pack {pack_id[:16]}: its header lists a frame past its end")
+        try:
+            repo.open_frame(e.object_id, e.kind, frame)
+        except (KeyUnavailable, Shredded):
+            continue  # a scope's frame this client cannot open: its header is all there is to go by
+
+
 @audited("repair.index")
 def repair_index(session: Session) -> RepairResult:
     """Rebuild the index from the pack headers. A pack whose header cannot be read keeps the entries the
@@ -228,7 +248,10 @@ def repair_index(session: Session) -> RepairResult:
         for name, size in repo.backend.list("data"):
             pid = name.rsplit("/", 1)[-1]
             try:
-                fresh.add_pack(pid, repo.read_pack_header(pid, size))
+                entries = repo.read_pack_header(pid, size)
+                if old.packs.get(pid) != entries:
+                    _check_entries(repo, pid, entries)
+                fresh.add_pack(pid, entries)
             except StrongroomError:
                 unreadable.append(name)
                 if pid in old.packs:

@@ -1,7 +1,8 @@
 """Verification. Default: every object reachable from a ref is in the index, and its pack holds it.
 ``full``: also read every pack, re-hash it against its name, decrypt every blob and re-hash it against its id.
 ``sample``: the full check on a slice (n/t) or a random share of the packs. ``structure`` (keyless): re-hash
-every pack and index file against its name. Damage is mapped back to every affected version and path.
+every pack and index file against its name. Every mode also checks the key slots and that each pack is in its
+fan-out folder. Damage is mapped back to every affected version and path, objects keyed by (kind, id).
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from strongroom.backends.base import Backend
 from strongroom.core.dag import ancestors
 from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE, Commit
-from strongroom.crypto.aead import key_id_of
+from strongroom.crypto.aead import HEADER_LEN, key_id_of
 from strongroom.crypto.idhash import content_name
-from strongroom.crypto.keys import SCOPE_KEY_BASE
+from strongroom.crypto.keyslot import parse_slot
 from strongroom.errors import InputError, KeyUnavailable, Shredded, StrongroomError
 from strongroom.store import parallel
-from strongroom.store.pack import read_header_from
+from strongroom.store.index import Index, Location
+from strongroom.store.pack import PackEntry, pack_path, read_header_from
 from strongroom.store.repository import Repository
+from strongroom.store.scopes import SHREDDED, list_scopes
+
+ObjectKey = tuple[int, bytes]  # (kind, id): objects of different kinds may share an id (index.Index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +95,7 @@ def verify_structure(backend: Backend) -> VerifyReport:
     for name in ("keyring", "refs"):
         if backend.size(name) is None:
             report.damage.append(Damage(name, "missing"))
-    if not any(True for _ in backend.list("keys")):
-        report.damage.append(Damage("keys", "no key file"))
-    for name, _ in backend.list("keys"):
-        try:
-            body = json.loads(backend.get(name))
-            checksum = body.pop("checksum")
-            canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-            if hashlib.sha256(canon).hexdigest() != checksum:
-                report.damage.append(Damage(name, "checksum mismatch"))
-        except (ValueError, KeyError, AttributeError):
-            report.damage.append(Damage(name, "not a valid key file"))
+    report.damage.extend(key_slot_damage(backend))
     for prefix in ("data", "index"):
         for name, size in backend.list(prefix):
             data = backend.get(name)
@@ -108,38 +103,117 @@ def verify_structure(backend: Backend) -> VerifyReport:
             report.bytes_checked += size
             if content_name(data) != name.rsplit("/", 1)[-1]:
                 report.damage.append(Damage(name, "content does not match its name"))
+            elif prefix == "data" and misplaced(name):
+                report.damage.append(Damage(name, MISPLACED))
     return report
+
+
+MISPLACED = "pack is not in the folder its name puts it in (data/<first 2 hex>/)"
+
+
+def misplaced(name: str) -> bool:
+    """A file under data/ that is not where the format puts a pack of its name: no read finds it."""
+    return name != pack_path(name.rsplit("/", 1)[-1])
+
+
+def key_slot_damage(backend: Backend, repo_id: str | None = None) -> list[Damage]:
+    """Every key slot that fails its checksum, does not parse, or is stored under a name other than its slot
+    id (format.md §10); with ``repo_id`` (a keyed check), also one that belongs to another repository."""
+    out: list[Damage] = []
+    if not any(True for _ in backend.list("keys")):
+        out.append(Damage("keys", "no key file"))
+    for name, _ in backend.list("keys"):
+        try:
+            data = backend.get(name)
+            body = json.loads(data)
+            checksum = body.pop("checksum")
+            canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            if hashlib.sha256(canon).hexdigest() != checksum:
+                out.append(Damage(name, "checksum mismatch"))
+                continue
+            slot = parse_slot(data)
+        except (ValueError, KeyError, AttributeError, StrongroomError):
+            out.append(Damage(name, "not a valid key file"))
+            continue
+        if name.rsplit("/", 1)[-1] != slot.slot_id:
+            out.append(Damage(name, f"file name does not match its slot id {slot.slot_id!r}"))
+        elif repo_id is not None and slot.repo_id != repo_id:
+            out.append(Damage(name, "key slot belongs to another repository"))
+    return out
 
 
 # ------------------------------------------------------------------------------ keyed checks
 
 
-def _check_packs(repo: Repository, share: list[str], send: Callable[[tuple[Any, ...]], None]) -> None:
+def _copies_elsewhere(index: Index, gone: set[str]) -> dict[ObjectKey, Location]:
+    """Where a read turns when the index locates an object in a pack that is gone (an index file from before a
+    gc put back, loaded first): the first copy of that kind and id under another pack, as
+    ``Repository.fetch_frame`` finds it. One pass over the index's entries, made only when a pack is gone."""
+    out: dict[ObjectKey, Location] = {}
+    for pid, entries in index.packs.items():
+        for e in entries:
+            key = (e.kind, e.object_id)
+            if key in out:
+                continue
+            loc = index.get(e.object_id, e.kind)
+            if loc is not None and loc.pack_id in gone and loc.pack_id != pid:
+                out[key] = Location(pid, e.offset, e.length, e.kind, e.raw_length)
+    return out
+
+
+def _serving(index: Index, alt: dict[ObjectKey, Location], oid: bytes, kind: int) -> Location | None:
+    """The location a read of the object uses: the index's, or, when that pack is gone, the copy in ``alt``."""
+    loc = index.get(oid, kind)
+    return alt.get((kind, oid), loc) if alt and loc is not None else loc
+
+
+def _check_packs(
+    repo: Repository,
+    share: list[str],
+    unloaded: frozenset[int],
+    alt: dict[ObjectKey, Location],
+    send: Callable[[tuple[Any, ...]], None],
+) -> None:
     index = repo.index
     for pid in share:
-        name = f"data/{pid[:2]}/{pid}"
-        bad = _check_one_pack(repo, pid, name)
+        name = pack_path(pid)
+        bad = _check_one_pack(repo, pid, name, unloaded, alt)
         if bad:
-            second = _check_one_pack(repo, pid, name)  # tell a passing fault from real damage
+            second = _check_one_pack(repo, pid, name, unloaded, alt)  # tell a passing fault from real damage
             if not second:
                 send(("warning", f"{name}: a read failed once and succeeded when retried"))
             bad = second
         if not bad and pid not in index.packs:
             send(("warning", f"{name}: in no index (an interrupted commit left it, or its index file is lost)"))
         size = repo.backend.size(name) or 0
-        for what, reason, oid in bad:
-            send(("damage", what, reason, oid))
+        for what, reason, key in bad:
+            send(("damage", what, reason, key))
         send(("pack", size, len(index.packs.get(pid, []))))
 
 
-def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, str, bytes | None]]:
-    out: list[tuple[str, str, bytes | None]] = []
-    indexed = pid in repo.index.packs
-    entries = repo.index.packs.get(pid, [])
+def _check_one_pack(
+    repo: Repository, pid: str, name: str, unloaded: frozenset[int], alt: dict[ObjectKey, Location]
+) -> list[tuple[str, str, ObjectKey | None]]:
+    """The damage found in one pack. A damaged object's (kind, id) comes with it only when the index serves
+    that object from this very slot (``_serving``): damage in a pack no index names, or in a copy that reads
+    do not use (a stale index file's pack, a forged duplicate), loses nothing. Frames sealed under a scope key in
+    ``unloaded`` (a scope of this repository, shredded or not in this keystore) cannot be opened here and are
+    skipped; a key id that no scope or data key has is damage."""
+    out: list[tuple[str, str, ObjectKey | None]] = []
+    index = repo.index
+    indexed = pid in index.packs
+    entries = index.packs.get(pid, [])
+
+    def served(e: PackEntry) -> ObjectKey | None:
+        loc = _serving(index, alt, e.object_id, e.kind)
+        if loc is None or loc.pack_id != pid or loc.offset != e.offset:
+            return None
+        return e.kind, e.object_id
+
     try:
         data = repo.backend.get(name)
     except StrongroomError as err:
-        return [(name, str(err), None)] + [(name, "object unreadable", entry.object_id) for entry in entries]
+        return [(name, str(err), None)] + [(name, "object unreadable", served(e)) for e in entries]
     if content_name(data) != pid:
         out.append((name, "content does not match its name", None))
     try:
@@ -153,15 +227,28 @@ def _check_one_pack(repo: Repository, pid: str, name: str) -> list[tuple[str, st
         out.append((name, f"pack header: {err}", None))
     for e in entries:
         frame = data[e.offset : e.offset + e.length]
-        if len(frame) >= 7 and key_id_of(frame) >= SCOPE_KEY_BASE and key_id_of(frame) not in repo.sealer.key_ids():
+        if unloaded and len(frame) >= HEADER_LEN and key_id_of(frame) in unloaded:
             continue  # sealed under a shredded scope key, or one not in this keystore: nothing here can open it
         try:
             plain = repo.codec.decode(frame, e.kind, e.object_id)
             if repo.hasher_of(frame)(plain) != e.object_id:
-                out.append((name, "object does not match its id", e.object_id))
+                out.append((name, "object does not match its id", served(e)))
         except StrongroomError as err:
-            out.append((name, f"object {e.object_id.hex()[:16]}: {err}", e.object_id))
+            out.append((name, f"object {e.object_id.hex()[:16]}: {err}", served(e)))
     return out
+
+
+def _scopes_of(repo: Repository, report: VerifyReport) -> dict[int, tuple[str, str]]:
+    """Every scope of the repository by key id: (name, state). Those this client registered, and those the
+    repository lists, so that a caller that loaded none (a backup drill) still tells a scope's frames from
+    frames under a key id that nothing in the repository has."""
+    scopes = dict(repo.scope_states)
+    try:
+        for s in list_scopes(repo):
+            scopes.setdefault(s.key_id, (s.name, s.state))
+    except StrongroomError as err:
+        report.damage.append(Damage("scopes", str(err)))
+    return scopes
 
 
 def verify(
@@ -175,21 +262,45 @@ def verify(
     index = repo.index
     for name in index.bad_files:
         report.damage.append(Damage(name, "index file is damaged or does not match its name"))
+    report.damage.extend(key_slot_damage(repo.backend, repo.config.repo_id))
+    scopes = _scopes_of(repo, report)
+    held = repo.sealer.key_ids()
+    unloaded = frozenset(k for k in scopes if k not in held)  # scopes whose frames no key here opens
     try:
         refs = repo.read_refs()
     except StrongroomError as err:
         report.damage.append(Damage("refs", str(err)))
         return report
 
-    pack_sizes = {name.rsplit("/", 1)[-1]: size for name, size in repo.backend.list("data")}
-    bad_ids: set[bytes] = set()
+    # A pack counts as present only where the format puts it: a read never looks anywhere else.
+    pack_sizes: dict[str, int] = {}
+    for name, size in repo.backend.list("data"):
+        if misplaced(name):
+            report.damage.append(Damage(name, MISPLACED))
+        else:
+            pack_sizes[name.rsplit("/", 1)[-1]] = size
+    missing_packs = set(index.packs) - set(pack_sizes)
+    alt = _copies_elsewhere(index, missing_packs) if missing_packs else {}
+    bad: set[ObjectKey] = set()
 
-    def present(oid: bytes, kind: int | None = None) -> bool:
-        loc = index.get(oid, kind)
+    def present(oid: bytes, kind: int) -> bool:
+        loc = _serving(index, alt, oid, kind)
         if loc is None:
             return False
         size = pack_sizes.get(loc.pack_id)
         return size is not None and loc.offset + loc.length <= size
+
+    def unloaded_scope(oid: bytes, kind: int) -> tuple[str, str] | None:
+        """The scope that sealed an unreadable object, when it is one this client has not loaded (a known
+        skip, not damage); None for anything else, a key id no scope of the repository has among it."""
+        if not unloaded:
+            return None
+        try:
+            frame = repo.fetch_frame(oid, kind)
+        except StrongroomError:
+            return None
+        kid = key_id_of(frame) if len(frame) >= HEADER_LEN else -1
+        return scopes[kid] if kid in unloaded else None
 
     # Walk every version; load each tree once.
     commits: list[tuple[bytes, bytes]] = []
@@ -200,7 +311,7 @@ def verify(
         try:
             return load(oid), None
         except (Shredded, KeyUnavailable):
-            raise  # not a fault: no key here opens it
+            raise  # not a fault: no key here opens it (the caller tells a scope's from an unknown key id)
         except StrongroomError:
             pass
         try:
@@ -231,9 +342,11 @@ def verify(
         report.damage.append(Damage("commit history", str(err)))
     report.versions = len(commits)
     seen_trees: set[bytes] = set()
+    skipped_trees: set[bytes] = set()  # sealed under a scope this client has not loaded: not walked
     referenced_chunks: set[bytes] = set()
     # A version whose tree is sealed under a shredded scope was erased on purpose: listed, not walked. One
-    # whose scope key is not in this machine's keystore cannot be checked here: a warning.
+    # whose scope key is not in this machine's keystore cannot be checked here: a warning. A tree under a key
+    # id that no scope of the repository has is damage: nothing can open it, and nothing sealed it.
     roots: dict[bytes, list[bytes]] = {}
     for cid, tid in commits:
         roots.setdefault(tid, []).append(cid)
@@ -244,21 +357,27 @@ def verify(
             continue
         seen_trees.add(tid)
         if not present(tid, ObjectKind.TREE):
-            bad_ids.add(tid)
+            bad.add((ObjectKind.TREE, tid))
             continue
+        refusal: StrongroomError | None = None
         try:
             tree, why = read_twice(repo.load_tree, tid, "tree")
-        except Shredded as err:
-            for cid in roots.get(tid, []):
-                report.shredded[cid.hex()] = str(err.args_[0]) if err.args_ else ""
-            continue
-        except KeyUnavailable as err:
-            for cid in roots.get(tid, []):
-                report.warnings.append(f"version {cid.hex()[:12]}: {err}; not checked")
-            continue
+        except (Shredded, KeyUnavailable) as err:
+            tree, why, refusal = None, str(err), err
         if why is not None:
-            bad_ids.add(tid)
-            report.damage.append(Damage(f"tree {tid.hex()[:16]}", f"unreadable: {why}"))
+            scope = unloaded_scope(tid, ObjectKind.TREE)
+            if scope is None:
+                bad.add((ObjectKind.TREE, tid))
+                report.damage.append(Damage(f"tree {tid.hex()[:16]}", f"unreadable: {why}"))
+                continue
+            skipped_trees.add(tid)
+            name, state = scope
+            for cid in roots.get(tid, []):
+                if isinstance(refusal, Shredded) or state == SHREDDED:
+                    report.shredded[cid.hex()] = name
+                else:
+                    note = refusal or f"scope {name!r}: its key is not in this machine's keystore (STRONGROOM_KEYSTORE)"
+                    report.warnings.append(f"version {cid.hex()[:12]}: {note}; not checked")
             continue
         for e in tree.entries:
             if e.type == DIR and e.subtree is not None:
@@ -266,7 +385,7 @@ def verify(
             elif e.type == FILE:
                 referenced_chunks.update(e.chunks)
     report.objects_checked = len(seen_trees) + len(referenced_chunks) + len(commits)
-    bad_ids.update(c for c in referenced_chunks if not present(c, ObjectKind.CHUNK))
+    bad.update((ObjectKind.CHUNK, c) for c in referenced_chunks if not present(c, ObjectKind.CHUNK))
     for cid, why in unreadable_commits.items():
         report.damage.append(Damage(f"version {cid.hex()[:12]}", f"commit object {why}"))
         report.affected.setdefault(cid.hex(), []).append("(the whole version)")
@@ -280,10 +399,10 @@ def verify(
 
         def handle(msg: tuple[Any, ...]) -> None:
             if msg[0] == "damage":
-                _, what, reason, oid = msg
+                _, what, reason, key = msg
                 report.damage.append(Damage(what, reason))
-                if oid is not None:
-                    bad_ids.add(oid)
+                if key is not None:
+                    bad.add(key)
             elif msg[0] == "warning":
                 report.warnings.append(msg[1])
             elif msg[0] == "pack":
@@ -292,30 +411,47 @@ def verify(
                 if progress:
                     progress(1, msg[1])
 
-        parallel.run(shares, lambda share, send: _check_packs(repo, share, send), handle)
-        missing_packs = set(index.packs) - set(pack_sizes)
+        parallel.run(shares, lambda share, send: _check_packs(repo, share, unloaded, alt, send), handle)
         if not sample:
             for pid in sorted(missing_packs):
-                report.damage.append(Damage(f"data/{pid[:2]}/{pid}", "pack is missing"))
+                report.damage.append(Damage(pack_path(pid), "pack is missing"))
 
-    referenced_bad = bad_ids & (referenced_chunks | seen_trees)
+    # Only what the versions reference, each by its kind: a chunk and a tree may share an id.
+    referenced_bad = {
+        (kind, oid)
+        for kind, oid in bad
+        if (kind == ObjectKind.CHUNK and oid in referenced_chunks) or (kind == ObjectKind.TREE and oid in seen_trees)
+    }
     if referenced_bad:
-        missing = [b for b in referenced_bad if not present(b)]
+        missing = [oid for kind, oid in referenced_bad if not present(oid, kind)]
         if missing:
             report.damage.append(Damage(f"{len(missing)} object(s)", "referenced but missing from the index or packs"))
-        _map_damage(repo, commits, referenced_bad, report)
+        _map_damage(repo, commits, referenced_bad, skipped_trees, report)
     return report
 
 
-def _map_damage(repo: Repository, commits: list[tuple[bytes, bytes]], bad: set[bytes], report: VerifyReport) -> None:
-    """Name every (version, path) that holds a damaged object."""
+def _map_damage(
+    repo: Repository,
+    commits: list[tuple[bytes, bytes]],
+    bad: set[ObjectKey],
+    skipped: set[bytes],
+    report: VerifyReport,
+) -> None:
+    """Name every (version, path) that holds a damaged object: a file for a damaged chunk, a folder for a
+    damaged tree (kinds kept apart: a tree's damage names no file whose chunk has its id, and the other way
+    round). Trees the walk skipped (a scope this client has not loaded) name nothing."""
+    bad_trees = {oid for kind, oid in bad if kind == ObjectKind.TREE}
+    bad_chunks = {oid for kind, oid in bad if kind == ObjectKind.CHUNK}
     memo: dict[bytes, list[str]] = {}
 
     def affected_in(tid: bytes) -> list[str]:
         if tid in memo:
             return memo[tid]
-        if tid in bad:
+        if tid in bad_trees:
             memo[tid] = [""]
+            return memo[tid]
+        if tid in skipped:
+            memo[tid] = []
             return memo[tid]
         out: list[str] = []
         try:
@@ -324,7 +460,7 @@ def _map_damage(repo: Repository, commits: list[tuple[bytes, bytes]], bad: set[b
             memo[tid] = [""]
             return memo[tid]
         for e in tree.entries:
-            if e.type == FILE and any(c in bad for c in e.chunks):
+            if e.type == FILE and any(c in bad_chunks for c in e.chunks):
                 out.append(e.name)
             elif e.type == DIR and e.subtree is not None:
                 out.extend(f"{e.name}/{p}" if p else f"{e.name}/" for p in affected_in(e.subtree))

@@ -71,6 +71,17 @@ class Index:
             return [loc]
         return [loc, *(o for k in ObjectKind if (o := self.other_kinds.get((k, object_id))) is not None)]
 
+    def elsewhere(self, object_id: bytes, kind: int, not_in: str) -> Location | None:
+        """Another pack's copy of the object (a slow scan, for when its pack turned out to be gone: an older
+        index file put back can name a pack that gc has since replaced, and it may have been loaded first)."""
+        for pid, entries in self.packs.items():
+            if pid == not_in:
+                continue
+            for e in entries:
+                if e.object_id == object_id and e.kind == kind:
+                    return Location(pid, e.offset, e.length, e.kind, e.raw_length)
+        return None
+
     def has(self, object_id: bytes, kind: int) -> bool:
         return self.get(object_id, kind) is not None
 

@@ -55,6 +55,7 @@ from strongroom.crypto.secret import Secret
 from strongroom.crypto.signing import Ed25519Signer
 from strongroom.errors import (
     BranchMoved,
+    DecryptionFailed,
     HsmError,
     InputError,
     IntegrityError,
@@ -147,6 +148,16 @@ def read_slots(backend: Backend) -> tuple[list[KeySlot], int]:
         slots.append(slot)
     slots.sort(key=lambda s: (s.created_ns, s.slot_id))
     return slots, damaged
+
+
+def missing_config(backend: Backend) -> StrongroomError:
+    """No config: not a repository at all (exit 2), unless the rest of one is there (damage, exit 1)."""
+    try:
+        if backend.size(REFS_NAME) is not None or any(True for _ in backend.list("keys")):
+            return IntegrityError("the repository's config is missing (the repository is damaged)")
+    except (OSError, StrongroomError):  # a folder this user cannot read
+        pass
+    return NotARepository(backend.describe())
 
 
 class Repository:
@@ -262,7 +273,7 @@ class Repository:
         try:
             raw_config = backend.get("config")
         except ObjectMissing:
-            raise NotARepository(backend.describe()) from None
+            raise missing_config(backend) from None
         config, body, tag = _parse_config(raw_config)
         creds = as_credentials(credentials)
         slots, damaged = read_slots(backend)
@@ -286,6 +297,12 @@ class Repository:
             except IntegrityError:
                 damaged += 1
         if master is None:
+            if damaged and refusals:
+                # "wrong passphrase" would send the user hunting for another passphrase: their slot is damaged
+                raise IntegrityError(
+                    f"key slot is damaged: the repository cannot be opened (and {len(refusals)} other slot(s) "
+                    "refused these credentials)"
+                )
             if refusals:
                 # The most telling refusal: a credential that was tried and refused beats one not at hand.
                 raise next((e for e in refusals if not isinstance(e, KeyUnavailable)), refusals[0])
@@ -302,7 +319,7 @@ class Repository:
         try:
             raw_config = backend.get("config")
         except ObjectMissing:
-            raise NotARepository(backend.describe()) from None
+            raise missing_config(backend) from None
         config, body, tag = _parse_config(raw_config)
         if not mac_ok(subkey(master, "config"), body, tag):
             raise InputError("that master key does not belong to this repository")
@@ -556,6 +573,11 @@ class Repository:
                 raise Shredded(name)
             raise KeyUnavailable(f"scope {name!r}: its key is not in this machine's keystore (STRONGROOM_KEYSTORE)")
         if key_id >= SCOPE_KEY_BASE:
+            from strongroom.store.scopes import list_scopes  # scopes builds on this module
+
+            if not any(s.key_id == key_id for s in list_scopes(self)):
+                # no scope of this repository has that key id: the frame's header is damaged
+                raise DecryptionFailed(f"no key of this repository has id {key_id}")
             raise KeyUnavailable("the data is sealed under a scope whose keys this client has not loaded")
         self.keyring = self._read_keyring(self.backend, self.config, self._master)
         return self.keyring.data_keys
@@ -636,7 +658,13 @@ class Repository:
         loc = self.index.get(object_id, kind)
         if loc is None:
             raise ObjectMissing(f"object {object_id.hex()[:16]}")
-        return self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
+        try:
+            return self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
+        except ObjectMissing:
+            other = self.index.elsewhere(object_id, kind, loc.pack_id)
+            if other is None:
+                raise
+            return self.backend.get_range(pack_path(other.pack_id), other.offset, other.length)
 
     def open_frame(self, object_id: bytes, kind: int, frame: bytes) -> bytes:
         """Decrypt, decompress and check a fetched frame against its id: the CPU half of read_object."""
