@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from importlib import resources
@@ -218,3 +219,11 @@ def current_revision(engine: Engine) -> str | None:
             return str(row[0]) if row else None
     except _db_errors(engine) as e:
         raise catalog_error(engine, e) from e
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password shown as ``***`` (as SQLAlchemy renders it)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: mask anything between "user:" and "@"
+        return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):.*@", r"\1:***@", url, flags=re.IGNORECASE)

@@ -295,7 +295,9 @@ class Session:
         return self._audit_log
 
     def pinned_log(self, repo_id: str) -> PinnedLog:
-        return PinnedLog(self.settings.state_dir, repo_id, self.settings.catalog_url(repo_id))
+        from strongroom.catalog.db import masked_url  # loaded with the catalog, by then
+
+        return PinnedLog(self.settings.state_dir, repo_id, masked_url(self.settings.catalog_url(repo_id)))
 
     def pin_audit_log(self) -> None:
         """Remember the catalog's current log as the one this client seals into."""

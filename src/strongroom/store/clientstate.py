@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,9 @@ class PinnedLog:
     FORMAT = "sr-pinned-audit-log/1"
 
     def __init__(self, state_dir: str, repo_id: str, catalog_url: str) -> None:
-        key = sha256_hex(_without_password(catalog_url).encode("utf-8", "surrogateescape"))[:16]
+        """``catalog_url`` with its password masked (catalog.db.masked_url): the pin's name must not depend
+        on, or reveal a hash of, a password."""
+        key = sha256_hex(catalog_url.encode("utf-8", "surrogateescape"))[:16]
         self.path = os.path.join(state_dir, "repos", f"{repo_id}.audit-{key}.json")
 
     def load(self) -> str | None:
@@ -192,18 +193,6 @@ class PinnedLog:
             return
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         write_private_file(Path(self.path), json.dumps({"format": self.FORMAT, "log_id": log_id}).encode())
-
-
-def _without_password(url: str) -> str:
-    """The URL without its password: the pin's name must not depend on, or reveal a hash of, a password.
-    Parsed as the catalog parses it (only called once the catalog, and so SQLAlchemy, is loaded)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):.*@", r"\1@", url, flags=re.IGNORECASE)
 
 
 class WorkspaceRegistry:

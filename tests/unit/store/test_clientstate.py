@@ -136,13 +136,19 @@ def test_pinned_signers(tmp_path: Path) -> None:
 
 
 def test_the_audit_log_pin_is_named_without_the_catalogs_password(tmp_path: Path) -> None:
+    from strongroom.catalog.db import masked_url
     from strongroom.errors import AuditLogReplaced
     from strongroom.store.clientstate import PinnedLog
 
     url = "postgresql+psycopg://bob:hunter2-secret@db.example:5432/strongroom"
-    pin = PinnedLog(str(tmp_path), "ab" * 32, url)
-    assert pin.path == PinnedLog(str(tmp_path), "ab" * 32, url.replace("hunter2-secret", "other")).path
-    assert pin.path != PinnedLog(str(tmp_path), "ab" * 32, url.replace("db.example", "db2.example")).path
+
+    def pin_of(u: str) -> PinnedLog:
+        return PinnedLog(str(tmp_path), "ab" * 32, masked_url(u))
+
+    pin = pin_of(url)
+    assert "hunter2" not in masked_url(url) and "hunter2" not in masked_url("weird://bob:hunter2@x")
+    assert pin.path == pin_of(url.replace("hunter2-secret", "other")).path
+    assert pin.path != pin_of(url.replace("db.example", "db2.example")).path
     pin.check("0011223344556677")  # nothing pinned yet: first contact
     pin.save("0011223344556677")
     pin.check("0011223344556677")
