@@ -161,7 +161,10 @@ def unlock(
 
 def gc(
     keep_unreachable: Annotated[
-        float, typer.Option("--keep-unreachable", help="Keep versions that became unreachable less than DAYS ago.")
+        float,
+        typer.Option(
+            "--keep-unreachable", help="Keep versions that became unreachable less than DAYS ago (0 to 36500)."
+        ),
     ] = 14,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be freed; change nothing.")] = False,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for a held lock.")] = 0.0,
