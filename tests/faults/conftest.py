@@ -109,6 +109,24 @@ class LayeredRepo:
         return out
 
 
+def layout_of(repo: Repository, vid: str) -> VersionLayout:
+    """Every folder's tree id and every file's chunk ids of one version (the oracle's view of it)."""
+    cid = bytes.fromhex(vid)
+    root = repo.load_commit(cid).tree
+    lay = VersionLayout(cid, {"": root}, {})
+    stack = [("", root)]
+    while stack:
+        prefix, tid = stack.pop()
+        for e in repo.load_tree(tid).entries:
+            rel = f"{prefix}/{e.name}" if prefix else e.name
+            if e.type == DIR and e.subtree is not None:
+                lay.dirs[rel] = e.subtree
+                stack.append((rel, e.subtree))
+            elif e.type == FILE:
+                lay.files[rel] = e.chunks
+    return lay
+
+
 def build_layered_repo(tmp_path: Path) -> LayeredRepo:
     path = tmp_path / "repo"
     sr = Strongroom.init(str(path), PASSPHRASE)
@@ -121,20 +139,7 @@ def build_layered_repo(tmp_path: Path) -> LayeredRepo:
     built = LayeredRepo(path, versions, contents, sources)
     repo = built.open()
     for vid in versions:
-        cid = bytes.fromhex(vid)
-        root = repo.load_commit(cid).tree
-        lay = VersionLayout(cid, {"": root}, {})
-        stack = [("", root)]
-        while stack:
-            prefix, tid = stack.pop()
-            for e in repo.load_tree(tid).entries:
-                rel = f"{prefix}/{e.name}" if prefix else e.name
-                if e.type == DIR and e.subtree is not None:
-                    lay.dirs[rel] = e.subtree
-                    stack.append((rel, e.subtree))
-                elif e.type == FILE:
-                    lay.files[rel] = e.chunks
-        built.layout[vid] = lay
+        built.layout[vid] = layout_of(repo, vid)
     # The sanity of the oracle itself: what the sources say, the layout says.
     for vid, files in zip(versions, contents, strict=True):
         assert set(built.layout[vid].files) == set(files)

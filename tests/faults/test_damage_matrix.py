@@ -47,7 +47,6 @@ import pytest
 from strongroom import Strongroom
 from strongroom.cli.main import main
 from strongroom.core.ids import ObjectKind
-from strongroom.core.model import DIR, FILE
 from strongroom.crypto.idhash import content_name
 from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
 from strongroom.crypto.keyslot import KekRequest, PassphraseOnly
@@ -61,9 +60,9 @@ from tests.faults.conftest import (
     WHOLE,
     LayeredRepo,
     VerifyOutput,
-    VersionLayout,
     build_layered_repo,
     flip_byte,
+    layout_of,
     parse_verify,
     write_source,
 )
@@ -82,23 +81,6 @@ class Pristine:
     layered: LayeredRepo
     foreign: Path  # another repository, created with the same passphrase
     signing: Path  # the config folder holding the signing key that init made the repository's trusted root
-
-
-def _layout_of(repo: Repository, vid: str) -> VersionLayout:
-    cid = bytes.fromhex(vid)
-    root = repo.load_commit(cid).tree
-    lay = VersionLayout(cid, {"": root}, {})
-    stack = [("", root)]
-    while stack:
-        prefix, tid = stack.pop()
-        for e in repo.load_tree(tid).entries:
-            rel = f"{prefix}/{e.name}" if prefix else e.name
-            if e.type == DIR and e.subtree is not None:
-                lay.dirs[rel] = e.subtree
-                stack.append((rel, e.subtree))
-            elif e.type == FILE:
-                lay.files[rel] = e.chunks
-    return lay
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +204,7 @@ class Ctx:
         vid = Strongroom.open(str(self.lay.path), PASSPHRASE).commit(str(src), branch="side", workers=1).id
         self.side_files[vid] = files
         del self.__dict__["repo"]  # reload: the index has grown
-        self.lay.layout[vid] = _layout_of(self.repo, vid)
+        self.lay.layout[vid] = layout_of(self.repo, vid)
         assert self.lay.layout[vid].files["spoof.bin"] == (dup,)
         assert self.entry(dup, ObjectKind.CHUNK)[0] != self.entry(dup, ObjectKind.TREE)[0]
         return vid
