@@ -19,6 +19,7 @@ import typer
 
 from strongroom.cli import launch
 from strongroom.cli.progress import TerminalProgress
+from strongroom.cli.render import safe as one_line  # an error line names what the user typed
 from strongroom.errors import StrongroomError
 from strongroom.service.context import Session
 from strongroom.settings import Settings
@@ -94,16 +95,6 @@ def _log_internal_error(exc: BaseException) -> str:
         return path
     except Exception as e:
         return f"no log: {type(e).__name__}"
-
-
-def one_line(text: str) -> str:
-    """An error names what the user typed: control characters (CR, LF, ESC, ...) and undecodable bytes are
-    shown escaped, so the message stays one line and cannot rewrite the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text
-    )
 
 
 def _is_usage_error(e: Exception) -> bool:

@@ -30,8 +30,13 @@ def emit_json(obj: Any) -> None:
 
 
 def safe(text: str) -> str:
-    """Control characters in names must not break one-record-per-line output."""
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii") if not text.isprintable() else text
+    """Control characters (CR, LF, ESC, ...) and undecodable bytes in names and messages are shown escaped,
+    each on its own, so a record or an error stays one line and cannot rewrite the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text
+    )
 
 
 def _printable(text: str) -> str:
