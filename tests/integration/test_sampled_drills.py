@@ -336,3 +336,11 @@ def test_backup_verify_sample_slices_cover_the_bucket(
     assert damaged_packs(rep.damage) == set(spy.last()) & bad
     assert rep.ok == (not set(spy.last()) & bad)
     assert os.path.isdir(root)  # the local repository was only read
+
+
+@pytest.mark.parametrize(("percent", "expected"), [("7%", 7), ("5%", 5), ("0.5%", 1), ("33%", 33), ("100%", 100)])
+def test_a_percentage_samples_that_share_of_the_packs(percent: str, expected: int) -> None:
+    """ceil(n·P/100), computed so that floating point does not add a pack (7 % of 100 was 8)."""
+    packs = [f"{i:064x}" for i in range(100)]
+    chosen = check.select_packs(packs, check.parse_sample(percent))
+    assert len(chosen) == expected and len(set(chosen)) == expected and set(chosen) <= set(packs)

@@ -77,7 +77,8 @@ def select_packs(pack_ids: list[str], sample: tuple[int, int] | float) -> list[s
     if isinstance(sample, tuple):
         n, t = sample
         return [p for p in ordered if int(p[:8], 16) % t == n - 1]
-    k = max(1, math.ceil(len(ordered) * sample)) if ordered else 0
+    # rounded first: 100 packs × 0.07 is 7.000000000000001 in floating point, and 7 % of them is 7
+    k = max(1, math.ceil(round(len(ordered) * sample, 9))) if ordered else 0
     return sorted(random.SystemRandom().sample(ordered, k))
 
 
