@@ -48,7 +48,8 @@ class Strongroom:
         settings = Settings.from_env(env, repo=path)
         if user is not None:
             settings = dataclasses.replace(settings, user=user)
-        raw = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        # as a passphrase from the prompt, a file or the environment is turned into bytes (context.py)
+        raw = passphrase.encode("utf-8", "surrogateescape") if isinstance(passphrase, str) else passphrase
         s = Session(settings, passphrase=Secret(raw))
         if progress is not None:
             s.progress = progress

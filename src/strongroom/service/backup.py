@@ -21,7 +21,7 @@ from strongroom.backup.remotes import (
     check_endpoint,
     check_location,
 )
-from strongroom.errors import DestinationNotEmpty, InputError, StrongroomError
+from strongroom.errors import DestinationNotEmpty, InputError, StrongroomError, UndecodableText
 from strongroom.service.context import Session, audited
 from strongroom.service.results import Result, iso
 from strongroom.store import check, lock
@@ -364,6 +364,7 @@ def _restore(
 
 @audited("incident.open", reason="reason")
 def incident_open(session: Session, reason: str) -> Incident:
+    UndecodableText.check(reason, "--reason")
     inc = IncidentStore(session.settings.state_dir).open_incident(reason, time.time_ns())
     session.audit_detail(incident=inc.id)
     return inc
