@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from importlib import resources
@@ -221,9 +220,11 @@ def current_revision(engine: Engine) -> str | None:
         raise catalog_error(engine, e) from e
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file an SQLite catalog URL names (None for another database); refused as ``check_url`` refuses."""
+    return _sqlite_path(check_url(url))
+
+
 def masked_url(url: str) -> str:
-    """The URL with its password shown as ``***`` (as SQLAlchemy renders it)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: mask anything between "user:" and "@"
-        return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):.*@", r"\1:***@", url, flags=re.IGNORECASE)
+    """The URL of a catalog in use (so one that parses) with its password shown as ``***``."""
+    return make_url(url).render_as_string(hide_password=True)

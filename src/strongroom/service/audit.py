@@ -206,3 +206,29 @@ def custody(session: Session, version: str | None, paths: list[str], actor: str 
             f["history"] = [h for h in f["history"] if h["author"] == actor]
             f["reads"] = [r for r in f["reads"] if r["actor"] == actor]
     return report
+
+
+def check_report_destination(session: Session, path: str) -> None:
+    """Refuse a report file that would overwrite the repository, the catalog, or the client's state, cache,
+    signing keys or keystore (a report written there destroys them), or a file the user may not write."""
+    settings = session.settings
+    places = [
+        ("the repository", settings.repo),
+        ("the client state", settings.state_dir),
+        ("the cache", settings.cache_dir),
+        ("the config folder", settings.config_dir),
+        ("the keystore", settings.keystore),
+    ]
+    if settings.catalog:
+        from strongroom.catalog.db import sqlite_file
+
+        places.append(("the catalog", sqlite_file(settings.catalog)))
+    target = os.path.realpath(path)
+    for what, place in places:
+        if not place:
+            continue
+        root = os.path.realpath(place)
+        if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
+            raise InputError(f"--html: refusing to write inside {what}: {path}")
+    if os.path.lexists(path) and not os.access(path, os.W_OK):  # the rename that writes it would get past its mode
+        raise InputError(f"cannot write {path}: Permission denied")

@@ -146,22 +146,6 @@ def key_slot_damage(backend: Backend, repo_id: str | None = None) -> list[Damage
 # ------------------------------------------------------------------------------ keyed checks
 
 
-def _copies_elsewhere(index: Index, gone: set[str]) -> dict[ObjectKey, Location]:
-    """Where a read turns when the index locates an object in a pack that is gone (an index file from before a
-    gc put back, loaded first): the first copy of that kind and id under another pack, as
-    ``Repository.fetch_frame`` finds it. One pass over the index's entries, made only when a pack is gone."""
-    out: dict[ObjectKey, Location] = {}
-    for pid, entries in index.packs.items():
-        for e in entries:
-            key = (e.kind, e.object_id)
-            if key in out:
-                continue
-            loc = index.get(e.object_id, e.kind)
-            if loc is not None and loc.pack_id in gone and loc.pack_id != pid:
-                out[key] = Location(pid, e.offset, e.length, e.kind, e.raw_length)
-    return out
-
-
 def _serving(index: Index, alt: dict[ObjectKey, Location], oid: bytes, kind: int) -> Location | None:
     """The location a read of the object uses: the index's, or, when that pack is gone, the copy in ``alt``."""
     loc = index.get(oid, kind)
@@ -281,7 +265,7 @@ def verify(
         else:
             pack_sizes[name.rsplit("/", 1)[-1]] = size
     missing_packs = set(index.packs) - set(pack_sizes)
-    alt = _copies_elsewhere(index, missing_packs) if missing_packs else {}
+    alt = index.copies_elsewhere(missing_packs) if missing_packs else {}
     bad: set[ObjectKey] = set()
 
     def present(oid: bytes, kind: int) -> bool:

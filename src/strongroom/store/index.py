@@ -73,7 +73,8 @@ class Index:
 
     def elsewhere(self, object_id: bytes, kind: int, not_in: str) -> Location | None:
         """Another pack's copy of the object (a slow scan, for when its pack turned out to be gone: an older
-        index file put back can name a pack that gc has since replaced, and it may have been loaded first)."""
+        index file put back can name a pack that gc has since replaced, and it may have been loaded first).
+        The first such copy in pack order, as ``copies_elsewhere`` finds it."""
         for pid, entries in self.packs.items():
             if pid == not_in:
                 continue
@@ -81,6 +82,20 @@ class Index:
                 if e.object_id == object_id and e.kind == kind:
                     return Location(pid, e.offset, e.length, e.kind, e.raw_length)
         return None
+
+    def copies_elsewhere(self, gone: set[str]) -> dict[tuple[int, bytes], Location]:
+        """``elsewhere`` for every object located in a pack of ``gone`` at once, by (kind, id): where reads of
+        them turn (verify checks those copies). One pass over the entries."""
+        out: dict[tuple[int, bytes], Location] = {}
+        for pid, entries in self.packs.items():
+            for e in entries:
+                key = (e.kind, e.object_id)
+                if key in out:
+                    continue
+                loc = self.get(e.object_id, e.kind)
+                if loc is not None and loc.pack_id in gone and loc.pack_id != pid:
+                    out[key] = Location(pid, e.offset, e.length, e.kind, e.raw_length)
+        return out
 
     def has(self, object_id: bytes, kind: int) -> bool:
         return self.get(object_id, kind) is not None

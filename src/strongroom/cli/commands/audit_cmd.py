@@ -174,7 +174,7 @@ def custody(
 ) -> None:
     """Chain of custody: who added and changed each file of VERSION, from where, and who read it since."""
     if html_file:
-        _refuse_our_own_files(html_file)
+        svc.check_report_destination(session(), html_file)
     rep = svc.custody(session(), version, paths or [], actor)
     if html_file:
         _write_report(html_file, _html(rep))
@@ -213,29 +213,6 @@ class _Ev:
 
     def to_json(self) -> dict[str, Any]:
         return self._d
-
-
-def _refuse_our_own_files(path: str) -> None:
-    """A report written over the repository, the catalog or the client's keys and state would destroy them."""
-    settings = session().settings
-    target = os.path.realpath(path)
-    places = [
-        ("the repository", settings.repo),
-        ("the client state", settings.state_dir),
-        ("the cache", settings.cache_dir),
-        ("the config folder", settings.config_dir),
-        ("the keystore", settings.keystore),
-    ]
-    if settings.catalog and settings.catalog.startswith("sqlite:///"):
-        places.append(("the catalog", settings.catalog[len("sqlite:///") :].split("?", 1)[0]))
-    for what, place in places:
-        if not place:
-            continue
-        root = os.path.realpath(place)
-        if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
-            raise InputError(f"--html: refusing to write inside {what}: {path}")
-    if os.path.lexists(path) and not os.access(path, os.W_OK):  # the rename that writes it would get past its mode
-        raise InputError(f"cannot write {path}: Permission denied")
 
 
 def _write_report(path: str, text: str) -> None:
