@@ -18,7 +18,7 @@ from strongroom.errors import (
 if TYPE_CHECKING:
     from strongroom.service.api import Strongroom
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BranchMoved",

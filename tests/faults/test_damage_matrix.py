@@ -6,8 +6,8 @@ each damage (flip one bit, truncate, delete, swap two objects of the kind, put b
 The oracle is independent of verify: it compares the bytes every indexed object occupied before and after
 the damage, and maps the objects that changed through the layout recorded before anything was damaged
 (tests/faults/conftest.py, `expected_affected`), so both precision and recall are checked. The keyless
-`verify --structure` must catch every delete, truncate and index cell that a keyless check can see at all;
-the four it cannot are marked, with the reason, and listed by the matrix test at the end.
+`verify --structure` must catch every delete, truncate and index cell: the refs list the index files and each
+index file lists its packs in the clear (format.md §8a), so a missing or cut-short file shows without a key.
 
 T05: a writer without the key moves valid frames into other slots (a tree into a chunk slot, a commit
 into a tree slot, a chunk that has a tree's very id into that tree's slot, one file's chunk into another's),
@@ -333,7 +333,7 @@ def pack_data_delete(ctx: Ctx) -> Expect:
     lost = rewrite(ctx, {pack: lambda d: None})
     expected = ctx.lay.expected_affected(lost)
     assert expected[ctx.vid(2)] == {"b/keep.bin", "dup/copy.bin"}  # later versions lose what they kept of v1
-    return Expect(("default", "full"), expected, {pack}, {pack: "missing"})
+    return Expect(("default", "full"), expected, {pack}, {pack: "missing"}, structure={pack})
 
 
 def pack_data_swap(ctx: Ctx) -> Expect:
@@ -423,7 +423,7 @@ def index_truncate(ctx: Ctx) -> Expect:
 def index_delete(ctx: Ctx) -> Expect:
     name, listed = ctx.index_listing(0)
     ctx.lay.file(name).unlink()
-    return Expect(("default", "full"), ctx.lay.expected_affected(listed))
+    return Expect(("default", "full"), ctx.lay.expected_affected(listed), {name}, structure={name})
 
 
 def index_swap(ctx: Ctx) -> Expect:
@@ -467,7 +467,7 @@ def index_older(ctx: Ctx) -> Expect:
     assert not any(ctx.lay.file(p).exists() for p in tmp_packs)
     (ctx.lay.path / "index" / stale).write_bytes(stale_bytes)
     missing = {p: "missing" for p in tmp_packs}
-    return Expect(("full",), {}, set(missing), missing, intact=((v4.out.strip(), "x.bin", x),))
+    return Expect(("full",), {}, set(missing), missing, structure=set(missing), intact=((v4.out.strip(), "x.bin", x),))
 
 
 # ------------------------------------------------------------------------------ T04: trees
@@ -570,13 +570,13 @@ def commit_older(ctx: Ctx) -> Expect:
 
 def ref_flip(ctx: Ctx) -> Expect:
     flip_byte(ctx.lay.file("refs"), ctx.lay.file("refs").stat().st_size // 2)
-    return Expect(err="refs are damaged")
+    return Expect(err="refs are damaged", structure={"refs"})
 
 
 def ref_truncate(ctx: Ctx) -> Expect:
     refs = ctx.lay.file("refs")
     refs.write_bytes(refs.read_bytes()[:-7])
-    return Expect(err="refs are damaged")
+    return Expect(err="refs are damaged", structure={"refs"})
 
 
 def ref_delete(ctx: Ctx) -> Expect:
@@ -729,21 +729,16 @@ class Cell:
     damage: str
     what: str  # the exact damage, or the substitute where the cell cannot apply as worded
     apply: Callable[[Ctx], Expect]
-    structure_blind: str = ""  # why no keyless check can see this delete or truncate, when none can
 
     @property
     def structure_required(self) -> bool:
         return self.damage in ("delete", "truncate") or self.kind == "index"
 
 
-BLIND_SEALED = "refs is a sealed singleton: no keyless checksum covers its bytes"
-BLIND_VALID = "an older index file is valid and re-hashes to its name: only the key shows what it names"
-BLIND_UNNAMED = "nothing readable without the key lists pack or index file names, so a missing one is unseen"
-
 CELLS = [
     Cell("pack data", "flip", "one bit in a chunk frame", pack_data_flip),
     Cell("pack data", "truncate", "a chunk pack cut in half", pack_data_truncate),
-    Cell("pack data", "delete", "a chunk pack deleted", pack_data_delete, BLIND_UNNAMED),
+    Cell("pack data", "delete", "a chunk pack deleted", pack_data_delete),
     Cell("pack data", "swap", "two chunk frames of one pack trade slots", pack_data_swap),
     Cell("pack data", "older", "substitute: an older version's chunk pack at a newer pack's name", pack_data_older),
     Cell("pack header", "flip", "one bit in a sealed pack header", pack_header_flip),
@@ -753,11 +748,9 @@ CELLS = [
     Cell("pack header", "older", "substitute: another repository's pack header", pack_header_older),
     Cell("index", "flip", "one bit in an index file", index_flip),
     Cell("index", "truncate", "an index file cut in half", index_truncate),
-    Cell("index", "delete", "an index file deleted", index_delete, BLIND_UNNAMED),
+    Cell("index", "delete", "an index file deleted", index_delete),
     Cell("index", "swap", "two index files trade contents", index_swap),
-    Cell(
-        "index", "older", "an index file from before gc put back (packs gone, one repacked)", index_older, BLIND_VALID
-    ),
+    Cell("index", "older", "an index file from before gc put back (packs gone, one repacked)", index_older),
     Cell("tree", "flip", "one bit in the tag of a tree three versions share", tree_flip),
     Cell("tree", "truncate", "a metadata pack cut inside a tree frame", tree_truncate),
     Cell("tree", "delete", "a tree's slot zeroed in its pack", tree_delete),
@@ -769,7 +762,7 @@ CELLS = [
     Cell("commit", "swap", "v1's and v2's commit frames trade slots", commit_swap),
     Cell("commit", "older", "v2's commit frame in the slot of v3's", commit_older),
     Cell("ref", "flip", "one bit in refs", ref_flip),
-    Cell("ref", "truncate", "refs cut by 7 bytes", ref_truncate, BLIND_SEALED),
+    Cell("ref", "truncate", "refs cut by 7 bytes", ref_truncate),
     Cell("ref", "delete", "refs deleted", ref_delete),
     Cell("ref", "swap", "substitute: the refs of a diverged copy of this repository", ref_swap),
     Cell("ref", "older", "the refs of the generation before put back (rollback)", ref_older),
@@ -803,32 +796,28 @@ def _ids(labels: list[str]) -> list[str]:
 def test_damage_cell(cell: Cell, lay: LayeredRepo, sr: InProcess, cli: Cli, tmp_path: Path, pristine: Pristine) -> None:
     ctx = Ctx(lay, sr, cli, tmp_path, pristine)
     exp = cell.apply(ctx)
-    assert cell.structure_blind or not cell.structure_required or exp.structure is not None
+    assert not cell.structure_required or exp.structure is not None, "a keyless check must catch this cell"
     check(ctx, f"{cell.kind}/{cell.damage}", exp)
 
 
 def test_the_matrix_covers_every_kind_and_damage() -> None:
     """The table itself: every kind x damage has a cell, or a reason it cannot apply; every delete, truncate
-    and index cell asks `verify --structure` to catch it unless no keyless check can. Run with -s to print it
+    and index cell asks `verify --structure` to catch it (the cell's test asserts it does). Run with -s to print it
     (each cell's own test asserts verify exits 1, never 0: a passing module means 0 false clean results)."""
     grid = {(k, d) for k in KINDS for d in DAMAGES}
     covered = {(c.kind, c.damage) for c in CELLS}
     assert covered <= grid
     assert grid - covered == set(NOT_APPLICABLE)
-    blind = [c for c in CELLS if c.structure_blind]
-    assert all(c.structure_required for c in blind)
     rows = [f"{'kind':<12} {'damage':<9} {'keyed':<14} {'--structure':<12} what"]
     for c in CELLS:
         rows.append(
-            f"{c.kind:<12} {c.damage:<9} {'exit 1':<14} "
-            f"{'blind' if c.structure_blind else 'required' if c.structure_required else '-':<12} {c.what}"
+            f"{c.kind:<12} {c.damage:<9} {'exit 1':<14} {'required' if c.structure_required else '-':<12} {c.what}"
         )
     for (k, d), why in NOT_APPLICABLE.items():
         rows.append(f"{k:<12} {d:<9} {'n/a':<14} {'n/a':<12} {why}")
     rows.append(
         f"{len(CELLS)} cells, {len(CELLS)} must be detected (false clean results allowed: 0); "
-        f"--structure required in {sum(c.structure_required for c in CELLS) - len(blind)}, blind in {len(blind)}: "
-        + "; ".join(f"{c.kind}/{c.damage} ({c.structure_blind})" for c in blind)
+        f"--structure required in {sum(c.structure_required for c in CELLS)}"
     )
     print("\n".join(rows))
 
@@ -948,8 +937,8 @@ def packs_trade_names(ctx: Ctx) -> Expect:
 
 def pack_reforged_under_new_name(ctx: Ctx) -> Expect:
     # Another chunk frame copied into the first slot of v3's chunk pack, which is then renamed by the hash of
-    # its new bytes: the keyless check passes (every file matches its name); the index names a pack that is
-    # gone, and the forged one is an orphan whose header still lists the old entries.
+    # its new bytes: every file matches its name, but the index file lists a pack that is gone, which the
+    # keyless check sees; the forged one is an orphan whose header still lists the old entries.
     pack = ctx.chunk_pack(2, "a/unique.bin")
     slots = ctx.entries(pack)
     ps, es = ctx.entry(ctx.chunk(0, "b/keep.bin"))
@@ -958,10 +947,9 @@ def pack_reforged_under_new_name(ctx: Ctx) -> Expect:
     ctx.lay.file(name).parent.mkdir(exist_ok=True)
     ctx.lay.file(name).write_bytes(forged)
     ctx.lay.file(pack).unlink()
-    assert ctx.sr.verify("--structure", passphrase=None).code == 0
     expected = ctx.lay.expected_affected({e.object_id for e in slots})
     assert expected == {ctx.vid(2): {"a/unique.bin"}}
-    return Expect(("default", "full"), expected, {pack, name})
+    return Expect(("default", "full"), expected, {pack, name}, structure={pack})
 
 
 def forged_orphan_pack(ctx: Ctx) -> Expect:

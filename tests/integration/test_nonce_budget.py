@@ -49,10 +49,12 @@ from strongroom.crypto.keys import ROTATE_AFTER_MESSAGES
 from strongroom.crypto.secret import Secret
 from strongroom.errors import BranchMoved
 from strongroom.service import versions as ver_svc
-from strongroom.store import ingest, lock, parallel
+from strongroom.store import ingest, listing, lock, parallel
 from strongroom.store import repository as repository_mod
 from strongroom.store.chunker import ChunkerParams
+from strongroom.store.index import MAGIC as INDEX_MAGIC
 from strongroom.store.pack import TRAILER_LEN, header_location, pack_path
+from strongroom.store.refs import MAGIC as REFS_MAGIC
 from strongroom.store.repository import Repository
 from tests.conftest import PASSPHRASE, make_tree
 
@@ -137,7 +139,7 @@ def stored_frames(root: Path) -> tuple[list[bytes], Counter[int], Counter[int]]:
             pairs.append(pair(f))
             before_publish[key_id_of(f)] += 1
     for name, _ in repo.backend.list("index"):
-        f = repo.backend.get(name)
+        f = sealed_frame(repo.backend.get(name), INDEX_MAGIC)
         pairs.append(pair(f))
         before_publish[key_id_of(f)] += 1
     every.update(before_publish)
@@ -146,11 +148,17 @@ def stored_frames(root: Path) -> tuple[list[bytes], Counter[int], Counter[int]]:
         singles += [n for n, _ in repo.backend.list(folder)]
     for name in singles:
         if repo.backend.size(name) is not None:
-            f = repo.backend.get(name)
+            f = sealed_frame(repo.backend.get(name), REFS_MAGIC)  # other singletons are bare frames
             assert f[0] == aead.VERSION, name
             pairs.append(pair(f))
             every[key_id_of(f)] += 1
     return pairs, before_publish, every
+
+
+def sealed_frame(data: bytes, magic: bytes) -> bytes:
+    """The frame of a stored file: a listed file's (format.md §8a), or the file itself when it is a bare frame."""
+    listed = listing.unwrap(data, magic, "file")
+    return data if listed is None else listed.frame
 
 
 def frame_keys(repo: Repository, object_ids: Iterable[bytes]) -> set[int]:

@@ -423,6 +423,7 @@ def restore_version(
             tags,
             {k: p for k, p in refs.protected.items() if k in keep},
             log,
+            index_files=(name,),
         )
         dest.put("refs", seal_refs(backup.sealer, backup.context, new))
         fetch("config")  # last: until it is there, the folder is not a repository

@@ -256,14 +256,7 @@ def repair_index(session: Session) -> RepairResult:
                 unreadable.append(name)
                 if pid in old.packs:
                     fresh.add_pack(pid, old.packs[pid])
-        old_files = [n for n, _ in repo.backend.list("index")]
-        name, data = fresh.encode(repo.sealer, repo.context, sorted(fresh.packs))
-        repo.backend.put(f"index/{name}", data)
-        removed = 0
-        for n in old_files:
-            if n != f"index/{name}":
-                repo.backend.delete(n)
-                removed += 1
+        removed = repo.replace_index(fresh)
     return RepairResult(len(fresh.packs), len(fresh), unreadable, removed)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from strongroom.backends.base import Backend
+from strongroom.backends.base import Backend, ObjectMissing
 from strongroom.core.dag import ancestors
 from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE, Commit
@@ -24,8 +24,9 @@ from strongroom.crypto.idhash import content_name
 from strongroom.crypto.keyslot import parse_slot
 from strongroom.errors import InputError, KeyUnavailable, Shredded, StrongroomError
 from strongroom.store import parallel
-from strongroom.store.index import Index, Location
+from strongroom.store.index import Index, Location, listed_packs
 from strongroom.store.pack import PackEntry, pack_path, read_header_from
+from strongroom.store.refs import listed_index_files
 from strongroom.store.repository import Repository
 from strongroom.store.scopes import SHREDDED, list_scopes
 
@@ -86,6 +87,8 @@ def select_packs(pack_ids: list[str], sample: tuple[int, int] | float) -> list[s
 
 
 def verify_structure(backend: Backend) -> VerifyReport:
+    """Keyless: every file re-hashes to its name or checksum, and every file a listed file names is there
+    (refs list the index files, and each index file its packs: store.listing)."""
     report = VerifyReport("structure")
     try:
         json.loads(backend.get("config"))
@@ -93,20 +96,62 @@ def verify_structure(backend: Backend) -> VerifyReport:
         report.damage.append(Damage("config", "missing"))
     except ValueError:
         report.damage.append(Damage("config", "not valid JSON"))
-    for name in ("keyring", "refs"):
-        if backend.size(name) is None:
-            report.damage.append(Damage(name, "missing"))
+    if backend.size("keyring") is None:
+        report.damage.append(Damage("keyring", "missing"))
+    listed_index = _refs_listing(backend, report)
     report.damage.extend(key_slot_damage(backend))
-    for prefix in ("data", "index"):
-        for name, size in backend.list(prefix):
-            data = backend.get(name)
-            report.packs_checked += prefix == "data"
-            report.bytes_checked += size
-            if content_name(data) != name.rsplit("/", 1)[-1]:
-                report.damage.append(Damage(name, "content does not match its name"))
-            elif prefix == "data" and misplaced(name):
-                report.damage.append(Damage(name, MISPLACED))
+    packs: dict[str, str] = {}  # pack id → the index file that names it
+    index_files: set[str] = set()
+    for name, size in backend.list("index"):
+        data = backend.get(name)
+        report.bytes_checked += size
+        index_files.add(name.rsplit("/", 1)[-1])
+        if content_name(data) != name.rsplit("/", 1)[-1]:
+            report.damage.append(Damage(name, "content does not match its name"))
+            continue
+        try:
+            listed = listed_packs(data)
+        except StrongroomError as err:
+            report.damage.append(Damage(name, str(err)))
+            continue
+        packs.update((pid, name) for pid in listed or () if pid not in packs)
+        if listed_index is not None and name.rsplit("/", 1)[-1] not in listed_index:
+            report.warnings.append(f"{name}: not listed by refs (an interrupted commit left it, or it was put back)")
+    for lost in sorted(set(listed_index or ()) - index_files):
+        report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))
+    present: set[str] = set()
+    for name, size in backend.list("data"):
+        data = backend.get(name)
+        report.packs_checked += 1
+        report.bytes_checked += size
+        present.add(name.rsplit("/", 1)[-1])
+        if content_name(data) != name.rsplit("/", 1)[-1]:
+            report.damage.append(Damage(name, "content does not match its name"))
+        elif misplaced(name):
+            report.damage.append(Damage(name, MISPLACED))
+    for pid in sorted(set(packs) - present):
+        report.damage.append(Damage(pack_path(pid), f"missing ({packs[pid]} lists it)"))
     return report
+
+
+def _refs_listing(backend: Backend, report: VerifyReport) -> tuple[str, ...] | None:
+    """The index files the refs list (None when there are no intact refs, or they come from an earlier build
+    that listed none); damage to the refs goes into ``report``."""
+    try:
+        data = backend.get("refs")
+    except ObjectMissing:
+        report.damage.append(Damage("refs", "missing"))
+        return None
+    try:
+        listed = listed_index_files(data)
+    except StrongroomError as err:
+        report.damage.append(Damage("refs", str(err)))
+        return None
+    if listed is None:
+        report.warnings.append(
+            "refs were written by an earlier build and list no index files: the next commit lists them"
+        )
+    return listed
 
 
 MISPLACED = "pack is not in the folder its name puts it in (data/<first 2 hex>/)"
@@ -256,6 +301,9 @@ def verify(
     except StrongroomError as err:
         report.damage.append(Damage("refs", str(err)))
         return report
+    present_files = {name.rsplit("/", 1)[-1] for name, _ in repo.backend.list("index")}
+    for lost in sorted(set(refs.index_files or ()) - present_files):
+        report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))
 
     # A pack counts as present only where the format puts it: a read never looks anywhere else.
     pack_sizes: dict[str, int] = {}

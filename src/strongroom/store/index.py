@@ -1,14 +1,15 @@
 """The index: object id → (pack, offset, length, kind), kept in memory and in encrypted index files.
 
-Index file (``sr-index/1``): a sealed frame (kind INDEX, repository id as context) around a zstd-compressed
-list of packs, each with its entries. Its name is the SHA-256 of its bytes. Every commit writes one index
-file for the packs it added; `repair index` rewrites them all from the pack headers.
+Index file (``sr-index/2``): the names of its packs in plaintext, then a sealed frame (kind INDEX) around a
+zstd-compressed list of those packs, each with its entries (store.listing; ``sr-index/1`` files of earlier
+builds are the bare frame). Its name is the BLAKE3 of its bytes. Every commit writes one index file for the
+packs it added; gc and `repair index` replace them all with one.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import zstandard
@@ -17,11 +18,13 @@ from strongroom.core.ids import ObjectKind
 from strongroom.crypto.aead import Sealer
 from strongroom.crypto.idhash import content_name
 from strongroom.errors import IntegrityError
+from strongroom.store import listing
 from strongroom.store.pack import PackEntry
 
 _PACK = struct.Struct("<32sI")
 _ENTRY = struct.Struct("<B32sQII")
-FORMAT = b"sr-index/1"
+FORMAT = b"sr-index/1"  # the sealed payload's record (unchanged in sr-index/2)
+MAGIC = b"sr-index/2\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +119,24 @@ class Index:
             if have.kind != e.kind:
                 self.other_kinds.setdefault((e.kind, e.object_id), loc)
 
-    def encode(self, sealer: Sealer, repo_ctx: bytes, pack_ids: Iterable[str]) -> tuple[str, bytes]:
+    def encode(self, sealer: Sealer, repo_ctx: bytes, pack_ids: Sequence[str]) -> tuple[str, bytes]:
         parts = [FORMAT]
         for pid in pack_ids:
             entries = self.packs[pid]
             parts.append(_PACK.pack(bytes.fromhex(pid), len(entries)))
             parts.extend(_ENTRY.pack(e.kind, e.object_id, e.offset, e.length, e.raw_length) for e in entries)
         plain = zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
-        data = sealer.seal(plain, ObjectKind.INDEX, repo_ctx)
+        data = listing.wrap(MAGIC, pack_ids, lambda binding: sealer.seal(plain, ObjectKind.INDEX, repo_ctx + binding))
         return content_name(data), data
 
     def load_file(self, name: str, data: bytes, sealer: Sealer, repo_ctx: bytes) -> None:
         if content_name(data) != name.rsplit("/", 1)[-1]:
             raise IntegrityError(f"index file {name} does not match its name")
-        plain = sealer.open(data, ObjectKind.INDEX, repo_ctx)
+        listed = listing.unwrap(data, MAGIC, f"index file {name}")
+        if listed is None:
+            plain = sealer.open(data, ObjectKind.INDEX, repo_ctx)
+        else:
+            plain = sealer.open(listed.frame, ObjectKind.INDEX, repo_ctx + listed.binding)
         try:
             raw = zstandard.ZstdDecompressor().decompress(plain, max_output_size=1 << 31)
         except zstandard.ZstdError:
@@ -137,6 +144,7 @@ class Index:
         if not raw.startswith(FORMAT):
             raise IntegrityError(f"index file {name} is malformed")
         off = len(FORMAT)
+        packs: list[str] = []
         try:
             while off < len(raw):
                 pid, count = _PACK.unpack_from(raw, off)
@@ -145,7 +153,17 @@ class Index:
                 for _ in range(count):
                     entries.append(PackEntry(*_ENTRY.unpack_from(raw, off)))
                     off += _ENTRY.size
+                packs.append(pid.hex())
                 self.add_pack(pid.hex(), entries)
         except struct.error:
             raise IntegrityError(f"index file {name} is malformed") from None
+        if listed is not None and tuple(packs) != listed.names:
+            raise IntegrityError(f"index file {name} lists other packs than it indexes")
         self.files.add(name)
+
+
+def listed_packs(data: bytes) -> tuple[str, ...] | None:
+    """The packs an index file names, read without the key (None: an sr-index/1 file lists none in the
+    clear). IntegrityError for a file that is neither."""
+    listed = listing.unwrap(data, MAGIC, "index file")
+    return None if listed is None else listed.names

@@ -22,7 +22,10 @@ from strongroom.backends.base import ObjectMissing
 from strongroom.crypto.aead import key_id_of
 from strongroom.crypto.keys import SCOPE_KEY_BASE
 from strongroom.errors import InputError, IntegrityError
+from strongroom.store.index import MAGIC as INDEX_MAGIC
+from strongroom.store.listing import frame_key_id
 from strongroom.store.pack import TRAILER_LEN, PackBuilder, header_location, pack_path
+from strongroom.store.refs import MAGIC as REFS_MAGIC
 from strongroom.store.repository import Repository
 
 BATCH_PACKS = 16  # about 256 MiB of default packs between two index rewrites
@@ -73,7 +76,7 @@ def _packs_under(repo: Repository, targets: Callable[[int], bool]) -> list[str]:
 
 
 def _index_files_under(repo: Repository, targets: Callable[[int], bool]) -> list[str]:
-    return [name for name, _ in repo.backend.list("index") if targets(key_id_of(repo.backend.get_range(name, 0, 32)))]
+    return [name for name, _ in repo.backend.list("index") if targets(frame_key_id(repo.backend, name, INDEX_MAGIC))]
 
 
 def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptReport) -> None:
@@ -162,9 +165,9 @@ def still_needed(repo: Repository, key_id: int) -> list[str]:
         found.append("packs")
     if _index_files_under(repo, lambda k: k == key_id):
         found.append("index files")
-    for name in ("refs", "counters"):
+    for name in ("refs", "counters"):  # counters is a bare frame: no listed file's magic starts it
         try:
-            if key_id_of(repo.backend.get_range(name, 0, 32)) == key_id:
+            if frame_key_id(repo.backend, name, REFS_MAGIC) == key_id:
                 found.append(name)
         except ObjectMissing:
             continue

@@ -1,7 +1,9 @@
-"""Branches and tags (``sr-refs/1``): one sealed file, replaced atomically under the publish lock.
+"""Branches and tags: one file, replaced atomically under the publish lock.
 
 Every update raises ``generation`` by one, so a client that remembers the last generation it saw can tell a
-repository that was rolled back to an older copy (store.clientstate).
+repository that was rolled back to an older copy (store.clientstate). The file (``sr-refs/2``) lists the
+repository's index files in plaintext before the sealed ``sr-refs/1`` record (store.listing), so a check
+without the key finds a missing index file; earlier builds wrote the bare frame.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from strongroom.core.ids import ObjectKind
 from strongroom.crypto.aead import Sealer
 from strongroom.crypto.idhash import sha256_hex
 from strongroom.errors import IntegrityError
+from strongroom.store import listing
 
 REFS_NAME = "refs"
+MAGIC = b"sr-refs/2\n"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Refs:
     # The plaintext these refs were read from: the digest clients remember is over the stored bytes, so a
     # newer strongroom reading an older encoding agrees with what an older client saw.
     stored: bytes | None = field(default=None, compare=False, repr=False)
+    # The index files these refs list (names without ``index/``); None when read from an earlier build's
+    # file, which lists none. Bound to the sealed record, but not part of it (nor of its digest).
+    index_files: tuple[str, ...] | None = field(default=None, compare=False)
 
     def encode(self) -> bytes:
         return dumps_canonical(
@@ -100,8 +107,22 @@ class Refs:
 
 
 def seal_refs(sealer: Sealer, repo_ctx: bytes, refs: Refs) -> bytes:
-    return sealer.seal(refs.encode(), ObjectKind.REFS, repo_ctx)
+    plain = refs.encode()
+    names = refs.index_files if refs.index_files is not None else ()
+    return listing.wrap(MAGIC, names, lambda binding: sealer.seal(plain, ObjectKind.REFS, repo_ctx + binding))
 
 
 def open_refs(sealer: Sealer, repo_ctx: bytes, data: bytes) -> Refs:
-    return Refs.decode(sealer.open(data, ObjectKind.REFS, repo_ctx))
+    listed = listing.unwrap(data, MAGIC, "refs")
+    if listed is None:
+        return Refs.decode(sealer.open(data, ObjectKind.REFS, repo_ctx))
+    refs = Refs.decode(sealer.open(listed.frame, ObjectKind.REFS, repo_ctx + listed.binding))
+    refs.index_files = listed.names
+    return refs
+
+
+def listed_index_files(data: bytes) -> tuple[str, ...] | None:
+    """The index files a refs file lists, read without the key (None: an earlier build's file lists none).
+    IntegrityError for a file that fails its checksum or is not a refs file."""
+    listed = listing.unwrap(data, MAGIC, "refs")
+    return None if listed is None else listed.names

@@ -260,7 +260,7 @@ class Repository:
         backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
         backend.put("keyring", seal_keyring(master, config.repo_id, keyring))
         repo = cls(backend, config, master, keyring)
-        repo._write_refs(Refs())
+        repo._write_refs(Refs(index_files=()))
         repo._write_counters({keyring.current: 0})
         # The config goes last: a folder without one is not (yet) a repository.
         body = codec.dumps_canonical(config.body())
@@ -420,11 +420,24 @@ class Repository:
                 with contextlib.suppress(StrongroomError):  # the refusal is what the caller must see
                     self._account_messages()
                 raise
-            self._account_messages()
-            refs.generation += 1
-            refs.stored = None  # changed: its digest is that of the new encoding, which is what gets stored
-            self._write_refs(refs)
+            self._publish_refs(refs, self._index_listing(refs.index_files))
             return refs
+
+    def _publish_refs(self, refs: Refs, index_files: tuple[str, ...]) -> None:
+        """Store edited refs as the next generation, listing ``index_files``; the frames this process sealed
+        count against their keys first. The caller holds the publish lock."""
+        self._account_messages()
+        refs.generation += 1
+        refs.stored = None  # changed: its digest is that of the new encoding, which is what gets stored
+        refs.index_files = index_files
+        self._write_refs(refs)
+
+    def _index_listing(self, listed: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The index files the next refs list: every one present (this publish's, and any an interrupted
+        commit left) and every one listed before, present or not, so that a lost index file stays reported
+        by `verify --structure` until `repair index` replaces the index."""
+        present = {name.rsplit("/", 1)[-1] for name, _ in self.backend.list("index")}
+        return tuple(sorted(present.union(listed or ())))
 
     def update_refs(
         self,
@@ -532,20 +545,30 @@ class Repository:
         self._use_keyring()
 
     def rewrite_index(self, dropped: set[str]) -> None:
-        """One new index of every indexed pack but ``dropped``, then remove the index files it replaces
-        (gc, reencrypt: the old packs are deleted only after this)."""
+        """One new index of every indexed pack but ``dropped`` (gc, reencrypt: the old packs are deleted
+        only after this)."""
         fresh = Index()
         for pid, entries in self.index.packs.items():
             if pid not in dropped:
                 fresh.add_pack(pid, entries)
+        self.replace_index(fresh)
+
+    def replace_index(self, fresh: Index) -> int:
+        """Store ``fresh`` as the only index file, publish refs that list it alone, then remove the index
+        files it replaces (their number is returned). In this order a crash leaves either the old files
+        listed and present, or the new one listed and old ones unlisted. The caller holds the publish lock."""
         old_files = [name for name, _ in self.backend.list("index")]
         name, data = fresh.encode(self.sealer, self.context, sorted(fresh.packs))
         self.backend.put(f"index/{name}", data)
+        self._publish_refs(self.read_refs(), (name,))
+        removed = 0
         for old in old_files:
             if old != f"index/{name}":
                 self.backend.delete(old)
+                removed += 1
         fresh.files.add(f"index/{name}")
         self._index = fresh
+        return removed
 
     def rotate_key(self, command: str = "key rotate") -> int:
         """``key rotate``: instant, no data rewritten."""
