@@ -28,5 +28,10 @@ def content_name(data: bytes | memoryview) -> str:
     return str(blake3.blake3(data).hexdigest())
 
 
+def content_digest(data: bytes | memoryview) -> bytes:
+    """The 32 raw bytes of ``content_name``: checksums and bindings of plaintext lists of such names."""
+    return bytes(blake3.blake3(data).digest())
+
+
 def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()

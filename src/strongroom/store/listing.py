@@ -14,10 +14,9 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import blake3
-
 from strongroom.backends.base import Backend
 from strongroom.crypto.aead import VERSION, key_id_of
+from strongroom.crypto.idhash import content_digest
 from strongroom.errors import IntegrityError
 
 _COUNT = struct.Struct("<I")
@@ -35,8 +34,8 @@ class Listed:
 def wrap(magic: bytes, names: Sequence[str], seal: Callable[[bytes], bytes]) -> bytes:
     """The file for a frame that ``seal(binding)`` makes with ``context + binding`` as its context."""
     preamble = magic + _COUNT.pack(len(names)) + b"".join(bytes.fromhex(n) for n in names)
-    body = preamble + seal(blake3.blake3(preamble).digest())
-    return body + blake3.blake3(body).digest()
+    body = preamble + seal(content_digest(preamble))
+    return body + content_digest(body)
 
 
 def unwrap(data: bytes, magic: bytes, what: str) -> Listed | None:
@@ -47,7 +46,7 @@ def unwrap(data: bytes, magic: bytes, what: str) -> Listed | None:
     if not data.startswith(magic):
         raise IntegrityError(f"{what} is not a strongroom {what} file")
     body, checksum = data[:-CHECKSUM_LEN], data[-CHECKSUM_LEN:]
-    if len(data) < len(magic) + _COUNT.size + CHECKSUM_LEN or blake3.blake3(body).digest() != checksum:
+    if len(data) < len(magic) + _COUNT.size + CHECKSUM_LEN or content_digest(body) != checksum:
         raise IntegrityError(f"{what} does not match its checksum")
     (count,) = _COUNT.unpack_from(body, len(magic))
     start = len(magic) + _COUNT.size
@@ -55,7 +54,7 @@ def unwrap(data: bytes, magic: bytes, what: str) -> Listed | None:
     if end > len(body):
         raise IntegrityError(f"{what} is malformed")
     names = tuple(body[i : i + NAME_LEN].hex() for i in range(start, end, NAME_LEN))
-    return Listed(names, body[end:], blake3.blake3(body[:end]).digest())
+    return Listed(names, body[end:], content_digest(body[:end]))
 
 
 def frame_key_id(backend: Backend, name: str, magic: bytes) -> int:
