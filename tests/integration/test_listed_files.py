@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,7 @@ from strongroom.core.ids import ObjectKind
 from strongroom.crypto.idhash import content_name
 from strongroom.crypto.secret import Secret
 from strongroom.errors import IntegrityError
-from strongroom.store import listing
+from strongroom.store import check, listing
 from strongroom.store.index import MAGIC as INDEX_MAGIC
 from strongroom.store.index import listed_packs
 from strongroom.store.pack import PackBuilder, pack_path
@@ -164,8 +168,12 @@ def test_a_repository_written_before_the_lists_opens_verifies_and_upgrades(cli: 
     make_tree(three, {"new.bin": os.urandom(30_000)})
     assert cli("commit", str(three), "-m", "after upgrade").code == 0
     assert _refs_list(repo) == _index_files(repo)  # the old bare index files are listed too
-    assert _structure(cli) == (0, [], [])
+    code, damaged, warnings = _structure(cli)
+    # ... but list no packs in the clear: the keyless check says so until `repair index` rewrites them.
+    assert (code, damaged) == (0, []) and sum("earlier build" in w for w in warnings) == 3, warnings
     assert json.loads(cli("--json", "verify", "--full").out)["ok"]
+    assert cli("repair", "index").code == 0
+    assert _structure(cli) == (0, [], [])
 
 
 def test_a_keyless_writer_cannot_change_a_list(cli: Cli, three: Path) -> None:
@@ -179,6 +187,78 @@ def test_a_keyless_writer_cannot_change_a_list(cli: Cli, three: Path) -> None:
     (repo / "refs").write_bytes(forged)
     r = cli("log")
     assert r.code == 1 and "refs are damaged" in r.err
+
+
+@pytest.mark.parametrize("junk", ["abcd", "00", "notes.txt", "a" * 63, "f" * 66])
+def test_junk_in_the_index_folder_is_reported_and_never_listed(cli: Cli, three: Path, junk: str) -> None:
+    # A keyless writer drops a file into index/: damage to report, not a name for the next refs to list
+    # (a short hex name would shift the list and leave refs no build can read).
+    repo = cli.repo
+    (repo / "index" / junk).write_bytes(b"junk")
+    assert _structure(cli)[:2] == (1, [f"index/{junk}"])
+    assert cli("branch", "create", "after-junk").code == 0
+    assert junk not in _refs_list(repo) and cli("log").code == 0
+    (repo / "index" / junk).unlink()
+    assert _structure(cli) == (0, [], [])
+    assert json.loads(cli("--json", "verify", "--full").out)["ok"]
+
+
+def test_wrap_refuses_a_name_that_is_not_a_content_name() -> None:
+    with pytest.raises(IntegrityError):
+        listing.wrap(REFS_MAGIC, ["ab" * 32, "abcd"], lambda binding: b"\x01")
+
+
+class _Interleaved(LocalBackend):
+    """Runs ``hook`` once, just before the first listing of ``folder``: another process's work landing in
+    the middle of a keyless check, which takes no lock."""
+
+    def __init__(self, root: str, folder: str, hook: Callable[[], object]) -> None:
+        super().__init__(root)
+        self.folder, self.hook = folder, hook
+        self.ran = False
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        if prefix == self.folder and not self.ran:
+            self.ran = True
+            self.hook()
+        return super().list(prefix)
+
+
+def test_repair_index_waits_for_readers_like_gc(cli: Cli, three: Path) -> None:
+    # Replacing the index deletes files a reader (a verify, a backup push's snapshot) may have listed.
+    repo = cli.repo
+    before = _index_files(repo)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (repo / "locks").mkdir(exist_ok=True)
+        reader = repo / "locks" / "read-0123456789abcdef"
+        record = {"pid": sleeper.pid, "host": socket.gethostname(), "time_ns": time.time_ns(), "command": "t"}
+        reader.write_text(json.dumps(record))
+        held = cli("repair", "index")
+        assert held.code == 1 and str(sleeper.pid) in held.err
+        assert _index_files(repo) == before
+        reader.unlink()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert cli("repair", "index").code == 0 and len(_index_files(repo)) == 1
+
+
+@pytest.mark.parametrize("folder", ["index", "data"])
+def test_an_index_replaced_during_the_keyless_check_is_not_damage(cli: Cli, three: Path, folder: str) -> None:
+    # gc, run after the check read the refs (folder=index) or after it read the index files (folder=data),
+    # deletes index files the check expects and packs they listed: the check looks again, and is clean.
+    repo = cli.repo
+    assert cli("reset", "main", "main~2").code == 0
+    before = _index_files(repo)
+
+    def gc() -> None:
+        assert cli("gc", "--keep-unreachable", "0").code == 0
+
+    backend = _Interleaved(str(repo), folder, gc)
+    report = check.verify_structure(backend)
+    assert backend.ran and not set(before) & set(_index_files(repo))  # the race happened: every file replaced
+    assert report.ok, report.damage
 
 
 # ------------------------------------------------------------------------------ the envelope itself

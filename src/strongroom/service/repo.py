@@ -244,7 +244,9 @@ def repair_index(session: Session) -> RepairResult:
     old = repo.load_index()
     fresh = Index()
     unreadable: list[str] = []
-    with lock.publish_lock(repo.backend, "repair index"):
+    # Exclusive as for gc: replacing the index deletes index files that readers (a verify, a backup push's
+    # snapshot) may have listed.
+    with lock.publish_lock(repo.backend, "repair index"), lock.exclusive_lock(repo.backend, "repair index"):
         for name, size in repo.backend.list("data"):
             pid = name.rsplit("/", 1)[-1]
             try:

@@ -88,12 +88,32 @@ def select_packs(pack_ids: list[str], sample: tuple[int, int] | float) -> list[s
 
 def verify_structure(backend: Backend) -> VerifyReport:
     """Keyless: every file re-hashes to its name or checksum, and every file a listed file names is there
-    (refs list the index files, and each index file its packs: store.listing)."""
-    report = VerifyReport("structure")
+    (refs list the index files, and each index file its packs: store.listing). It takes no lock (a keyless
+    operator may have no write access), so it runs again when the refs changed under it: gc, `key
+    reencrypt` and `repair index` replace the index files and then delete the old ones."""
+    for _ in range(3):
+        before = _stored(backend, "refs")
+        report = _structure_once(backend)
+        if _stored(backend, "refs") == before:
+            break
+    return report
+
+
+def _stored(backend: Backend, name: str) -> bytes | None:
     try:
-        json.loads(backend.get("config"))
-    except StrongroomError:
-        report.damage.append(Damage("config", "missing"))
+        return backend.get(name)
+    except ObjectMissing:
+        return None
+
+
+def _structure_once(backend: Backend) -> VerifyReport:
+    report = VerifyReport("structure")
+    config = _stored(backend, "config")
+    try:
+        if config is None:
+            report.damage.append(Damage("config", "missing"))
+        else:
+            json.loads(config)
     except ValueError:
         report.damage.append(Damage("config", "not valid JSON"))
     if backend.size("keyring") is None:
@@ -103,7 +123,9 @@ def verify_structure(backend: Backend) -> VerifyReport:
     packs: dict[str, str] = {}  # pack id → the index file that names it
     index_files: set[str] = set()
     for name, size in backend.list("index"):
-        data = backend.get(name)
+        data = _stored(backend, name)
+        if data is None:
+            continue  # deleted since the listing (an index replaced meanwhile): the second look below decides
         report.bytes_checked += size
         index_files.add(name.rsplit("/", 1)[-1])
         if content_name(data) != name.rsplit("/", 1)[-1]:
@@ -114,14 +136,16 @@ def verify_structure(backend: Backend) -> VerifyReport:
         except StrongroomError as err:
             report.damage.append(Damage(name, str(err)))
             continue
+        if listed is None:
+            report.warnings.append(f"{name}: written by an earlier build, lists no packs (`repair index` rewrites it)")
         packs.update((pid, name) for pid in listed or () if pid not in packs)
         if listed_index is not None and name.rsplit("/", 1)[-1] not in listed_index:
             report.warnings.append(f"{name}: not listed by refs (an interrupted commit left it, or it was put back)")
-    for lost in sorted(set(listed_index or ()) - index_files):
-        report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))
     present: set[str] = set()
     for name, size in backend.list("data"):
-        data = backend.get(name)
+        data = _stored(backend, name)
+        if data is None:
+            continue
         report.packs_checked += 1
         report.bytes_checked += size
         present.add(name.rsplit("/", 1)[-1])
@@ -129,8 +153,14 @@ def verify_structure(backend: Backend) -> VerifyReport:
             report.damage.append(Damage(name, "content does not match its name"))
         elif misplaced(name):
             report.damage.append(Damage(name, MISPLACED))
+    # A second look before calling a file missing: a concurrent index replacement deletes the old index
+    # files, then the packs only they named. Still missing, and still named by a file still there, is damage.
+    for lost in sorted(set(listed_index or ()) - index_files):
+        if backend.size(f"index/{lost}") is None:
+            report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))
     for pid in sorted(set(packs) - present):
-        report.damage.append(Damage(pack_path(pid), f"missing ({packs[pid]} lists it)"))
+        if backend.size(pack_path(pid)) is None and backend.size(packs[pid]) is not None:
+            report.damage.append(Damage(pack_path(pid), f"missing ({packs[pid]} lists it)"))
     return report
 
 
@@ -303,7 +333,7 @@ def verify(
         return report
     present_files = {name.rsplit("/", 1)[-1] for name, _ in repo.backend.list("index")}
     for lost in sorted(set(refs.index_files or ()) - present_files):
-        report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))
+        report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))  # readers exclude gc and repair
 
     # A pack counts as present only where the format puts it: a read never looks anywhere else.
     pack_sizes: dict[str, int] = {}

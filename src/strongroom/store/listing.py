@@ -22,6 +22,7 @@ from strongroom.errors import IntegrityError
 _COUNT = struct.Struct("<I")
 CHECKSUM_LEN = 32
 NAME_LEN = 32
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,17 @@ class Listed:
     binding: bytes  # BLAKE3 of the plaintext before the frame: appended to the frame's context
 
 
+def is_name(name: str) -> bool:
+    """A content name (64 lowercase hex digits): what a list may hold. Anything else under ``index/`` or
+    ``data/`` is junk, which `verify` reports and no list takes in."""
+    return len(name) == 2 * NAME_LEN and all(c in _HEX for c in name)
+
+
 def wrap(magic: bytes, names: Sequence[str], seal: Callable[[bytes], bytes]) -> bytes:
     """The file for a frame that ``seal(binding)`` makes with ``context + binding`` as its context."""
+    bad = [n for n in names if not is_name(n)]
+    if bad:
+        raise IntegrityError(f"not a content name: {bad[0][:80]!r}")
     preamble = magic + _COUNT.pack(len(names)) + b"".join(bytes.fromhex(n) for n in names)
     body = preamble + seal(content_digest(preamble))
     return body + content_digest(body)
@@ -66,4 +76,4 @@ def frame_key_id(backend: Backend, name: str, magic: bytes) -> int:
     return key_id_of(backend.get_range(name, len(head) + count * NAME_LEN, 7))
 
 
-__all__ = ["Listed", "frame_key_id", "unwrap", "wrap"]
+__all__ = ["Listed", "frame_key_id", "is_name", "unwrap", "wrap"]

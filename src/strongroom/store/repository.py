@@ -67,7 +67,7 @@ from strongroom.errors import (
     WrongPassphrase,
     WrongPin,
 )
-from strongroom.store import lock
+from strongroom.store import listing, lock
 from strongroom.store.blob import BlobCodec
 from strongroom.store.chunker import ChunkerParams
 from strongroom.store.index import Index
@@ -437,7 +437,7 @@ class Repository:
         commit left) and every one listed before, present or not, so that a lost index file stays reported
         by `verify --structure` until `repair index` replaces the index."""
         present = {name.rsplit("/", 1)[-1] for name, _ in self.backend.list("index")}
-        return tuple(sorted(present.union(listed or ())))
+        return tuple(sorted(n for n in present.union(listed or ()) if listing.is_name(n)))  # junk is not listed
 
     def update_refs(
         self,
