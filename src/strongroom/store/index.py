@@ -74,12 +74,12 @@ class Index:
             return [loc]
         return [loc, *(o for k in ObjectKind if (o := self.other_kinds.get((k, object_id))) is not None)]
 
-    def elsewhere(self, object_id: bytes, kind: int, not_in: str) -> Location | None:
-        """Another pack's copy of the object (a slow scan, for when its pack turned out to be gone: an older
-        index file put back can name a pack that gc has since replaced, and it may have been loaded first).
-        The first such copy in pack order, as ``copies_elsewhere`` finds it."""
+    def elsewhere(self, object_id: bytes, kind: int, not_in: set[str]) -> Location | None:
+        """A copy of the object in a pack outside ``not_in`` (a slow scan, for when its pack turned out to be
+        gone: an older index file put back can name a pack that gc has since replaced, and it may have been
+        loaded first). The first such copy in pack order, as ``copies_elsewhere`` finds it."""
         for pid, entries in self.packs.items():
-            if pid == not_in:
+            if pid in not_in:
                 continue
             for e in entries:
                 if e.object_id == object_id and e.kind == kind:
@@ -91,12 +91,14 @@ class Index:
         them turn (verify checks those copies). One pass over the entries."""
         out: dict[tuple[int, bytes], Location] = {}
         for pid, entries in self.packs.items():
+            if pid in gone:
+                continue
             for e in entries:
                 key = (e.kind, e.object_id)
                 if key in out:
                     continue
                 loc = self.get(e.object_id, e.kind)
-                if loc is not None and loc.pack_id in gone and loc.pack_id != pid:
+                if loc is not None and loc.pack_id in gone:
                     out[key] = Location(pid, e.offset, e.length, e.kind, e.raw_length)
         return out
 

@@ -681,13 +681,16 @@ class Repository:
         loc = self.index.get(object_id, kind)
         if loc is None:
             raise ObjectMissing(f"object {object_id.hex()[:16]}")
-        try:
-            return self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
-        except ObjectMissing:
-            other = self.index.elsewhere(object_id, kind, loc.pack_id)
-            if other is None:
-                raise
-            return self.backend.get_range(pack_path(other.pack_id), other.offset, other.length)
+        tried: set[str] = set()
+        while True:  # the index's copy, then each other copy in turn while packs turn out to be gone
+            try:
+                return self.backend.get_range(pack_path(loc.pack_id), loc.offset, loc.length)
+            except ObjectMissing:
+                tried.add(loc.pack_id)
+                other = self.index.elsewhere(object_id, kind, tried)
+                if other is None:
+                    raise
+                loc = other
 
     def open_frame(self, object_id: bytes, kind: int, frame: bytes) -> bytes:
         """Decrypt, decompress and check a fetched frame against its id: the CPU half of read_object."""

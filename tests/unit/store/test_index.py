@@ -138,3 +138,16 @@ def test_one_id_under_two_kinds_keeps_both_and_is_found_by_kind(sealer: Sealer, 
     name, data = idx.encode(sealer, ctx, ["bb" * 32, "aa" * 32])
     again.load_file(f"index/{name}", data, sealer, ctx)
     assert again.get(oid, ObjectKind.CHUNK) is not None and again.get(oid, ObjectKind.TREE) is not None
+
+
+def test_a_read_turns_to_the_next_copy_while_packs_are_gone() -> None:
+    # Three packs hold one object; the first two (an older index file's, loaded first) are gone. The copy a
+    # read and verify turn to is the third, not the second gone one.
+    e = PackEntry(ObjectKind.CHUNK, b"\7" * 32, 0, 10, 8)
+    a, b, c = "aa" * 32, "bb" * 32, "cc" * 32
+    idx = index_with({a: [e], b: [e], c: [e]})
+    assert idx.get(e.object_id, e.kind) == Location(a, 0, 10, ObjectKind.CHUNK, 8)
+    assert idx.elsewhere(e.object_id, e.kind, {a}) == Location(b, 0, 10, ObjectKind.CHUNK, 8)
+    assert idx.elsewhere(e.object_id, e.kind, {a, b}) == Location(c, 0, 10, ObjectKind.CHUNK, 8)
+    assert idx.elsewhere(e.object_id, e.kind, {a, b, c}) is None
+    assert idx.copies_elsewhere({a, b}) == {(e.kind, e.object_id): Location(c, 0, 10, ObjectKind.CHUNK, 8)}
