@@ -256,8 +256,8 @@ def test_older_refs_put_back_is_a_rollback(layered: LayeredRepo, cli: Cli, tmp_p
 def test_structure_check_catches_every_flip_and_truncation_without_a_key(layered: LayeredRepo) -> None:
     backend = LocalBackend(str(layered.path))
     assert check.verify_structure(backend).ok
-    names = [n for prefix in ("data", "index") for n, _ in backend.list(prefix)]
-    assert len(names) >= 7  # 2 packs and 1 index file per version
+    names = [n for prefix in ("data", "index") for n, _ in backend.list(prefix)] + ["refs"]  # refs: checksum
+    assert len(names) >= 8  # 2 packs and 1 index file per version, and refs
     rng = random.Random(7)
     for name in names:
         path = layered.file(name)
