@@ -23,6 +23,7 @@ from strongroom.crypto.idhash import content_name
 from strongroom.crypto.secret import Secret
 from strongroom.errors import IntegrityError
 from strongroom.store import check, listing
+from strongroom.store import gc as store_gc
 from strongroom.store.index import MAGIC as INDEX_MAGIC
 from strongroom.store.index import listed_packs
 from strongroom.store.pack import PackBuilder, pack_path
@@ -259,6 +260,48 @@ def test_an_index_replaced_during_the_keyless_check_is_not_damage(cli: Cli, thre
     report = check.verify_structure(backend)
     assert backend.ran and not set(before) & set(_index_files(repo))  # the race happened: every file replaced
     assert report.ok, report.damage
+
+
+class _Watched(LocalBackend):
+    """Runs ``after(op, name)`` after every put and delete outside locks/: every state a crash can leave."""
+
+    def __init__(self, root: str, after: Callable[[str, str], None]) -> None:
+        super().__init__(root)
+        self.after = after
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        super().put(name, data)
+        if not name.startswith("locks/"):
+            self.after("put", name)
+
+    def delete(self, name: str) -> None:
+        super().delete(name)
+        if not name.startswith("locks/"):
+            self.after("delete", name)
+
+
+def test_every_state_a_gc_passes_through_verifies_with_and_without_the_key(cli: Cli, three: Path) -> None:
+    # gc replaces the index (new file, refs listing it alone, old files deleted, then the packs): after each
+    # storage operation, as a crash would leave it, both checks must be clean.
+    repo_dir = cli.repo
+    assert cli("reset", "main", "main~2").code == 0
+    states: list[str] = []
+
+    def both_checks(op: str, name: str) -> None:
+        keyless = check.verify_structure(LocalBackend(str(repo_dir)))
+        keyed = check.verify(_open(repo_dir))
+        assert keyless.ok and keyed.ok, (op, name, keyless.damage, keyed.damage)
+        states.append(f"{op} {name}")
+
+    repo = Repository.open(_Watched(str(repo_dir), both_checks), Secret(PASSPHRASE.encode()))
+    now = time.time_ns()
+    plan = store_gc.plan(repo, 0, now)
+    assert plan.packs_dead
+    store_gc.sweep(repo, plan, 0, now)
+    kinds = [s.split()[0] + " " + s.split()[1].split("/")[0] for s in states]
+    assert {"put index", "put refs", "delete index", "delete data"} <= set(kinds), states
+    assert kinds.index("put refs") < kinds.index("delete index") < kinds.index("delete data")
+    assert _structure(cli) == (0, [], [])
 
 
 # ------------------------------------------------------------------------------ the envelope itself
