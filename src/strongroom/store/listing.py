@@ -54,7 +54,7 @@ def unwrap(data: bytes, magic: bytes, what: str) -> Listed | None:
     if data[:1] == bytes([VERSION]):
         return None
     if not data.startswith(magic):
-        raise IntegrityError(f"{what} is not a strongroom {what} file")
+        raise IntegrityError(f"{what} is in no format strongroom knows")
     body, checksum = data[:-CHECKSUM_LEN], data[-CHECKSUM_LEN:]
     if len(data) < len(magic) + _COUNT.size + CHECKSUM_LEN or content_digest(body) != checksum:
         raise IntegrityError(f"{what} does not match its checksum")
