@@ -68,6 +68,7 @@ from tests.faults.fsrecorder import (
     snapshot,
     write_state,
 )
+from tests.faults.test_crash import trial_env
 
 SEED = 20250202
 PACK_SIZE = 1 << 20  # the changed folder fills a few chunk packs, written by the ingest's pack thread
@@ -94,17 +95,6 @@ def datasets(root: Path) -> tuple[Path, Path, dict[str, bytes]]:
         },
     )
     return make_tree(root / "src1", v1), make_tree(root / "src2", v2), v2
-
-
-def client_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
-    env.update(
-        STRONGROOM_STATE_DIR=str(root / "state"),
-        STRONGROOM_CACHE_DIR=str(root / "cache"),
-        STRONGROOM_UNSAFE_TEST_WEAK_KDF="1",
-        PYTEST_CURRENT_TEST=os.environ.get("PYTEST_CURRENT_TEST", "power-loss"),
-    )
-    return env
 
 
 def roots_of(root: Path) -> dict[str, str]:
@@ -208,7 +198,7 @@ def check_state(
     """What the next commands see after the power loss; raises AssertionError (or the command's error).
     With ``follow``, a commit of that folder follows (and ``verify``, ``--full`` when ``full``)."""
     v1, v2 = versions
-    env = client_env(root)
+    env = trial_env(root)
     sr = Strongroom.open(str(root / "repo"), PASSPHRASE, env=env)  # refuses a rollback or a swap
     try:
         result = sr.verify()
@@ -288,7 +278,7 @@ def power_loss_during_commit(work: Path) -> None:
     backend = LocalBackend(str(base / "repo"))
     backend.ensure_root()
     Repository.create(backend, Secret(PASSPHRASE.encode()), UNSAFE_TEST_ONLY, pack_size=PACK_SIZE)
-    first = Strongroom.open(str(base / "repo"), PASSPHRASE, env=client_env(base))
+    first = Strongroom.open(str(base / "repo"), PASSPHRASE, env=trial_env(base))
     v1 = first.commit(str(src1), message="v1", workers=1).id
     close(first)
 
@@ -301,7 +291,7 @@ def power_loss_during_commit(work: Path) -> None:
     def second_commit() -> tuple[list[Op], dict[int, str], list[str], str]:
         setattr(lock, "os", DeadPidOs())  # in the child only
         with recorder.recording():
-            sr = Strongroom.open(str(base / "repo"), PASSPHRASE, env=client_env(base))
+            sr = Strongroom.open(str(base / "repo"), PASSPHRASE, env=trial_env(base))
             v2 = sr.commit(str(src2), message="v2", workers=1).id
             close(sr)
         return recorder.ops, recorder.initial, recorder.unsupported, v2

@@ -92,9 +92,9 @@ def verify_structure(backend: Backend) -> VerifyReport:
     operator may have no write access), so it runs again when the refs changed under it: gc, `key
     reencrypt` and `repair index` replace the index files and then delete the old ones."""
     for _ in range(3):
-        before = _stored(backend, "refs")
-        report = _structure_once(backend)
-        if _stored(backend, "refs") == before:
+        refs = _stored(backend, "refs")
+        report = _structure_once(backend, refs)
+        if _stored(backend, "refs") == refs:
             break
     return report
 
@@ -106,7 +106,7 @@ def _stored(backend: Backend, name: str) -> bytes | None:
         return None
 
 
-def _structure_once(backend: Backend) -> VerifyReport:
+def _structure_once(backend: Backend, refs: bytes | None) -> VerifyReport:
     report = VerifyReport("structure")
     config = _stored(backend, "config")
     try:
@@ -118,7 +118,7 @@ def _structure_once(backend: Backend) -> VerifyReport:
         report.damage.append(Damage("config", "not valid JSON"))
     if backend.size("keyring") is None:
         report.damage.append(Damage("keyring", "missing"))
-    listed_index = _refs_listing(backend, report)
+    listed_index = _refs_listing(refs, report)
     report.damage.extend(key_slot_damage(backend))
     packs: dict[str, str] = {}  # pack id → the index file that names it
     index_files: set[str] = set()
@@ -164,12 +164,10 @@ def _structure_once(backend: Backend) -> VerifyReport:
     return report
 
 
-def _refs_listing(backend: Backend, report: VerifyReport) -> tuple[str, ...] | None:
-    """The index files the refs list (None when there are no intact refs, or they come from an earlier build
-    that listed none); damage to the refs goes into ``report``."""
-    try:
-        data = backend.get("refs")
-    except ObjectMissing:
+def _refs_listing(data: bytes | None, report: VerifyReport) -> tuple[str, ...] | None:
+    """The index files these refs bytes list (None when there are no intact refs, or they come from an
+    earlier build that listed none); damage to the refs goes into ``report``."""
+    if data is None:
         report.damage.append(Damage("refs", "missing"))
         return None
     try:
