@@ -54,6 +54,7 @@ class Cli:
         input: bytes | None = None,
         extra_env: dict[str, str] | None = None,
         timeout: float = 120,
+        cwd: Path | None = None,
     ) -> CliResult:
         env = dict(self.env)
         if passphrase is not None:
@@ -65,6 +66,7 @@ class Cli:
             capture_output=True,
             input=input,
             timeout=timeout,
+            cwd=cwd,
         )
         return CliResult(
             proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), proc.stdout

@@ -15,6 +15,11 @@ gc_deferred = False  # the collector was turned off here, for cli.main's callbac
 
 
 def run() -> None:
+    from strongroom.cli.agentclient import forward
+
+    code = forward(sys.argv[1:])  # a running agent named by STRONGROOM_AGENT runs the command (docs/agent.md)
+    if code is not None:
+        sys.exit(code)
     global gc_deferred
     gc_deferred = True
     gc.disable()

@@ -21,7 +21,7 @@ from strongroom.cli import launch
 from strongroom.cli.progress import TerminalProgress
 from strongroom.cli.render import safe as one_line  # an error line names what the user typed
 from strongroom.errors import StrongroomError
-from strongroom.service.context import Session
+from strongroom.service.context import PassphrasePrompt, Session
 from strongroom.settings import Settings
 
 app = typer.Typer(
@@ -38,6 +38,11 @@ class State:
     session: Session | None = None
     json: bool = False
     settings: Settings | None = None
+    prompt: PassphrasePrompt | None = None  # the agent asks on its client's terminal instead
+
+    def reset(self, prompt: PassphrasePrompt | None = None) -> None:
+        """Forget the last command (the agent runs many in one process)."""
+        self.session, self.json, self.settings, self.prompt = None, False, None, prompt
 
 
 STATE = State()
@@ -70,7 +75,7 @@ def _global(
     settings = Settings.from_env(repo=repo, passphrase_command=passphrase_command, catalog=catalog)
     STATE.settings = settings
     STATE.json = json_out
-    STATE.session = Session(settings, progress=TerminalProgress(), prompt=_prompt)
+    STATE.session = Session(settings, progress=TerminalProgress(), prompt=STATE.prompt or _prompt)
 
 
 def session() -> Session:
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     register(app, sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=argv, prog_name="strongroom", standalone_mode=False)
+        if result == 130:  # typer's answer to Ctrl-C inside a command, returned rather than raised
+            sys.stderr.write("strongroom: interrupted\n")
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
         if e.exit_code == 130:  # click's answer to Ctrl-C inside a command

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import blake3
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -59,7 +61,45 @@ def meanwhile(job: Callable[[], object]) -> Iterator[None]:
             _pending.jobs.remove(job)
 
 
+class _Remembered:
+    """Derived keys kept by a long-lived process (the agent, docs/agent.md), so that a passphrase presented
+    again skips Argon2. Looked up by a digest keyed with a random per-process key: nothing kept reveals the
+    passphrase, and a wrong passphrase still pays the full derivation."""
+
+    def __init__(self) -> None:
+        self.lookup_key: bytes | None = None
+        self.keys: dict[bytes, Secret] = {}
+
+
+_remembered = _Remembered()
+
+
+def remember_derived_keys() -> None:
+    """From now on this process keeps each key it derives (for the life of the process)."""
+    if _remembered.lookup_key is None:
+        _remembered.lookup_key = os.urandom(32)
+
+
+def forget_derived_keys() -> None:
+    _remembered.keys.clear()
+    _remembered.lookup_key = None
+
+
 def derive_kek(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
+    if _remembered.lookup_key is None:
+        return _derive(passphrase, salt, params)
+    h = blake3.blake3(key=_remembered.lookup_key)
+    for part in (passphrase.reveal(), salt, params.name.encode()):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    slot = h.digest()
+    kek = _remembered.keys.get(slot)
+    if kek is None:
+        kek = _remembered.keys[slot] = _derive(passphrase, salt, params)
+    return kek
+
+
+def _derive(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
     jobs, _pending.jobs = _pending.jobs, []
     if not jobs:
         return _argon2id(passphrase, salt, params)

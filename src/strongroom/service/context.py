@@ -45,6 +45,12 @@ def _import_audit_log() -> None:
     import strongroom.audit.log  # noqa: F401  (SQLAlchemy: about 0.2 s, needed only to record the event)
 
 
+def keep_derived_keys() -> None:
+    """For a long-lived process (the agent): keep each passphrase-derived key, so that the same passphrase
+    presented again skips Argon2 (crypto.kdf says how they are kept)."""
+    kdf.remember_derived_keys()
+
+
 class ProgressSink(Protocol):
     def start(self, label: str, files: int, total_bytes: int) -> None: ...
 

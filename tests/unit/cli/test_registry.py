@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.main import get_command_name
 
-from strongroom.cli import commands
+from strongroom.cli import agentclient
 from strongroom.cli.commands import MODULES, command_word
 from strongroom.cli.main import app
 
@@ -71,4 +71,4 @@ def test_an_unknown_command_is_one_line_and_exit_2() -> None:
 def test_the_global_options_that_take_a_value_are_the_callbacks() -> None:
     group = typer.main.get_command(app)
     valued = {name for p in group.params if not getattr(p, "is_flag", False) for name in p.opts + p.secondary_opts}
-    assert valued == commands._VALUED_OPTIONS
+    assert valued == agentclient.VALUED_OPTIONS

@@ -148,3 +148,36 @@ def test_a_fork_right_after_the_derivation_does_not_hang() -> None:
     out = subprocess.run([sys.executable, "-c", _FORK_RIGHT_AFTER], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
+
+
+def test_a_process_that_keeps_derived_keys_skips_argon2_only_for_the_same_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent's memory (docs/agent.md): the same passphrase, salt and parameters give the kept key without
+    Argon2; any other input, a wrong passphrase above all, pays the full derivation and gets its own key."""
+    calls: list[bytes] = []
+    real = kdf._argon2id
+
+    def counted(passphrase: Secret, salt: bytes, params: KdfParams) -> Secret:
+        calls.append(passphrase.reveal())
+        return real(passphrase, salt, params)
+
+    monkeypatch.setattr(kdf, "_argon2id", counted)
+    salt = os.urandom(16)
+    kdf.remember_derived_keys()
+    try:
+        first = derive_kek(Secret(b"right"), salt, FAST)
+        assert derive_kek(Secret(b"right"), salt, FAST) == first
+        assert calls == [b"right"]
+        assert derive_kek(Secret(b"wrong"), salt, FAST) != first
+        assert derive_kek(Secret(b"right"), os.urandom(16), FAST) != first
+        assert derive_kek(Secret(b"right"), salt, KdfParams(2, 64, 1)) != first
+        assert calls == [b"right", b"wrong", b"right", b"right"]
+        # Inputs whose concatenations are equal stay apart (each part is length-prefixed).
+        a = derive_kek(Secret(b"ab"), b"c" * 16, FAST)
+        assert derive_kek(Secret(b"a"), b"b" + b"c" * 16, FAST) != a
+        assert b"right" not in b"".join(kdf._remembered.keys)  # kept under keyed digests only
+    finally:
+        kdf.forget_derived_keys()
+    derive_kek(Secret(b"right"), salt, FAST)
+    assert calls[-1] == b"right" and len(calls) == 7  # forgotten: derived again

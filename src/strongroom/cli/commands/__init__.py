@@ -11,6 +11,8 @@ import importlib
 
 import typer
 
+from strongroom.cli.agentclient import command_word
+
 # The top-level commands each module registers, in help order; a test keeps this table in step with them.
 MODULES: dict[str, tuple[str, ...]] = {
     "repo_cmd": ("gc", "init", "stats", "verify", "trust-current", "unlock", "repair"),
@@ -21,26 +23,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "key_cmd": ("key",),
     "signer_cmd": ("signer",),
     "backup_cmd": ("remote", "backup", "incident"),
+    "agent_cmd": ("agent",),
 }
-# The global options that take a value (the callback in cli/main.py).
-_VALUED_OPTIONS = frozenset({"--repo", "-r", "--passphrase-command", "--catalog"})
-
 _registered: set[str] = set()
-
-
-def command_word(argv: list[str]) -> str | None:
-    """The command named on a command line, past the global options; None for none or for --help."""
-    args = iter(argv)
-    for arg in args:
-        if arg == "--":
-            return next(args, None)
-        if arg in ("--help", "-h"):
-            return None
-        if arg in _VALUED_OPTIONS:
-            next(args, None)
-        elif not arg.startswith("-"):
-            return arg
-    return None
 
 
 def register(app: typer.Typer, argv: list[str] | None = None) -> None:

@@ -1,0 +1,282 @@
+"""The agent (docs/agent.md): a warm strongroom process that runs the commands clients hand it.
+
+A command started from a shell pays, before any work, for Python's start and imports (about 0.15 s) and for
+Argon2id at the repository's strength (about 0.15 s more). The agent has paid for the imports once, and keeps
+each key it derives (crypto.kdf) so that the same passphrase on the same key slot skips Argon2 next time.
+A client still presents the passphrase on every command: the agent never hands a key out, and a wrong
+passphrase pays the full derivation, as it would without the agent.
+
+Only the user who started it may connect (the socket's folder is 0700 and the peer's uid is checked). One
+command runs at a time, in this process, with the client's standard streams, environment, folder and umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import queue
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from strongroom.cli import agentclient
+from strongroom.errors import InputError
+
+MAX_REQUEST = 16 << 20
+IDLE_EXIT = 3600.0  # seconds without a command before the agent exits and its keys are gone
+
+
+def default_socket_path() -> str:
+    """Like ssh-agent: a fresh 0700 folder of the user's (the runtime folder if there is one)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = runtime if runtime and os.path.isdir(runtime) else None
+    folder = tempfile.mkdtemp(prefix="strongroom-agent-", dir=base)
+    return os.path.join(folder, f"agent.{os.getpid()}.sock")
+
+
+class _Client:
+    """What the connection's reader thread learns while the command runs: answers, and Ctrl-C."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.lock = threading.Lock()
+        self.running = False
+        self.interrupted = False
+
+    def listen(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in self.conn.makefile("rb"):
+                msg = json.loads(raw)
+                if msg.get("interrupt"):
+                    self.interrupt()
+                elif "answer" in msg:
+                    self.answers.put(msg)
+        self.interrupt()  # the client is gone: stop its command
+        self.answers.put({"answer": None, "why": "interrupted"})
+
+    def interrupt(self) -> None:
+        with self.lock:
+            if self.running and not self.interrupted:
+                self.interrupted = True
+                # A real signal, aimed at the main thread: it also breaks a wait in a system call there.
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def prompt(self, label: str, confirm: bool) -> str:
+        self.conn.sendall(json.dumps({"ask": label, "confirm": confirm}).encode() + b"\n")
+        msg = self.answers.get()
+        if msg.get("answer") is None:
+            if msg.get("why") == "mismatch":
+                raise InputError(f"the {label}s do not match")
+            raise KeyboardInterrupt
+        return str(msg["answer"])
+
+
+class Agent:
+    def __init__(self, path: str, idle_exit: float = IDLE_EXIT, log_path: str | None = None) -> None:
+        self.path = path
+        self.idle_exit = idle_exit
+        self.log_path = log_path
+        self.build = agentclient.build()
+        self.client: _Client | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ listening
+
+    def bind(self) -> socket.socket:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.stat(folder)
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise InputError(f"the agent's folder must be yours and private (0700): {folder}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a socket left by an agent that was killed
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            listener.bind(self.path)
+        except OSError as e:
+            raise InputError(f"cannot listen at {self.path}: {e.strerror}") from None
+        finally:
+            os.umask(old)
+        listener.listen(16)
+        return listener
+
+    def serve(self, listener: socket.socket) -> None:
+        from strongroom.service.context import keep_derived_keys
+
+        keep_derived_keys()
+        for name in [n for n in os.environ if "PASSPHRASE" in n or n.endswith("_PIN")]:
+            del os.environ[name]  # each command brings its own; the agent keeps none of its starter's
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._log(f"listening at {self.path}")
+        try:
+            while not self.stopping:
+                listener.settimeout(self.idle_exit)
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    self._log(f"no command for {self.idle_exit:.0f} s: exiting")
+                    break
+                except KeyboardInterrupt:
+                    break
+                conn.settimeout(None)
+                with conn:
+                    self._serve_one(conn)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self._log("stopped; the keys it kept are gone with it")
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        client = self.client
+        if client is not None and client.running:
+            raise KeyboardInterrupt  # the command stops; the agent carries on
+        if client is not None and client.interrupted:
+            return  # a client's Ctrl-C that arrived as its command finished
+        raise KeyboardInterrupt
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    # ------------------------------------------------------------------ one command
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid != os.getuid():
+            self._log(f"refused a connection from uid {uid} (pid {pid}): only uid {os.getuid()} may use this agent")
+            return
+        fds: list[int] = []
+        try:
+            request, fds = self._receive(conn)
+        except (OSError, ValueError) as e:
+            self._log(f"dropped a malformed request from pid {pid}: {type(e).__name__}")
+            for fd in fds:
+                os.close(fd)
+            return
+        try:
+            if request.get("stop"):
+                self.stopping = True
+                conn.sendall(b'{"exit":0}\n')
+                self._log(f"stop asked by pid {pid}")
+                return
+            if request.get("protocol") != agentclient.PROTOCOL or request.get("build") != self.build or len(fds) != 3:
+                conn.sendall(b'{"fallback":"another strongroom build"}\n')
+                return
+            started = time.monotonic()
+            try:
+                code = self._run(conn, request, fds)
+            except Exception as e:  # the agent's own failure: this client gets exit 3, the next one an agent
+                self._log(f"pid {pid}: internal error {type(e).__name__}")
+                code = 3
+            word = agentclient.command_word(request["argv"]) or "-"
+            self._log(f"pid {pid}: {word} exit {code} in {time.monotonic() - started:.3f} s")
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+        data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+        fds = list(fds)
+        if len(data) < agentclient.HEADER.size:
+            raise ValueError("short request")
+        (size,) = agentclient.HEADER.unpack_from(data)
+        if size > MAX_REQUEST:
+            raise ValueError("request too large")
+        body = bytearray(data[agentclient.HEADER.size :])
+        while len(body) < size:
+            more = conn.recv(min(1 << 16, size - len(body)))
+            if not more:
+                raise ValueError("request cut short")
+            body += more
+        request = json.loads(bytes(body))
+        if not isinstance(request, dict):
+            raise ValueError("request is not an object")
+        return request, fds
+
+    def _run(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
+        """Run the command as if this process had been started by the client, then put everything back."""
+        from strongroom.cli import main as cli_main
+
+        argv = [str(a) for a in request["argv"]]
+        env = {str(k): str(v) for k, v in dict(request["env"]).items()}
+        try:
+            os.chdir(str(request["cwd"]))
+        except OSError as e:
+            conn.sendall(json.dumps({"fallback": f"cannot enter the folder: {e.strerror}"}).encode() + b"\n")
+            return -1
+        client = self.client = _Client(conn)
+        threading.Thread(target=client.listen, name="strongroom-agent-client", daemon=True).start()
+        saved_env = dict(os.environ)
+        saved_std = (sys.stdin, sys.stdout, sys.stderr)
+        saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
+        old_umask = os.umask(int(request["umask"]) & 0o777)
+        try:
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            sys.stdin, sys.stdout, sys.stderr = _streams()
+            os.environ.clear()
+            os.environ.update(env)
+            sys.argv = ["strongroom", *argv]
+            cli_main.STATE.reset(prompt=client.prompt)
+            with client.lock:
+                client.running = True
+            try:
+                code = cli_main.main(argv)
+            except KeyboardInterrupt:  # between the command's own handlers and here
+                sys.stderr.write("strongroom: interrupted\n")
+                code = 130
+            finally:
+                with client.lock:
+                    client.running = False
+            return code
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            sys.stdin, sys.stdout, sys.stderr = saved_std
+            for target, fd in enumerate(saved_fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            os.umask(old_umask)
+            os.chdir("/")
+            cli_main.STATE.reset()
+
+    def _log(self, text: str) -> None:
+        if not self.log_path:
+            return
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent[{os.getpid()}] {text}\n")
+
+
+def _streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper]:
+    """Fresh text streams on descriptors 0-2 (now the client's): nothing buffered from an earlier client."""
+    like = [s or sys.stdout for s in (sys.__stdin__, sys.__stdout__, sys.__stderr__)]
+    modes = ("r", "w", "w")
+    return tuple(  # type: ignore[return-value]
+        open(
+            fd,
+            modes[fd],
+            buffering=1 if fd == 2 or (fd == 1 and os.isatty(1)) else -1,
+            encoding=like[fd].encoding,
+            errors=like[fd].errors,
+            closefd=False,
+        )
+        for fd in (0, 1, 2)
+    )

@@ -1,0 +1,126 @@
+"""The client side of the agent (docs/agent.md): hand this command line to a running agent, if one is named.
+
+Imported before anything else on every run, so it imports only the standard library pieces it needs. The
+agent runs the command in its warm process with this process's terminal (its three standard streams are
+passed over the socket), environment, folder and umask; this process waits, answers passphrase prompts on
+its terminal, forwards Ctrl-C, and exits with the command's code. When no agent is named, or it does not
+answer, or it is another strongroom build, the command runs here as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+AGENT_ENV = "STRONGROOM_AGENT"
+PROTOCOL = 1
+HEADER = struct.Struct(">I")  # the request's length, sent with the three descriptors
+
+
+# The global options that take a value (the callback in cli/main.py).
+VALUED_OPTIONS = frozenset({"--repo", "-r", "--passphrase-command", "--catalog"})
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command named on a command line, past the global options; None for none or for --help."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            return next(args, None)
+        if arg in ("--help", "-h"):
+            return None
+        if arg in VALUED_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build() -> str:
+    """What client and agent must share to run the same code: version and installed location."""
+    import strongroom
+
+    return f"{strongroom.__version__} {os.path.dirname(os.path.abspath(strongroom.__file__))}"
+
+
+def forward(argv: list[str]) -> int | None:
+    """The command's exit code from the agent, or None to run it in this process."""
+    path = os.environ.get(AGENT_ENV)
+    if not path or command_word(argv) in (None, "agent"):  # help, and the agent's own commands, run here
+        return None
+    try:
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+    except OSError:
+        return None  # a closed standard stream cannot be passed on: run here
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError as e:
+        conn.close()
+        sys.stderr.write(
+            f"strongroom: note: the agent ({AGENT_ENV}) does not answer ({e.strerror}); running without it\n"
+        )
+        return None
+    umask = os.umask(0o077)
+    os.umask(umask)
+    request = json.dumps(
+        {
+            "protocol": PROTOCOL,
+            "build": build(),
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": umask,
+        },
+        separators=(",", ":"),
+    ).encode()  # ASCII: names that are not UTF-8 travel as escapes and come back as the same strings
+    with conn:
+        try:
+            socket.send_fds(conn, [HEADER.pack(len(request)) + request], [0, 1, 2])
+            return _converse(conn)
+        except (OSError, ValueError):
+            sys.stderr.write("strongroom: note: the agent closed the connection; running without it\n")
+            return None
+
+
+def _converse(conn: socket.socket) -> int | None:
+    """Answer the agent until it reports the exit code. Ctrl-C is passed on: the agent stops the command."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        conn.sendall(b'{"interrupt":true}\n')
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        reader = conn.makefile("rb")
+        for raw in reader:
+            msg = json.loads(raw)
+            if "exit" in msg:
+                return int(msg["exit"])
+            if "fallback" in msg:
+                return None
+            if "ask" in msg:
+                text, why = _ask(str(msg["ask"]), bool(msg.get("confirm")))
+                conn.sendall(json.dumps({"answer": text, "why": why}).encode() + b"\n")
+        sys.stderr.write("strongroom: error: the agent stopped before the command finished\n")
+        return 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ask(label: str, confirm: bool) -> tuple[str | None, str]:
+    """A passphrase prompt on this terminal: (the text, "") or (None, why not)."""
+    import getpass
+
+    try:
+        text = getpass.getpass(f"{label}: ")
+        if confirm and getpass.getpass(f"{label} again: ") != text:
+            return None, "mismatch"
+    except (EOFError, KeyboardInterrupt):
+        return None, "interrupted"
+    return text, ""

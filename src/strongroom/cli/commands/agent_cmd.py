@@ -1,0 +1,123 @@
+"""agent: start, run and stop the warm process that runs commands for you (docs/agent.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import sys
+from typing import Annotated
+
+import typer
+
+from strongroom.cli import agentclient
+from strongroom.cli.agent import IDLE_EXIT, Agent, default_socket_path
+from strongroom.cli.main import STATE
+from strongroom.cli.render import emit_json, line
+from strongroom.errors import InputError, ProblemFound
+
+agent_app = typer.Typer(
+    help="A warm process that runs your strongroom commands without Python's start-up and with the keys it "
+    "derived kept: start it, and export STRONGROOM_AGENT as it prints.",
+    no_args_is_help=True,
+)
+
+SocketOption = Annotated[
+    str | None, typer.Option("--socket", help="Socket path (default: a new private folder, as ssh-agent does).")
+]
+IdleOption = Annotated[
+    float,
+    typer.Option("--idle-exit", help="Minutes without a command after which the agent exits, forgetting its keys."),
+]
+
+
+def _agent(socket_path: str | None, idle_minutes: float) -> Agent:
+    if idle_minutes <= 0:
+        raise InputError("--idle-exit must be more than 0 minutes")
+    assert STATE.settings is not None
+    os.makedirs(STATE.settings.log_dir, mode=0o700, exist_ok=True)
+    return Agent(
+        os.path.abspath(socket_path) if socket_path else default_socket_path(),
+        idle_exit=idle_minutes * 60,
+        log_path=os.path.join(STATE.settings.log_dir, "agent.log"),
+    )
+
+
+def _announce(path: str, pid: int) -> None:
+    if STATE.json:
+        emit_json({"socket": path, "pid": pid, "env": agentclient.AGENT_ENV})
+    else:
+        line(f"{agentclient.AGENT_ENV}={shlex.quote(path)}; export {agentclient.AGENT_ENV}; # agent pid {pid}")
+    sys.stdout.flush()
+
+
+@agent_app.command("start")
+def start(socket_path: SocketOption = None, idle_exit: IdleOption = IDLE_EXIT / 60) -> None:
+    """Start an agent in the background and print the line that points your shell at it:
+    eval "$(strongroom agent start)"."""
+    agent = _agent(socket_path, idle_exit)
+    listener = agent.bind()  # here, so that a client can connect as soon as the line is printed
+    read_pid, write_pid = os.pipe()
+    first = os.fork()
+    if first == 0:  # pragma: no cover - the daemon's side is tested through its socket
+        os.close(read_pid)
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        os.write(write_pid, str(os.getpid()).encode())
+        os.close(write_pid)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        code = 0
+        try:
+            agent.serve(listener)
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(write_pid)
+    listener.close()
+    os.waitpid(first, 0)
+    with os.fdopen(read_pid, "rb") as f:
+        pid = int(f.read() or b"0")
+    if not pid:
+        raise ProblemFound("the agent did not start (see agent.log in the log folder)")
+    _announce(agent.path, pid)
+
+
+@agent_app.command("run")
+def run(socket_path: SocketOption = None, idle_exit: IdleOption = IDLE_EXIT / 60) -> None:
+    """Run an agent in the foreground (for a service manager); Ctrl-C stops it."""
+    agent = _agent(socket_path, idle_exit)
+    listener = agent.bind()
+    _announce(agent.path, os.getpid())
+    agent.serve(listener)
+
+
+@agent_app.command("stop")
+def stop(socket_path: SocketOption = None) -> None:
+    """Stop the agent named by --socket or STRONGROOM_AGENT; the keys it kept are gone with it."""
+    path = socket_path or os.environ.get(agentclient.AGENT_ENV)
+    if not path:
+        raise InputError(f"no agent named: give --socket or set {agentclient.AGENT_ENV}")
+    request = json.dumps({"stop": True}).encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(path)
+            conn.sendall(agentclient.HEADER.pack(len(request)) + request)
+            answer = conn.makefile("rb").readline()
+    except OSError as e:
+        raise ProblemFound(f"no agent answers at {path} ({e.strerror})") from None
+    with contextlib.suppress(ValueError):
+        if json.loads(answer).get("exit") == 0:
+            line(f"stopped the agent at {path}")
+            return
+    raise ProblemFound(f"the agent at {path} did not stop")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(agent_app, name="agent")

@@ -1,0 +1,264 @@
+"""The agent (docs/agent.md): commands run through it behave exactly as without it (output, exit codes,
+prompts, Ctrl-C), only the user who started it can use it, and a command never depends on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+
+
+class Agent:
+    def __init__(self, cli: Cli, folder: str, *extra: str) -> None:
+        self.socket = os.path.join(folder, "agent.sock")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "strongroom", "agent", "run", "--socket", self.socket, *extra],
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        self.announced = self.proc.stdout.readline().decode()
+        assert self.announced.startswith(f"STRONGROOM_AGENT={self.socket}; export STRONGROOM_AGENT;")
+        self.env = {"STRONGROOM_AGENT": self.socket}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def agent(cli: Cli) -> Iterator[Agent]:
+    folder = tempfile.mkdtemp(prefix="sr-agent-")  # socket paths are limited to 108 bytes: not under tmp_path
+    a = Agent(cli, folder)
+    try:
+        yield a
+    finally:
+        a.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _via(cli: Cli, agent: Agent, *args: str, **kw: object) -> tuple[object, object]:
+    """The same command without and with the agent."""
+    return cli(*args, **kw), cli(*args, extra_env=agent.env, **kw)  # type: ignore[arg-type]
+
+
+def _untimed(text: str) -> str:
+    return re.sub(r" in [0-9.]+s\b", " in (time)", text)
+
+
+def _served() -> int:
+    log = Path(os.environ["STRONGROOM_STATE_DIR"]) / "logs" / "agent.log"
+    return sum(" exit " in line for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_commands_through_the_agent_print_and_exit_as_without_it(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.txt": b"hello\n", "sub/b.bin": bytes(range(256)) * 5000})
+    assert cli("init", extra_env=agent.env).code == 0
+    first = cli("commit", str(src), "-m", "first", extra_env=agent.env)
+    assert first.code == 0, first.err
+    assert _served() == 2  # init and commit ran in the agent
+    (src / "a.txt").write_bytes(b"changed\n")
+    assert cli("commit", str(src), "-m", "second", extra_env=agent.env).code == 0
+    for args in (
+        ("log",),
+        ("--json", "log"),
+        ("ls", "main"),
+        ("diff", "main~1", "main"),
+        ("cat", "main", "sub/b.bin"),
+        ("cat", "main", "no/such/file"),  # exit 2, one line
+        ("ls", "nosuchbranch"),
+        ("verify", "--full"),
+        ("--json", "stats"),
+    ):
+        plain, served = _via(cli, agent, *args)
+        assert (served.code, served.out_bytes, _untimed(served.err)) == (
+            plain.code,
+            plain.out_bytes,
+            _untimed(plain.err),
+        ), args
+    wrong_plain, wrong_served = _via(cli, agent, "log", passphrase="not it")
+    assert wrong_served.code == wrong_plain.code == 2
+    assert wrong_served.err == wrong_plain.err == "strongroom: error: wrong passphrase\n"
+    out = tmp_path / "out"
+    assert cli("checkout", "main", str(out), extra_env=agent.env).code == 0
+    assert tree_snapshot(out) == tree_snapshot(src)
+    assert _served() >= 14
+
+
+def test_each_command_has_its_own_environment_and_folder(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": b"1"})
+    assert cli("init").code == 0
+    as_alice = cli("commit", "src", "-m", "m", extra_env={**agent.env, "STRONGROOM_USER": "alice"}, cwd=tmp_path)
+    assert as_alice.code == 0, as_alice.err
+    (src / "a").write_bytes(b"2")
+    assert cli("commit", str(src), "-m", "n", extra_env=agent.env).code == 0
+    authors = [v["author"] for v in json.loads(cli("--json", "log", extra_env=agent.env).out)]
+    assert authors[1] == "alice"
+    assert authors[0] != "alice"  # alice's environment did not stay in the agent
+    assert _served() == 3
+
+
+def test_a_passphrase_prompt_is_answered_on_the_clients_terminal(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+
+    def on_terminal(typed: str) -> tuple[int, str]:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: strongroom on a terminal, with no passphrase in its environment
+            env = {k: v for k, v in cli.env.items() if k != "STRONGROOM_PASSPHRASE"} | agent.env
+            os.execve(sys.executable, [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "log"], env)
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"passphrase:" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                seen += os.read(fd, 1024)
+        os.write(fd, typed.encode() + b"\n")
+        while time.monotonic() < deadline:
+            try:
+                more = os.read(fd, 1024)
+            except OSError:
+                break
+            if not more:
+                break
+            seen += more
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+    code, shown = on_terminal(PASSPHRASE)
+    assert code == 0, shown
+    assert PASSPHRASE not in shown  # not echoed
+    code, shown = on_terminal("wrong")
+    assert code == 2
+    assert "wrong passphrase" in shown
+    assert _served() == 2
+
+
+def test_ctrl_c_stops_the_command_and_not_the_agent(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    slow = tmp_path / "slow-passphrase"
+    slow.write_text(f"#!/bin/sh\nsleep 30\necho '{PASSPHRASE}'\n")
+    slow.chmod(0o700)
+    env = {k: v for k, v in cli.env.items() if k != "STRONGROOM_PASSPHRASE"} | agent.env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "--passphrase-command", str(slow), "log"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)  # the agent is now waiting for the passphrase command
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines()[-1] == "strongroom: interrupted"
+    again = cli("log", extra_env=agent.env)
+    assert again.code == 0, again.err
+    assert agent.proc.poll() is None
+
+
+def test_a_client_killed_mid_command_leaves_the_agent_serving(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    slow = tmp_path / "slow-passphrase"
+    slow.write_text(f"#!/bin/sh\nsleep 30\necho '{PASSPHRASE}'\n")
+    slow.chmod(0o700)
+    env = {k: v for k, v in cli.env.items() if k != "STRONGROOM_PASSPHRASE"} | agent.env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "--passphrase-command", str(slow), "log"],
+        env=env,
+    )
+    time.sleep(1.5)
+    proc.kill()
+    proc.wait()
+    started = time.monotonic()
+    again = cli("log", extra_env=agent.env)
+    assert again.code == 0, again.err
+    assert time.monotonic() - started < 10  # the killed client's command was stopped, not waited for
+
+
+def test_without_a_reachable_agent_the_command_runs_by_itself(cli: Cli, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    res = cli("log", extra_env={"STRONGROOM_AGENT": str(tmp_path / "gone.sock")})
+    assert res.code == 0
+    assert res.err.startswith("strongroom: note: the agent (STRONGROOM_AGENT) does not answer")
+
+
+def test_an_agent_of_another_build_is_not_used(cli: Cli, agent: Agent) -> None:
+    """Another strongroom build (an upgrade while the agent runs) must not run the command: it is answered
+    with a fallback and the client runs it itself."""
+    request = json.dumps(
+        {"protocol": 1, "build": "0.0.0 elsewhere", "argv": ["log"], "cwd": "/", "env": {}, "umask": 18}
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(agent.socket)
+        socket.send_fds(conn, [len(request).to_bytes(4, "big") + request.encode()], [0, 1, 2])
+        assert json.loads(conn.makefile("rb").readline()) == {"fallback": "another strongroom build"}
+
+
+def test_only_its_user_can_reach_the_agent(cli: Cli, agent: Agent) -> None:
+    folder = os.path.dirname(agent.socket)
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    assert os.stat(agent.socket).st_mode & 0o777 == 0o600
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another user")
+    probe = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    sys.exit(7)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", probe, agent.socket]).returncode == 7
+
+
+def test_the_agent_refuses_a_folder_others_can_enter(cli: Cli, tmp_path: Path) -> None:
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    try:
+        os.chmod(folder, 0o755)
+        res = cli("agent", "run", "--socket", os.path.join(folder, "a.sock"))
+        assert res.code == 2
+        assert "must be yours and private (0700)" in res.err
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_the_agent_exits_when_idle_and_stop_stops_it(cli: Cli) -> None:
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    try:
+        idle = Agent(cli, folder, "--idle-exit", "0.02")  # 1.2 s
+        assert idle.proc.wait(30) == 0
+        assert not os.path.exists(idle.socket)
+        running = Agent(cli, folder)
+        res = cli("agent", "stop", extra_env={"STRONGROOM_AGENT": running.socket})
+        assert res.code == 0, res.err
+        assert running.proc.wait(30) == 0
+        assert not os.path.exists(running.socket)
+        res = cli("agent", "stop", extra_env={"STRONGROOM_AGENT": running.socket})
+        assert res.code == 1
+        assert res.err.startswith("strongroom: error: no agent answers at")
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_agent_start_runs_in_the_background(cli: Cli, tmp_path: Path) -> None:
+    res = cli("agent", "start")
+    assert res.code == 0, res.err
+    path = res.out.split(";")[0].removeprefix("STRONGROOM_AGENT=")
+    try:
+        assert cli("init", extra_env={"STRONGROOM_AGENT": path}).code == 0
+        assert _served() == 1
+    finally:
+        assert cli("agent", "stop", extra_env={"STRONGROOM_AGENT": path}).code == 0
