@@ -38,7 +38,7 @@ from strongroom.service.versions import resolve
 from strongroom.store import ingest, lock
 from strongroom.store.chunker import Chunker
 from strongroom.store.clientstate import WorkspaceRegistry
-from strongroom.store.filecache import CachedFile, FileCache
+from strongroom.store.filecache import CachedFile, FileCache, racy_window_ns
 from strongroom.store.reflink import Donors, Sharer, checkout_shared
 from strongroom.store.repository import Repository
 from strongroom.store.restore import checkout as restore_checkout
@@ -179,6 +179,8 @@ def _prime_cache(session: Session, repo: Repository, folder: str, files: dict[st
         except FileNotFoundError:
             entries.pop(rel, None)
             continue
+        # No recorded time: just written, the stamps are as new as the stat, so the lookup measures them
+        # against its scan's start instead (a commit a second later trusts them).
         entries[rel] = CachedFile(st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, e.chunks)
     cache.save(entries)
 
@@ -282,6 +284,7 @@ def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, 
     cache = FileCache(session.file_cache_path(repo, folder), repo.sealer, repo.context)
     cache.load()
     start = time.time_ns()
+    window = racy_window_ns(folder)
     chunker = Chunker(repo.chunker_params, repo.chunker_seed)
     out: Files = {}
     dirs: set[str] = set()
@@ -293,7 +296,7 @@ def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, 
             elif n.type == SYMLINK:
                 out[n.rel] = Entry(n.name, SYMLINK, mode, n.st.st_mtime_ns, target=n.target)
             else:
-                chunks = cache.lookup(n.rel, n.st, start)
+                chunks = cache.lookup(n.rel, n.st, start, window)
                 if chunks is None:
                     chunks = _hash(repo, chunker, os.path.join(folder, n.rel))
                 out[n.rel] = Entry(n.name, FILE, mode, n.st.st_mtime_ns, n.st.st_size, chunks=chunks)

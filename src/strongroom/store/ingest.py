@@ -22,7 +22,7 @@ from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry
 from strongroom.errors import InputError, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
-from strongroom.store.filecache import CachedFile, FileCache
+from strongroom.store.filecache import CachedFile, FileCache, racy_window_ns
 from strongroom.store.pack import PackBuilder, PackEntry, pack_path
 from strongroom.store.repository import Repository
 from strongroom.store.treebuild import build_tree
@@ -177,6 +177,7 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
                 send(("unreadable", job.rel, e.strerror or str(e)))
                 continue
             try:
+                recorded = time.time_ns()  # before the stat: the racy-clean rule compares stamps with it
                 before = os.fstat(fd)
                 ids: list[bytes] = []
                 size = 0
@@ -198,7 +199,7 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
             stable = (
                 (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
             )
-            send(("file", job.rel, ids, size, stable, after.st_ino, after.st_mtime_ns, after.st_ctime_ns))
+            send(("file", job.rel, ids, size, stable, after.st_ino, after.st_mtime_ns, after.st_ctime_ns, recorded))
         flush()
         settle()
     finally:
@@ -207,10 +208,13 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
     send(("done", {kid: n - sealed_before.get(kid, 0) for kid, n in sealed.items() if n != sealed_before.get(kid, 0)}))
 
 
+FileRead = tuple[list[bytes], int, bool, int, int, int, int]  # chunks, size, stable, inode, mtime, ctime, recorded
+
+
 def _run_jobs(
     repo: Repository, jobs: list[_Job], workers: int, progress: Progress | None
-) -> tuple[dict[str, tuple[list[bytes], int, bool, int, int, int]], list[tuple[str, str]], list[str], int]:
-    results: dict[str, tuple[list[bytes], int, bool, int, int, int]] = {}
+) -> tuple[dict[str, FileRead], list[tuple[str, str]], list[str], int]:
+    results: dict[str, FileRead] = {}
     unreadable: list[tuple[str, str]] = []
     packs: list[str] = []
     stored = 0
@@ -231,8 +235,8 @@ def _run_jobs(
             packs.append(pack_id)
             stored += nbytes
         elif kind == "file":
-            _, rel, ids, size, stable, ino, mtime, ctime = msg
-            results[rel] = (ids, size, stable, ino, mtime, ctime)
+            _, rel, ids, size, stable, ino, mtime, ctime, recorded = msg
+            results[rel] = (ids, size, stable, ino, mtime, ctime, recorded)
             if progress:
                 progress(1, size)
         elif kind == "unreadable":
@@ -293,6 +297,7 @@ def commit_folder(
     cache = FileCache(req.cache_path, repo.sealer, repo.context) if req.cache_path else None
     if cache:
         cache.load()
+    window = racy_window_ns(root)
     chunks_of: dict[str, tuple[bytes, ...]] = {}
     jobs: list[_Job] = []
     total_files = total_bytes = 0
@@ -302,7 +307,7 @@ def commit_folder(
                 continue
             total_files += 1
             total_bytes += n.st.st_size
-            hit = cache.lookup(n.rel, n.st, scan_start) if cache else None
+            hit = cache.lookup(n.rel, n.st, scan_start, window) if cache else None
             if hit is not None and all(index.has(c, ObjectKind.CHUNK) for c in hit):
                 chunks_of[n.rel] = hit
             else:
@@ -319,10 +324,10 @@ def commit_folder(
     skipped.extend(sorted(unreadable_set))
 
     new_cache: dict[str, CachedFile] = {}
-    for rel, (ids, size, stable, ino, mtime, ctime) in results.items():
+    for rel, (ids, size, stable, ino, mtime, ctime, recorded) in results.items():
         chunks_of[rel] = tuple(ids)
         if stable:
-            new_cache[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids))
+            new_cache[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids), recorded)
     if cache:
         for rel in chunks_of:
             if rel not in results:

@@ -49,7 +49,8 @@ class Donors:
         for rel, c in entries.items():
             if c.size == 0:
                 continue  # nothing to share
-            racy = max(c.mtime_ns, c.ctime_ns) >= cache_saved_ns - RACY_WINDOW_NS
+            recorded = min(c.recorded_ns or cache_saved_ns, cache_saved_ns)
+            racy = max(c.mtime_ns, c.ctime_ns) >= recorded - RACY_WINDOW_NS
             donor = Donor(os.fsencode(os.path.join(folder, rel)), c, racy)
             self._by_content.setdefault(c.chunks, []).append(donor)
 
