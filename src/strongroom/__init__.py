@@ -3,7 +3,7 @@
 The library API is the service layer (the CLI calls the same functions); see docs/api.md.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from strongroom.errors import (
     BranchMoved,
@@ -15,7 +15,10 @@ from strongroom.errors import (
     WrongPassphrase,
 )
 
+TYPE_CHECKING = False  # typing is not imported here: the agent's client imports this package on every run
 if TYPE_CHECKING:
+    from typing import Any
+
     from strongroom.service.api import Strongroom
 
 __version__ = "0.2.0"

@@ -39,7 +39,9 @@ A library never calls ``sys.exit``: the shells map these to exit codes in one pl
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+TYPE_CHECKING = False  # typing itself is not imported: every command, and the agent's client, import this module
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class StrongroomError(Exception):

@@ -31,6 +31,10 @@ from strongroom.errors import InputError
 
 MAX_REQUEST = 16 << 20
 IDLE_EXIT = 3600.0  # seconds without a command before the agent exits and its keys are gone
+SETTLE_S = 2.0  # how long a commit or status waits for watched folders to finish what they heard of
+SETTLING = frozenset({"commit", "status"})
+
+RUNNING: Agent | None = None  # the agent this process is, for `agent watch` and its siblings
 
 
 def default_socket_path() -> str:
@@ -87,6 +91,10 @@ class Agent:
         self.build = agentclient.build()
         self.client: _Client | None = None
         self.stopping = False
+        self.waited = 0.0  # how long the last command waited for the watched folders
+        from strongroom.service.prepare import Watches
+
+        self.watches = Watches()
 
     # ------------------------------------------------------------------ listening
 
@@ -112,6 +120,8 @@ class Agent:
     def serve(self, listener: socket.socket) -> None:
         from strongroom.service.context import keep_derived_keys
 
+        global RUNNING
+        RUNNING = self
         keep_derived_keys()
         for name in [n for n in os.environ if "PASSPHRASE" in n or n.endswith("_PIN")]:
             del os.environ[name]  # each command brings its own; the agent keeps none of its starter's
@@ -132,6 +142,8 @@ class Agent:
                 with conn:
                     self._serve_one(conn)
         finally:
+            RUNNING = None
+            self.watches.stop_all()
             signal.signal(signal.SIGINT, previous)
             listener.close()
             with contextlib.suppress(OSError):
@@ -175,13 +187,15 @@ class Agent:
                 conn.sendall(b'{"fallback":"another strongroom build"}\n')
                 return
             started = time.monotonic()
+            self.waited = 0.0
             try:
                 code = self._run(conn, request, fds)
             except Exception as e:  # the agent's own failure: this client gets exit 3, the next one an agent
                 self._log(f"pid {pid}: internal error {type(e).__name__}")
                 code = 3
             word = agentclient.command_word(request["argv"]) or "-"
-            self._log(f"pid {pid}: {word} exit {code} in {time.monotonic() - started:.3f} s")
+            waited = f" (of which {self.waited:.3f} s for watched folders)" if self.waited >= 0.001 else ""
+            self._log(f"pid {pid}: {word} exit {code} in {time.monotonic() - started:.3f} s{waited}")
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
         finally:
@@ -235,8 +249,10 @@ class Agent:
             cli_main.STATE.reset(prompt=client.prompt)
             with client.lock:
                 client.running = True
+            settle = SETTLE_S if agentclient.command_word(argv) in SETTLING else 0.0
             try:
-                code = cli_main.main(argv)
+                with self.watches.quiet(settle) as self.waited:
+                    code = cli_main.main(argv)
             except KeyboardInterrupt:  # between the command's own handlers and here
                 sys.stderr.write("strongroom: interrupted\n")
                 code = 130

@@ -15,7 +15,10 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: this module is on the path of every command
+if TYPE_CHECKING:
+    from typing import Any
 
 AGENT_ENV = "STRONGROOM_AGENT"
 PROTOCOL = 1
@@ -41,6 +44,17 @@ def command_word(argv: list[str]) -> str | None:
     return None
 
 
+def _runs_here(argv: list[str]) -> bool:
+    """Help, and starting or stopping an agent, never go to one; `agent watch` and the like must."""
+    word = command_word(argv)
+    if word is None:
+        return True
+    if word != "agent":
+        return False
+    rest = argv[argv.index("agent") + 1 :]
+    return "--help" in rest or command_word(rest) in (None, "start", "run", "stop")
+
+
 def build() -> str:
     """What client and agent must share to run the same code: version and installed location."""
     import strongroom
@@ -51,7 +65,7 @@ def build() -> str:
 def forward(argv: list[str]) -> int | None:
     """The command's exit code from the agent, or None to run it in this process."""
     path = os.environ.get(AGENT_ENV)
-    if not path or command_word(argv) in (None, "agent"):  # help, and the agent's own commands, run here
+    if not path or _runs_here(argv):
         return None
     try:
         for fd in (0, 1, 2):

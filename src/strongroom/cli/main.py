@@ -107,12 +107,27 @@ def _is_usage_error(e: Exception) -> bool:
     return callable(getattr(e, "format_message", None)) and getattr(e, "exit_code", None) == 2
 
 
+_built: tuple[int, typer.core.TyperGroup] | None = None  # (command modules registered, their click group)
+
+
+def _command() -> typer.core.TyperGroup:
+    """The click group of the registered commands, built once per set of them (the agent runs many)."""
+    global _built
+    from strongroom.cli.commands import registered_count
+
+    if _built is None or _built[0] != registered_count():
+        group = typer.main.get_command(app)
+        assert isinstance(group, typer.core.TyperGroup)
+        _built = (registered_count(), group)
+    return _built[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     from strongroom.cli.commands import register
 
     register(app, sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=argv, prog_name="strongroom", standalone_mode=False)
+        result = _command().main(args=argv, prog_name="strongroom", standalone_mode=False)
         if result == 130:  # typer's answer to Ctrl-C inside a command, returned rather than raised
             sys.stderr.write("strongroom: interrupted\n")
         return result if isinstance(result, int) else 0

@@ -46,7 +46,7 @@ from strongroom.store.restore import matches, write_file
 from strongroom.store.treebuild import flatten
 
 META = ".strongroom-workspace.json"
-_OWN = (META, META + ".tmp")  # never part of a version: the metadata, and its copy while it is rewritten
+OWN = (META, META + ".tmp")  # never part of a version: the metadata, and its copy while it is rewritten
 # A switch writes each file (one at a time) under this name in its folder and then renames it into place, so
 # a killed switch leaves no half-written file under a name of either version; running it again removes it.
 PARTIAL = ".strongroom-partial"
@@ -275,7 +275,7 @@ def _listing(folder: str) -> dict[str, list[ingest.ScanNode]]:
     """What `strongroom commit` takes from the folder, by folder: the same scan and ignore rules (its
     .strongroomignore and the workspace's own files), so anything but files, folders and links is skipped."""
     root = os.path.abspath(folder)
-    return ingest.scan(root, ingest.ignore_rules(root, [f"/{name}" for name in _OWN]))[0]
+    return ingest.scan(root, ingest.ignore_rules(root, [f"/{name}" for name in OWN]))[0]
 
 
 def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, set[str]]:
@@ -417,7 +417,7 @@ def commit(session: Session, folder: str, message: str, branch: str | None, wait
     _write_meta(folder, meta)
     try:
         res = commit_version(
-            session, folder, message, ws_branch, wait=wait, pinned_parent=base, overlay=overlay, always_ignore=_OWN
+            session, folder, message, ws_branch, wait=wait, pinned_parent=base, overlay=overlay, always_ignore=OWN
         )
     except Exception:
         meta.pop("committing", None)  # refused (branch moved, ...): only a kill or ^C leaves the mark

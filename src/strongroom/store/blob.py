@@ -29,6 +29,10 @@ class BlobCodec:
         self._cctx = zstandard.ZstdCompressor(level=level) if level > 0 else None
         self._dctx = zstandard.ZstdDecompressor()
 
+    def for_another_thread(self) -> BlobCodec:
+        """The same codec with its own zstd contexts (a context must not be used by two threads at once)."""
+        return BlobCodec(self.sealer, self.level)
+
     def encode(self, plain: bytes | memoryview, kind: int, object_id: bytes) -> bytes:
         if self._cctx is not None and len(plain) > 64 and self._may_compress(plain):
             packed = self._cctx.compress(plain)

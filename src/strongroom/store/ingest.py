@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +23,7 @@ from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry
 from strongroom.errors import InputError, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
-from strongroom.store.filecache import CachedFile, FileCache, racy_window_ns
+from strongroom.store.filecache import CachedFile, FileCache, racy_window_ns, window_for
 from strongroom.store.pack import PackBuilder, PackEntry, pack_path
 from strongroom.store.repository import Repository
 from strongroom.store.treebuild import build_tree
@@ -140,12 +141,19 @@ def ignore_rules(root: str, excludes: list[str]) -> IgnoreRules:
 _STATE: dict[str, Any] = {}
 
 
-def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> None:
-    """The body of one worker (also run in-process for small work)."""
-    repo: Repository = _STATE["repo"]
-    known: set[bytes] = _STATE["known"]
+class _Stopped(Exception):
+    pass
+
+
+def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None], state: dict[str, Any] | None = None) -> None:
+    """The body of one worker (also run in-process for small work). ``state`` holds the repository, the chunk
+    ids known to be stored and, for prepare_files, a ``stop`` check; forked workers inherit _STATE instead."""
+    state = _STATE if state is None else state
+    repo: Repository = state["repo"]
+    known: set[bytes] = state["known"]
+    stop: Callable[[], bool] | None = state.get("stop")
     chunker = Chunker(repo.chunker_params, repo.chunker_seed)
-    hasher, encode = repo.hasher, repo.codec.encode
+    hasher, encode = repo.hasher, state.get("encode", repo.codec.encode)
     builder = PackBuilder()
     pack_size = repo.config.pack_size
     sealed_before = dict(repo.codec.sealer.sealed)
@@ -182,6 +190,8 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
                 ids: list[bytes] = []
                 size = 0
                 for chunk in chunker.cut_fd(fd):
+                    if stop is not None and stop():
+                        raise _Stopped
                     cid = hasher(chunk)
                     ids.append(cid)
                     size += len(chunk)
@@ -194,6 +204,8 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None]) -> No
             except OSError as e:
                 send(("unreadable", job.rel, e.strerror or str(e)))
                 continue
+            except _Stopped:
+                break  # this file is left unread; what was sealed so far is still stored below
             finally:
                 os.close(fd)
             stable = (
@@ -252,6 +264,107 @@ def _run_jobs(
     finally:
         _STATE.clear()
     return results, unreadable, packs, stored
+
+
+# ------------------------------------------------------------------------------------------ ahead of a commit
+
+
+@dataclass
+class Prepared:
+    files_read: int = 0
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    later: list[str] = field(default_factory=list)  # written too recently to record, or left when stopped
+
+
+def _excluded(rules: IgnoreRules, rel: str) -> bool:
+    parts = rel.split("/")
+    return any(rules.ignored("/".join(parts[:i]), True) for i in range(1, len(parts))) or rules.ignored(rel, False)
+
+
+def prepare_files(
+    repo: Repository,
+    root: str,
+    rels: list[str],
+    cache: FileCache,
+    rules: IgnoreRules,
+    known: set[bytes],
+    stop: Callable[[], bool] | None = None,
+    workers: int = 1,
+) -> Prepared:
+    """Read files of a folder ahead of its next commit (the agent's watched folders, docs/agent.md): chunk,
+    seal and store them as a commit would, and record their chunk lists in the folder's file cache (saved).
+
+    Nothing is published: the packs written are unindexed until the next commit (or gc) adopts them, as
+    packs of an interrupted commit are, and each cache entry is used only if the file still has exactly the
+    stat it had when read, recorded late enough after its last write (filecache), and every chunk it names is
+    in the index the commit sees. So an entry that is stale, or whose pack gc removed, only costs a re-read.
+    ``known`` holds the chunk ids already stored (it grows with what is stored here); ``stop`` is asked
+    between chunks: when it says so, the file being read is left for later.
+    """
+    root = os.path.abspath(root)
+    window = racy_window_ns(root)
+    now = time.time_ns()
+    out = Prepared()
+    jobs: list[_Job] = []
+    for rel in sorted(set(rels)):
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue  # gone again, or not ours to read: the commit will say
+        if not stat.S_ISREG(st.st_mode) or _excluded(rules, rel):
+            continue
+        if cache.lookup(rel, st, now, window) is not None:
+            continue  # already read since its last change
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= now - window_for(st, window):
+            out.later.append(rel)  # its stamps could still repeat: an entry recorded now would be useless
+            continue
+        jobs.append(_Job(rel, path, st.st_size))
+    if not jobs:
+        return out
+    results: dict[str, FileRead] = {}
+    lock = threading.Lock()
+
+    def handle(msg: tuple[Any, ...]) -> None:
+        with lock:
+            if msg[0] == "pack":
+                repo.index.add_pack(msg[1], msg[2])
+                out.bytes_stored += msg[3]
+            elif msg[0] == "file":
+                results[msg[1]] = tuple(msg[2:])
+
+    # Threads of this process, each with its own state and zstd contexts (the agent may run a command's
+    # commit in its main thread meanwhile, and forks there): chunking, hashing, zstd and AES-GCM all release
+    # the GIL, so they keep the cores busy.
+    shares = parallel.deal(jobs, lambda j: j.size, max(1, workers), lambda j: j.size)
+    failures: list[BaseException] = []
+
+    def read(share: list[_Job]) -> None:
+        state = {"repo": repo, "known": known, "stop": stop, "encode": repo.codec.for_another_thread().encode}
+        try:
+            _read_files(share, handle, state)
+        except BaseException as e:  # raised below, in the caller's thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=read, args=(share,), name="strongroom-prepare") for share in shares]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    if stop is not None and stop():
+        out.later.extend(j.rel for j in jobs if j.rel not in results)
+    entries = dict(cache.entries)
+    for rel, (ids, size, stable, ino, mtime, ctime, recorded) in results.items():
+        out.files_read += 1
+        out.bytes_read += size
+        if stable:
+            entries[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids), recorded)
+    cache.save(entries)
+    cache.entries = entries
+    return out
 
 
 # ------------------------------------------------------------------------------------------ commit
@@ -399,7 +512,7 @@ def commit_folder(
     repo.update_refs(
         req.branch, parent, commit_id, "commit", wait=req.wait, prepare=lambda: repo.write_index(adopted + new_packs)
     )
-    if cache:
+    if cache and new_cache != cache.entries:
         cache.save(new_cache)
     return CommitResult(
         commit_id=commit_id,

@@ -64,7 +64,7 @@ def build_tree(files: dict[str, Entry], folders: dict[str, Entry], put: Callable
         children.setdefault(path, [])
     for path, entry in files.items():
         parent, _, name = path.rpartition("/")
-        children[parent].append(replace(entry, name=name))
+        children[parent].append(entry if entry.name == name else replace(entry, name=name))
     now = time.time_ns()
     root = b""
     for d in sorted(children, key=lambda p: -p.count("/") - (1 if p else 0)):

@@ -36,3 +36,7 @@ def register(app: typer.Typer, argv: list[str] | None = None) -> None:
         if module not in _registered:
             importlib.import_module(f"strongroom.cli.commands.{module}").register(app)
             _registered.add(module)
+
+
+def registered_count() -> int:
+    return len(_registered)

@@ -12,10 +12,11 @@ from typing import Annotated
 
 import typer
 
+from strongroom.cli import agent as agent_module
 from strongroom.cli import agentclient
 from strongroom.cli.agent import IDLE_EXIT, Agent, default_socket_path
-from strongroom.cli.main import STATE
-from strongroom.cli.render import emit_json, line
+from strongroom.cli.main import STATE, session
+from strongroom.cli.render import emit_json, human_bytes, line, table
 from strongroom.errors import InputError, ProblemFound
 
 agent_app = typer.Typer(
@@ -117,6 +118,67 @@ def stop(socket_path: SocketOption = None) -> None:
             line(f"stopped the agent at {path}")
             return
     raise ProblemFound(f"the agent at {path} did not stop")
+
+
+def _this_agent() -> Agent:
+    running = agent_module.RUNNING
+    if running is None:
+        raise InputError(f"this command runs in an agent: start one and set {agentclient.AGENT_ENV}")
+    return running
+
+
+@agent_app.command("watch")
+def watch(
+    folder: Annotated[str, typer.Argument(help="The folder you commit (a plain folder or a workspace).")],
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="The --exclude patterns your commits of it use.")
+    ] = None,
+) -> None:
+    """Read the folder's files as they change, so that its next commit has little left to read. Runs in the
+    agent, which keeps the repository open for it until `agent unwatch` or the agent's exit."""
+    from strongroom.service import prepare
+
+    running = _this_agent()
+    watcher, summary = prepare.watch(session(), folder, exclude or [])
+    running.watches.add(watcher)
+    if STATE.json:
+        emit_json(summary)
+    else:
+        kind = "workspace" if summary.workspace else "folder"
+        line(f"watching {kind} {summary.folder} for repository {summary.repo_id[:16]}")
+
+
+@agent_app.command("unwatch")
+def unwatch(folder: Annotated[str, typer.Argument(help="A folder `agent watch` was given.")]) -> None:
+    """Stop watching a folder (its commits then read what changed themselves)."""
+    if not _this_agent().watches.remove(os.path.abspath(folder)):
+        raise InputError(f"not watched: {folder}")
+    line(f"no longer watching {os.path.abspath(folder)}")
+
+
+@agent_app.command("status")
+def status() -> None:
+    """The agent's watched folders, with what each has read ahead and any error it met."""
+    watches = _this_agent().watches.all()
+    if STATE.json:
+        emit_json({"pid": os.getpid(), "watches": [{"folder": w.folder, **vars(w.stats)} for w in watches]})
+        return
+    line(f"agent pid {os.getpid()}, {len(watches)} watched folder(s)")
+    if watches:
+        table(
+            ["folder", "files read ahead", "bytes read", "bytes stored", "errors", "last error"],
+            [
+                [
+                    w.folder,
+                    w.stats.files_read,
+                    human_bytes(w.stats.bytes_read),
+                    human_bytes(w.stats.bytes_stored),
+                    w.stats.errors,
+                    w.stats.last_error,
+                ]
+                for w in watches
+            ],
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,278 @@
+"""Watched folders: read what changes in a folder as it changes, so that its next commit has little left to
+read (`strongroom agent watch`, docs/agent.md).
+
+A watch lives in the agent. It keeps the opened repository (its keys) for as long as it runs, hears of
+changed files from the operating system (watchdog: inotify on Linux), and hands them to
+store.ingest.prepare_files, which stores their chunks and records them in the folder's file cache. The
+commit itself is unchanged: it trusts a cache entry only on an exact stat match, recorded late enough after
+the file's last write, with every chunk in the index. So nothing the watcher misses or gets wrong can make
+a commit wrong; it can only leave the commit more to read.
+
+The agent runs one command at a time and pauses every watch while a command runs (`quiet`), after giving
+them a moment to finish what they already heard of (`settle`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from strongroom.errors import InputError, StrongroomError
+from strongroom.service.context import Session, audited
+from strongroom.service.results import Result
+from strongroom.service.workspace import META, OWN, is_workspace
+from strongroom.store.filecache import FileCache
+from strongroom.store.ingest import ignore_rules, prepare_files
+from strongroom.store.parallel import default_workers
+from strongroom.store.repository import Repository
+
+NOT_LOADED = (0, 0, 0)  # no real file's signature: the cache is loaded at the next batch
+RETRY_FRESH_S = 0.005  # a file written just now is looked at again this soon (its stamps must age first)
+
+
+@dataclass
+class WatchSummary(Result):
+    folder: str
+    repo_id: str
+    workspace: bool
+    excludes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WatchStats:
+    files_read: int = 0
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in ("opened", "closed_no_write", "deleted"):
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            if path:
+                self.watch.heard(os.fsdecode(path))
+
+
+class Watch:
+    """One watched folder: a watchdog observer, and a thread that prepares what it hears of."""
+
+    def __init__(
+        self, repo: Repository, folder: str, cache_path: str, excludes: list[str], always_ignore: tuple[str, ...]
+    ) -> None:
+        self.repo = repo
+        self.folder = folder
+        self.cache_path = cache_path
+        self.excludes = excludes
+        self.always_ignore = always_ignore
+        self.stats = WatchStats()
+        self._cache = FileCache(cache_path, repo.sealer, repo.context)
+        self._cache_seen: tuple[int, int, int] | None = NOT_LOADED
+        self._keyring_seen = repo.backend.get("keyring")
+        self._refs_seen: bytes | None = None
+        self._known: set[bytes] = set()
+        self._pending: set[str] = set()
+        self._stale = True  # the repository or the cache may have changed since the last look: _refresh
+        self._busy = False
+        self._paused = False
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._observer = Observer()
+        self._thread = threading.Thread(target=self._work, name=f"strongroom-watch {folder}", daemon=True)
+
+    def start(self) -> None:
+        self._observer.schedule(_Handler(self), self.folder, recursive=True)
+        self._observer.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._observer.stop()
+        self._observer.join(5)
+        self._thread.join(30)
+
+    # ------------------------------------------------------------------ heard from the observer
+
+    def heard(self, path: str) -> None:
+        rel = os.path.relpath(path, self.folder)
+        if rel.startswith("..") or rel == ".":
+            return
+        with self._cond:
+            self._pending.add(rel.replace(os.sep, "/"))
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ the agent's side
+
+    def settle(self, deadline: float) -> None:
+        """Wait (until the monotonic deadline) for what was heard of so far to be prepared."""
+        with self._cond:
+            while (self._pending or self._busy) and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(min(left, 0.05))
+
+    def pause(self) -> None:
+        """Stop before the next batch, and wait for the running one to end."""
+        with self._cond:
+            self._paused = True
+            while self._busy:
+                self._cond.wait()
+
+    def resume(self) -> None:
+        """After a command: carry on, first catching up with what the command may have changed."""
+        with self._cond:
+            self._paused = False
+            self._stale = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ the watch's thread
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while (self._paused or not (self._pending or self._stale)) and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                batch = sorted(self._pending)
+                self._pending.clear()
+                self._busy = True
+            fresh: list[str] = []
+            try:
+                if self._stale:  # caught up while idle: the next change starts being read at once
+                    self._stale = False
+                    self._refresh()
+                if batch:
+                    fresh = self._prepare(batch)
+            except (StrongroomError, OSError) as e:
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(e).__name__}: {e}"[:300]
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._pending.update(fresh)
+                    self._cond.notify_all()
+            if fresh:
+                time.sleep(RETRY_FRESH_S)
+
+    def _prepare(self, rels: list[str]) -> list[str]:
+        self._refresh()
+        rules = ignore_rules(self.folder, self.excludes + [f"/{name}" for name in self.always_ignore])
+        done = prepare_files(
+            self.repo, self.folder, rels, self._cache, rules, self._known, lambda: self._paused, default_workers()
+        )
+        self._cache_seen = _file_signature(self.cache_path)
+        self.stats.files_read += done.files_read
+        self.stats.bytes_read += done.bytes_read
+        self.stats.bytes_stored += done.bytes_stored
+        return done.later
+
+    def _refresh(self) -> None:
+        """Catch up with the repository and the file cache when someone else changed them: a rotated data
+        key is the one to seal with; chunks another commit stored are not stored again (and the packs
+        earlier batches wrote are found again, unindexed, among the orphans); a commit's saved cache is
+        the one to add to."""
+        repo = self.repo
+        keyring, refs = repo.backend.get("keyring"), repo.backend.get("refs")
+        if keyring != self._keyring_seen:
+            repo.reload_keyring()
+            self._cache = FileCache(self.cache_path, repo.sealer, repo.context)
+            self._cache_seen = NOT_LOADED
+            self._keyring_seen = keyring
+        if refs != self._refs_seen:
+            repo.index.replace_with(repo.load_index())
+            repo.adopt_orphan_packs()
+            self._known = repo.index.chunk_ids()
+            self._refs_seen = refs
+        if _file_signature(self.cache_path) != self._cache_seen:
+            self._cache.load()
+            self._cache_seen = _file_signature(self.cache_path)
+
+
+def _file_signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class Watches:
+    """The agent's watched folders, by absolute path."""
+
+    def __init__(self) -> None:
+        self._by_folder: dict[str, Watch] = {}
+        self._lock = threading.Lock()
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            old = self._by_folder.pop(watch.folder, None)
+            self._by_folder[watch.folder] = watch
+        if old is not None:
+            old.stop()
+        watch.start()
+
+    def remove(self, folder: str) -> bool:
+        with self._lock:
+            watch = self._by_folder.pop(os.path.abspath(folder), None)
+        if watch is None:
+            return False
+        watch.stop()
+        return True
+
+    def all(self) -> list[Watch]:
+        with self._lock:
+            return list(self._by_folder.values())
+
+    def stop_all(self) -> None:
+        for watch in self.all():
+            self.remove(watch.folder)
+
+    @contextlib.contextmanager
+    def quiet(self, settle_s: float) -> Iterator[float]:
+        """Around a command: let the watches finish what they heard of (at most settle_s), then pause them
+        until the command is over (a command and a watch never work on one repository at once). Yields the
+        seconds that took."""
+        watches = self.all()
+        started = time.monotonic()
+        for w in watches:
+            w.settle(started + settle_s)
+        for w in watches:
+            w.pause()
+        try:
+            yield time.monotonic() - started
+        finally:
+            for w in watches:
+                w.resume()
+
+
+@audited("watch", paths="folder")
+def watch(session: Session, folder: str, excludes: list[str]) -> tuple[Watch, WatchSummary]:
+    """Open the repository (the passphrase is checked as for any command) and watch ``folder`` for the
+    commits of it that follow: a workspace with its own rules, any other folder with ``excludes`` (give the
+    ones your commits use) and its .strongroomignore."""
+    root = os.path.abspath(folder)
+    if not os.path.isdir(root):
+        raise InputError(f"not a folder: {folder}")
+    repo = session.open()
+    workspace = is_workspace(root)
+    if workspace and excludes:
+        raise InputError("--exclude does not apply to a workspace")
+    always = OWN if workspace else (META,)
+    w = Watch(repo, root, session.file_cache_path(repo, root), list(excludes), always)
+    return w, WatchSummary(folder=root, repo_id=repo.config.repo_id, workspace=workspace, excludes=list(excludes))

@@ -1,0 +1,165 @@
+"""Watched folders (`strongroom agent watch`, docs/agent.md): the agent reads what changes ahead of the
+commit, and the commit is the same version it would have been without it, whatever happened in between."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, make_tree, tree_snapshot
+from tests.integration.test_agent import Agent
+
+RNG = __import__("random").Random(7)
+
+
+def noise(n: int) -> bytes:
+    return RNG.randbytes(n)
+
+
+@pytest.fixture
+def agent(cli: Cli) -> Iterator[Agent]:
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    a = Agent(cli, folder)
+    try:
+        yield a
+    finally:
+        a.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _status(cli: Cli, agent: Agent) -> dict[str, object]:
+    res = cli("--json", "agent", "status", extra_env=agent.env)
+    assert res.code == 0, res.err
+    return json.loads(res.out)  # type: ignore[no-any-return]
+
+
+def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _read_ahead(cli: Cli, agent: Agent) -> int:
+    watches = _status(cli, agent)["watches"]
+    assert isinstance(watches, list)
+    return sum(int(w["files_read"]) for w in watches)
+
+
+def _commit(cli: Cli, agent: Agent, folder: Path, *extra: str) -> dict[str, object]:
+    res = cli("--json", "commit", str(folder), "-m", "m", *extra, extra_env=agent.env)
+    assert res.code == 0, res.err
+    return json.loads(res.out)  # type: ignore[no-any-return]
+
+
+def _same_as_folder(cli: Cli, version: str, folder: Path, tmp_path: Path, ignore: tuple[str, ...] = ()) -> None:
+    out = tmp_path / f"out-{version[:8]}"
+    assert cli("checkout", version, str(out)).code == 0
+    want = {k: v for k, v in tree_snapshot(folder).items() if not k.startswith(ignore or ("\0",))}
+    assert tree_snapshot(out) == want
+
+
+@pytest.fixture
+def watched(cli: Cli, agent: Agent, tmp_path: Path) -> Path:
+    data = make_tree(tmp_path / "data", {"a.bin": noise(300_000), "sub/b.csv": b"x,y\n" * 50_000, "c.txt": b"c"})
+    assert cli("init").code == 0
+    assert _commit(cli, agent, data)["files_read"] == 3
+    res = cli("agent", "watch", str(data), extra_env=agent.env)
+    assert res.code == 0, res.err
+    assert res.out.startswith(f"watching folder {data} for repository ")
+    return data
+
+
+def test_what_changes_is_read_ahead_and_the_commit_is_the_same_version(
+    cli: Cli, agent: Agent, watched: Path, tmp_path: Path
+) -> None:
+    with open(watched / "sub/b.csv", "ab") as f:
+        f.write(b"1,2\n" * 1000)
+    (watched / "new.bin").write_bytes(noise(200_000))
+    (watched / "c.txt").unlink()
+    _wait_for(lambda: _read_ahead(cli, agent) == 2, "the two changed files to be read ahead")
+    out = _commit(cli, agent, watched)
+    assert out["files_read"] == 0  # both came from what the agent read ahead
+    _same_as_folder(cli, str(out["id"]), watched, tmp_path)
+    assert cli("verify", "--full").code == 0
+
+
+def test_a_change_after_the_read_ahead_is_never_missed(cli: Cli, agent: Agent, watched: Path, tmp_path: Path) -> None:
+    """Rewritten in place with the same size and its old mtime put back: only the ctime tells, and the commit
+    must read the file again rather than trust what the agent read before."""
+    target = watched / "a.bin"
+    target.write_bytes(noise(300_000))
+    _wait_for(lambda: _read_ahead(cli, agent) == 1, "the first change to be read ahead")
+    before = os.stat(target)
+    cli("agent", "unwatch", str(watched), extra_env=agent.env)  # so that the agent cannot catch the next one
+    target.write_bytes(noise(300_000))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    out = _commit(cli, agent, watched)
+    assert out["files_read"] == 1
+    _same_as_folder(cli, str(out["id"]), watched, tmp_path)
+
+
+def test_excluded_and_ignored_files_are_not_read_ahead(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "d", {"keep.bin": b"k", "secret.env": b"TOKEN=1", ".strongroomignore": b"tmp/\n"})
+    assert cli("init").code == 0
+    assert _commit(cli, agent, data, "--exclude", "*.env")["files_read"] == 2
+    assert cli("agent", "watch", str(data), "--exclude", "*.env", extra_env=agent.env).code == 0
+    (data / "secret.env").write_bytes(b"TOKEN=2")
+    (data / "tmp").mkdir()
+    (data / "tmp" / "scratch.bin").write_bytes(noise(10_000))
+    (data / "keep.bin").write_bytes(b"kept")
+    _wait_for(lambda: _read_ahead(cli, agent) >= 1, "the kept file to be read ahead")
+    time.sleep(0.5)  # time enough for the others, were they read
+    assert _read_ahead(cli, agent) == 1
+    assert _commit(cli, agent, data, "--exclude", "*.env")["files_read"] == 0
+
+
+def test_a_watched_workspace_commits_onto_its_branch(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "data", {"a.bin": noise(100_000), "b.txt": b"b"})
+    assert cli("init").code == 0
+    assert _commit(cli, agent, data)["files_read"] == 2
+    ws = tmp_path / "ws"
+    assert cli("workspace", "create", str(ws), "--branch", "clean", extra_env=agent.env).code == 0
+    assert cli("agent", "watch", str(ws), extra_env=agent.env).out.startswith("watching workspace")
+    time.sleep(1.1)  # the workspace's own files are older than the file cache's window
+    (ws / "b.txt").write_bytes(b"cleaned")
+    _wait_for(lambda: _read_ahead(cli, agent) == 1, "the edited file to be read ahead")
+    out = _commit(cli, agent, ws)
+    assert (out["branch"], out["files_read"]) == ("clean", 0)
+    _same_as_folder(cli, "clean", ws, tmp_path, ignore=(".strongroom",))
+
+
+def test_gc_between_the_read_ahead_and_the_commit_only_costs_a_read(
+    cli: Cli, agent: Agent, watched: Path, tmp_path: Path
+) -> None:
+    """gc adopts the agent's unpublished packs, finds nothing refers to them and deletes them: the cache
+    entries then name chunks the index no longer has, and the commit reads the file itself."""
+    (watched / "new.bin").write_bytes(noise(200_000))
+    _wait_for(lambda: _read_ahead(cli, agent) == 1, "the new file to be read ahead")
+    assert cli("gc", "--keep-unreachable", "0").code == 0  # not through the agent: another process's gc
+    out = _commit(cli, agent, watched)
+    assert out["files_read"] == 1
+    _same_as_folder(cli, str(out["id"]), watched, tmp_path)
+    assert cli("verify", "--full").code == 0
+
+
+def test_watch_needs_an_agent_and_a_folder(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    alone = cli("agent", "watch", str(tmp_path))
+    assert alone.code == 2
+    assert alone.err.startswith("strongroom: error: this command runs in an agent")
+    missing = cli("agent", "watch", str(tmp_path / "nope"), extra_env=agent.env)
+    assert (missing.code, missing.err) == (2, f"strongroom: error: not a folder: {tmp_path / 'nope'}\n")
+    wrong = cli("agent", "watch", str(tmp_path), passphrase="wrong", extra_env=agent.env)
+    assert (wrong.code, wrong.err) == (2, "strongroom: error: wrong passphrase\n")
+    assert _status(cli, agent)["watches"] == []
+    gone = cli("agent", "unwatch", str(tmp_path), extra_env=agent.env)
+    assert (gone.code, gone.err) == (2, f"strongroom: error: not watched: {tmp_path}\n")

@@ -1,0 +1,93 @@
+"""store.ingest.prepare_files, which reads a watched folder's files ahead of its commit: a file written too
+recently is left for later (an entry recorded now could hide a same-step rewrite), a stop request leaves the
+file being read unrecorded, and nothing it stores is published."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from strongroom.backends.local import LocalBackend
+from strongroom.core.ignore import IgnoreRules
+from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
+from strongroom.crypto.secret import Secret
+from strongroom.store.filecache import FileCache, racy_window_ns
+from strongroom.store.ingest import prepare_files
+from strongroom.store.repository import Repository
+
+
+def _repo(tmp_path: Path) -> Repository:
+    return Repository.create(LocalBackend(str(tmp_path / "repo")), Secret(b"pw"), UNSAFE_TEST_ONLY)
+
+
+def _aged(path: Path, tmp_path: Path) -> None:
+    """Let the file's stamps become older than the filesystem's window."""
+    time.sleep(racy_window_ns(str(tmp_path)) / 1e9 * 1.5)
+
+
+def test_files_are_recorded_in_the_cache_and_their_packs_stay_unpublished(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.bin").write_bytes(os.urandom(100_000))
+    _aged(data / "a.bin", tmp_path)
+    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    done = prepare_files(repo, str(data), ["a.bin", "missing.bin"], cache, IgnoreRules([]), set())
+    assert (done.files_read, done.bytes_read, done.later) == (1, 100_000, [])
+    reloaded = FileCache(cache.path, repo.sealer, repo.context)
+    reloaded.load()
+    st = os.stat(data / "a.bin")
+    chunks = reloaded.lookup("a.bin", st, time.time_ns(), racy_window_ns(str(data)))
+    assert chunks is not None
+    assert repo.read_refs().index_files == ()  # nothing published
+    fresh = Repository.open(repo.backend, Secret(b"pw"))
+    assert not any(fresh.index.has(c, 1) for c in chunks)
+    assert fresh.adopt_orphan_packs()  # a commit finds the packs as orphans ...
+    assert all(fresh.index.has(c, 1) for c in chunks)  # ... holding every chunk the entry names
+
+
+def test_a_file_written_just_now_is_left_for_later(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hot.bin").write_bytes(b"x" * 1000)
+    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    done = prepare_files(repo, str(data), ["hot.bin"], cache, IgnoreRules([]), set())
+    assert (done.files_read, done.later) == (0, ["hot.bin"])
+    assert cache.entries == {}
+
+
+def test_a_stop_leaves_the_file_being_read_for_later(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.bin", "b.bin"):
+        (data / name).write_bytes(os.urandom(12 << 20))  # a dozen chunks or so each
+    _aged(data / "b.bin", tmp_path)
+    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2  # after a couple of chunks
+
+    done = prepare_files(repo, str(data), ["a.bin", "b.bin"], cache, IgnoreRules([]), set(), stop)
+    assert done.files_read == 0
+    assert sorted(done.later) == ["a.bin", "b.bin"]
+    assert cache.entries == {}
+
+
+def test_ignored_paths_are_not_read(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    data = tmp_path / "data"
+    (data / "tmp").mkdir(parents=True)
+    (data / "tmp" / "x.bin").write_bytes(b"x")
+    (data / "s.env").write_bytes(b"secret")
+    (data / "k.bin").write_bytes(b"k")
+    _aged(data / "k.bin", tmp_path)
+    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    rules = IgnoreRules(["tmp/", "*.env"])
+    done = prepare_files(repo, str(data), ["tmp/x.bin", "s.env", "k.bin"], cache, rules, set())
+    assert done.files_read == 1
+    assert set(cache.entries) == {"k.bin"}
