@@ -9,8 +9,8 @@ the scratch folder), BENCH_CHECK_RESTORE (rounds whose restores are compared byt
 BENCH_BACKUP=0 (skip the offsite-backup figures that follow, bench/backup.py; `run.py --backup` runs only them),
 BENCH_QUIET_BUDGET (seconds the run may spend in total waiting for other load on the machine to stop before timed
 steps; default 900), BENCH_AUDIT=0 (skip the audit log benchmark, bench/audit_log.py, which runs last and writes
-bench/results/audit-latest.md; AUDIT_EVENTS and AUDIT_BATCH size it), BENCH_EXTRAS=0 (skip bench/snapshots.py and
-bench/keys.py, which write bench/results/snapshots-latest.md and keys-latest.md).
+bench/results/audit-latest.md; AUDIT_EVENTS and AUDIT_BATCH size it), BENCH_EXTRAS=0 (skip bench/snapshots.py,
+bench/keys.py and bench/agent.py, which write bench/results/snapshots-latest.md, keys-latest.md and agent-latest.md).
 
 Per round, for each tool in turn (strongroom, restic, borg lz4, borg zstd3 - alternating so that no tool
 systematically runs first on cold memory): reset the one source folder from the pristine dataset (cp -a, mtimes
@@ -351,7 +351,7 @@ def main() -> int:
         log("audit log benchmark (bench/audit_log.py; BENCH_AUDIT=0 skips it) ...")
         audit = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "bench", "audit_log.py")], check=False)
         failed = failed or audit.returncode != 0
-    for extra in ("snapshots.py", "keys.py"):  # issue 4 and issue 3 figures, each in its own results file
+    for extra in ("snapshots.py", "keys.py", "agent.py"):  # issues 4, 3 and the agent, each in its own results file
         if os.environ.get("BENCH_EXTRAS", "1") != "0":
             log(f"bench/{extra} (BENCH_EXTRAS=0 skips it) ...")
             ran = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "bench", extra)], check=False)

@@ -93,8 +93,12 @@ class Watch:
         self._thread = threading.Thread(target=self._work, name=f"strongroom-watch {folder}", daemon=True)
 
     def start(self) -> None:
-        self._observer.schedule(_Handler(self), self.folder, recursive=True)
-        self._observer.start()
+        try:
+            self._observer.schedule(_Handler(self), self.folder, recursive=True)
+            self._observer.start()
+        except OSError as e:  # inotify's limits (fs.inotify.max_user_watches, max_user_instances), a gone folder
+            self._observer.stop()
+            raise InputError(f"cannot watch {self.folder}: {e.strerror or e}") from None
         self._thread.start()
 
     def stop(self) -> None:
@@ -116,6 +120,11 @@ class Watch:
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ the agent's side
+
+    def backlog(self) -> int:
+        """Files heard of and not yet read ahead (one more while a batch is being read)."""
+        with self._cond:
+            return len(self._pending) + (1 if self._busy else 0)
 
     def settle(self, deadline: float) -> None:
         """Wait (until the monotonic deadline) for what was heard of so far to be prepared."""
@@ -174,7 +183,14 @@ class Watch:
         self._refresh()
         rules = ignore_rules(self.folder, self.excludes + [f"/{name}" for name in self.always_ignore])
         done = prepare_files(
-            self.repo, self.folder, rels, self._cache, rules, self._known, lambda: self._paused, default_workers()
+            self.repo,
+            self.folder,
+            rels,
+            self._cache,
+            rules,
+            self._known,
+            lambda: self._paused or self._stopped,
+            default_workers(),
         )
         self._cache_seen = _file_signature(self.cache_path)
         self.stats.files_read += done.files_read
@@ -220,12 +236,12 @@ class Watches:
         self._lock = threading.Lock()
 
     def add(self, watch: Watch) -> None:
+        watch.start()
         with self._lock:
             old = self._by_folder.pop(watch.folder, None)
             self._by_folder[watch.folder] = watch
         if old is not None:
             old.stop()
-        watch.start()
 
     def remove(self, folder: str) -> bool:
         with self._lock:

@@ -161,18 +161,24 @@ def status() -> None:
     """The agent's watched folders, with what each has read ahead and any error it met."""
     watches = _this_agent().watches.all()
     if STATE.json:
-        emit_json({"pid": os.getpid(), "watches": [{"folder": w.folder, **vars(w.stats)} for w in watches]})
+        emit_json(
+            {
+                "pid": os.getpid(),
+                "watches": [{"folder": w.folder, "backlog": w.backlog(), **vars(w.stats)} for w in watches],
+            }
+        )
         return
     line(f"agent pid {os.getpid()}, {len(watches)} watched folder(s)")
     if watches:
         table(
-            ["folder", "files read ahead", "bytes read", "bytes stored", "errors", "last error"],
+            ["folder", "files read ahead", "bytes read", "bytes stored", "backlog", "errors", "last error"],
             [
                 [
                     w.folder,
                     w.stats.files_read,
                     human_bytes(w.stats.bytes_read),
                     human_bytes(w.stats.bytes_stored),
+                    w.backlog(),
                     w.stats.errors,
                     w.stats.last_error,
                 ]
