@@ -262,3 +262,18 @@ def test_agent_start_runs_in_the_background(cli: Cli, tmp_path: Path) -> None:
         assert _served() == 1
     finally:
         assert cli("agent", "stop", extra_env={"STRONGROOM_AGENT": path}).code == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_between_commands_stops_the_agent_cleanly(cli: Cli, sig: signal.Signals) -> None:
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    try:
+        a = Agent(cli, folder)
+        assert cli("init", extra_env=a.env).code == 0
+        a.proc.send_signal(sig)
+        assert a.proc.wait(10) == 0
+        assert a.proc.stderr is not None
+        assert a.proc.stderr.read() == b""
+        assert not os.path.exists(a.socket)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

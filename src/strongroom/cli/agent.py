@@ -31,6 +31,7 @@ from strongroom.errors import InputError
 
 MAX_REQUEST = 16 << 20
 IDLE_EXIT = 3600.0  # seconds without a command before the agent exits and its keys are gone
+POLL_S = 0.25
 SETTLE_S = 2.0  # how long a commit or status waits for watched folders to finish what they heard of
 SETTLING = frozenset({"commit", "status"})
 
@@ -128,19 +129,22 @@ class Agent:
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self._log(f"listening at {self.path}")
+        listener.settimeout(POLL_S)  # the stop flag (SIGTERM, Ctrl-C) and the idle time are looked at this often
+        idle_until = time.monotonic() + self.idle_exit
         try:
             while not self.stopping:
-                listener.settimeout(self.idle_exit)
                 try:
                     conn, _ = listener.accept()
                 except TimeoutError:
-                    self._log(f"no command for {self.idle_exit:.0f} s: exiting")
-                    break
-                except KeyboardInterrupt:
-                    break
+                    if time.monotonic() >= idle_until:
+                        self._log(f"no command for {self.idle_exit:.0f} s: exiting")
+                        break
+                    continue
                 conn.settimeout(None)
                 with conn:
                     self._serve_one(conn)
+                self.client = None
+                idle_until = time.monotonic() + self.idle_exit
         finally:
             RUNNING = None
             self.watches.stop_all()
@@ -156,11 +160,10 @@ class Agent:
             raise KeyboardInterrupt  # the command stops; the agent carries on
         if client is not None and client.interrupted:
             return  # a client's Ctrl-C that arrived as its command finished
-        raise KeyboardInterrupt
+        self.stopping = True  # Ctrl-C on the agent's own terminal, between commands
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.stopping = True
-        raise KeyboardInterrupt
+        self.stopping = True  # a running command finishes first
 
     # ------------------------------------------------------------------ one command
 
