@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
 import report
+import srcli
 
 # The console script, as bench/run.py times it and as users run it.
 SR = [os.path.join(dataset.REPO_ROOT, ".venv", "bin", "strongroom")]
@@ -34,14 +35,7 @@ RACY_PAUSE = 1.2
 
 
 def run(env: dict[str, str], *args: str, sync: bool = True) -> tuple[float, str]:
-    if sync:
-        os.sync()  # untimed, as bench/run.py does
-    t0 = time.perf_counter()
-    out = subprocess.run([*SR, *args], env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"strongroom {' '.join(args)} failed: {out.stderr.strip()}")
-    return elapsed, out.stdout
+    return srcli.run(env, *args, sync=sync, exe=SR)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
 import report
+import srcli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.join(os.path.dirname(HERE), ".venv", "bin")
@@ -88,14 +89,8 @@ def main() -> None:
     subprocess.run(["cp", "-a", pristine, data], check=True)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRONGROOM_"))}
-    env.update(
-        STRONGROOM_REPO=os.path.join(work, "repo"),
-        STRONGROOM_PASSPHRASE="bench passphrase",
-        STRONGROOM_STATE_DIR=os.path.join(work, "state"),
-        STRONGROOM_CACHE_DIR=os.path.join(work, "cache"),
-        STRONGROOM_CONFIG_DIR=os.path.join(work, "config"),
-        STRONGROOM_KEYSTORE=os.path.join(work, "keystore"),
+    env = srcli.env_for(
+        work,
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",

@@ -20,21 +20,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
 import report
+import srcli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SR = [sys.executable, "-m", "strongroom"]
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "bench-pin-5521"
 ROUNDS = 3
 
 
 def run(env: dict[str, str], *args: str) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    out = subprocess.run([*SR, *args], env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"strongroom {' '.join(args)} failed: {out.stderr.strip()}")
-    return elapsed, out.stdout
+    return srcli.run(env, *args, sync=False)
 
 
 def softhsm_token(work: str) -> dict[str, str]:
@@ -61,16 +56,7 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     def env_for(name: str) -> dict[str, str]:
-        env = dict(os.environ, **hsm_env)
-        env.update(
-            STRONGROOM_REPO=os.path.join(work, name),
-            STRONGROOM_PASSPHRASE="bench passphrase",
-            STRONGROOM_STATE_DIR=os.path.join(work, "state"),
-            STRONGROOM_CACHE_DIR=os.path.join(work, "cache"),
-            STRONGROOM_CONFIG_DIR=os.path.join(work, "config"),
-            STRONGROOM_KEYSTORE=os.path.join(work, "keystore"),
-        )
-        return env
+        return srcli.env_for(work, name, **hsm_env)
 
     try:
         plain_times, double_times = [], []

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,19 +17,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset
 import report
+import srcli
+from srcli import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SR = [sys.executable, "-m", "strongroom"]
-
-
-def run(env: dict[str, str], *args: str) -> tuple[float, str]:
-    os.sync()  # untimed, as bench/run.py does: no step pays for writing back the one before
-    t0 = time.perf_counter()
-    out = subprocess.run([*SR, *args], env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"strongroom {' '.join(args)} failed: {out.stderr.strip()}")
-    return elapsed, out.stdout
 
 
 def main() -> None:
@@ -40,10 +30,7 @@ def main() -> None:
     bench_dir = os.path.abspath(os.environ.get("BENCH_DIR") or os.path.join(tempfile.gettempdir(), "strongroom-bench"))
     data, _ = dataset.ensure_dataset(os.path.join(bench_dir, "cache"), size, seed)
     work = tempfile.mkdtemp(prefix="snapshots-", dir=bench_dir)
-    env = dict(os.environ)
-    env.update(STRONGROOM_REPO=os.path.join(work, "repo"), STRONGROOM_PASSPHRASE="bench passphrase",
-               STRONGROOM_STATE_DIR=os.path.join(work, "state"), STRONGROOM_CACHE_DIR=os.path.join(work, "cache"),
-               STRONGROOM_CONFIG_DIR=os.path.join(work, "config"), STRONGROOM_KEYSTORE=os.path.join(work, "keystore"))
+    env = srcli.env_for(work)
     rows: list[tuple[str, str, str]] = []
     try:
         run(env, "init")

@@ -15,43 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
-
-
-class Agent:
-    def __init__(self, cli: Cli, folder: str, *extra: str) -> None:
-        self.socket = os.path.join(folder, "agent.sock")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "strongroom", "agent", "run", "--socket", self.socket, *extra],
-            env=cli.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        self.announced = self.proc.stdout.readline().decode()
-        assert self.announced.startswith(f"STRONGROOM_AGENT={self.socket}; export STRONGROOM_AGENT;")
-        self.env = {"STRONGROOM_AGENT": self.socket}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def agent(cli: Cli) -> Iterator[Agent]:
-    folder = tempfile.mkdtemp(prefix="sr-agent-")  # socket paths are limited to 108 bytes: not under tmp_path
-    a = Agent(cli, folder)
-    try:
-        yield a
-    finally:
-        a.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+from tests.integration.conftest import Agent
 
 
 def _via(cli: Cli, agent: Agent, *args: str, **kw: object) -> tuple[object, object]:
@@ -149,7 +118,8 @@ def test_a_passphrase_prompt_is_answered_on_the_clients_terminal(cli: Cli, agent
     assert _served() == 2
 
 
-def test_ctrl_c_stops_the_command_and_not_the_agent(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+def _slow_log(cli: Cli, agent: Agent, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """`log` through the agent, whose passphrase command takes 30 s: the agent is busy with it a moment later."""
     assert cli("init").code == 0
     slow = tmp_path / "slow-passphrase"
     slow.write_text(f"#!/bin/sh\nsleep 30\necho '{PASSPHRASE}'\n")
@@ -161,7 +131,12 @@ def test_ctrl_c_stops_the_command_and_not_the_agent(cli: Cli, agent: Agent, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)  # the agent is now waiting for the passphrase command
+    time.sleep(1.5)
+    return proc
+
+
+def test_ctrl_c_stops_the_command_and_not_the_agent(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    proc = _slow_log(cli, agent, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
@@ -172,18 +147,9 @@ def test_ctrl_c_stops_the_command_and_not_the_agent(cli: Cli, agent: Agent, tmp_
 
 
 def test_a_client_killed_mid_command_leaves_the_agent_serving(cli: Cli, agent: Agent, tmp_path: Path) -> None:
-    assert cli("init").code == 0
-    slow = tmp_path / "slow-passphrase"
-    slow.write_text(f"#!/bin/sh\nsleep 30\necho '{PASSPHRASE}'\n")
-    slow.chmod(0o700)
-    env = {k: v for k, v in cli.env.items() if k != "STRONGROOM_PASSPHRASE"} | agent.env
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "--passphrase-command", str(slow), "log"],
-        env=env,
-    )
-    time.sleep(1.5)
+    proc = _slow_log(cli, agent, tmp_path)
     proc.kill()
-    proc.wait()
+    proc.communicate()
     started = time.monotonic()
     again = cli("log", extra_env=agent.env)
     assert again.code == 0, again.err

@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli, make_tree, tree_snapshot
-from tests.integration.test_agent import Agent
+from tests.integration.conftest import Agent
 
 RNG = __import__("random").Random(7)
 
 
 def noise(n: int) -> bytes:
     return RNG.randbytes(n)
-
-
-@pytest.fixture
-def agent(cli: Cli) -> Iterator[Agent]:
-    folder = tempfile.mkdtemp(prefix="sr-agent-")
-    a = Agent(cli, folder)
-    try:
-        yield a
-    finally:
-        a.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _status(cli: Cli, agent: Agent) -> dict[str, object]:
