@@ -58,6 +58,7 @@ def _same_as_folder(cli: Cli, version: str, folder: Path, tmp_path: Path, ignore
 def watched(cli: Cli, agent: Agent, tmp_path: Path) -> Path:
     data = make_tree(tmp_path / "data", {"a.bin": noise(300_000), "sub/b.csv": b"x,y\n" * 50_000, "c.txt": b"c"})
     assert cli("init").code == 0
+    time.sleep(1.1)  # older than the racy-clean second when committed, so that their cache entries hold
     assert _commit(cli, agent, data)["files_read"] == 3
     res = cli("agent", "watch", str(data), extra_env=agent.env)
     assert res.code == 0, res.err
@@ -97,6 +98,7 @@ def test_a_change_after_the_read_ahead_is_never_missed(cli: Cli, agent: Agent, w
 def test_excluded_and_ignored_files_are_not_read_ahead(cli: Cli, agent: Agent, tmp_path: Path) -> None:
     data = make_tree(tmp_path / "d", {"keep.bin": b"k", "secret.env": b"TOKEN=1", ".strongroomignore": b"tmp/\n"})
     assert cli("init").code == 0
+    time.sleep(1.1)
     assert _commit(cli, agent, data, "--exclude", "*.env")["files_read"] == 2
     assert cli("agent", "watch", str(data), "--exclude", "*.env", extra_env=agent.env).code == 0
     (data / "secret.env").write_bytes(b"TOKEN=2")
@@ -104,7 +106,7 @@ def test_excluded_and_ignored_files_are_not_read_ahead(cli: Cli, agent: Agent, t
     (data / "tmp" / "scratch.bin").write_bytes(noise(10_000))
     (data / "keep.bin").write_bytes(b"kept")
     _wait_for(lambda: _read_ahead(cli, agent) >= 1, "the kept file to be read ahead")
-    time.sleep(0.5)  # time enough for the others, were they read
+    time.sleep(2)  # time enough for the others (a second to age, then a read), were they read
     assert _read_ahead(cli, agent) == 1
     assert _commit(cli, agent, data, "--exclude", "*.env")["files_read"] == 0
 
@@ -150,3 +152,21 @@ def test_watch_needs_an_agent_and_a_folder(cli: Cli, agent: Agent, tmp_path: Pat
     assert _status(cli, agent)["watches"] == []
     gone = cli("agent", "unwatch", str(tmp_path), extra_env=agent.env)
     assert (gone.code, gone.err) == (2, f"strongroom: error: not watched: {tmp_path}\n")
+
+
+def test_a_file_stamped_in_the_future_neither_spins_the_watch_nor_holds_a_commit(
+    cli: Cli, agent: Agent, watched: Path
+) -> None:
+    future = watched / "future.bin"
+    future.write_bytes(b"f" * 1000)
+    in_an_hour = time.time_ns() + 3600 * 10**9
+    os.utime(future, ns=(in_an_hour, in_an_hour))
+    time.sleep(1.5)
+    watches = _status(cli, agent)["watches"]
+    assert isinstance(watches, list)
+    assert watches[0]["backlog"] == 0  # it waits apart, backing off, and is not counted
+    out = _commit(cli, agent, watched)
+    assert out["files_read"] == 1  # the commit reads it itself
+    log = (Path(os.environ["STRONGROOM_STATE_DIR"]) / "logs" / "agent.log").read_text().splitlines()
+    last = [line for line in log if " commit exit 0 " in line][-1]
+    assert "for watched folders" not in last or float(last.split("(of which ")[1].split()[0]) < 0.5

@@ -81,6 +81,13 @@ def _new_client(profile: str | None = None, **kwargs: Any) -> Any:
         return session.client("s3", **kwargs)
 
 
+def forget_sessions() -> None:
+    """Drop the cached sessions (and the credentials they resolved): a long-lived process (the agent) runs
+    each command with that command's environment, so one command's AWS credentials must not serve the next."""
+    with _SESSION_LOCK:
+        _SESSIONS.clear()
+
+
 def md5_b64(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
 

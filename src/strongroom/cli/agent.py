@@ -19,11 +19,13 @@ import os
 import queue
 import signal
 import socket
+import stat
 import struct
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from strongroom.cli import agentclient
@@ -32,6 +34,7 @@ from strongroom.errors import InputError
 MAX_REQUEST = 16 << 20
 IDLE_EXIT = 3600.0  # seconds without a command before the agent exits and its keys are gone
 POLL_S = 0.25
+REQUEST_TIMEOUT_S = 10.0
 SETTLE_S = 2.0  # how long a commit or status waits for watched folders to finish what they heard of
 SETTLING = frozenset({"commit", "status"})
 
@@ -42,8 +45,35 @@ def default_socket_path() -> str:
     """Like ssh-agent: a fresh 0700 folder of the user's (the runtime folder if there is one)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = runtime if runtime and os.path.isdir(runtime) else None
-    folder = tempfile.mkdtemp(prefix="strongroom-agent-", dir=base)
+    try:
+        folder = tempfile.mkdtemp(prefix="strongroom-agent-", dir=base)
+    except OSError as e:
+        raise InputError(f"cannot make the agent's folder in {base or tempfile.gettempdir()}: {e.strerror}") from None
     return os.path.join(folder, f"agent.{os.getpid()}.sock")
+
+
+def is_secret_variable(name: str) -> bool:
+    """The passphrases and PINs a command may bring in its environment (settings.py reads them)."""
+    return "PASSPHRASE" in name or name.endswith("_PIN")
+
+
+@dataclass
+class Request:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    umask: int
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Request:
+        argv, env, cwd, umask = raw.get("argv"), raw.get("env"), raw.get("cwd"), raw.get("umask")
+        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise ValueError("argv is not a list of strings")
+        if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+            raise ValueError("env is not a map of strings")
+        if not isinstance(cwd, str) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+            raise ValueError("bad cwd or umask")
+        return cls(argv, env, cwd, umask)
 
 
 class _Client:
@@ -101,22 +131,40 @@ class Agent:
 
     def bind(self) -> socket.socket:
         folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        st = os.stat(folder)
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            st = os.stat(folder)
+        except OSError as e:
+            raise InputError(f"cannot make the agent's folder {folder}: {e.strerror}") from None
         if st.st_uid != os.getuid() or st.st_mode & 0o077:
             raise InputError(f"the agent's folder must be yours and private (0700): {folder}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)  # a socket left by an agent that was killed
+        self._clear_old_socket()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
             listener.bind(self.path)
         except OSError as e:
-            raise InputError(f"cannot listen at {self.path}: {e.strerror}") from None
+            raise InputError(f"cannot listen at {self.path}: {e.strerror or e}") from None
         finally:
             os.umask(old)
         listener.listen(16)
         return listener
+
+    def _clear_old_socket(self) -> None:
+        """A socket nobody answers on is left by an agent that was killed: remove it. Anything else stays."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise InputError(f"{self.path} exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.path)
+            except OSError:
+                os.unlink(self.path)
+                return
+        raise InputError(f"an agent already listens at {self.path}")
 
     def serve(self, listener: socket.socket) -> None:
         from strongroom.service.context import keep_derived_keys
@@ -124,7 +172,7 @@ class Agent:
         global RUNNING
         RUNNING = self
         keep_derived_keys()
-        for name in [n for n in os.environ if "PASSPHRASE" in n or n.endswith("_PIN")]:
+        for name in [n for n in os.environ if is_secret_variable(n)]:
             del os.environ[name]  # each command brings its own; the agent keeps none of its starter's
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -174,21 +222,23 @@ class Agent:
             return
         fds: list[int] = []
         try:
-            request, fds = self._receive(conn)
-        except (OSError, ValueError) as e:
-            self._log(f"dropped a malformed request from pid {pid}: {type(e).__name__}")
-            for fd in fds:
-                os.close(fd)
-            return
-        try:
-            if request.get("stop"):
+            conn.settimeout(REQUEST_TIMEOUT_S)  # a client that connects and says nothing must not hold the agent
+            raw, fds = self._receive(conn)
+            conn.settimeout(None)
+            if raw.get("stop") is True:
                 self.stopping = True
                 conn.sendall(b'{"exit":0}\n')
                 self._log(f"stop asked by pid {pid}")
                 return
-            if request.get("protocol") != agentclient.PROTOCOL or request.get("build") != self.build or len(fds) != 3:
+            if raw.get("protocol") != agentclient.PROTOCOL or raw.get("build") != self.build or len(fds) != 3:
                 conn.sendall(b'{"fallback":"another strongroom build"}\n')
                 return
+            request = Request.parse(raw)
+        except (OSError, ValueError) as e:
+            self._log(f"dropped a malformed request from pid {pid}: {type(e).__name__}")
+            _close_all(fds)
+            return
+        try:
             started = time.monotonic()
             self.waited = 0.0
             try:
@@ -196,15 +246,13 @@ class Agent:
             except Exception as e:  # the agent's own failure: this client gets exit 3, the next one an agent
                 self._log(f"pid {pid}: internal error {type(e).__name__}")
                 code = 3
-            word = agentclient.command_word(request["argv"]) or "-"
+            word = agentclient.command_word(request.argv) or "-"
             waited = f" (of which {self.waited:.3f} s for watched folders)" if self.waited >= 0.001 else ""
             self._log(f"pid {pid}: {word} exit {code} in {time.monotonic() - started:.3f} s{waited}")
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
         finally:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            _close_all(fds)
 
     def _receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
@@ -225,14 +273,14 @@ class Agent:
             raise ValueError("request is not an object")
         return request, fds
 
-    def _run(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
+    def _run(self, conn: socket.socket, request: Request, fds: list[int]) -> int:
         """Run the command as if this process had been started by the client, then put everything back."""
         from strongroom.cli import main as cli_main
+        from strongroom.service.context import between_commands
 
-        argv = [str(a) for a in request["argv"]]
-        env = {str(k): str(v) for k, v in dict(request["env"]).items()}
+        argv, env = request.argv, request.env
         try:
-            os.chdir(str(request["cwd"]))
+            os.chdir(request.cwd)
         except OSError as e:
             conn.sendall(json.dumps({"fallback": f"cannot enter the folder: {e.strerror}"}).encode() + b"\n")
             return -1
@@ -241,7 +289,7 @@ class Agent:
         saved_env = dict(os.environ)
         saved_std = (sys.stdin, sys.stdout, sys.stderr)
         saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
-        old_umask = os.umask(int(request["umask"]) & 0o777)
+        old_umask = os.umask(request.umask)
         try:
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
@@ -276,12 +324,20 @@ class Agent:
             os.umask(old_umask)
             os.chdir("/")
             cli_main.STATE.reset()
+            between_commands()
 
     def _log(self, text: str) -> None:
         if not self.log_path:
             return
         with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent[{os.getpid()}] {text}\n")
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 def _streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper]:

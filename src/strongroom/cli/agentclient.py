@@ -81,26 +81,32 @@ def forward(argv: list[str]) -> int | None:
             f"strongroom: note: the agent ({AGENT_ENV}) does not answer ({e.strerror}); running without it\n"
         )
         return None
+    try:
+        cwd = os.getcwd()
+    except OSError:  # a folder that was deleted: the command, run here, says what it makes of that
+        conn.close()
+        return None
     umask = os.umask(0o077)
     os.umask(umask)
     request = json.dumps(
-        {
-            "protocol": PROTOCOL,
-            "build": build(),
-            "argv": argv,
-            "cwd": os.getcwd(),
-            "env": dict(os.environ),
-            "umask": umask,
-        },
+        {"protocol": PROTOCOL, "build": build(), "argv": argv, "cwd": cwd, "env": dict(os.environ), "umask": umask},
         separators=(",", ":"),
     ).encode()  # ASCII: names that are not UTF-8 travel as escapes and come back as the same strings
     with conn:
         try:
             socket.send_fds(conn, [HEADER.pack(len(request)) + request], [0, 1, 2])
-            return _converse(conn)
-        except (OSError, ValueError):
+        except OSError:  # not sent whole: the agent drops a request cut short, so nothing ran there
             sys.stderr.write("strongroom: note: the agent closed the connection; running without it\n")
             return None
+        try:
+            return _converse(conn)
+        except (OSError, ValueError):
+            # The command may have run, whole or in part: running it again here could do it twice.
+            sys.stderr.write(
+                "strongroom: error: lost the agent while it ran the command; it may or may not have finished "
+                "(see its log, then check before running it again)\n"
+            )
+            return 3
 
 
 def _converse(conn: socket.socket) -> int | None:
@@ -121,8 +127,7 @@ def _converse(conn: socket.socket) -> int | None:
             if "ask" in msg:
                 text, why = _ask(str(msg["ask"]), bool(msg.get("confirm")))
                 conn.sendall(json.dumps({"answer": text, "why": why}).encode() + b"\n")
-        sys.stderr.write("strongroom: error: the agent stopped before the command finished\n")
-        return 3
+        raise ConnectionResetError("the agent closed the connection")  # before it said how the command ended
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -51,6 +51,16 @@ def keep_derived_keys() -> None:
     kdf.remember_derived_keys()
 
 
+def between_commands() -> None:
+    """For a long-lived process (the agent), after each command: forget what was cached from that command's
+    environment (the S3 backend's sessions hold the credentials it resolved)."""
+    import sys
+
+    s3 = sys.modules.get("strongroom.backends.s3")  # imported only if a command used S3 (boto3 is heavy)
+    if s3 is not None:
+        s3.forget_sessions()
+
+
 class ProgressSink(Protocol):
     def start(self, label: str, files: int, total_bytes: int) -> None: ...
 

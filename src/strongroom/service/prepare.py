@@ -34,7 +34,9 @@ from strongroom.store.parallel import default_workers
 from strongroom.store.repository import Repository
 
 NOT_LOADED = (0, 0, 0)  # no real file's signature: the cache is loaded at the next batch
-RETRY_FRESH_S = 0.005  # a file written just now is looked at again this soon (its stamps must age first)
+RETRY_FIRST_S = 0.25  # a file written within the racy-clean second is looked at again this soon, then
+RETRY_MAX_S = 5.0  # ... backing off to this (a file stamped in the future, or written to all the time)
+REFRESH_S = 1.0  # how stale the watch's view of the repository may get while no command runs
 
 
 @dataclass
@@ -84,6 +86,8 @@ class Watch:
         self._refs_seen: bytes | None = None
         self._known: set[bytes] = set()
         self._pending: set[str] = set()
+        self._waiting: dict[str, tuple[float, float]] = {}  # file → (when to look again, the delay it waited)
+        self._refreshed = 0.0
         self._stale = True  # the repository or the cache may have changed since the last look: _refresh
         self._busy = False
         self._paused = False
@@ -122,12 +126,13 @@ class Watch:
     # ------------------------------------------------------------------ the agent's side
 
     def backlog(self) -> int:
-        """Files heard of and not yet read ahead (one more while a batch is being read)."""
+        """Files heard of that can be read ahead now and are not yet (one more while a batch is being read).
+        Files still inside the racy-clean second, or stamped in the future, wait apart and do not count."""
         with self._cond:
             return len(self._pending) + (1 if self._busy else 0)
 
     def settle(self, deadline: float) -> None:
-        """Wait (until the monotonic deadline) for what was heard of so far to be prepared."""
+        """Wait (until the monotonic deadline) for the backlog to be read."""
         with self._cond:
             while (self._pending or self._busy) and not self._stopped:
                 left = deadline - time.monotonic()
@@ -136,7 +141,7 @@ class Watch:
                 self._cond.wait(min(left, 0.05))
 
     def pause(self) -> None:
-        """Stop before the next batch, and wait for the running one to end."""
+        """Stop before the next batch, and wait for the running one to end (it stops between chunks)."""
         with self._cond:
             self._paused = True
             while self._busy:
@@ -154,33 +159,42 @@ class Watch:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while (self._paused or not (self._pending or self._stale)) and not self._stopped:
-                    self._cond.wait()
+                while not self._stopped:
+                    now = time.monotonic()
+                    due = [rel for rel, (when, _) in self._waiting.items() if when <= now]
+                    if not self._paused and (self._pending or self._stale or due):
+                        break
+                    soonest = min((when for when, _ in self._waiting.values()), default=None)
+                    self._cond.wait(None if soonest is None or self._paused else max(0.0, soonest - now))
                 if self._stopped:
                     return
-                batch = sorted(self._pending)
+                retried = {rel: self._waiting.pop(rel)[1] for rel in due}
+                batch = sorted(self._pending | set(retried))
                 self._pending.clear()
                 self._busy = True
-            fresh: list[str] = []
+            later: list[str] = []
             try:
-                if self._stale:  # caught up while idle: the next change starts being read at once
+                if self._stale or time.monotonic() - self._refreshed >= REFRESH_S:
                     self._stale = False
                     self._refresh()
                 if batch:
-                    fresh = self._prepare(batch)
+                    later = self._prepare(batch)
             except (StrongroomError, OSError) as e:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(e).__name__}: {e}"[:300]
             finally:
                 with self._cond:
                     self._busy = False
-                    self._pending.update(fresh)
+                    now = time.monotonic()
+                    for rel in later:  # again after a while, backing off (a file stamped in the future, or hot)
+                        delay = min(2 * retried[rel], RETRY_MAX_S) if rel in retried else RETRY_FIRST_S
+                        self._waiting[rel] = (now + delay, delay)
                     self._cond.notify_all()
-            if fresh:
-                time.sleep(RETRY_FRESH_S)
 
     def _prepare(self, rels: list[str]) -> list[str]:
-        self._refresh()
+        if _file_signature(self.cache_path) != self._cache_seen:  # a commit saved it
+            self._cache.load()
+            self._cache_seen = _file_signature(self.cache_path)
         rules = ignore_rules(self.folder, self.excludes + [f"/{name}" for name in self.always_ignore])
         done = prepare_files(
             self.repo,
@@ -199,10 +213,9 @@ class Watch:
         return done.later
 
     def _refresh(self) -> None:
-        """Catch up with the repository and the file cache when someone else changed them: a rotated data
-        key is the one to seal with; chunks another commit stored are not stored again (and the packs
-        earlier batches wrote are found again, unindexed, among the orphans); a commit's saved cache is
-        the one to add to."""
+        """Catch up with the repository when someone else changed it: a rotated data key is the one to seal
+        with; chunks another commit stored are not stored again (and the packs earlier batches wrote are
+        found again, unindexed, among the orphans). After each command, and at most once a second besides."""
         repo = self.repo
         keyring, refs = repo.backend.get("keyring"), repo.backend.get("refs")
         if keyring != self._keyring_seen:
@@ -215,9 +228,7 @@ class Watch:
             repo.adopt_orphan_packs()
             self._known = repo.index.chunk_ids()
             self._refs_seen = refs
-        if _file_signature(self.cache_path) != self._cache_seen:
-            self._cache.load()
-            self._cache_seen = _file_signature(self.cache_path)
+        self._refreshed = time.monotonic()
 
 
 def _file_signature(path: str) -> tuple[int, int, int] | None:
@@ -266,11 +277,11 @@ class Watches:
         seconds that took."""
         watches = self.all()
         started = time.monotonic()
-        for w in watches:
-            w.settle(started + settle_s)
-        for w in watches:
-            w.pause()
-        try:
+        try:  # a Ctrl-C while settling or pausing must not leave a watch paused
+            for w in watches:
+                w.settle(started + settle_s)
+            for w in watches:
+                w.pause()
             yield time.monotonic() - started
         finally:
             for w in watches:

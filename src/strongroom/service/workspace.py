@@ -38,7 +38,7 @@ from strongroom.service.versions import resolve
 from strongroom.store import ingest, lock
 from strongroom.store.chunker import Chunker
 from strongroom.store.clientstate import WorkspaceRegistry
-from strongroom.store.filecache import CachedFile, FileCache, racy_window_ns
+from strongroom.store.filecache import CachedFile, FileCache
 from strongroom.store.reflink import Donors, Sharer, checkout_shared
 from strongroom.store.repository import Repository
 from strongroom.store.restore import checkout as restore_checkout
@@ -284,7 +284,6 @@ def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, 
     cache = FileCache(session.file_cache_path(repo, folder), repo.sealer, repo.context)
     cache.load()
     start = time.time_ns()
-    window = racy_window_ns(folder)
     chunker = Chunker(repo.chunker_params, repo.chunker_seed)
     out: Files = {}
     dirs: set[str] = set()
@@ -296,7 +295,7 @@ def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, 
             elif n.type == SYMLINK:
                 out[n.rel] = Entry(n.name, SYMLINK, mode, n.st.st_mtime_ns, target=n.target)
             else:
-                chunks = cache.lookup(n.rel, n.st, start, window)
+                chunks = cache.lookup(n.rel, n.st, start)
                 if chunks is None:
                     chunks = _hash(repo, chunker, os.path.join(folder, n.rel))
                 out[n.rel] = Entry(n.name, FILE, mode, n.st.st_mtime_ns, n.st.st_size, chunks=chunks)

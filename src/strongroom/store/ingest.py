@@ -23,7 +23,7 @@ from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry
 from strongroom.errors import InputError, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
-from strongroom.store.filecache import CachedFile, FileCache, racy_window_ns, window_for
+from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache
 from strongroom.store.pack import PackBuilder, PackEntry, pack_path
 from strongroom.store.repository import Repository
 from strongroom.store.treebuild import build_tree
@@ -297,13 +297,12 @@ def prepare_files(
 
     Nothing is published: the packs written are unindexed until the next commit (or gc) adopts them, as
     packs of an interrupted commit are, and each cache entry is used only if the file still has exactly the
-    stat it had when read, recorded late enough after its last write (filecache), and every chunk it names is
+    stat it had when read, recorded more than a second after its last write (filecache), and every chunk it names is
     in the index the commit sees. So an entry that is stale, or whose pack gc removed, only costs a re-read.
     ``known`` holds the chunk ids already stored (it grows with what is stored here); ``stop`` is asked
     between chunks: when it says so, the file being read is left for later.
     """
     root = os.path.abspath(root)
-    window = racy_window_ns(root)
     now = time.time_ns()
     out = Prepared()
     jobs: list[_Job] = []
@@ -315,9 +314,9 @@ def prepare_files(
             continue  # gone again, or not ours to read: the commit will say
         if not stat.S_ISREG(st.st_mode) or _excluded(rules, rel):
             continue
-        if cache.lookup(rel, st, now, window) is not None:
-            continue  # already read since its last change
-        if max(st.st_mtime_ns, st.st_ctime_ns) >= now - window_for(st, window):
+        # No "already read" shortcut: a change was heard, and a write's stamps are set when it starts, so an
+        # entry recorded while it was still copying can have the very stat the file has now.
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= now - RACY_WINDOW_NS:
             out.later.append(rel)  # its stamps could still repeat: an entry recorded now would be useless
             continue
         jobs.append(_Job(rel, path, st.st_size))
@@ -410,7 +409,6 @@ def commit_folder(
     cache = FileCache(req.cache_path, repo.sealer, repo.context) if req.cache_path else None
     if cache:
         cache.load()
-    window = racy_window_ns(root)
     chunks_of: dict[str, tuple[bytes, ...]] = {}
     jobs: list[_Job] = []
     total_files = total_bytes = 0
@@ -420,7 +418,7 @@ def commit_folder(
                 continue
             total_files += 1
             total_bytes += n.st.st_size
-            hit = cache.lookup(n.rel, n.st, scan_start, window) if cache else None
+            hit = cache.lookup(n.rel, n.st, scan_start) if cache else None
             if hit is not None and all(index.has(c, ObjectKind.CHUNK) for c in hit):
                 chunks_of[n.rel] = hit
             else:

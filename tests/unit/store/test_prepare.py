@@ -1,6 +1,7 @@
 """store.ingest.prepare_files, which reads a watched folder's files ahead of its commit: a file written too
-recently is left for later (an entry recorded now could hide a same-step rewrite), a stop request leaves the
-file being read unrecorded, and nothing it stores is published."""
+recently is left for later (an entry recorded now could hold part of a write still being copied), a file
+already in the cache is read again (a change was heard), a stop request leaves the file being read
+unrecorded, and nothing it stores is published."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from strongroom.backends.local import LocalBackend
 from strongroom.core.ignore import IgnoreRules
 from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
 from strongroom.crypto.secret import Secret
-from strongroom.store.filecache import FileCache, racy_window_ns
+from strongroom.store.filecache import RACY_WINDOW_NS, FileCache
 from strongroom.store.ingest import prepare_files
 from strongroom.store.repository import Repository
 
@@ -22,8 +23,8 @@ def _repo(tmp_path: Path) -> Repository:
 
 
 def _aged(path: Path, tmp_path: Path) -> None:
-    """Let the file's stamps become older than the filesystem's window."""
-    time.sleep(racy_window_ns(str(tmp_path)) / 1e9 * 1.5)
+    """Let the file's stamps become older than the racy-clean window."""
+    time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
 
 
 def test_files_are_recorded_in_the_cache_and_their_packs_stay_unpublished(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_files_are_recorded_in_the_cache_and_their_packs_stay_unpublished(tmp_pa
     reloaded = FileCache(cache.path, repo.sealer, repo.context)
     reloaded.load()
     st = os.stat(data / "a.bin")
-    chunks = reloaded.lookup("a.bin", st, time.time_ns(), racy_window_ns(str(data)))
+    chunks = reloaded.lookup("a.bin", st, time.time_ns())
     assert chunks is not None
     assert repo.read_refs().index_files == ()  # nothing published
     fresh = Repository.open(repo.backend, Secret(b"pw"))
@@ -91,3 +92,16 @@ def test_ignored_paths_are_not_read(tmp_path: Path) -> None:
     done = prepare_files(repo, str(data), ["tmp/x.bin", "s.env", "k.bin"], cache, rules, set())
     assert done.files_read == 1
     assert set(cache.entries) == {"k.bin"}
+
+
+def test_a_file_already_in_the_cache_is_read_again(tmp_path: Path) -> None:
+    """A change was heard for it: the entry may have been recorded while a write was still being copied, with
+    the stat the file still has, so it is not an answer."""
+    repo = _repo(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.bin").write_bytes(os.urandom(50_000))
+    _aged(data / "a.bin", tmp_path)
+    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    for _ in range(2):
+        assert prepare_files(repo, str(data), ["a.bin"], cache, IgnoreRules([]), set()).files_read == 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import socket
+import subprocess
 import sys
 from typing import Annotated
 
@@ -14,7 +16,7 @@ import typer
 
 from strongroom.cli import agent as agent_module
 from strongroom.cli import agentclient
-from strongroom.cli.agent import IDLE_EXIT, Agent, default_socket_path
+from strongroom.cli.agent import IDLE_EXIT, Agent, default_socket_path, is_secret_variable
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, line, table
 from strongroom.errors import InputError, ProblemFound
@@ -35,8 +37,8 @@ IdleOption = Annotated[
 
 
 def _agent(socket_path: str | None, idle_minutes: float) -> Agent:
-    if idle_minutes <= 0:
-        raise InputError("--idle-exit must be more than 0 minutes")
+    if not math.isfinite(idle_minutes) or idle_minutes <= 0:
+        raise InputError("--idle-exit must be a number of minutes above 0")
     assert STATE.settings is not None
     os.makedirs(STATE.settings.log_dir, mode=0o700, exist_ok=True)
     return Agent(
@@ -58,44 +60,44 @@ def _announce(path: str, pid: int) -> None:
 def start(socket_path: SocketOption = None, idle_exit: IdleOption = IDLE_EXIT / 60) -> None:
     """Start an agent in the background and print the line that points your shell at it:
     eval "$(strongroom agent start)"."""
+    path = _agent(socket_path, idle_exit).path  # the options are checked here, with their errors on this terminal
+    # A fresh process, not a fork of this one: its environment (/proc/PID/environ) never held a passphrase.
+    env = {k: v for k, v in os.environ.items() if not is_secret_variable(k)}
+    argv = [sys.executable, "-m", "strongroom", "--json", "agent", "run", "--socket", path]
+    proc = subprocess.Popen(
+        [*argv, "--idle-exit", repr(idle_exit), "--detached"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    announced = proc.stdout.readline()
+    if not announced:
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        proc.wait()
+        raise InputError(err[-1].removeprefix("strongroom: error: ") if err else "the agent did not start")
+    proc.stdout.close()
+    proc.stderr.close()
+    _announce(path, int(json.loads(announced)["pid"]))
+
+
+@agent_app.command("run")
+def run(
+    socket_path: SocketOption = None,
+    idle_exit: IdleOption = IDLE_EXIT / 60,
+    detached: Annotated[bool, typer.Option("--detached", hidden=True)] = False,
+) -> None:
+    """Run an agent in the foreground (for a service manager); SIGTERM stops it."""
     agent = _agent(socket_path, idle_exit)
-    listener = agent.bind()  # here, so that a client can connect as soon as the line is printed
-    read_pid, write_pid = os.pipe()
-    first = os.fork()
-    if first == 0:  # pragma: no cover - the daemon's side is tested through its socket
-        os.close(read_pid)
-        os.setsid()
-        if os.fork() != 0:
-            os._exit(0)
-        os.write(write_pid, str(os.getpid()).encode())
-        os.close(write_pid)
+    listener = agent.bind()
+    _announce(agent.path, os.getpid())
+    if detached:  # started by `agent start`: nothing is read from these once the line is out
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-        code = 0
-        try:
-            agent.serve(listener)
-        except BaseException:
-            code = 3
-        finally:
-            os._exit(code)
-    os.close(write_pid)
-    listener.close()
-    os.waitpid(first, 0)
-    with os.fdopen(read_pid, "rb") as f:
-        pid = int(f.read() or b"0")
-    if not pid:
-        raise ProblemFound("the agent did not start (see agent.log in the log folder)")
-    _announce(agent.path, pid)
-
-
-@agent_app.command("run")
-def run(socket_path: SocketOption = None, idle_exit: IdleOption = IDLE_EXIT / 60) -> None:
-    """Run an agent in the foreground (for a service manager); Ctrl-C stops it."""
-    agent = _agent(socket_path, idle_exit)
-    listener = agent.bind()
-    _announce(agent.path, os.getpid())
     agent.serve(listener)
 
 
