@@ -267,6 +267,39 @@ def test_rollback_to_older_copy_is_caught_and_exit_1(logged: Strongroom, tmp_pat
     assert r.code == 0, r.err
 
 
+def test_a_seal_cut_off_after_its_checkpoint_is_taken_by_the_next_command(
+    logged: Strongroom, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL between the repository's new checkpoint and the catalog's commit of the rows that record it
+    leaves the repository one checkpoint ahead. The catalog holds every event the checkpoint covers, so the
+    next command takes it instead of calling the catalog rolled back (found by the crash test, T03)."""
+    from strongroom.catalog.auditdb import AuditStore
+
+    repo_path = Path(logged._session.settings.repo or "")
+
+    def killed(self: AuditStore, tx: object, rows: object) -> None:
+        raise KeyboardInterrupt  # as SIGKILL there: the catalog's transaction never commits
+
+    with monkeypatch.context() as m:
+        m.setattr(AuditStore, "insert_checkpoints", killed)
+        with pytest.raises(KeyboardInterrupt):
+            Strongroom.open(str(repo_path), PASSPHRASE).log()
+    c = Cli(repo_path, cli.env)
+    r = c("log")
+    assert r.code == 0, r.err
+    r = c("audit", "verify")
+    assert r.code == 0, r.err
+    # The same state with the catalog's newest events gone is a rollback again, and refused.
+    with monkeypatch.context() as m:
+        m.setattr(AuditStore, "insert_checkpoints", killed)
+        with pytest.raises(KeyboardInterrupt):
+            Strongroom.open(str(repo_path), PASSPHRASE).log()
+    top = sqlite3.connect(_db(tmp_path)).execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    _sql(_db(tmp_path), f"DELETE FROM audit_events WHERE seq={top}")
+    r = c("log")
+    assert r.code == 1 and "rolled back" in r.err
+
+
 def test_cli_verify_exit_1_on_edit_then_rebuild(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
     repo_path = Path(logged._session.settings.repo or "")
     _sql(_db(tmp_path), "UPDATE audit_events SET host='elsewhere' WHERE seq=2")

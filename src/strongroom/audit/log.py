@@ -377,11 +377,14 @@ class AuditLog:
                     raise AuditLogTampered(old_size, "the catalog's last checkpoint does not match its tree state")
             repo_cps = self._repo_objects(repo, "checkpoints")
             if repo_cps and repo_cps[-1][1] > old_size:
-                raise AuditLogTampered(
-                    old_size,
-                    f"the repository holds a checkpoint of size {repo_cps[-1][1]} but the catalog's last is "
-                    f"{old_size} (rolled back?); not signing",
-                )
+                adopted = self._adopt_cut_off_seal(conn, repo, verifier, repo_cps[-1][0], cr)
+                if adopted is None:
+                    raise AuditLogTampered(
+                        old_size,
+                        f"the repository holds a checkpoint of size {repo_cps[-1][1]} but the catalog's last is "
+                        f"{old_size} (rolled back?); not signing",
+                    )
+                cr, old_size = adopted, adopted.size
             new_rows = list(self.store.leaf_rows(conn, old_size))
             if not new_rows:
                 return None
@@ -424,6 +427,44 @@ class AuditLog:
                 ],
             )
             return StoredCheckpoint(size, root_hash, note, cp_name)
+
+    def _adopt_cut_off_seal(
+        self, conn: Any, repo: Repository, verifier: Any, cp_name: str, cr: CompactRange
+    ) -> CompactRange | None:
+        """A seal killed after it stored its checkpoint in the repository, before the catalog committed the
+        rows that record it, leaves the repository one checkpoint ahead. That checkpoint is taken when the
+        catalog holds every event it covers and they fold, from the catalog's own last signed state, to the
+        root the repository's log key signed. Otherwise (events missing or different: a catalog put back
+        to an older copy) it is not, and the caller reports the rollback."""
+        note = open_checkpoint_object(repo, repo.backend.get(cp_name))
+        cp = verify_checkpoint(note, verifier, origin=self.origin)
+        rows = list(self.store.leaf_rows(conn, cr.size, cp.size))
+        if len(rows) != cp.size - cr.size:
+            return None
+        grown = _unpack_compact(cr.size, _pack_compact(cr))
+        for _, leaf in self._checked(rows, cr.size):
+            grown.append(leaf)
+        if grown.root() != cp.root_hash:
+            return None
+        tag = cp_name.rsplit("-", 1)[1]
+        seg_from = self.store.segments_end(conn)
+        for seg_name, first, count in self._repo_objects(repo, "segments"):
+            if first == seg_from and count and seg_name.endswith(f"-{tag}"):  # the same seal's segment
+                self.store.insert_segments(conn, [{"first": first, "count": count, "object_name": seg_name}])
+        self.store.insert_checkpoints(
+            conn,
+            [
+                {
+                    "tree_size": cp.size,
+                    "root_hash": cp.root_hash,
+                    "note": note,
+                    "compact": _pack_compact(grown),
+                    "object_name": cp_name,
+                    "time": utc_now(),
+                }
+            ],
+        )
+        return grown
 
     # ------------------------------------------------------------------ verify
 

@@ -19,6 +19,7 @@ def _key(client: object) -> str:
 def test_a_command_after_between_commands_uses_its_own_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    between_commands()  # what earlier tests in this process left cached
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA_ALICE")
