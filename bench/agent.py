@@ -7,10 +7,11 @@ commit after the 1 % mutation when the agent watches the folder (issue 2) or the
 Per round: a fresh copy of the dataset and a fresh repository; the initial ingest without the agent (the
 reference the targets are stated against, as in bench/run.py); then an agent is started and watches the
 folder, and through it: the no-change re-commit, `log`, and the commit right after `gen_dataset.py mutate`
-returns (no pause: the time includes waiting for the agent to finish reading what the mutation wrote); then
-a second mutation, committed only once `agent status` shows nothing left to read ahead (as when a person
-types the commit after editing); then the same for a workspace. The agent's own CPU time from the start of
-each mutation to the end of its commit is reported beside it: that work is not free, it is done earlier.
+returns (no pause: files written within the racy-clean second are not read ahead yet, so this commit reads
+them itself); then a second mutation, committed only once `agent status` shows nothing left to read ahead,
+nor waiting for that second to pass (as when a person types the commit a moment after editing); then the
+same right after a mutation of a watched workspace. The agent's own CPU time from the start of each
+mutation to the end of its commit is reported beside it: that work is not free, it is done earlier.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def caught_up(env: dict[str, str]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status = json.loads(run(env, "--json", "agent", "status", sync=False)[1])
-        if all(w["backlog"] == 0 for w in status["watches"]):
+        if all(w["backlog"] == 0 and w["waiting"] == 0 for w in status["watches"]):
             return
         time.sleep(0.05)
     raise SystemExit("the agent did not catch up within 60 s")

@@ -131,6 +131,12 @@ class Watch:
         with self._cond:
             return len(self._pending) + (1 if self._busy else 0)
 
+    def waiting(self) -> int:
+        """Files heard of that wait for their stamps to age past the racy-clean second (or that are stamped in
+        the future): the agent reads them once they have."""
+        with self._cond:
+            return len(self._waiting)
+
     def settle(self, deadline: float) -> None:
         """Wait (until the monotonic deadline) for the backlog to be read."""
         with self._cond:

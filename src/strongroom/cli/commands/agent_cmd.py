@@ -166,14 +166,17 @@ def status() -> None:
         emit_json(
             {
                 "pid": os.getpid(),
-                "watches": [{"folder": w.folder, "backlog": w.backlog(), **vars(w.stats)} for w in watches],
+                "watches": [
+                    {"folder": w.folder, "backlog": w.backlog(), "waiting": w.waiting(), **vars(w.stats)}
+                    for w in watches
+                ],
             }
         )
         return
     line(f"agent pid {os.getpid()}, {len(watches)} watched folder(s)")
     if watches:
         table(
-            ["folder", "files read ahead", "bytes read", "bytes stored", "backlog", "errors", "last error"],
+            ["folder", "files read ahead", "bytes read", "bytes stored", "backlog", "waiting", "errors", "last error"],
             [
                 [
                     w.folder,
@@ -181,6 +184,7 @@ def status() -> None:
                     human_bytes(w.stats.bytes_read),
                     human_bytes(w.stats.bytes_stored),
                     w.backlog(),
+                    w.waiting(),
                     w.stats.errors,
                     w.stats.last_error,
                 ]
