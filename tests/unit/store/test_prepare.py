@@ -16,24 +16,21 @@ from strongroom.crypto.secret import Secret
 from strongroom.store.filecache import RACY_WINDOW_NS, FileCache
 from strongroom.store.ingest import prepare_files
 from strongroom.store.repository import Repository
+from tests.conftest import make_tree
 
 
-def _repo(tmp_path: Path) -> Repository:
-    return Repository.create(LocalBackend(str(tmp_path / "repo")), Secret(b"pw"), UNSAFE_TEST_ONLY)
-
-
-def _aged(path: Path, tmp_path: Path) -> None:
-    """Let the file's stamps become older than the racy-clean window."""
-    time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
+def _setup(tmp_path: Path, files: dict[str, bytes], aged: bool = True) -> tuple[Repository, Path, FileCache]:
+    """A repository, a folder holding ``files`` (their stamps past the racy-clean second unless not aged),
+    and the folder's empty file cache."""
+    repo = Repository.create(LocalBackend(str(tmp_path / "repo")), Secret(b"pw"), UNSAFE_TEST_ONLY)
+    data = make_tree(tmp_path / "data", files)
+    if aged:
+        time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
+    return repo, data, FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
 
 
 def test_files_are_recorded_in_the_cache_and_their_packs_stay_unpublished(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.bin").write_bytes(os.urandom(100_000))
-    _aged(data / "a.bin", tmp_path)
-    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    repo, data, cache = _setup(tmp_path, {"a.bin": os.urandom(100_000)})
     done = prepare_files(repo, str(data), ["a.bin", "missing.bin"], cache, IgnoreRules([]), set())
     assert (done.files_read, done.bytes_read, done.later) == (1, 100_000, [])
     reloaded = FileCache(cache.path, repo.sealer, repo.context)
@@ -49,24 +46,15 @@ def test_files_are_recorded_in_the_cache_and_their_packs_stay_unpublished(tmp_pa
 
 
 def test_a_file_written_just_now_is_left_for_later(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "hot.bin").write_bytes(b"x" * 1000)
-    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    repo, data, cache = _setup(tmp_path, {"hot.bin": b"x" * 1000}, aged=False)
     done = prepare_files(repo, str(data), ["hot.bin"], cache, IgnoreRules([]), set())
     assert (done.files_read, done.later) == (0, ["hot.bin"])
     assert cache.entries == {}
 
 
 def test_a_stop_leaves_the_file_being_read_for_later(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("a.bin", "b.bin"):
-        (data / name).write_bytes(os.urandom(12 << 20))  # a dozen chunks or so each
-    _aged(data / "b.bin", tmp_path)
-    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    big = {name: os.urandom(12 << 20) for name in ("a.bin", "b.bin")}  # a dozen chunks or so each
+    repo, data, cache = _setup(tmp_path, big)
     calls = []
 
     def stop() -> bool:
@@ -80,14 +68,7 @@ def test_a_stop_leaves_the_file_being_read_for_later(tmp_path: Path) -> None:
 
 
 def test_ignored_paths_are_not_read(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
-    data = tmp_path / "data"
-    (data / "tmp").mkdir(parents=True)
-    (data / "tmp" / "x.bin").write_bytes(b"x")
-    (data / "s.env").write_bytes(b"secret")
-    (data / "k.bin").write_bytes(b"k")
-    _aged(data / "k.bin", tmp_path)
-    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    repo, data, cache = _setup(tmp_path, {"tmp/x.bin": b"x", "s.env": b"secret", "k.bin": b"k"})
     rules = IgnoreRules(["tmp/", "*.env"])
     done = prepare_files(repo, str(data), ["tmp/x.bin", "s.env", "k.bin"], cache, rules, set())
     assert done.files_read == 1
@@ -97,11 +78,6 @@ def test_ignored_paths_are_not_read(tmp_path: Path) -> None:
 def test_a_file_already_in_the_cache_is_read_again(tmp_path: Path) -> None:
     """A change was heard for it: the entry may have been recorded while a write was still being copied, with
     the stat the file still has, so it is not an answer."""
-    repo = _repo(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.bin").write_bytes(os.urandom(50_000))
-    _aged(data / "a.bin", tmp_path)
-    cache = FileCache(str(tmp_path / "cache"), repo.sealer, repo.context)
+    repo, data, cache = _setup(tmp_path, {"a.bin": os.urandom(50_000)})
     for _ in range(2):
         assert prepare_files(repo, str(data), ["a.bin"], cache, IgnoreRules([]), set()).files_read == 1
