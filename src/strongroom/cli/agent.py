@@ -167,11 +167,11 @@ class Agent:
         raise InputError(f"an agent already listens at {self.path}")
 
     def serve(self, listener: socket.socket) -> None:
-        from strongroom.service.context import keep_derived_keys
+        from strongroom.service.context import keep_warm
 
         global RUNNING
         RUNNING = self
-        keep_derived_keys()
+        keep_warm()
         for name in [n for n in os.environ if is_secret_variable(n)]:
             del os.environ[name]  # each command brings its own; the agent keeps none of its starter's
         previous = signal.signal(signal.SIGINT, self._on_sigint)

@@ -32,6 +32,7 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.settings import Settings
+from strongroom.store import filecache, index
 from strongroom.store.clientstate import ClientState, PinnedLog, PinnedSigners
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository, missing_config
@@ -45,10 +46,13 @@ def _import_audit_log() -> None:
     import strongroom.audit.log  # noqa: F401  (SQLAlchemy: about 0.2 s, needed only to record the event)
 
 
-def keep_derived_keys() -> None:
+def keep_warm() -> None:
     """For a long-lived process (the agent): keep each passphrase-derived key, so that the same passphrase
-    presented again skips Argon2 (crypto.kdf says how they are kept)."""
+    presented again skips Argon2 (crypto.kdf says how they are kept), and keep what was parsed of index files
+    and file caches, reused only while their bytes hash the same."""
     kdf.remember_derived_keys()
+    index.keep_parsed_files()
+    filecache.keep_loaded()
 
 
 def between_commands() -> None:

@@ -16,6 +16,7 @@ import zstandard
 
 from strongroom.core.ids import ObjectKind
 from strongroom.crypto.aead import Sealer
+from strongroom.crypto.idhash import content_name
 from strongroom.errors import StrongroomError
 
 # A second, not the kernel's clock step: a file's stamps are set when a write() starts, and a large or stalled
@@ -45,6 +46,15 @@ class FileCache:
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
+        except OSError:
+            self.entries = {}  # a missing or unreadable cache only costs a full read
+            return
+        key = (self.path, self._context)
+        kept = _loaded.get(key) if _loaded is not None else None
+        if kept is not None and kept[0] == content_name(data):
+            self.entries = dict(kept[1])
+            return
+        try:
             plain = zstandard.ZstdDecompressor().decompress(
                 self._sealer.open(data, ObjectKind.FILECACHE, self._context), max_output_size=1 << 31
             )
@@ -54,7 +64,6 @@ class FileCache:
                 for p, v in raw.items()
             }
         except (
-            OSError,
             ValueError,
             KeyError,
             IndexError,
@@ -63,7 +72,9 @@ class FileCache:
             StrongroomError,
             zstandard.ZstdError,
         ):
-            self.entries = {}  # a missing or unreadable cache only costs a full read
+            self.entries = {}
+            return
+        self._keep(data, self.entries)
 
     def lookup(self, rel: str, st: os.stat_result, scan_start_ns: int) -> tuple[bytes, ...] | None:
         c = self.entries.get(rel)
@@ -88,3 +99,19 @@ class FileCache:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, self.path)
+        self._keep(data, entries)
+
+    def _keep(self, data: bytes, entries: dict[str, CachedFile]) -> None:
+        if _loaded is not None:
+            _loaded[(self.path, self._context)] = (content_name(data), dict(entries))
+
+
+# The last cache read or written per (path, repository context), kept by a long-lived process (keep_loaded):
+# a file whose bytes hash to the same name holds the same entries, so it is not opened and parsed again.
+_loaded: dict[tuple[str, bytes], tuple[str, dict[str, CachedFile]]] | None = None
+
+
+def keep_loaded() -> None:
+    global _loaded
+    if _loaded is None:
+        _loaded = {}

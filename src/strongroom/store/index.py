@@ -134,34 +134,62 @@ class Index:
     def load_file(self, name: str, data: bytes, sealer: Sealer, repo_ctx: bytes) -> None:
         if content_name(data) != name.rsplit("/", 1)[-1]:
             raise IntegrityError(f"index file {name} does not match its name")
-        listed = listing.unwrap(data, MAGIC, f"index file {name}")
-        if listed is None:
-            plain = sealer.open(data, ObjectKind.INDEX, repo_ctx)
-        else:
-            plain = sealer.open(listed.frame, ObjectKind.INDEX, repo_ctx + listed.binding)
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(plain, max_output_size=1 << 31)
-        except zstandard.ZstdError:
-            raise IntegrityError(f"index file {name} is malformed") from None
-        if not raw.startswith(FORMAT):
-            raise IntegrityError(f"index file {name} is malformed")
-        off = len(FORMAT)
-        packs: list[str] = []
-        try:
-            while off < len(raw):
-                pid, count = _PACK.unpack_from(raw, off)
-                off += _PACK.size
-                entries = []
-                for _ in range(count):
-                    entries.append(PackEntry(*_ENTRY.unpack_from(raw, off)))
-                    off += _ENTRY.size
-                packs.append(pid.hex())
-                self.add_pack(pid.hex(), entries)
-        except struct.error:
-            raise IntegrityError(f"index file {name} is malformed") from None
-        if listed is not None and tuple(packs) != listed.names:
-            raise IntegrityError(f"index file {name} lists other packs than it indexes")
+        packs = _parsed.get((repo_ctx, name)) if _parsed is not None else None
+        if packs is None:
+            packs = _parse_file(name, data, sealer, repo_ctx)
+            if _parsed is not None:
+                _parsed[(repo_ctx, name)] = packs
+        for pid, entries in packs:
+            self.add_pack(pid, entries)
         self.files.add(name)
+
+
+# Parsed index files by (repository context, name), kept by a long-lived process (keep_parsed_files). Safe to
+# reuse: a file's name is the hash of its bytes, checked on every load before the cache is consulted.
+_parsed: dict[tuple[bytes, str], list[tuple[str, list[PackEntry]]]] | None = None
+
+
+def keep_parsed_files() -> None:
+    global _parsed
+    if _parsed is None:
+        _parsed = {}
+
+
+def forget_parsed_files(repo_ctx: bytes, keep: set[str]) -> None:
+    """Drop the parsed files of this repository that are no longer listed (gc and repair replace them)."""
+    if _parsed is not None:
+        for key in [k for k in _parsed if k[0] == repo_ctx and k[1] not in keep]:
+            _parsed.pop(key, None)
+
+
+def _parse_file(name: str, data: bytes, sealer: Sealer, repo_ctx: bytes) -> list[tuple[str, list[PackEntry]]]:
+    listed = listing.unwrap(data, MAGIC, f"index file {name}")
+    if listed is None:
+        plain = sealer.open(data, ObjectKind.INDEX, repo_ctx)
+    else:
+        plain = sealer.open(listed.frame, ObjectKind.INDEX, repo_ctx + listed.binding)
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(plain, max_output_size=1 << 31)
+    except zstandard.ZstdError:
+        raise IntegrityError(f"index file {name} is malformed") from None
+    if not raw.startswith(FORMAT):
+        raise IntegrityError(f"index file {name} is malformed")
+    off = len(FORMAT)
+    packs: list[tuple[str, list[PackEntry]]] = []
+    try:
+        while off < len(raw):
+            pid, count = _PACK.unpack_from(raw, off)
+            off += _PACK.size
+            entries = []
+            for _ in range(count):
+                entries.append(PackEntry(*_ENTRY.unpack_from(raw, off)))
+                off += _ENTRY.size
+            packs.append((pid.hex(), entries))
+    except struct.error:
+        raise IntegrityError(f"index file {name} is malformed") from None
+    if listed is not None and tuple(pid for pid, _ in packs) != listed.names:
+        raise IntegrityError(f"index file {name} lists other packs than it indexes")
+    return packs
 
 
 def listed_packs(data: bytes) -> tuple[str, ...] | None:

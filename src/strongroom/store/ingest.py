@@ -224,7 +224,7 @@ FileRead = tuple[list[bytes], int, bool, int, int, int, int]  # chunks, size, st
 
 
 def _run_jobs(
-    repo: Repository, jobs: list[_Job], workers: int, progress: Progress | None
+    repo: Repository, jobs: list[_Job], workers: int, progress: Progress | None, known: set[bytes]
 ) -> tuple[dict[str, FileRead], list[tuple[str, str]], list[str], int]:
     results: dict[str, FileRead] = {}
     unreadable: list[tuple[str, str]] = []
@@ -258,7 +258,7 @@ def _run_jobs(
                 repo.codec.sealer.sealed[kid] = repo.codec.sealer.sealed.get(kid, 0) + n
 
     _STATE["repo"] = repo
-    _STATE["known"] = repo.index.chunk_ids()
+    _STATE["known"] = known
     try:
         parallel.run(shares, _read_files, handle)
     finally:
@@ -412,6 +412,7 @@ def commit_folder(
     chunks_of: dict[str, tuple[bytes, ...]] = {}
     jobs: list[_Job] = []
     total_files = total_bytes = 0
+    stored_chunks = index.chunk_ids()
     for nodes in folders.values():
         for n in nodes:
             if n.type != FILE:
@@ -419,7 +420,7 @@ def commit_folder(
             total_files += 1
             total_bytes += n.st.st_size
             hit = cache.lookup(n.rel, n.st, scan_start) if cache else None
-            if hit is not None and all(index.has(c, ObjectKind.CHUNK) for c in hit):
+            if hit is not None and stored_chunks.issuperset(hit):
                 chunks_of[n.rel] = hit
             else:
                 jobs.append(_Job(n.rel, os.path.join(root, n.rel), n.st.st_size))
@@ -427,7 +428,7 @@ def commit_folder(
         progress_start(len(jobs), sum(j.size for j in jobs))
 
     workers = req.workers or parallel.default_workers()
-    results, unreadable, new_packs, stored = _run_jobs(repo, jobs, workers, progress)
+    results, unreadable, new_packs, stored = _run_jobs(repo, jobs, workers, progress, stored_chunks)
     if unreadable and not req.skip_unreadable:
         rel, why = unreadable[0]
         raise UnreadableSource(os.path.join(root, rel), why)
@@ -460,18 +461,20 @@ def commit_folder(
     for nodes in folders.values():
         for n in nodes:
             st = n.st
-            common = dict(
-                name=n.name, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid
-            )
+            mode = stat.S_IMODE(st.st_mode)
             if n.type == FILE:
                 if n.rel in unreadable_set:
                     continue
                 real = results[n.rel][1] if n.rel in results else st.st_size
-                files_flat[n.rel] = Entry(type=FILE, size=real, chunks=chunks_of[n.rel], **common)  # type: ignore[arg-type]
+                files_flat[n.rel] = Entry(
+                    n.name, FILE, mode, st.st_mtime_ns, real, st.st_uid, st.st_gid, chunks=chunks_of[n.rel]
+                )
             elif n.type == DIR:
-                folders_flat[n.rel] = Entry(type=DIR, **common)  # type: ignore[arg-type]
+                folders_flat[n.rel] = Entry(n.name, DIR, mode, st.st_mtime_ns, 0, st.st_uid, st.st_gid)
             else:
-                files_flat[n.rel] = Entry(type=SYMLINK, target=n.target, **common)  # type: ignore[arg-type]
+                files_flat[n.rel] = Entry(
+                    n.name, SYMLINK, mode, st.st_mtime_ns, 0, st.st_uid, st.st_gid, target=n.target
+                )
     if req.overlay is not None:
         _add_overlay(files_flat, folders_flat, *req.overlay)
     root_tree = build_tree(files_flat, folders_flat, store)

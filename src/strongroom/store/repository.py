@@ -70,7 +70,7 @@ from strongroom.errors import (
 from strongroom.store import listing, lock
 from strongroom.store.blob import BlobCodec
 from strongroom.store.chunker import ChunkerParams
-from strongroom.store.index import Index
+from strongroom.store.index import Index, forget_parsed_files
 from strongroom.store.pack import (
     TRAILER_LEN,
     PackBuilder,
@@ -624,7 +624,8 @@ class Repository:
 
     def load_index(self) -> Index:
         idx = Index()
-        for name, _ in self.backend.list("index"):
+        names = [name for name, _ in self.backend.list("index")]
+        for name in names:
             for attempt in (1, 2):  # a read that fails once and then succeeds is not damage
                 try:
                     idx.load_file(name, self.backend.get(name), self.sealer, self.context)
@@ -632,6 +633,7 @@ class Repository:
                 except StrongroomError:
                     if attempt == 2:
                         idx.bad_files.append(name)
+        forget_parsed_files(self.context, set(names))
         return idx
 
     def adopt_orphan_packs(self) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from strongroom.crypto.aead import Sealer
+from strongroom.store import filecache as filecache_module
 from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache
 from tests.unit.conftest import MakeSealer
 
@@ -177,3 +179,35 @@ def test_well_sealed_but_malformed_contents_are_empty(tmp_path: Path, sealer: Se
         c = FileCache(str(path), sealer, ctx)
         c.load()
         assert c.entries == {}, raw
+
+
+@pytest.fixture
+def loaded_kept() -> Iterator[None]:
+    """As in the agent: the last cache read or written is kept between loads."""
+    filecache_module.keep_loaded()
+    try:
+        yield
+    finally:
+        filecache_module._loaded = None
+
+
+def test_a_kept_cache_loads_the_same_until_its_bytes_change(loaded_kept: None, tmp_path: Path,
+                                                             make_sealer: MakeSealer, ctx: bytes) -> None:
+    sealer = make_sealer()
+    c = cache_with(tmp_path, sealer, ctx)
+    c.save(c.entries)
+    again = FileCache(c.path, make_sealer(), ctx)  # another key could not open it: it was not opened
+    again.load()
+    assert again.entries == c.entries
+    again.entries.clear()  # a copy: the kept entries are not changed through it
+    other = FileCache(c.path, sealer, ctx)
+    other.load()
+    assert other.entries == c.entries
+
+    kept = dict(filecache_module._loaded or {})
+    writer = cache_with(tmp_path, sealer, ctx, size=99)
+    writer.save(writer.entries)
+    filecache_module._loaded = kept  # as if another process had saved it: what this one kept is now stale
+    fresh = FileCache(c.path, sealer, ctx)
+    fresh.load()
+    assert fresh.entries["a/b.bin"].size == 99

@@ -4,6 +4,7 @@ to another repository is refused with IntegrityError."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import zstandard
@@ -15,6 +16,7 @@ from strongroom.crypto.aead import Sealer
 from strongroom.crypto.idhash import content_name
 from strongroom.crypto.secret import Secret
 from strongroom.errors import IntegrityError
+from strongroom.store import index as index_module
 from strongroom.store.index import FORMAT, Index, Location
 from strongroom.store.pack import PackEntry
 from tests.unit.conftest import MakeSealer
@@ -151,3 +153,45 @@ def test_a_read_turns_to_the_next_copy_while_packs_are_gone() -> None:
     assert idx.elsewhere(e.object_id, e.kind, {a, b}) == Location(c, 0, 10, ObjectKind.CHUNK, 8)
     assert idx.elsewhere(e.object_id, e.kind, {a, b, c}) is None
     assert idx.copies_elsewhere({a, b}) == {(e.kind, e.object_id): Location(c, 0, 10, ObjectKind.CHUNK, 8)}
+
+
+@pytest.fixture
+def parsed_kept() -> Iterator[None]:
+    """As in the agent: parsed index files are kept between loads."""
+    index_module.keep_parsed_files()
+    try:
+        yield
+    finally:
+        index_module._parsed = None
+
+
+def test_a_kept_file_loads_the_same_and_is_not_opened_again(parsed_kept: None, make_sealer: MakeSealer,
+                                                             ctx: bytes) -> None:
+    sealer = make_sealer()
+    name, data = _encoded(sealer, ctx)
+    first = Index()
+    first.load_file(name, data, sealer, ctx)
+    again = Index()
+    again.load_file(name, data, make_sealer(), ctx)  # another key could not open it: it was not opened
+    assert again.locations == first.locations and again.packs == first.packs and again.files == {name}
+
+
+def test_a_kept_file_changed_in_place_is_still_refused(parsed_kept: None, sealer: Sealer, ctx: bytes) -> None:
+    name, data = _encoded(sealer, ctx)
+    Index().load_file(name, data, sealer, ctx)
+    damaged = bytearray(data)
+    damaged[-40] ^= 1
+    with pytest.raises(IntegrityError, match="does not match its name"):
+        Index().load_file(name, bytes(damaged), sealer, ctx)
+
+
+def test_kept_files_are_per_repository_and_forgotten_once_unlisted(parsed_kept: None, make_sealer: MakeSealer,
+                                                                   ctx: bytes) -> None:
+    sealer = make_sealer()
+    name, data = _encoded(sealer, ctx)
+    Index().load_file(name, data, sealer, ctx)
+    with pytest.raises(IntegrityError):  # the same bytes under another repository's context are opened anew
+        Index().load_file(name, data, sealer, b"\6" * 32)
+    index_module.forget_parsed_files(ctx, set())
+    with pytest.raises(IntegrityError):  # forgotten: opened again, and another key cannot
+        Index().load_file(name, data, make_sealer(), ctx)
