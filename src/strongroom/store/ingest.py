@@ -24,6 +24,7 @@ from strongroom.errors import InputError, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache
+from strongroom.store.index import Index
 from strongroom.store.pack import PackBuilder, PackEntry, pack_path
 from strongroom.store.repository import Repository
 from strongroom.store.treebuild import build_tree
@@ -83,6 +84,22 @@ class _Job:
     rel: str
     path: str
     size: int
+    guide: tuple[tuple[bytes, int], ...] = ()  # (id, length) of each chunk the file had when last read
+
+
+def _guide(cache: FileCache | None, index: Index, rel: str) -> tuple[tuple[bytes, int], ...]:
+    """The chunks of a changed file as it was last read, with their lengths: re-chunking it checks those first
+    (Chunker.cut_fd_guided), so that an append or a small overwrite does not run the gear hash over it all."""
+    entry = cache.entries.get(rel) if cache else None
+    if entry is None:
+        return ()
+    guide = []
+    for cid in entry.chunks:
+        loc = index.get(cid, ObjectKind.CHUNK)
+        if loc is None:
+            return ()
+        guide.append((cid, loc.raw_length))
+    return tuple(guide)
 
 
 # ------------------------------------------------------------------------------------------ scanning
@@ -189,10 +206,14 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None], state
                 before = os.fstat(fd)
                 ids: list[bytes] = []
                 size = 0
-                for chunk in chunker.cut_fd(fd):
+                pieces = (
+                    chunker.cut_fd_guided(fd, hasher, job.guide)
+                    if job.guide
+                    else ((chunk, hasher(chunk)) for chunk in chunker.cut_fd(fd))
+                )
+                for chunk, cid in pieces:
                     if stop is not None and stop():
                         raise _Stopped
-                    cid = hasher(chunk)
                     ids.append(cid)
                     size += len(chunk)
                     if cid not in known:
@@ -319,7 +340,7 @@ def prepare_files(
         if max(st.st_mtime_ns, st.st_ctime_ns) >= now - RACY_WINDOW_NS:
             out.later.append(rel)  # its stamps could still repeat: an entry recorded now would be useless
             continue
-        jobs.append(_Job(rel, path, st.st_size))
+        jobs.append(_Job(rel, path, st.st_size, _guide(cache, repo.index, rel)))
     if not jobs:
         return out
     results: dict[str, FileRead] = {}
@@ -423,7 +444,7 @@ def commit_folder(
             if hit is not None and stored_chunks.issuperset(hit):
                 chunks_of[n.rel] = hit
             else:
-                jobs.append(_Job(n.rel, os.path.join(root, n.rel), n.st.st_size))
+                jobs.append(_Job(n.rel, os.path.join(root, n.rel), n.st.st_size, _guide(cache, index, n.rel)))
     if progress_start:
         progress_start(len(jobs), sum(j.size for j in jobs))
 

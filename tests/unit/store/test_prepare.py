@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from strongroom.backends.local import LocalBackend
 from strongroom.core.ignore import IgnoreRules
 from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
 from strongroom.crypto.secret import Secret
+from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, FileCache
 from strongroom.store.ingest import prepare_files
 from strongroom.store.repository import Repository
@@ -81,3 +85,33 @@ def test_a_file_already_in_the_cache_is_read_again(tmp_path: Path) -> None:
     repo, data, cache = _setup(tmp_path, {"a.bin": os.urandom(50_000)})
     for _ in range(2):
         assert prepare_files(repo, str(data), ["a.bin"], cache, IgnoreRules([]), set()).files_read == 1
+
+
+def test_a_changed_file_is_chunked_with_its_old_chunks_as_a_guide_and_as_if_read_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append and a small overwrite: the file's chunk list is exactly what chunking it afresh gives (so
+    deduplication is unchanged), found by checking the chunks it had (Chunker.cut_fd_guided)."""
+    original = os.urandom(12 << 20)  # a dozen chunks or so
+    repo, data, cache = _setup(tmp_path, {"big.bin": original})
+    prepare_files(repo, str(data), ["big.bin"], cache, IgnoreRules([]), set())
+    before = cache.entries["big.bin"].chunks
+    changed = bytearray(original)
+    changed[6 << 20 : (6 << 20) + 16] = os.urandom(16)
+    changed += os.urandom(100_000)
+    (data / "big.bin").write_bytes(changed)
+    time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
+    guided: list[int] = []
+    real = Chunker.cut_fd_guided
+
+    def counting(self: Chunker, *args: Any) -> Any:
+        guided.append(len(args[2]))
+        return real(self, *args)
+
+    monkeypatch.setattr(Chunker, "cut_fd_guided", counting)
+    prepare_files(repo, str(data), ["big.bin"], cache, IgnoreRules([]), set())
+    after = cache.entries["big.bin"].chunks
+    assert guided == [len(before)]
+    afresh = [repo.hasher(c) for c in Chunker(repo.chunker_params, repo.chunker_seed).cut(bytes(changed))]
+    assert list(after) == afresh
+    assert len(set(before) & set(after)) >= len(before) - 3  # only the chunks around the two changes are new
