@@ -534,7 +534,9 @@ def commit_folder(
     repo.update_refs(
         req.branch, parent, commit_id, "commit", wait=req.wait, prepare=lambda: repo.write_index(adopted + new_packs)
     )
-    if cache and new_cache != cache.entries:
+    # Saved when an entry is new or changed; entries of files that are gone (the watch of a folder records
+    # what it reads ahead, and a commit drops what is no longer there) only go with such a save.
+    if cache and any(cache.entries.get(rel) != entry for rel, entry in new_cache.items()):
         cache.save(new_cache)
     return CommitResult(
         commit_id=commit_id,
