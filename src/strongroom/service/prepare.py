@@ -61,7 +61,7 @@ class _Handler(FileSystemEventHandler):
         self.watch = watch
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("opened", "closed_no_write", "deleted"):
+        if event.is_directory or event.event_type in ("opened", "closed_no_write"):
             return
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:

@@ -102,15 +102,16 @@ class Chunker:
         ``previous``, the ``(id, length)`` list of an earlier version of the file, still holds some of its
         chunks: a previous chunk is checked by hashing the bytes where it is expected and comparing ids, and
         taken as the next chunk when the gear hash would provably cut it the same (``_reusable``); the gear
-        hash runs only where no previous chunk fits. ``previous`` must come from this chunker (same
-        parameters and seed) and ``hasher``; any other list, or none, only costs speed. A yielded view is
+        hash runs only where no previous chunk fits. ``previous`` must be what this chunker (same parameters
+        and seed) and ``hasher`` gave for an earlier version of the file: a list that fits nothing, or none,
+        only costs speed, but real ids cut elsewhere could move cut points (never change the bytes). A yielded view is
         valid only until the next pair is asked for; ``guide_stats`` counts where the bytes went.
 
         Guesses for the previous chunk at the current cut (each (offset, chunk) guess is tried once): the one
         after the last chunk matched; the one after a chunk that the gear hash cut and whose id is in
         ``previous`` (content moved by an insertion or a deletion); the one that starts at the same offset,
         minus the shift of the last match (content overwritten in place, appended to, truncated). Guessing
-        pauses while the hashing wasted on failed guesses exceeds an eighth of the bytes done (plus 4 max_size),
+        pauses while the hashing wasted on failed guesses exceeds an eighth of the bytes done (or 4 max_size, if more),
         so that a list that fits nothing (another file, reordered content) costs little."""
         hi = self.params.max_size
         old = _Previous(previous, hi)

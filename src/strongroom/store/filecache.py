@@ -103,12 +103,17 @@ class FileCache:
 
     def _keep(self, data: bytes, entries: dict[str, CachedFile]) -> None:
         if _loaded is not None:
-            _loaded[(self.path, self._context)] = (content_name(data), dict(entries))
+            key = (self.path, self._context)
+            _loaded.pop(key, None)
+            _loaded[key] = (content_name(data), dict(entries))
+            while len(_loaded) > KEPT_CACHES:  # the least recently kept go first
+                _loaded.pop(next(iter(_loaded)), None)
 
 
 # The last cache read or written per (path, repository context), kept by a long-lived process (keep_loaded):
 # a file whose bytes hash to the same name holds the same entries, so it is not opened and parsed again.
 _loaded: dict[tuple[str, bytes], tuple[str, dict[str, CachedFile]]] | None = None
+KEPT_CACHES = 16
 
 
 def keep_loaded() -> None:

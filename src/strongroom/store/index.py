@@ -158,7 +158,7 @@ def keep_parsed_files() -> None:
 def forget_parsed_files(repo_ctx: bytes, keep: set[str]) -> None:
     """Drop the parsed files of this repository that are no longer listed (gc and repair replace them)."""
     if _parsed is not None:
-        for key in [k for k in _parsed if k[0] == repo_ctx and k[1] not in keep]:
+        for key in [k for k in list(_parsed) if k[0] == repo_ctx and k[1] not in keep]:  # a copy: watch threads
             _parsed.pop(key, None)
 
 

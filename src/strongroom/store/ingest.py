@@ -327,13 +327,18 @@ def prepare_files(
     now = time.time_ns()
     out = Prepared()
     jobs: list[_Job] = []
+    gone: set[str] = set()
     for rel in sorted(set(rels)):
         path = os.path.join(root, rel)
         try:
             st = os.lstat(path)
+        except FileNotFoundError:
+            gone.add(rel)  # deleted or renamed away: its entry would never be used again
+            continue
         except OSError:
-            continue  # gone again, or not ours to read: the commit will say
+            continue  # not ours to read: the commit will say
         if not stat.S_ISREG(st.st_mode) or _excluded(rules, rel):
+            gone.add(rel)
             continue
         # No "already read" shortcut: a change was heard, and a write's stamps are set when it starts, so an
         # entry recorded while it was still copying can have the very stat the file has now.
@@ -341,7 +346,8 @@ def prepare_files(
             out.later.append(rel)  # its stamps could still repeat: an entry recorded now would be useless
             continue
         jobs.append(_Job(rel, path, st.st_size, _guide(cache, repo.index, rel)))
-    if not jobs:
+    gone.intersection_update(cache.entries)
+    if not jobs and not gone:
         return out
     results: dict[str, FileRead] = {}
     lock = threading.Lock()
@@ -376,7 +382,7 @@ def prepare_files(
         raise failures[0]
     if stop is not None and stop():
         out.later.extend(j.rel for j in jobs if j.rel not in results)
-    entries = dict(cache.entries)
+    entries = {rel: entry for rel, entry in cache.entries.items() if rel not in gone}
     for rel, (ids, size, stable, ino, mtime, ctime, recorded) in results.items():
         out.files_read += 1
         out.bytes_read += size
@@ -534,9 +540,9 @@ def commit_folder(
     repo.update_refs(
         req.branch, parent, commit_id, "commit", wait=req.wait, prepare=lambda: repo.write_index(adopted + new_packs)
     )
-    # Saved when an entry is new or changed; entries of files that are gone (the watch of a folder records
-    # what it reads ahead, and a commit drops what is no longer there) only go with such a save.
-    if cache and any(cache.entries.get(rel) != entry for rel, entry in new_cache.items()):
+    # Not rewritten when it already holds exactly these entries (as after the agent's watch has read ahead:
+    # it also drops the entries of files it hears are gone).
+    if cache and (new_cache.keys() != cache.entries.keys() or any(cache.entries[r] != e for r, e in new_cache.items())):
         cache.save(new_cache)
     return CommitResult(
         commit_id=commit_id,

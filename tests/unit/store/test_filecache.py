@@ -211,3 +211,12 @@ def test_a_kept_cache_loads_the_same_until_its_bytes_change(loaded_kept: None, t
     fresh = FileCache(c.path, sealer, ctx)
     fresh.load()
     assert fresh.entries["a/b.bin"].size == 99
+
+
+def test_kept_caches_are_bounded(loaded_kept: None, tmp_path: Path, sealer: Sealer, ctx: bytes,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filecache_module, "KEPT_CACHES", 2)
+    for name in ("one", "two", "three"):
+        c = FileCache(str(tmp_path / name), sealer, ctx)
+        c.save({})
+    assert [path for path, _ in filecache_module._loaded or {}] == [str(tmp_path / "two"), str(tmp_path / "three")]

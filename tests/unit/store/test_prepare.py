@@ -18,7 +18,7 @@ from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
 from strongroom.crypto.secret import Secret
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, FileCache
-from strongroom.store.ingest import prepare_files
+from strongroom.store.ingest import CommitRequest, commit_folder, prepare_files
 from strongroom.store.repository import Repository
 from tests.conftest import make_tree
 
@@ -115,3 +115,25 @@ def test_a_changed_file_is_chunked_with_its_old_chunks_as_a_guide_and_as_if_read
     afresh = [repo.hasher(c) for c in Chunker(repo.chunker_params, repo.chunker_seed).cut(bytes(changed))]
     assert list(after) == afresh
     assert len(set(before) & set(after)) >= len(before) - 3  # only the chunks around the two changes are new
+
+
+def test_entries_of_files_gone_are_dropped_by_the_watch_and_by_the_commit(tmp_path: Path) -> None:
+    """A folder whose files come and go (a checkpoint per step) keeps a cache of what is there: the read-ahead
+    drops the entry of a file it hears is gone, and a commit rewrites a cache holding entries it no longer
+    uses, even when every file it has is a cache hit."""
+    repo, data, cache = _setup(tmp_path, {"keep.bin": b"k" * 5000, "a.bin": b"a" * 5000, "b.bin": b"b" * 5000})
+    prepare_files(repo, str(data), ["keep.bin", "a.bin", "b.bin"], cache, IgnoreRules([]), set())
+    assert set(cache.entries) == {"keep.bin", "a.bin", "b.bin"}
+    (data / "a.bin").unlink()
+    done = prepare_files(repo, str(data), ["a.bin"], cache, IgnoreRules([]), set())
+    assert done.files_read == 0
+    reloaded = FileCache(cache.path, repo.sealer, repo.context)
+    reloaded.load()
+    assert set(reloaded.entries) == {"keep.bin", "b.bin"}
+
+    (data / "b.bin").unlink()  # not heard of: the commit finds it gone
+    req = CommitRequest(source=str(data), branch="main", message="m", author="t", cache_path=cache.path)
+    result = commit_folder(repo, req)
+    assert result.files_read == 0  # keep.bin was a cache hit
+    reloaded.load()
+    assert set(reloaded.entries) == {"keep.bin"}
