@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from strongroom.crypto.aead import Sealer
 from strongroom.crypto.secret import Secret
+from strongroom.store import filecache, index
 
 MakeSealer = Callable[..., Sealer]
 
@@ -33,3 +34,15 @@ def sealer(make_sealer: MakeSealer) -> Sealer:
 def ctx() -> bytes:
     """A repository context (its 32-byte id)."""
     return os.urandom(32)
+
+
+@pytest.fixture
+def kept_parses() -> Iterator[None]:
+    """As in the agent (service.context.keep_warm): parsed index files and file caches are kept between loads."""
+    index.keep_parsed_files()
+    filecache.keep_loaded()
+    try:
+        yield
+    finally:
+        index._parsed = None
+        filecache._loaded = None

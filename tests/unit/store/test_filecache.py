@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -181,17 +180,7 @@ def test_well_sealed_but_malformed_contents_are_empty(tmp_path: Path, sealer: Se
         assert c.entries == {}, raw
 
 
-@pytest.fixture
-def loaded_kept() -> Iterator[None]:
-    """As in the agent: the last cache read or written is kept between loads."""
-    filecache_module.keep_loaded()
-    try:
-        yield
-    finally:
-        filecache_module._loaded = None
-
-
-def test_a_kept_cache_loads_the_same_until_its_bytes_change(loaded_kept: None, tmp_path: Path,
+def test_a_kept_cache_loads_the_same_until_its_bytes_change(kept_parses: None, tmp_path: Path,
                                                              make_sealer: MakeSealer, ctx: bytes) -> None:
     sealer = make_sealer()
     c = cache_with(tmp_path, sealer, ctx)
@@ -213,7 +202,7 @@ def test_a_kept_cache_loads_the_same_until_its_bytes_change(loaded_kept: None, t
     assert fresh.entries["a/b.bin"].size == 99
 
 
-def test_kept_caches_are_bounded(loaded_kept: None, tmp_path: Path, sealer: Sealer, ctx: bytes,
+def test_kept_caches_are_bounded(kept_parses: None, tmp_path: Path, sealer: Sealer, ctx: bytes,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filecache_module, "KEPT_CACHES", 2)
     for name in ("one", "two", "three"):

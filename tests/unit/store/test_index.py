@@ -4,7 +4,6 @@ to another repository is refused with IntegrityError."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 import zstandard
@@ -155,17 +154,7 @@ def test_a_read_turns_to_the_next_copy_while_packs_are_gone() -> None:
     assert idx.copies_elsewhere({a, b}) == {(e.kind, e.object_id): Location(c, 0, 10, ObjectKind.CHUNK, 8)}
 
 
-@pytest.fixture
-def parsed_kept() -> Iterator[None]:
-    """As in the agent: parsed index files are kept between loads."""
-    index_module.keep_parsed_files()
-    try:
-        yield
-    finally:
-        index_module._parsed = None
-
-
-def test_a_kept_file_loads_the_same_and_is_not_opened_again(parsed_kept: None, make_sealer: MakeSealer,
+def test_a_kept_file_loads_the_same_and_is_not_opened_again(kept_parses: None, make_sealer: MakeSealer,
                                                              ctx: bytes) -> None:
     sealer = make_sealer()
     name, data = _encoded(sealer, ctx)
@@ -176,7 +165,7 @@ def test_a_kept_file_loads_the_same_and_is_not_opened_again(parsed_kept: None, m
     assert again.locations == first.locations and again.packs == first.packs and again.files == {name}
 
 
-def test_a_kept_file_changed_in_place_is_still_refused(parsed_kept: None, sealer: Sealer, ctx: bytes) -> None:
+def test_a_kept_file_changed_in_place_is_still_refused(kept_parses: None, sealer: Sealer, ctx: bytes) -> None:
     name, data = _encoded(sealer, ctx)
     Index().load_file(name, data, sealer, ctx)
     damaged = bytearray(data)
@@ -185,7 +174,7 @@ def test_a_kept_file_changed_in_place_is_still_refused(parsed_kept: None, sealer
         Index().load_file(name, bytes(damaged), sealer, ctx)
 
 
-def test_kept_files_are_per_repository_and_forgotten_once_unlisted(parsed_kept: None, make_sealer: MakeSealer,
+def test_kept_files_are_per_repository_and_forgotten_once_unlisted(kept_parses: None, make_sealer: MakeSealer,
                                                                    ctx: bytes) -> None:
     sealer = make_sealer()
     name, data = _encoded(sealer, ctx)
