@@ -542,7 +542,7 @@ def commit_folder(
     )
     # Not rewritten when it already holds exactly these entries (as after the agent's watch has read ahead:
     # it also drops the entries of files it hears are gone).
-    if cache and (new_cache.keys() != cache.entries.keys() or any(cache.entries[r] != e for r, e in new_cache.items())):
+    if cache and new_cache != cache.entries:
         cache.save(new_cache)
     return CommitResult(
         commit_id=commit_id,
