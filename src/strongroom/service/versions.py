@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as statmod
 import time
@@ -11,7 +12,7 @@ from strongroom.core.dag import ancestors, split_tilde, validate_ref_name, walk_
 from strongroom.core.diff import diff_flat
 from strongroom.core.ids import ID_LEN, ObjectKind, is_hex_prefix
 from strongroom.core.model import DIR, FILE, Entry
-from strongroom.errors import InputError, PolicyDenied, UnknownPath, UnknownVersion
+from strongroom.errors import InputError, PolicyDenied, StrongroomError, UnknownPath, UnknownVersion
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import CheckoutSummary, CommitInfo, CommitSummary, DiffEntry, LsEntry, iso
@@ -98,6 +99,7 @@ def commit(
     t0 = time.perf_counter()
     # The signing key is loaded (its passphrase or PIN asked for) before any data is read.
     sign, signer_name, notes = signers.committer(session, repo)
+    whole = repo
     if scope is not None:
         repo = scope_view(session, repo, scope, create=True)
     req = CommitRequest(
@@ -122,6 +124,8 @@ def commit(
         )
     session.progress.finish()
     session.audit_note(version=res.commit_id.hex())
+    with contextlib.suppress(StrongroomError, OSError):  # upkeep: the version is published whatever happens here
+        whole.compact_index()
     session.remember(repo, repo.read_refs())
     return CommitSummary(
         id=res.commit_id.hex(),

@@ -20,6 +20,8 @@ PUBLISH = "locks/publish"
 CLEARING_EXPIRES_NS = 60 * 10**9
 STALE_GRACE_S = 2.0  # how long a writer waits for another one clearing a stale lock, whatever --wait says
 EXCLUSIVE = "locks/exclusive"
+COMPACTING = "index compaction"  # the command an index compaction holds the exclusive lock as
+COMPACTION_WAIT_S = 10.0  # a compaction takes milliseconds: readers wait for it rather than fail
 
 
 @dataclass(frozen=True)
@@ -159,10 +161,13 @@ def read_lock(backend: Backend, command: str) -> Iterator[None]:
     theirs; whichever comes second sees the other and backs off."""
     name = f"locks/read-{os.urandom(8).hex()}"
     backend.put(name, _record(command))
-    holder = _live_exclusive(backend)
-    if holder is not None:
-        backend.delete(name)
-        raise RepositoryLocked(holder.describe(time.time_ns()))
+    deadline = time.monotonic() + COMPACTION_WAIT_S
+    while (holder := _live_exclusive(backend)) is not None:
+        # Our flag stays while we wait: the compaction has looked for readers already, and no gc can start.
+        if holder.command != COMPACTING or time.monotonic() >= deadline:
+            backend.delete(name)
+            raise RepositoryLocked(holder.describe(time.time_ns()))
+        time.sleep(0.02)
     try:
         yield
     finally:

@@ -62,6 +62,7 @@ from strongroom.errors import (
     KeyUnavailable,
     NotARepository,
     RepositoryExists,
+    RepositoryLocked,
     Shredded,
     StrongroomError,
     WrongPassphrase,
@@ -84,6 +85,13 @@ from strongroom.store.trust import SIGNERS_NAME, TrustedSet, open_signers, seal_
 
 FORMAT = "sr-repo/1"
 DEFAULT_PACK_SIZE = 16 << 20
+INDEX_LOAD_TRIES = 3  # loads of the index that may find a file deleted under them (a replacement meanwhile)
+# Index compaction: past INDEX_FILES_MOST files, the smallest are merged until INDEX_FILES_KEPT remain (plus the
+# merged one). Every command reads every index file: after 1,000 commits, 1,000 files took 32 ms to load from
+# the page cache and 17 files 6.9 ms. Merging the smallest leaves the large files (an initial import's) alone:
+# each entry is rewritten a few times at most.
+INDEX_FILES_MOST = 32
+INDEX_FILES_KEPT = 16
 DEFAULT_COMPRESSION = 1  # zstd 1: level 2 stored the benchmark set 1 % smaller for 35 % more compression CPU
 
 
@@ -623,6 +631,19 @@ class Repository:
             yield
 
     def load_index(self) -> Index:
+        for _ in range(INDEX_LOAD_TRIES - 1):
+            idx, names, vanished = self._load_index_once()
+            if not vanished:
+                break
+        else:
+            idx, names, _ = self._load_index_once()  # still changing: what was there is what we have
+        forget_parsed_files(self.context, set(names))
+        return idx
+
+    def _load_index_once(self) -> tuple[Index, list[str], bool]:
+        """The index files listed now; True if one was deleted while they were read (no lock is needed to
+        read: gc, `repair index` and index compaction write the new file before deleting the old ones, so a
+        fresh listing has everything)."""
         idx = Index()
         names = [name for name, _ in self.backend.list("index")]
         for name in names:
@@ -630,11 +651,55 @@ class Repository:
                 try:
                     idx.load_file(name, self.backend.get(name), self.sealer, self.context)
                     break
+                except ObjectMissing:
+                    if self.backend.size(name) is None:
+                        return idx, names, True
+                    if attempt == 2:
+                        idx.bad_files.append(name)
                 except StrongroomError:
                     if attempt == 2:
                         idx.bad_files.append(name)
-        forget_parsed_files(self.context, set(names))
-        return idx
+        return idx, names, False
+
+    def compact_index(self) -> int:
+        """Merge the smallest index files into one once there are more than INDEX_FILES_MOST (each commit
+        writes one, and every command reads them all). Done only when no other command holds the repository:
+        it takes the publish lock and the exclusive lock without waiting, and skips when either is held (a
+        later commit tries again). A damaged or lost index file is left for verify to report and `repair
+        index` to replace, so nothing is merged then. Returns how many files were merged (0: none)."""
+        if sum(1 for _ in self.backend.list("index")) <= INDEX_FILES_MOST:
+            return 0
+        try:
+            with lock.publish_lock(self.backend, lock.COMPACTING), lock.exclusive_lock(self.backend, lock.COMPACTING):
+                return self._compact_index()
+        except RepositoryLocked:
+            return 0
+
+    def _compact_index(self) -> int:
+        present = dict(self.backend.list("index"))
+        refs = self.read_refs()
+        names = {name.rsplit("/", 1)[-1] for name in present}
+        if len(present) <= INDEX_FILES_MOST or not set(refs.index_files or ()) <= names:
+            return 0
+        victims = sorted(present, key=lambda n: (present[n], n))[: len(present) - INDEX_FILES_KEPT]
+        merged = Index()
+        try:
+            for name in victims:
+                merged.load_file(name, self.backend.get(name), self.sealer, self.context)
+        except StrongroomError:
+            return 0
+        self.ensure_current_key()
+        name, data = merged.encode(self.sealer, self.context, sorted(merged.packs))
+        self.backend.put(f"index/{name}", data)
+        gone = {v.rsplit("/", 1)[-1] for v in victims} - {name}
+        self._publish_refs(refs, tuple(sorted((names - gone) | {name})))
+        for victim in victims:
+            if victim != f"index/{name}":
+                self.backend.delete(victim)
+        if self._index is not None:
+            self._index.files.difference_update(victims)
+            self._index.files.add(f"index/{name}")
+        return len(victims)
 
     def adopt_orphan_packs(self) -> list[str]:
         """Packs left by an interrupted commit are not in any index: read their headers so that the next

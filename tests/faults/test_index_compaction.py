@@ -1,0 +1,239 @@
+"""Index compaction: every commit writes an index file and every command reads them all, so past a bound the
+smallest are merged into one. The number stays bounded; nothing indexed is lost; a compaction that fails at
+any write leaves a repository that verifies clean; it skips while another command holds the repository, and
+those that start meanwhile wait for it instead of failing; a load that finds a file deleted under it starts
+again rather than reporting damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from strongroom import Strongroom
+from strongroom.backends.base import Backend, BackendError
+from strongroom.backends.memory import MemoryBackend
+from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
+from strongroom.errors import RepositoryLocked
+from strongroom.store import check, lock, repository
+from strongroom.store.ingest import CommitRequest, commit_folder
+from strongroom.store.repository import Repository
+from tests.conftest import PASSPHRASE
+from tests.faults.faulty import FaultyBackend
+from tests.faults.test_faulty_backend import reopen, secret
+
+MOST, KEPT = 4, 2
+
+
+@pytest.fixture
+def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(repository, "INDEX_FILES_MOST", MOST)
+    monkeypatch.setattr(repository, "INDEX_FILES_KEPT", KEPT)
+
+
+def index_files(backend: Backend) -> list[str]:
+    return sorted(name for name, _ in backend.list("index"))
+
+
+def grow(repo: Repository, src: Path, n: int, start: int = 0) -> list[bytes]:
+    """n versions, each adding one file (so each writes one index file)."""
+    src.mkdir(exist_ok=True)
+    out = []
+    for i in range(start, start + n):
+        (src / f"f{i}.bin").write_bytes(os.urandom(20_000 + 997 * i))
+        out.append(commit_folder(repo, CommitRequest(str(src), "main", f"v{i}", "tester", workers=1)).commit_id)
+    return out
+
+
+def indexed(backend: Backend) -> dict[bytes, tuple[str, int, int]]:
+    """Every object a fresh opener finds, and where."""
+    return {oid: (loc.pack_id, loc.offset, loc.length) for oid, loc in reopen(backend).index.locations.items()}
+
+
+def assert_sound(backend: Backend, settled: bool = True) -> None:
+    """Verifies clean, in full and keyless; settled: refs list exactly the index files there (an interrupted
+    write may leave one unlisted, as an interrupted commit does: the next publish lists it)."""
+    repo = reopen(backend)
+    report = check.verify(repo, full=True, workers=1)
+    assert report.ok, report.damage
+    structure = check.verify_structure(backend)
+    assert structure.ok, structure.damage
+    if not settled:
+        return
+    assert not [w for w in structure.warnings if "not listed" in w]
+    listed = repo.read_refs().index_files
+    assert sorted(f"index/{n}" for n in listed or ()) == index_files(backend), "refs list exactly the files there"
+
+
+def test_commits_keep_the_index_files_bounded_and_every_version_whole(small_bounds: None, tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    merged = 0
+    for i in range(14):
+        grow(repo, tmp_path / "src", 1, start=i)
+        before = indexed(backend)
+        merged += repo.compact_index()  # as the service does after each commit
+        assert len(index_files(backend)) <= MOST
+        assert indexed(backend) == before, "compaction regroups index entries; it never drops or moves one"
+    assert merged > 0
+    assert_sound(backend)
+
+
+def test_a_commit_through_the_library_compacts(small_bounds: None, tmp_path: Path) -> None:
+    sr = Strongroom.init(str(tmp_path / "repo"), PASSPHRASE)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(MOST + 3):
+        (src / f"f{i}").write_bytes(os.urandom(5000))
+        sr.commit(str(src), message=f"v{i}", workers=1)
+        assert len(os.listdir(tmp_path / "repo" / "index")) <= MOST
+    result = sr.verify("full")
+    assert result.ok and result.versions == MOST + 3, result.damage
+
+
+def test_the_large_files_are_left_alone(small_bounds: None, tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"big{i}.bin").write_bytes(os.urandom(30_000))
+    grow(repo, src, 1)
+    largest = max(backend.list("index"), key=lambda x: x[1])[0]
+    grow(repo, src, MOST, start=1)
+    assert repo.compact_index() == MOST + 1 - KEPT
+    assert largest in index_files(backend), "the initial import's index file was rewritten"
+
+
+@pytest.mark.parametrize(
+    ("op", "prefix", "actions"),
+    [
+        ("put_exclusive", "locks/", "E"),  # the publish lock
+        ("put_exclusive", "locks/", ".E"),  # the exclusive lock
+        ("put", "index/", "E"),  # the merged file
+        ("put", "counters", "E"),  # the nonce count, just before the refs
+        ("put", "refs", "E"),  # the refs that list the merged file
+        ("delete", "index/", "E"),  # the first replaced file
+        ("delete", "index/", ".E"),  # a later one
+    ],
+    ids=lambda x: str(x),
+)
+def test_a_compaction_failing_at_any_write_leaves_a_sound_repository(
+    small_bounds: None, tmp_path: Path, op: str, prefix: str, actions: str
+) -> None:
+    fb = FaultyBackend(MemoryBackend())
+    repo = Repository.create(fb, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", MOST + 2)
+    before = indexed(fb)
+    fb.plan(op, prefix, actions)
+    with pytest.raises(BackendError):
+        reopen(fb).compact_index()
+    assert [(o, a) for o, _, a in fb.injected] == [(op, "E")]
+    fb.clear()
+    assert indexed(fb) == before
+    assert_sound(fb, settled=False)
+    assert fb.size(lock.PUBLISH) is None and fb.size(lock.EXCLUSIVE) is None
+    # The next commit compacts, and finds what the failed compaction left.
+    repo = reopen(fb)
+    grow(repo, tmp_path / "src", 1, start=MOST + 2)
+    repo.compact_index()
+    assert len(index_files(fb)) <= MOST
+    assert_sound(fb)
+
+
+def readers(backend: Backend) -> list[str]:
+    return [n for n, _ in backend.list("locks") if n.startswith("locks/read-")]
+
+
+def _hold(backend: Backend, name: str, command: str) -> None:
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "time_ns": time.time_ns(), "command": command}
+    backend.put(name, json.dumps(record).encode())
+
+
+def test_skipped_while_another_command_holds_the_repository(small_bounds: None, tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", MOST + 2)
+    files = index_files(backend)
+    for held in ("locks/read-0123456789abcdef", lock.PUBLISH, lock.EXCLUSIVE):
+        _hold(backend, held, "checkout")
+        assert repo.compact_index() == 0
+        assert index_files(backend) == files
+        assert backend.get(held)  # someone else's lock is never taken away
+        backend.delete(held)
+    assert repo.compact_index() > 0
+
+
+def test_a_damaged_index_file_is_left_for_verify_and_repair(small_bounds: None, tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", MOST + 2)
+    victim = index_files(backend)[0]
+    data = bytearray(backend.get(victim))
+    data[-5] ^= 1
+    backend.put(victim, bytes(data))
+    assert reopen(backend).compact_index() == 0
+    assert victim in index_files(backend)
+    assert not check.verify(reopen(backend), workers=1).ok
+
+
+def test_readers_wait_for_a_compaction_but_not_for_gc(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    _hold(backend, lock.EXCLUSIVE, "gc")
+    with pytest.raises(RepositoryLocked, match="gc"), lock.read_lock(backend, "checkout"):
+        pass
+    assert not readers(backend), "a refused reader leaves no flag"
+
+    backend.delete(lock.EXCLUSIVE)
+    _hold(backend, lock.EXCLUSIVE, lock.COMPACTING)
+    entered = threading.Event()
+
+    def reader() -> None:
+        with lock.read_lock(backend, "checkout"):
+            entered.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.2)
+    assert not entered.is_set(), "a reader went in while the index files were being replaced"
+    assert readers(backend), "a waiting reader keeps its flag (no gc may start)"
+    backend.delete(lock.EXCLUSIVE)
+    t.join(5)
+    assert entered.is_set()
+
+
+class _Racing(MemoryBackend):
+    """Runs ``hook`` (once) just before the first index file is read: a compaction by another process."""
+
+    hook: object = None
+
+    def get(self, name: str) -> bytes:
+        hook, self.hook = self.hook, None
+        if callable(hook) and name.startswith("index/"):
+            hook()
+        elif hook is not None:
+            self.hook = hook
+        return super().get(name)
+
+
+def test_a_load_that_finds_a_file_deleted_under_it_starts_again(
+    small_bounds: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    backend = _Racing()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", MOST + 2)
+    before = indexed(backend)
+    monkeypatch.setattr(repository, "INDEX_FILES_KEPT", 0)  # every file is replaced, the one being read too
+    other = reopen(backend)
+    reader = reopen(backend)
+    backend.hook = other.compact_index
+    idx = reader.load_index()
+    assert backend.hook is None, "the compaction did not run under the load"
+    assert len(index_files(backend)) == 1
+    assert not idx.bad_files
+    assert {oid: (loc.pack_id, loc.offset, loc.length) for oid, loc in idx.locations.items()} == before
