@@ -114,5 +114,8 @@ class FaultyBackend:
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         return self.inner.list(prefix)
 
+    def folder_stamps(self, prefix: str) -> dict[str, int] | None:
+        return self.inner.folder_stamps(prefix)
+
     def describe(self) -> str:
         return f"faulty({self.inner.describe()})"

@@ -58,5 +58,9 @@ class Backend(Protocol):
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         """(name, size) of every object under prefix (a folder name such as ``data``)."""
 
+    def folder_stamps(self, prefix: str) -> dict[str, int] | None:
+        """The modification time (ns) of each folder directly under prefix, by name: while a folder's stamp
+        is unchanged, so are the names in it. None where the store has no such stamps (then list it all)."""
+
     def describe(self) -> str:
         """Where this is, with any secret removed: safe for logs and errors."""

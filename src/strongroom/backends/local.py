@@ -164,6 +164,18 @@ class LocalBackend:
         # scandir and string joins rather than os.walk + relpath: audit sealing lists thousands of objects.
         yield from self._list_dir(os.path.join(self.root, prefix), prefix.strip("/"))
 
+    def folder_stamps(self, prefix: str) -> dict[str, int] | None:
+        stamps = {}
+        try:
+            with os.scandir(os.path.join(self.root, prefix)) as it:
+                for e in it:
+                    with contextlib.suppress(OSError):
+                        if e.is_dir(follow_symlinks=False):
+                            stamps[e.name] = e.stat(follow_symlinks=False).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        return stamps
+
     def _list_dir(self, path: str, rel: str) -> Iterator[tuple[str, int]]:
         try:
             with os.scandir(path) as it:

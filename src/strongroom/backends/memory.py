@@ -39,6 +39,9 @@ class MemoryBackend:
     def delete(self, name: str) -> None:
         self.objects.pop(validate_name(name), None)
 
+    def folder_stamps(self, prefix: str) -> dict[str, int] | None:
+        return None
+
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         for name in sorted(self.objects):
             if name == prefix or name.startswith(prefix.rstrip("/") + "/"):

@@ -404,6 +404,9 @@ class S3Backend:
         """In a versioned bucket this adds a delete marker; the versions stay."""
         self._call("delete_object", name, Key=self.key(name))
 
+    def folder_stamps(self, prefix: str) -> dict[str, int] | None:
+        return None  # a bucket has no folders
+
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         folder = self.prefix + prefix.strip("/") + "/" if prefix.strip("/") else self.prefix
         try:

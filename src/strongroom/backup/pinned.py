@@ -44,6 +44,9 @@ class PinnedBackend:
         e = self.manifest.entries.get(validate_name(name))
         return None if e is None else e.size
 
+    def folder_stamps(self, prefix: str) -> dict[str, int] | None:
+        return None
+
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         folder = prefix.strip("/") + "/"
         for name in sorted(self.manifest.entries):

@@ -281,6 +281,12 @@ class Session:
         tag = repo.hasher(os.path.abspath(source).encode("utf-8", "surrogateescape")).hex()[:32]
         return os.path.join(self.settings.cache_dir, repo.config.repo_id, f"files-{tag}")
 
+    def pack_memo_path(self, repo: Repository) -> str:
+        """Which of this repository's data folders a commit need not list (by its location: a copy of the
+        repository elsewhere has folders of its own)."""
+        where = os.path.abspath(self.settings.repo or "").encode("utf-8", "surrogateescape")
+        return os.path.join(self.settings.cache_dir, repo.config.repo_id, f"packs-{repo.hasher(where).hex()[:32]}")
+
     # ------------------------------------------------------------------ audit
 
     def _peek_repo_id(self) -> str | None:

@@ -31,7 +31,7 @@ from strongroom.service.workspace import META, OWN, is_workspace
 from strongroom.store.filecache import FileCache
 from strongroom.store.ingest import ignore_rules, prepare_files
 from strongroom.store.parallel import default_workers
-from strongroom.store.repository import Repository
+from strongroom.store.repository import PackMemo, Repository
 
 NOT_LOADED = (0, 0, 0)  # no real file's signature: the cache is loaded at the next batch
 RETRY_FIRST_S = 0.25  # a file written within the racy-clean second is looked at again this soon, then
@@ -84,6 +84,7 @@ class Watch:
         self._cache_seen: tuple[int, int, int] | None = NOT_LOADED
         self._keyring_seen = repo.backend.get("keyring")
         self._refs_seen: bytes | None = None
+        self._pack_memo: PackMemo = {}  # which data folders need no listing at the next refresh
         self._known: set[bytes] = set()
         self._pending: set[str] = set()
         self._waiting: dict[str, tuple[float, float]] = {}  # file → (when to look again, the delay it waited)
@@ -231,7 +232,7 @@ class Watch:
             self._keyring_seen = keyring
         if refs != self._refs_seen:
             repo.index.replace_with(repo.load_index())
-            repo.adopt_orphan_packs()
+            repo.adopt_orphan_packs(self._pack_memo)
             self._known = repo.index.chunk_ids()
             self._refs_seen = refs
         self._refreshed = time.monotonic()

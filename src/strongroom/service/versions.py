@@ -111,6 +111,7 @@ def commit(
         skip_unreadable=skip_unreadable,
         workers=workers,
         cache_path=session.file_cache_path(repo, source),
+        pack_memo_path=session.pack_memo_path(whole),
         wait=wait,
         pinned_parent=pinned_parent,
         overlay=overlay,

@@ -26,7 +26,7 @@ from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache
 from strongroom.store.index import Index
 from strongroom.store.pack import PackBuilder, PackEntry, pack_path
-from strongroom.store.repository import Repository
+from strongroom.store.repository import Repository, load_pack_memo, save_pack_memo
 from strongroom.store.treebuild import build_tree
 
 IGNORE_FILE = ".strongroomignore"
@@ -45,6 +45,7 @@ class CommitRequest:
     skip_unreadable: bool = False
     workers: int = 0
     cache_path: str | None = None
+    pack_memo_path: str | None = None  # which data folders need no listing (Repository.adopt_orphan_packs)
     wait: float = 0.0
     # Workspaces: the commit's parent is the workspace's base (the branch must still be there), and a sparse
     # workspace keeps the base's files and folders outside its paths (overlay: flat files, flat folders).
@@ -430,7 +431,9 @@ def commit_folder(
 
     refs = repo.read_refs()
     parent = req.pinned_parent if req.pinned_parent is not None else refs.branches.get(req.branch)
-    adopted = repo.adopt_orphan_packs()  # left by an interrupted commit: reused, and indexed below
+    memo = load_pack_memo(req.pack_memo_path) if req.pack_memo_path else None
+    memo_before = dict(memo or {})
+    adopted = repo.adopt_orphan_packs(memo)  # left by an interrupted commit: reused, and indexed below
     index = repo.index
 
     cache = FileCache(req.cache_path, repo.sealer, repo.context) if req.cache_path else None
@@ -544,6 +547,8 @@ def commit_folder(
     # it also drops the entries of files it hears are gone).
     if cache and new_cache != cache.entries:
         cache.save(new_cache)
+    if req.pack_memo_path and memo is not None and memo != memo_before:
+        save_pack_memo(req.pack_memo_path, memo)
     return CommitResult(
         commit_id=commit_id,
         parent=parent,

@@ -17,12 +17,13 @@ Write order (restic's invariants): packs, then the index that names them, then t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from strongroom.backends.base import Backend, ObjectMissing
@@ -71,6 +72,7 @@ from strongroom.errors import (
 from strongroom.store import listing, lock
 from strongroom.store.blob import BlobCodec
 from strongroom.store.chunker import ChunkerParams
+from strongroom.store.filecache import RACY_WINDOW_NS
 from strongroom.store.index import Index, forget_parsed_files
 from strongroom.store.pack import (
     TRAILER_LEN,
@@ -92,6 +94,33 @@ INDEX_LOAD_TRIES = 3  # loads of the index that may find a file deleted under th
 # each entry is rewritten a few times at most.
 INDEX_FILES_MOST = 32
 INDEX_FILES_KEPT = 16
+# A data folder's (stamp, indexed packs in it) when every pack in it was found indexed (adopt_orphan_packs).
+PackMemo = dict[str, tuple[int, int]]
+PACK_MEMO_FORMAT = "sr-packmemo/1"
+
+
+def load_pack_memo(path: str) -> PackMemo:
+    """A commit's memo of the data folders (a local cache: anything unreadable is an empty memo, which only
+    means listing every pack once more)."""
+    try:
+        with open(path, "rb") as f:
+            raw = json.loads(f.read())
+        if raw.get("format") != PACK_MEMO_FORMAT:
+            return {}
+        return {str(k): (int(v[0]), int(v[1])) for k, v in raw["folders"].items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
+
+
+def save_pack_memo(path: str, memo: PackMemo) -> None:
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"format": PACK_MEMO_FORMAT, "folders": memo}, f)
+        os.replace(tmp, path)
+
+
 DEFAULT_COMPRESSION = 1  # zstd 1: level 2 stored the benchmark set 1 % smaller for 35 % more compression CPU
 
 
@@ -701,12 +730,41 @@ class Repository:
             self._index.files.add(f"index/{name}")
         return len(victims)
 
-    def adopt_orphan_packs(self) -> list[str]:
-        """Packs left by an interrupted commit are not in any index: read their headers so that the next
-        commit reuses what they hold."""
+    def adopt_orphan_packs(self, memo: PackMemo | None = None) -> list[str]:
+        """Packs left by an interrupted commit (or read ahead by an agent's watch) are not in any index: read
+        their headers so that the next commit reuses what they hold.
+
+        With ``memo`` (a commit's, updated in place), a folder of packs is not listed again while its stamp
+        and the number of indexed packs in it are what they were when every pack in it was last found
+        indexed: listing 60,000 packs took 0.2 s, 0.7 s from a cold disk. A folder skipped wrongly could only
+        cost deduplication: what is not adopted is stored again."""
+        stamps = self.backend.folder_stamps("data") if memo is not None else None
+        if memo is None or stamps is None:
+            return self._adopt_listed(self.backend.list("data"))[0]
+        started = time.time_ns()
+        indexed = collections.Counter(pid[:2] for pid in self.index.packs)
+        adopted: list[str] = []
+        for folder, stamp in stamps.items():
+            if memo.get(folder) == (stamp, indexed[folder]):
+                continue
+            found, complete = self._adopt_listed(self.backend.list(f"data/{folder}"))
+            adopted += found
+            # Stamps have the clock's granularity: a folder written to within the racy-clean second may
+            # change again without its stamp changing, so it is listed again next time.
+            if complete and stamp < started - RACY_WINDOW_NS:
+                memo[folder] = (stamp, indexed[folder] + len(found))
+            else:
+                memo.pop(folder, None)
+        for folder in set(memo) - set(stamps):
+            del memo[folder]
+        return adopted
+
+    def _adopt_listed(self, listed: Iterable[tuple[str, int]]) -> tuple[list[str], bool]:
+        """Index the listed packs that no index names; True when every listed pack is indexed now."""
         idx = self.index
         adopted = []
-        for name, size in self.backend.list("data"):
+        complete = True
+        for name, size in listed:
             pid = name.rsplit("/", 1)[-1]
             if pid in idx.packs:
                 continue
@@ -714,10 +772,11 @@ class Repository:
                 entries = self.read_pack_header(pid, size)
                 self._count_frames_of(pid, size, entries)
             except StrongroomError:
+                complete = False
                 continue
             idx.add_pack(pid, entries)
             adopted.append(pid)
-        return adopted
+        return adopted, complete
 
     def _count_frames_of(self, pack_id: str, size: int, entries: list[PackEntry]) -> None:
         """The frames of a pack an interrupted command left were sealed, and stored, by a process whose count
