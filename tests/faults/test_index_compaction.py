@@ -173,7 +173,7 @@ def test_a_damaged_index_file_is_left_for_verify_and_repair(small_bounds: None, 
     backend = MemoryBackend()
     repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
     grow(repo, tmp_path / "src", MOST + 2)
-    victim = index_files(backend)[0]
+    victim = min(backend.list("index"), key=lambda x: x[1])[0]  # the smallest: merged first
     data = bytearray(backend.get(victim))
     data[-5] ^= 1
     backend.put(victim, bytes(data))
@@ -237,3 +237,138 @@ def test_a_load_that_finds_a_file_deleted_under_it_starts_again(
     assert len(index_files(backend)) == 1
     assert not idx.bad_files
     assert {oid: (loc.pack_id, loc.offset, loc.length) for oid, loc in idx.locations.items()} == before
+
+
+def test_junk_in_the_index_folder_is_left_alone(small_bounds: None, tmp_path: Path) -> None:
+    """A stray file there is reported by verify, never merged, and does not stop compaction."""
+    backend = MemoryBackend()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    backend.put("index/notes.txt", os.urandom(200_000))
+    for i in range(10):
+        grow(repo, tmp_path / "src", 1, start=i)
+        repo.compact_index()
+    files = index_files(backend)
+    assert "index/notes.txt" in files and len(files) <= MOST + 1
+
+
+class _SlowReads(MemoryBackend):
+    delay = 0.0
+
+    def get(self, name: str) -> bytes:
+        if name.startswith("index/"):
+            time.sleep(self.delay)
+        return super().get(name)
+
+
+def test_a_slow_store_does_not_keep_readers_waiting(small_bounds: None, tmp_path: Path) -> None:
+    """The files are read and merged before the locks are taken: a reader arriving meanwhile goes in."""
+    backend = _SlowReads()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", 12)
+    backend.delay = 0.2
+    merged: list[int] = []
+    t = threading.Thread(target=lambda: merged.append(repo.compact_index()))
+    t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with lock.read_lock(backend, "checkout"):
+        waited = time.monotonic() - started
+        t.join()  # the reader is still there when the compaction has read its files
+    assert waited < 1.0
+    assert merged == [0], "the compaction went on while a reader held the repository"
+    backend.delay = 0.0
+    assert repo.compact_index() > 0
+
+
+class _Busy(MemoryBackend):
+    """Another process commits, and compacts, whenever the index folder is listed."""
+
+    hook: object = None
+
+    def list(self, prefix: str):  # type: ignore[no-untyped-def]
+        hook, self.hook = self.hook, None
+        if prefix == "index" and callable(hook):
+            try:
+                hook()
+            finally:
+                self.hook = hook
+        else:
+            self.hook = hook
+        return super().list(prefix)
+
+
+def test_the_keyless_check_is_clean_while_others_compact(small_bounds: None, tmp_path: Path) -> None:
+    backend = _Busy()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", MOST)
+    done = [MOST]
+
+    def another_process_commits() -> None:
+        other = reopen(backend)
+        grow(other, tmp_path / "src", 2, start=done[0])
+        done[0] += 2
+        other.compact_index()
+
+    backend.hook = another_process_commits
+    report = check.verify_structure(backend)
+    backend.hook = None
+    assert report.ok, report.damage
+
+
+def test_a_local_listing_raced_by_a_compaction_loses_nothing(
+    small_bounds: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LocalBackend.list skips a file deleted between its scandir and its stat, and the merged file came
+    after the scandir: the refs changed during the load, so it reads again and finds the merged file."""
+    from strongroom.backends import local
+    from strongroom.backends.local import LocalBackend
+
+    backend = LocalBackend(str(tmp_path / "repo"))
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    versions = grow(repo, tmp_path / "src", MOST + 2)
+    before = indexed(backend)
+    other, reader = reopen(backend), reopen(backend)
+    real_scandir = local.os.scandir
+    pending = [other.compact_index]
+
+    class Scan:
+        def __init__(self, path: str) -> None:
+            self.inner = real_scandir(path)
+
+        def __enter__(self) -> Scan:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.close()
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield from self.inner  # every name, before any is stat-ed
+            if pending:
+                pending.pop()()
+
+    monkeypatch.setattr(local.os, "scandir", lambda p: Scan(p) if str(p).endswith("/index") else real_scandir(p))
+    idx = reader.load_index()
+    monkeypatch.setattr(local.os, "scandir", real_scandir)
+    assert not pending, "the compaction did not run under the listing"
+    assert not idx.bad_files
+    assert {oid: (loc.pack_id, loc.offset, loc.length) for oid, loc in idx.locations.items()} == before
+    reader._index = idx
+    for v in versions:
+        reader.load_commit(v)
+
+
+def test_a_failed_compaction_leaves_the_commit_standing_and_says_so(
+    small_bounds: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sr = Strongroom.init(str(tmp_path / "repo"), PASSPHRASE)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(5000))
+
+    def failing(self: Repository) -> int:
+        raise BackendError("writing index/x: No space left on device")
+
+    monkeypatch.setattr(Repository, "compact_index", failing)
+    res = sr.commit(str(src), message="v1", workers=1)
+    assert any("merging the index files failed" in n and "No space left" in n for n in res.notes)
+    assert [c.id for c in sr.log()] == [res.id]

@@ -284,3 +284,19 @@ def test_a_clearing_lock_left_behind_never_blocks_writers(cli: Cli, tmp_path: Pa
     r = cli("commit", str(src), timeout=60)
     assert r.code == 0, r.err
     assert not list((cli.repo / "locks").iterdir())
+
+
+def test_verify_with_an_index_older_than_the_refs_reports_no_damage(tmp_path: Path) -> None:
+    """A library session that verified once keeps its index; another process's commits since then are
+    listed by the refs the next verify reads, and their objects must be found, not reported missing."""
+    repo = str(tmp_path / "repo")
+    src = make_tree(tmp_path / "src", {"a": os.urandom(50_000)})
+    watcher = Strongroom.init(repo, PASSPHRASE)
+    watcher.commit(str(src), message="v1", workers=1)
+    assert watcher.verify().ok
+    other = Strongroom.open(repo, PASSPHRASE)
+    for i in range(3):
+        (src / f"b{i}").write_bytes(os.urandom(50_000))
+        other.commit(str(src), message=f"v{i + 2}", workers=1)
+    result = watcher.verify()
+    assert result.ok and result.versions == 4, result.damage

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat as statmod
 import time
@@ -125,8 +124,10 @@ def commit(
         )
     session.progress.finish()
     session.audit_note(version=res.commit_id.hex())
-    with contextlib.suppress(StrongroomError, OSError):  # upkeep: the version is published whatever happens here
+    try:
         whole.compact_index()
+    except (StrongroomError, OSError) as e:  # upkeep: the version is published, so the commit stands
+        notes = [*notes, f"the version is stored, but merging the index files failed: {e} (a later commit tries again)"]
     session.remember(repo, repo.read_refs())
     return CommitSummary(
         id=res.commit_id.hex(),

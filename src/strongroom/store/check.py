@@ -155,8 +155,11 @@ def _structure_once(backend: Backend, refs: bytes | None) -> VerifyReport:
             report.damage.append(Damage(name, MISPLACED))
     # A second look before calling a file missing: a concurrent index replacement deletes the old index
     # files, then the packs only they named. Still missing, and still named by a file still there, is damage.
+    # An index replacement (gc, compaction) deletes files the refs read above listed, after storing refs that
+    # no longer list them: only a file the refs still list is missing.
+    still_listed = _refs_listing(_stored(backend, "refs"), VerifyReport("structure"))
     for lost in sorted(set(listed_index or ()) - index_files):
-        if backend.size(f"index/{lost}") is None:
+        if backend.size(f"index/{lost}") is None and (still_listed is None or lost in still_listed):
             report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))
     for pid in sorted(set(packs) - present):
         if backend.size(pack_path(pid)) is None and backend.size(packs[pid]) is not None:
@@ -317,6 +320,17 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     report = VerifyReport("full" if full else ("sample" if sample else "default"))
+    try:
+        refs = repo.read_refs()
+    except StrongroomError as err:
+        report.damage.append(Damage("refs", str(err)))
+        return report
+    # The index must be at least as new as these refs: one loaded before them (when the repository was
+    # opened) misses the index file of a commit another process published meanwhile, whose objects would
+    # then look missing.
+    listed = {f"index/{name}" for name in refs.index_files or ()}
+    if refs.index_files is None or not listed <= repo.index.files | set(repo.index.bad_files):
+        repo.index.replace_with(repo.load_index())
     index = repo.index
     for name in index.bad_files:
         report.damage.append(Damage(name, "index file is damaged or does not match its name"))
@@ -324,11 +338,6 @@ def verify(
     scopes = _scopes_of(repo, report)
     held = repo.sealer.key_ids()
     unloaded = frozenset(k for k in scopes if k not in held)  # scopes whose frames no key here opens
-    try:
-        refs = repo.read_refs()
-    except StrongroomError as err:
-        report.damage.append(Damage("refs", str(err)))
-        return report
     present_files = {name.rsplit("/", 1)[-1] for name, _ in repo.backend.list("index")}
     for lost in sorted(set(refs.index_files or ()) - present_files):
         report.damage.append(Damage(f"index/{lost}", "missing (refs list it)"))  # readers exclude gc and repair

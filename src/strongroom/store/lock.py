@@ -21,7 +21,7 @@ CLEARING_EXPIRES_NS = 60 * 10**9
 STALE_GRACE_S = 2.0  # how long a writer waits for another one clearing a stale lock, whatever --wait says
 EXCLUSIVE = "locks/exclusive"
 COMPACTING = "index compaction"  # the command an index compaction holds the exclusive lock as
-COMPACTION_WAIT_S = 10.0  # a compaction takes milliseconds: readers wait for it rather than fail
+COMPACTION_WAIT_S = 10.0  # a compaction holds it to write two files and delete a few dozen: readers wait
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,8 @@ def read_lock(backend: Backend, command: str) -> Iterator[None]:
     deadline = time.monotonic() + COMPACTION_WAIT_S
     while (holder := _live_exclusive(backend)) is not None:
         # Our flag stays while we wait: the compaction has looked for readers already, and no gc can start.
-        if holder.command != COMPACTING or time.monotonic() >= deadline:
+        young = time.time_ns() - holder.time_ns < COMPACTION_WAIT_S * 1e9  # older: not a compaction at work
+        if holder.command != COMPACTING or not young or time.monotonic() >= deadline:
             backend.delete(name)
             raise RepositoryLocked(holder.describe(time.time_ns()))
         time.sleep(0.02)

@@ -87,13 +87,14 @@ from strongroom.store.trust import SIGNERS_NAME, TrustedSet, open_signers, seal_
 
 FORMAT = "sr-repo/1"
 DEFAULT_PACK_SIZE = 16 << 20
-INDEX_LOAD_TRIES = 3  # loads of the index that may find a file deleted under them (a replacement meanwhile)
+INDEX_LOAD_ROUNDS = 5  # rounds of reading the index files while the refs keep changing under them
 # Index compaction: past INDEX_FILES_MOST files, the smallest are merged until INDEX_FILES_KEPT remain (plus the
 # merged one). Every command reads every index file: after 1,000 commits, 1,000 files took 32 ms to load from
-# the page cache and 17 files 6.9 ms. Merging the smallest leaves the large files (an initial import's) alone:
-# each entry is rewritten a few times at most.
+# the page cache and 17 files 6.9 ms. Merging the smallest first leaves the large files (an initial import's)
+# alone.
 INDEX_FILES_MOST = 32
 INDEX_FILES_KEPT = 16
+INDEX_MERGE_MOST = 64  # files deleted under the exclusive lock at once: readers wait for that (lock.py)
 # A data folder's (stamp, indexed packs in it) when every pack in it was found indexed (adopt_orphan_packs).
 PackMemo = dict[str, tuple[int, int]]
 PACK_MEMO_FORMAT = "sr-packmemo/1"
@@ -660,63 +661,81 @@ class Repository:
             yield
 
     def load_index(self) -> Index:
-        for _ in range(INDEX_LOAD_TRIES - 1):
-            idx, names, vanished = self._load_index_once()
-            if not vanished:
+        """Every index file, read without a lock: gc, `repair index` and index compaction write the new file
+        and then the refs before they delete the old files. So a round of reading (refs, listing, the files
+        not read yet) that saw the refs unchanged from start to end has every entry: a deletion during it
+        comes from a replacement published before it began, whose new file was there to be listed. A file
+        deleted before it could be read is skipped; its entries are in the file that replaced it."""
+        idx = Index()
+        read: set[str] = set()
+        names: list[str] = []
+        for _ in range(INDEX_LOAD_ROUNDS):
+            refs_before = self._raw_refs()
+            names = [name for name, _ in self.backend.list("index")]
+            for name in names:
+                if name not in read:
+                    self._load_index_file(idx, name)
+                    read.add(name)
+            if self._raw_refs() == refs_before:
                 break
-        else:
-            idx, names, _ = self._load_index_once()  # still changing: what was there is what we have
         forget_parsed_files(self.context, set(names))
         return idx
 
-    def _load_index_once(self) -> tuple[Index, list[str], bool]:
-        """The index files listed now; True if one was deleted while they were read (no lock is needed to
-        read: gc, `repair index` and index compaction write the new file before deleting the old ones, so a
-        fresh listing has everything)."""
-        idx = Index()
-        names = [name for name, _ in self.backend.list("index")]
-        for name in names:
-            for attempt in (1, 2):  # a read that fails once and then succeeds is not damage
-                try:
-                    idx.load_file(name, self.backend.get(name), self.sealer, self.context)
-                    break
-                except ObjectMissing:
-                    if self.backend.size(name) is None:
-                        return idx, names, True
-                    if attempt == 2:
-                        idx.bad_files.append(name)
-                except StrongroomError:
-                    if attempt == 2:
-                        idx.bad_files.append(name)
-        return idx, names, False
+    def _raw_refs(self) -> bytes | None:
+        try:
+            return self.backend.get(REFS_NAME)
+        except ObjectMissing:
+            return None
+
+    def _load_index_file(self, idx: Index, name: str) -> None:
+        for attempt in (1, 2):  # a read that fails once and then succeeds is not damage
+            try:
+                idx.load_file(name, self.backend.get(name), self.sealer, self.context)
+                return
+            except ObjectMissing:
+                if self.backend.size(name) is None:
+                    return  # replaced since it was listed
+                if attempt == 2:
+                    idx.bad_files.append(name)
+            except StrongroomError:
+                if attempt == 2:
+                    idx.bad_files.append(name)
 
     def compact_index(self) -> int:
         """Merge the smallest index files into one once there are more than INDEX_FILES_MOST (each commit
-        writes one, and every command reads them all). Done only when no other command holds the repository:
-        it takes the publish lock and the exclusive lock without waiting, and skips when either is held (a
-        later commit tries again). A damaged or lost index file is left for verify to report and `repair
-        index` to replace, so nothing is merged then. Returns how many files were merged (0: none)."""
-        if sum(1 for _ in self.backend.list("index")) <= INDEX_FILES_MOST:
+        writes one, and every command reads them all), at most INDEX_MERGE_MOST at a time. The files are read
+        and merged without a lock (they are content-named: they never change); publishing takes the publish
+        lock and the exclusive lock without waiting, and is skipped when either is held or a reader is there
+        (a later commit tries again), or when a file to merge went meanwhile. A damaged, lost or junk-named
+        index file is left for verify to report and `repair index` to replace. Returns how many files were
+        merged (0: none)."""
+        present = self._index_files_present()
+        if len(present) <= INDEX_FILES_MOST:
             return 0
-        try:
-            with lock.publish_lock(self.backend, lock.COMPACTING), lock.exclusive_lock(self.backend, lock.COMPACTING):
-                return self._compact_index()
-        except RepositoryLocked:
-            return 0
-
-    def _compact_index(self) -> int:
-        present = dict(self.backend.list("index"))
-        refs = self.read_refs()
-        names = {name.rsplit("/", 1)[-1] for name in present}
-        if len(present) <= INDEX_FILES_MOST or not set(refs.index_files or ()) <= names:
-            return 0
-        victims = sorted(present, key=lambda n: (present[n], n))[: len(present) - INDEX_FILES_KEPT]
+        count = min(len(present) - INDEX_FILES_KEPT, INDEX_MERGE_MOST)
+        victims = sorted(present, key=lambda n: (present[n], n))[:count]
         merged = Index()
         try:
             for name in victims:
                 merged.load_file(name, self.backend.get(name), self.sealer, self.context)
         except StrongroomError:
             return 0
+        try:
+            with lock.publish_lock(self.backend, lock.COMPACTING), lock.exclusive_lock(self.backend, lock.COMPACTING):
+                return self._publish_compaction(victims, merged)
+        except RepositoryLocked:
+            return 0
+
+    def _index_files_present(self) -> dict[str, int]:
+        """Index files by path, with their sizes; junk in `index/` is not one (verify reports it)."""
+        return {n: size for n, size in self.backend.list("index") if listing.is_name(n.rsplit("/", 1)[-1])}
+
+    def _publish_compaction(self, victims: list[str], merged: Index) -> int:
+        present = self._index_files_present()
+        names = {name.rsplit("/", 1)[-1] for name in present}
+        refs = self.read_refs()
+        if not set(victims) <= set(present) or not set(refs.index_files or ()) <= names:
+            return 0  # merged by another process meanwhile, or a listed file is lost
         self.ensure_current_key()
         name, data = merged.encode(self.sealer, self.context, sorted(merged.packs))
         self.backend.put(f"index/{name}", data)
