@@ -10,8 +10,9 @@ folder, and through it: the no-change re-commit, `log`, and the commit right aft
 returns (no pause: files written within the racy-clean second are not read ahead yet, so this commit reads
 them itself); then a second mutation, committed only once `agent status` shows nothing left to read ahead,
 nor waiting for that second to pass (as when a person types the commit a moment after editing); then the
-same right after a mutation of a watched workspace. The agent's own CPU time from the start of each
-mutation to the end of its commit is reported beside it: that work is not free, it is done earlier.
+same for a watched workspace, right after a mutation and once caught up. The agent's own CPU time from the
+start of each mutation to the end of its commit is reported beside it: that work is not free, it is done
+earlier.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def one_round(pristine: str, bench_dir: str, seed: int) -> dict[str, object]:
         time.sleep(RACY_PAUSE)  # past the racy-clean second, as any real use is
         run(aenv, "agent", "watch", ws)
         ws_at_once = mutated_commit(aenv, agent.pid, ws, seed, 1, wait=False)
+        time.sleep(0.5)
+        ws_later = mutated_commit(aenv, agent.pid, ws, seed, 2, wait=True)
         return {
             "ingest_s": ingest,
             "log_plain_s": t_log_plain,
@@ -114,6 +117,7 @@ def one_round(pristine: str, bench_dir: str, seed: int) -> dict[str, object]:
             "mutated": at_once,
             "mutated_caught_up": later,
             "workspace_mutated": ws_at_once,
+            "workspace_mutated_caught_up": ws_later,
         }
     finally:
         if agent is not None:
@@ -163,6 +167,7 @@ def main() -> None:
         mutation_row("commit right after the 1 % mutation (agent, folder watched)", "mutated"),
         mutation_row("commit after a 1 % mutation, once the watch has caught up", "mutated_caught_up"),
         mutation_row("workspace commit right after the 1 % mutation (agent, workspace watched)", "workspace_mutated"),
+        mutation_row("workspace commit after a 1 % mutation, watch caught up", "workspace_mutated_caught_up"),
     ]
     report.write_table(
         "agent",
