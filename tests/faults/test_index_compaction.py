@@ -372,3 +372,57 @@ def test_a_failed_compaction_leaves_the_commit_standing_and_says_so(
     res = sr.commit(str(src), message="v1", workers=1)
     assert any("merging the index files failed" in n and "No space left" in n for n in res.notes)
     assert [c.id for c in sr.log()] == [res.id]
+
+
+class _Handover(MemoryBackend):
+    """The exclusive lock is released and taken again by another holder just as it is read."""
+
+    vanish_once = False
+
+    def get(self, name: str) -> bytes:
+        if name == lock.EXCLUSIVE and self.vanish_once:
+            self.vanish_once = False
+            from strongroom.backends.base import ObjectMissing
+
+            raise ObjectMissing(name)
+        return super().get(name)
+
+
+def test_a_lock_handed_over_as_it_is_read_is_read_again() -> None:
+    backend = _Handover()
+    _hold(backend, lock.EXCLUSIVE, lock.COMPACTING)
+    backend.vanish_once = True
+    holder = lock.read_holder(backend, lock.EXCLUSIVE)
+    assert holder is not None and holder.command == lock.COMPACTING
+
+
+class _AlwaysCommitting(MemoryBackend):
+    """Another process publishes refs between any two reads of them, without end."""
+
+    busy = False
+
+    def get(self, name: str) -> bytes:
+        data = super().get(name)
+        return data + os.urandom(8) if self.busy and name == "refs" else data
+
+
+def test_an_index_load_under_refs_that_never_settle_takes_a_reader_lock(small_bounds: None, tmp_path: Path) -> None:
+    backend = _AlwaysCommitting()
+    repo = Repository.create(backend, secret(), UNSAFE_TEST_ONLY)
+    grow(repo, tmp_path / "src", 3)
+    before = indexed(backend)
+    reader = reopen(backend)
+    locks_taken: list[str] = []
+    put = backend.put
+
+    def recording_put(name: str, data: bytes | memoryview) -> None:
+        if name.startswith("locks/read-"):
+            locks_taken.append(name)
+        put(name, data)
+
+    backend.put = recording_put  # type: ignore[method-assign]
+    backend.busy = True
+    idx = reader.load_index()
+    backend.busy = False
+    assert locks_taken, "the last read of the index was not made under a reader lock"
+    assert {oid: (loc.pack_id, loc.offset, loc.length) for oid, loc in idx.locations.items()} == before

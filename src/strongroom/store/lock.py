@@ -22,6 +22,7 @@ STALE_GRACE_S = 2.0  # how long a writer waits for another one clearing a stale 
 EXCLUSIVE = "locks/exclusive"
 COMPACTING = "index compaction"  # the command an index compaction holds the exclusive lock as
 COMPACTION_WAIT_S = 10.0  # a compaction holds it to write two files and delete a few dozen: readers wait
+COMPACTION_STALE_S = 60.0  # a compaction lock older than this (by the holder's clock) is not waited for
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,28 @@ def _record(command: str) -> bytes:
 
 
 def read_holder(backend: Backend, name: str) -> Holder | None:
-    try:
-        obj = json.loads(backend.get(name))
-        return Holder(
-            name,
-            int(obj["pid"]),
-            str(obj["host"]),
-            int(obj["time_ns"]),
-            str(obj.get("command", "")),
-            str(obj.get("boot", "")),
-        )
-    except Exception:
-        return None if backend.size(name) is None else Holder(name, -1, "?", 0, "unreadable lock")
+    """Who holds the lock, or None. A lock released as it was read, and at once taken by another holder, is
+    read again rather than reported unreadable."""
+    for _ in range(2):
+        try:
+            data = backend.get(name)
+        except ObjectMissing:
+            continue
+        except Exception:
+            return None if backend.size(name) is None else Holder(name, -1, "?", 0, "unreadable lock")
+        try:
+            obj = json.loads(data)
+            return Holder(
+                name,
+                int(obj["pid"]),
+                str(obj["host"]),
+                int(obj["time_ns"]),
+                str(obj.get("command", "")),
+                str(obj.get("boot", "")),
+            )
+        except Exception:
+            return Holder(name, -1, "?", 0, "unreadable lock")
+    return None
 
 
 def holders(backend: Backend) -> list[Holder]:
@@ -164,7 +175,7 @@ def read_lock(backend: Backend, command: str) -> Iterator[None]:
     deadline = time.monotonic() + COMPACTION_WAIT_S
     while (holder := _live_exclusive(backend)) is not None:
         # Our flag stays while we wait: the compaction has looked for readers already, and no gc can start.
-        young = time.time_ns() - holder.time_ns < COMPACTION_WAIT_S * 1e9  # older: not a compaction at work
+        young = time.time_ns() - holder.time_ns < COMPACTION_STALE_S * 1e9  # older: not a compaction at work
         if holder.command != COMPACTING or not young or time.monotonic() >= deadline:
             backend.delete(name)
             raise RepositoryLocked(holder.describe(time.time_ns()))

@@ -97,6 +97,7 @@ INDEX_FILES_KEPT = 16
 INDEX_MERGE_MOST = 64  # files deleted under the exclusive lock at once: readers wait for that (lock.py)
 # A data folder's (stamp, indexed packs in it) when every pack in it was found indexed (adopt_orphan_packs).
 PackMemo = dict[str, tuple[int, int]]
+FOLDER_RACY_NS = 2 * RACY_WINDOW_NS  # the coarsest folder stamps in use (FAT) have 2-second steps
 PACK_MEMO_FORMAT = "sr-packmemo/1"
 
 
@@ -678,6 +679,14 @@ class Repository:
                     read.add(name)
             if self._raw_refs() == refs_before:
                 break
+        else:
+            # The refs kept changing: read it all once more under a reader lock, beside which no replacement
+            # runs (without write access, what the rounds read is what there is).
+            with contextlib.suppress(StrongroomError, OSError), lock.read_lock(self.backend, "index load"):
+                whole, listed = Index(), [name for name, _ in self.backend.list("index")]
+                for name in listed:
+                    self._load_index_file(whole, name)
+                idx, names = whole, listed
         forget_parsed_files(self.context, set(names))
         return idx
 
@@ -760,7 +769,9 @@ class Repository:
         stamps = self.backend.folder_stamps("data") if memo is not None else None
         if memo is None or stamps is None:
             return self._adopt_listed(self.backend.list("data"))[0]
-        started = time.time_ns()
+        # "Now" by the clock that stamps the folders (a file server's may lag this one's): the stamp of the
+        # locks folder, which this command's reader lock has just changed; this clock's if that is earlier.
+        started = min(time.time_ns(), (self.backend.folder_stamps("") or {}).get("locks", time.time_ns()))
         indexed = collections.Counter(pid[:2] for pid in self.index.packs)
         adopted: list[str] = []
         for folder, stamp in stamps.items():
@@ -768,9 +779,9 @@ class Repository:
                 continue
             found, complete = self._adopt_listed(self.backend.list(f"data/{folder}"))
             adopted += found
-            # Stamps have the clock's granularity: a folder written to within the racy-clean second may
+            # Stamps have the clock's granularity (FAT's is 2 s): a folder written to within that window may
             # change again without its stamp changing, so it is listed again next time.
-            if complete and stamp < started - RACY_WINDOW_NS:
+            if complete and stamp < started - FOLDER_RACY_NS:
                 memo[folder] = (stamp, indexed[folder] + len(found))
             else:
                 memo.pop(folder, None)

@@ -15,7 +15,8 @@ from strongroom.backends.local import LocalBackend
 from strongroom.core.ids import ObjectKind
 from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
 from strongroom.crypto.secret import Secret
-from strongroom.store import check
+from strongroom.store import check, lock
+from strongroom.store import repository as repository_module
 from strongroom.store.ingest import CommitRequest, commit_folder
 from strongroom.store.pack import PackBuilder
 from strongroom.store.repository import PackMemo, Repository, load_pack_memo, save_pack_memo
@@ -166,3 +167,21 @@ def test_an_unreadable_memo_is_an_empty_one(tmp_path: Path, content: bytes) -> N
     assert load_pack_memo(str(path)) == {}
     save_pack_memo(str(path), {"ab": (5, 2)})
     assert load_pack_memo(str(path)) == {"ab": (5, 2)}
+
+
+def test_a_client_clock_ahead_of_the_filesystem_does_not_make_new_folders_old(
+    backend: Listing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Now" is read from the repository's filesystem (the locks folder this command's reader lock changed):
+    a client whose clock runs ahead of a file server's must not take a folder written a moment ago for one
+    more than the racy window old."""
+    src = tmp_path / "src"
+    src.mkdir()
+    commit(backend, src, None, "v0")
+    real = time.time_ns
+    monkeypatch.setattr(repository_module.time, "time_ns", lambda: real() + 5 * 10**9)
+    memo: PackMemo = {}
+    repo = reopen(backend)
+    with lock.read_lock(backend, "commit"):
+        repo.adopt_orphan_packs(memo)
+    assert memo == {}, "folders written within the window were remembered"
