@@ -153,10 +153,9 @@ def _structure_once(backend: Backend, refs: bytes | None) -> VerifyReport:
             report.damage.append(Damage(name, "content does not match its name"))
         elif misplaced(name):
             report.damage.append(Damage(name, MISPLACED))
-    # A second look before calling a file missing: a concurrent index replacement deletes the old index
-    # files, then the packs only they named. Still missing, and still named by a file still there, is damage.
-    # An index replacement (gc, compaction) deletes files the refs read above listed, after storing refs that
-    # no longer list them: only a file the refs still list is missing.
+    # A second look before calling a file missing: an index replacement (gc, compaction) stores refs that no
+    # longer list the old index files, deletes them, then the packs only they named. Damage is an index file
+    # still missing and still listed by the refs as they are now, or a pack still named by a file still there.
     still_listed = _refs_listing(_stored(backend, "refs"), VerifyReport("structure"))
     for lost in sorted(set(listed_index or ()) - index_files):
         if backend.size(f"index/{lost}") is None and (still_listed is None or lost in still_listed):
