@@ -434,6 +434,17 @@ def index_swap(ctx: Ctx) -> Expect:
     return Expect(("default", "full"), ctx.lay.expected_affected(la | lb), {a, b}, structure={a, b})
 
 
+def _save_state(ctx: Ctx, saved: Path) -> None:
+    for part in ("repo", "state"):
+        shutil.copytree(ctx.tmp / part, saved / part)
+
+
+def _restore_state(ctx: Ctx, saved: Path) -> None:
+    for part in ("repo", "state"):
+        shutil.rmtree(ctx.tmp / part)
+        shutil.copytree(saved / part, ctx.tmp / part)
+
+
 def index_older(ctx: Ctx) -> Expect:
     # Index files are content-named and never rewritten in place, but gc replaces them all: the index/
     # folder put back from before a gc (here one file of it) names packs gc deleted, among them one whose
@@ -442,8 +453,17 @@ def index_older(ctx: Ctx) -> Expect:
     x = os.urandom(100_000)
     before, known = set(os.listdir(ctx.lay.path / "index")), set(ctx.repo.index.packs)
     side = write_source(ctx.tmp / "tmp-src", {"x.bin": x, "y.bin": os.urandom(120_000)})
-    assert ctx.sr("commit", str(side), "-b", "tmp").code == 0
-    (stale,) = set(os.listdir(ctx.lay.path / "index")) - before
+    # The stale file must load before gc's new one, whose name is random: a stale name in the lower half
+    # gives each gc below an even chance (a name drawn near ffff... would leave the retries almost none).
+    _save_state(ctx, ctx.tmp / "before-tmp")
+    for _ in range(40):
+        assert ctx.sr("commit", str(side), "-b", "tmp").code == 0
+        (stale,) = set(os.listdir(ctx.lay.path / "index")) - before
+        if stale < "8":
+            break
+        _restore_state(ctx, ctx.tmp / "before-tmp")
+    else:
+        raise AssertionError("the tmp commit never drew an index name in the lower half")
     stale_bytes = (ctx.lay.path / "index" / stale).read_bytes()
     tmp_packs = {pack_path(pid) for pid in ctx.lay.open().index.packs if pid not in known}
     assert len(tmp_packs) == 2  # the tmp version's chunk pack and its metadata pack
@@ -451,17 +471,13 @@ def index_older(ctx: Ctx) -> Expect:
     assert v4.code == 0 and ctx.sr("branch", "delete", "tmp").code == 0
     # Index files load in name order and the first entry of an id wins: make the stale file load first
     # (gc names its new index file by the hash of fresh ciphertext, so a rerun draws another name).
-    saved = ctx.tmp / "before-gc"
-    for part in ("repo", "state"):
-        shutil.copytree(ctx.tmp / part, saved / part)
+    _save_state(ctx, ctx.tmp / "before-gc")
     for _ in range(40):
         gc = ctx.sr("gc", "--keep-unreachable", "0")
         assert gc.code == 0 and "1 repacked" in gc.out, gc.out + gc.err
-        if [stale] < os.listdir(ctx.lay.path / "index"):
+        if all(stale < name for name in os.listdir(ctx.lay.path / "index")):
             break
-        for part in ("repo", "state"):
-            shutil.rmtree(ctx.tmp / part)
-            shutil.copytree(saved / part, ctx.tmp / part)
+        _restore_state(ctx, ctx.tmp / "before-gc")
     else:
         raise AssertionError("gc never named its index file after the stale one")
     assert not any(ctx.lay.file(p).exists() for p in tmp_packs)
