@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 
 import zstandard
@@ -103,16 +104,18 @@ class FileCache:
 
     def _keep(self, data: bytes, entries: dict[str, CachedFile]) -> None:
         if _loaded is not None:
-            key = (self.path, self._context)
-            _loaded.pop(key, None)
-            _loaded[key] = (content_name(data), dict(entries))
-            while len(_loaded) > KEPT_CACHES:  # the least recently kept go first
-                _loaded.pop(next(iter(_loaded)), None)
+            key, kept = (self.path, self._context), (content_name(data), dict(entries))
+            with _loaded_lock:  # an agent's watch threads and its command thread keep caches at once
+                _loaded.pop(key, None)
+                _loaded[key] = kept
+                while len(_loaded) > KEPT_CACHES:  # the least recently kept go first
+                    _loaded.pop(next(iter(_loaded)), None)
 
 
 # The last cache read or written per (path, repository context), kept by a long-lived process (keep_loaded):
 # a file whose bytes hash to the same name holds the same entries, so it is not opened and parsed again.
 _loaded: dict[tuple[str, bytes], tuple[str, dict[str, CachedFile]]] | None = None
+_loaded_lock = threading.Lock()
 KEPT_CACHES = 16
 
 

@@ -764,12 +764,15 @@ class Repository:
         and the number of indexed packs in it are what they were when every pack in it was last found
         indexed: listing 60,000 packs took 0.2 s, 0.7 s from a cold disk. A folder skipped wrongly could only
         cost deduplication: what is not adopted is stored again."""
-        stamps = self.backend.folder_stamps("data") if memo is not None else None
-        if memo is None or stamps is None:
+        if memo is None:
             return self._adopt_listed(self.backend.list("data"))[0]
         # "Now" by the clock that stamps the folders (a file server's may lag this one's): the stamp of the
         # locks folder, which this command's reader lock has just changed; this clock's if that is earlier.
+        # Read before the folders' stamps, so that a lock taken meanwhile cannot move it past them.
         started = min(time.time_ns(), (self.backend.folder_stamps("") or {}).get("locks", time.time_ns()))
+        stamps = self.backend.folder_stamps("data")
+        if stamps is None:
+            return self._adopt_listed(self.backend.list("data"))[0]
         indexed = collections.Counter(pid[:2] for pid in self.index.packs)
         adopted: list[str] = []
         for folder, stamp in stamps.items():

@@ -6,6 +6,8 @@ file is an empty cache, never an error."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -209,3 +211,33 @@ def test_kept_caches_are_bounded(kept_parses: None, tmp_path: Path, sealer: Seal
         c = FileCache(str(tmp_path / name), sealer, ctx)
         c.save({})
     assert [path for path, _ in filecache_module._loaded or {}] == [str(tmp_path / "two"), str(tmp_path / "three")]
+
+
+def test_caches_kept_from_many_threads_at_once_stay_bounded(
+    kept_parses: None, tmp_path: Path, sealer: Sealer, ctx: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's watch threads and its command thread save caches at once: evicting the oldest while another
+    thread keeps one must neither fail nor overrun the bound."""
+    monkeypatch.setattr(filecache_module, "KEPT_CACHES", 4)
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    errors: list[BaseException] = []
+
+    def keep_many(t: int) -> None:
+        try:
+            for i in range(60):
+                FileCache(str(tmp_path / f"t{t}-{i}"), sealer, ctx)._keep(b"x", {})
+        except BaseException as e:  # the test reports whatever a thread raised
+            errors.append(e)
+
+    try:
+        for _ in range(20):  # one round shows the race about one time in three without the lock
+            threads = [threading.Thread(target=keep_many, args=(t,)) for t in range(6)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert errors == []
+    assert len(filecache_module._loaded or {}) == 4

@@ -185,3 +185,36 @@ def test_a_client_clock_ahead_of_the_filesystem_does_not_make_new_folders_old(
     with lock.read_lock(backend, "commit"):
         repo.adopt_orphan_packs(memo)
     assert memo == {}, "folders written within the window were remembered"
+
+
+class LockTakenWhileStamped(Listing):
+    """Another command takes a lock (the locks folder's stamp moves) just after the data folders' stamps
+    are read, five seconds later by every clock."""
+
+    def folder_stamps(self, prefix: str):  # type: ignore[no-untyped-def]
+        stamps = super().folder_stamps(prefix)
+        if prefix == "data":
+            later = time.time() + 5
+            os.utime(os.path.join(self.root, "locks"), (later, later))
+        return stamps
+
+
+def test_a_lock_taken_between_the_stamps_does_not_make_new_folders_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Now" is read before the folders' stamps: were it read after, a lock taken in between would date
+    it past a folder written a moment ago, and that folder would be skipped while it may still change."""
+    b = LockTakenWhileStamped(str(tmp_path / "repo"))
+    b.listed = []
+    b.ensure_root()
+    Repository.create(b, PASS, UNSAFE_TEST_ONLY, pack_size=64 << 10)
+    src = tmp_path / "src"
+    src.mkdir()
+    commit(b, src, None, "v0")
+    real = time.time_ns
+    monkeypatch.setattr(repository_module.time, "time_ns", lambda: real() + 5 * 10**9)  # time has passed
+    memo: PackMemo = {}
+    repo = reopen(b)
+    with lock.read_lock(b, "commit"):
+        repo.adopt_orphan_packs(memo)
+    assert memo == {}, "folders written within the window were remembered"
