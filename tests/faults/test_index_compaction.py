@@ -426,3 +426,37 @@ def test_an_index_load_under_refs_that_never_settle_takes_a_reader_lock(small_bo
     backend.busy = False
     assert locks_taken, "the last read of the index was not made under a reader lock"
     assert {oid: (loc.pack_id, loc.offset, loc.length) for oid, loc in idx.locations.items()} == before
+
+
+def test_a_commit_waits_for_a_compaction_holding_the_publish_lock_but_not_for_a_commit(tmp_path: Path) -> None:
+    """A compaction takes the publish lock for a moment after someone else's commit: a commit arriving then
+    (with the default --wait 0) waits for it instead of failing. Another commit's lock, an old compaction
+    lock, and a compaction's own attempt are refused at once, as before."""
+    backend = MemoryBackend()
+    for command, age_s in (("commit", 0), (lock.COMPACTING, lock.COMPACTION_STALE_S + 5)):
+        _hold(backend, lock.PUBLISH, command)
+        if age_s:
+            record = json.loads(backend.get(lock.PUBLISH))
+            backend.put(lock.PUBLISH, json.dumps(dict(record, time_ns=record["time_ns"] - int(age_s * 1e9))).encode())
+        t0 = time.monotonic()
+        with pytest.raises(RepositoryLocked), lock.publish_lock(backend, "commit"):
+            pass
+        assert time.monotonic() - t0 < 1
+        backend.delete(lock.PUBLISH)
+
+    _hold(backend, lock.PUBLISH, lock.COMPACTING)
+    with pytest.raises(RepositoryLocked), lock.publish_lock(backend, lock.COMPACTING):
+        pass  # a second compaction skips: it is never worth waiting for
+    entered = threading.Event()
+
+    def committer() -> None:
+        with lock.publish_lock(backend, "commit"):
+            entered.set()
+
+    t = threading.Thread(target=committer)
+    t.start()
+    time.sleep(0.3)
+    assert not entered.is_set(), "a commit published while a compaction held the lock"
+    backend.delete(lock.PUBLISH)
+    t.join(5)
+    assert entered.is_set(), "a commit gave up on a compaction's moment"

@@ -20,8 +20,8 @@ PUBLISH = "locks/publish"
 CLEARING_EXPIRES_NS = 60 * 10**9
 STALE_GRACE_S = 2.0  # how long a writer waits for another one clearing a stale lock, whatever --wait says
 EXCLUSIVE = "locks/exclusive"
-COMPACTING = "index compaction"  # the command an index compaction holds the exclusive lock as
-COMPACTION_WAIT_S = 10.0  # a compaction holds it to write two files and delete a few dozen: readers wait
+COMPACTING = "index compaction"  # the command an index compaction holds the publish and exclusive locks as
+COMPACTION_WAIT_S = 10.0  # a compaction holds them to write two files and delete a few dozen: others wait
 COMPACTION_STALE_S = 60.0  # a compaction lock older than this (by the holder's clock) is not waited for
 
 
@@ -146,8 +146,10 @@ def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> I
         stale = holder.is_stale()
         if stale and _clear_stale(backend, PUBLISH, holder):
             continue
-        # Another writer is clearing a stale lock: give it a moment, whatever --wait says.
-        if time.monotonic() >= (max(deadline, started + STALE_GRACE_S) if stale else deadline):
+        # Another writer is clearing a stale lock, or another commit's index compaction (which no one asked
+        # for) holds it for a moment: wait for either, whatever --wait says.
+        grace = STALE_GRACE_S if stale else COMPACTION_WAIT_S if command != COMPACTING and _compacting(holder) else 0
+        if time.monotonic() >= max(deadline, started + grace):
             raise RepositoryLocked(holder.describe(time.time_ns()))
         time.sleep(0.05)
     try:
@@ -156,6 +158,11 @@ def publish_lock(backend: Backend, command: str, wait_seconds: float = 0.0) -> I
         with suppress(ObjectMissing):
             if backend.get(PUBLISH) == mine:  # only our own: never a lock someone else took
                 backend.delete(PUBLISH)
+
+
+def _compacting(holder: Holder) -> bool:
+    """An index compaction at work: one older than COMPACTION_STALE_S (by its holder's clock) is not."""
+    return holder.command == COMPACTING and time.time_ns() - holder.time_ns < COMPACTION_STALE_S * 1e9
 
 
 def _live_exclusive(backend: Backend) -> Holder | None:
@@ -175,8 +182,7 @@ def read_lock(backend: Backend, command: str) -> Iterator[None]:
     deadline = time.monotonic() + COMPACTION_WAIT_S
     while (holder := _live_exclusive(backend)) is not None:
         # Our flag stays while we wait: the compaction has looked for readers already, and no gc can start.
-        young = time.time_ns() - holder.time_ns < COMPACTION_STALE_S * 1e9  # older: not a compaction at work
-        if holder.command != COMPACTING or not young or time.monotonic() >= deadline:
+        if not _compacting(holder) or time.monotonic() >= deadline:
             backend.delete(name)
             raise RepositoryLocked(holder.describe(time.time_ns()))
         time.sleep(0.02)
