@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from strongroom.crypto import hsm
+
 MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
 PIN = "40718-test-pin"
 SO_PIN = "99120-so-pin"
@@ -76,6 +78,7 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
     )  # fmt: skip
     # The PKCS#11 library reads SOFTHSM2_CONF once, when it is first loaded in this process.
     os.environ["SOFTHSM2_CONF"] = str(conf)
+    hsm.approve([module])  # as the user's --pkcs11-module or STRONGROOM_PKCS11_MODULES would, for in-process tests
     _made.append(SoftHsm(module, token, PIN, str(conf)))
     yield _made[0]
 

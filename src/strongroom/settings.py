@@ -7,6 +7,8 @@ STRONGROOM_NEW_PASSPHRASE_FILE  the new passphrase for key change-passphrase / a
 STRONGROOM_NEW_PASSPHRASE       the same, least safe
 STRONGROOM_PKCS11_PIN           the PIN of the PKCS#11 token holding a KEK (else a prompt)
 STRONGROOM_KEYFILE              the key file to use instead of the path a keyfile KEK recorded
+STRONGROOM_PKCS11_MODULES       PKCS#11 modules (.so) this machine may load, separated by ':' (besides those
+                                named with --pkcs11-module here, remembered in <config dir>/pkcs11-modules)
 STRONGROOM_KEYSTORE             scope KEKs (never in a repository); default ~/.local/share/strongroom/keystore
 STRONGROOM_USER                 the actor recorded on versions
 STRONGROOM_STATE_DIR            client state (rollback detection), logs; default ~/.local/state/strongroom
@@ -55,6 +57,7 @@ class Settings:
     signing_passphrase_file: str | None = None
     signing_passphrase_env: str | None = None
     keystore: str = ""
+    pkcs11_modules: tuple[str, ...] = ()
 
     @property
     def signers_dir(self) -> str:
@@ -69,6 +72,11 @@ class Settings:
         if self.catalog:
             return self.catalog
         return "sqlite:///" + os.path.join(os.path.abspath(self.state_dir), "catalogs", f"{repo_id}.sqlite")
+
+    @property
+    def pkcs11_modules_file(self) -> str:
+        """The PKCS#11 modules the user named here with --pkcs11-module, one path a line."""
+        return os.path.join(self.config_dir, "pkcs11-modules")
 
     @property
     def log_dir(self) -> str:
@@ -120,6 +128,7 @@ class Settings:
             new_passphrase_env=env.get("STRONGROOM_NEW_PASSPHRASE"),
             pkcs11_pin=env.get("STRONGROOM_PKCS11_PIN"),
             keyfile=env.get("STRONGROOM_KEYFILE") or None,
+            pkcs11_modules=tuple(m for m in env.get("STRONGROOM_PKCS11_MODULES", "").split(os.pathsep) if m),
             config_dir=config,
             signing_passphrase_file=env.get("STRONGROOM_SIGNING_PASSPHRASE_FILE") or None,
             signing_passphrase_env=env.get("STRONGROOM_SIGNING_PASSPHRASE"),

@@ -310,3 +310,56 @@ def test_removing_a_key_slot_takes_the_publish_lock(cli: Cli, tmp_path: Path) ->
         sleeper.kill()
         sleeper.wait()
     assert cli("key", "remove-kek", slots[0]["id"]).code == 0
+
+
+def _forged_slot(repo: Path, module: str) -> None:
+    """What someone with write access to the repository folder alone can add: a key slot with a valid (unkeyed)
+    checksum whose token layer names a library of their choosing, tried first (oldest)."""
+    import hashlib
+
+    repo_id = json.loads((repo / "config").read_text())["id"]
+    body = {
+        "format": "sr-key/2", "id": "0000000000000000", "repo_id": repo_id, "created_ns": 0,
+        "layers": [
+            {"kek": "pkcs11", "module": module, "token": "t", "key_label": "k", "key_id": "00",
+             "nonce": "AAAAAAAAAAAAAAAA"},
+            {"kek": "passphrase", "kdf": {"t": 1, "m": 64, "p": 1}, "salt": "AAAAAAAAAAAAAAAAAAAAAA==",
+             "nonce": "AAAAAAAAAAAAAAAA"},
+        ],
+        "wrapped": "A" * 64,
+    }  # fmt: skip
+    body["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    (repo / "keys" / "0000000000000000").write_text(json.dumps(body))
+
+
+def test_a_key_slot_cannot_make_the_client_load_a_library(cli: Cli, softhsm: SoftHsm) -> None:
+    """A PKCS#11 module is code: loading one runs its constructors in the client. A slot planted in the
+    repository names a library planted beside it; opening the repository with the right passphrase must not
+    load it (the dynamic loader's own trace, LD_DEBUG, shows every library it initialises)."""
+    assert cli("init").code == 0
+    planted = cli.repo / "data" / "planted.so"
+    planted.parent.mkdir(exist_ok=True)
+    shutil.copy(softhsm.module, planted)  # any real shared library will do
+    _forged_slot(cli.repo, str(planted))
+    trace = {"LD_DEBUG": "files"}
+    res = cli("log", extra_env=trace)
+    assert res.code == 0, res.err  # the real slot opens, as before
+    assert str(planted) not in res.err
+    # The control: the same trace does show the library once this machine approves it (and the forged slot
+    # then fails on its own, as a slot of the wrong token would).
+    res = cli("log", extra_env={**trace, "STRONGROOM_PKCS11_MODULES": str(planted), **softhsm.env})
+    assert res.code == 0, res.err
+    assert str(planted) in res.err
+
+
+def test_a_module_named_at_init_is_remembered_on_this_machine(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
+    """--pkcs11-module approves the module for later commands here; another machine (another configuration
+    folder) must approve it itself, and is told how."""
+    _hsm_init(cli, softhsm, unique_label())
+    assert cli("log", extra_env=softhsm.env).code == 0
+    elsewhere = {**softhsm.env, "STRONGROOM_CONFIG_DIR": str(tmp_path / "other-config")}
+    res = cli("log", extra_env=elsewhere)
+    assert res.code == 2
+    assert "STRONGROOM_PKCS11_MODULES" in _one_error_line(res.err)
+    res = cli("log", extra_env={**elsewhere, "STRONGROOM_PKCS11_MODULES": softhsm.module})
+    assert res.code == 0, res.err

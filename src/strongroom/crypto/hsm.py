@@ -6,6 +6,11 @@ The token does the cryptography; key material never leaves it:
 - Ed25519 and ECDSA P-256 signing keys (private half non-extractable). SoftHSM2 lacks ECDSA_SHA256, so
   P-256 signs a SHA-256 digest we compute with plain ECDSA.
 
+A PKCS#11 module is a shared library: loading one runs its code in this process. So only modules this
+machine approved are ever loaded (``approve``: the ones a user named on the command line, in
+STRONGROOM_PKCS11_MODULES, or in their configuration); a key slot read from a repository names its module
+but cannot make the client load a library of the repository writer's choosing.
+
 Every key is found by its id (labels are not unique in SoftHSM2) and its label is checked as well. Errors
 from the token are mapped to ``HsmError`` (exit 2) with a reason a person can act on; a wrong PIN is
 ``WrongPin``. No PIN or key material appears in any message or repr.
@@ -17,7 +22,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,7 @@ from strongroom.crypto.secret import Secret
 from strongroom.errors import DecryptionFailed, HsmError, WrongPin
 
 _libs: dict[str, Any] = {}
+_approved: set[str] = set()  # real paths of the modules this process may load
 _lock = threading.Lock()
 
 ED25519_OID = "1.3.101.112"
@@ -66,7 +72,23 @@ def preload(module: str) -> None:
         _lib(module)
 
 
+def approve(modules: Iterable[str]) -> None:
+    """Let this process load these PKCS#11 modules (named by the user, never by a repository)."""
+    with _lock:
+        _approved.update(os.path.realpath(m) for m in modules if m)
+
+
+def approved(module: str) -> bool:
+    with _lock:
+        return os.path.realpath(module) in _approved
+
+
 def _lib(module: str) -> Any:
+    if not approved(module):
+        raise HsmError(
+            f"PKCS#11 module {module} is not approved on this machine: name it in STRONGROOM_PKCS11_MODULES "
+            "(a repository cannot choose the code strongroom loads)"
+        )
     pkcs11 = _pkcs11()
     if not os.path.isfile(module):
         raise HsmError(f"PKCS#11 module {module} does not exist")

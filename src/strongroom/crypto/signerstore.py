@@ -87,6 +87,8 @@ class SignerStore:
                 raise ValueError
             kind = str(obj["kind"])
             ref = HsmKeyRef.from_public(obj["pkcs11"]) if kind == "pkcs11" else None
+            if ref is not None:  # the user's own key folder: its module was named by them at keygen
+                hsm.approve([ref.module])
             if kind not in ("file", "pkcs11"):
                 raise ValueError
             public = PublicKey.from_openssh(str(obj["public"]))

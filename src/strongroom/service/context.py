@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from strongroom.audit.events import Event, scrub, utc_now
 from strongroom.backends.local import LocalBackend
-from strongroom.crypto import kdf
+from strongroom.crypto import hsm, kdf
 from strongroom.crypto.kdf import STRONG, UNSAFE_TEST_ONLY, KdfParams
 from strongroom.crypto.keyslot import Credentials
 from strongroom.crypto.secret import Secret
@@ -123,6 +123,8 @@ class Session:
     _audit_pending: bool = False
 
     def __post_init__(self) -> None:
+        hsm.approve(self.settings.pkcs11_modules)
+        hsm.approve(_remembered_modules(self.settings.pkcs11_modules_file))
         if self.settings.catalog:  # refused before any work: `init` would create a repository it cannot record
             from strongroom.catalog.db import check_url
 
@@ -177,6 +179,21 @@ class Session:
                 sources="STRONGROOM_SIGNING_PASSPHRASE_FILE or STRONGROOM_SIGNING_PASSPHRASE",
             )
         return self._signing_passphrase
+
+    def approve_pkcs11_module(self, module: str) -> None:
+        """A module the user named with --pkcs11-module: loadable now, and remembered in their configuration
+        so that later commands on this machine load it too (a key slot's own record never approves one)."""
+        hsm.approve([module])
+        path = self.settings.pkcs11_modules_file
+        known = _remembered_modules(path)
+        real = os.path.realpath(module)
+        if real in known:
+            return
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write("".join(f"{m}\n" for m in [*known, real]))
+        os.replace(tmp, path)
 
     def get_pin(self, token: str) -> Secret:
         if token not in self._pins:
@@ -418,6 +435,14 @@ class Session:
 TARGET_KEYS = frozenset({"branch", "version", "paths", "tag"})
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _remembered_modules(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError:
+        return []
 
 
 class SessionCredentials:

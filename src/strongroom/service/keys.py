@@ -44,6 +44,13 @@ def kek_requests(keks: Sequence[str], pkcs11: Pkcs11Options | None, repo_path: s
     return requests
 
 
+def approve_named_modules(session: Session, requests: Sequence[KekRequest]) -> None:
+    """The PKCS#11 module the user named on this command line may be loaded (crypto.hsm)."""
+    for r in requests:
+        if r.kind == "pkcs11":
+            session.approve_pkcs11_module(r.module)
+
+
 def _slot_info(slot_id: str, created_ns: int, describe: str, kinds: Sequence[str], opened: bool) -> KeySlotInfo:
     return KeySlotInfo(
         id=slot_id,
@@ -86,6 +93,7 @@ def add_kek(session: Session, keks: Sequence[str], pkcs11: Pkcs11Options | None 
     """A new slot that opens the repository on its own (recovery, migration to an HSM)."""
     repo = session.open()
     requests = kek_requests(keks, pkcs11, session.repo_path())
+    approve_named_modules(session, requests)
     slot = repo.add_key_slot(requests, session.new_credentials(), session.kdf_params())
     session.audit_note(slot=slot.slot_id)
     return _slot_info(slot.slot_id, slot.created_ns, slot.describe(), slot.kinds, False)

@@ -24,7 +24,7 @@ from strongroom.errors import (
 )
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
-from strongroom.service.keys import Pkcs11Options, kek_requests
+from strongroom.service.keys import Pkcs11Options, approve_named_modules, kek_requests
 from strongroom.service.results import (
     BeforeTrainResult,
     Difference,
@@ -58,6 +58,7 @@ def init(
     if not 0 <= compression <= 19:
         raise InputError("--compression takes a zstd level from 0 (off) to 19")
     requests = kek_requests(keks, pkcs11, path)
+    approve_named_modules(session, requests)
     # the identity names this client's signing key: refused before anything is created, not after
     check_signer_name(session.settings.user or user or session.settings.os_user)
     kdf = session.kdf_params()

@@ -230,6 +230,7 @@ def keygen(
     if pkcs11:
         if not (module and token):
             raise InputError("--pkcs11 needs --pkcs11-module and --pkcs11-token")
+        session.approve_pkcs11_module(module)
         info = folder.create_pkcs11(
             name, module, token, key_label or f"strongroom-sign-{name}", alg, session.get_pin(token)
         )

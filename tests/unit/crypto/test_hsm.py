@@ -85,6 +85,9 @@ def test_a_wrapping_under_another_hsm_key_does_not_open(softhsm: SoftHsm) -> Non
 
 def test_missing_module_token_and_key(softhsm: SoftHsm, tmp_path: object) -> None:
     pin = Secret(softhsm.pin.encode())
+    with pytest.raises(HsmError, match="not approved on this machine"):
+        hsm.aes_kek("/nonexistent/libpkcs11.so", softhsm.token, "x", pin)
+    hsm.approve(["/nonexistent/libpkcs11.so"])
     with pytest.raises(HsmError, match="does not exist"):
         hsm.aes_kek("/nonexistent/libpkcs11.so", softhsm.token, "x", pin)
     with pytest.raises(HsmError, match="no PKCS#11 token labelled"):
