@@ -17,6 +17,8 @@ import pytest
 
 from strongroom import Strongroom
 from strongroom.backends.local import LocalBackend
+from strongroom.core.ids import ObjectKind
+from strongroom.crypto.aead import key_id_of
 from strongroom.crypto.kdf import UNSAFE_TEST_ONLY
 from strongroom.crypto.secret import Secret
 from strongroom.errors import KeyUnavailable
@@ -24,6 +26,7 @@ from strongroom.store import check
 from strongroom.store import reencrypt as store_reencrypt
 from strongroom.store.index import MAGIC as INDEX_MAGIC
 from strongroom.store.listing import frame_key_id
+from strongroom.store.pack import PackBuilder
 from strongroom.store.repository import Repository
 from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
 from tests.faults.test_crash import kill_group, trial_env
@@ -130,7 +133,38 @@ def test_a_process_that_opened_before_retirement_publishes_nothing(tmp_path: Pat
     store_reencrypt.destroy_key(admin, 1)
     with pytest.raises(KeyUnavailable, match="retired while this command ran"):
         stale.edit_refs(lambda refs: None, "stale")
+    # The refusal still stores the frames it counted: under the current key, where they stay readable.
+    assert key_id_of(LocalBackend(str(root)).get("counters")) == 2
     assert _full_verify(root).ok
+
+
+def test_a_long_lived_handle_follows_the_current_key_after_a_retirement(tmp_path: Path) -> None:
+    """A training job's library handle opened before `key reencrypt --retire 1` keeps working, and what it
+    stores afterwards (its audit events, the frame counts, a new version) is sealed under the current key,
+    never under the destroyed one: nothing it writes becomes unreadable."""
+    root = _repo_with_history(tmp_path / "repo", tmp_path / "src", versions=1)
+    held = Strongroom.open(str(root), PASSPHRASE)
+    admin = Repository.open(LocalBackend(str(root)), SECRET)
+    admin.rotate_key()
+    store_reencrypt.reencrypt(admin, retire=1)
+    admin.edit_refs(lambda refs: None, "test")
+    store_reencrypt.destroy_key(admin, 1)
+
+    assert [c.message for c in held.log()] == ["v0"]  # seals its audit events as it ends
+    audit = list(LocalBackend(str(root)).list("audit"))
+    assert audit and all(key_id_of(LocalBackend(str(root)).get(name)) != 1 for name, _ in audit)
+    make_tree(tmp_path / "src", {"later.bin": os.urandom(200_000)})
+    held.commit(str(tmp_path / "src"), message="after the retirement")
+    backend = LocalBackend(str(root))
+    bare = [name for name, _ in [*backend.list("audit"), *backend.list("data"), ("counters", 0)]]
+    under_retired = [name for name in bare if key_id_of(backend.get(name)) == 1] + [
+        name for name, _ in backend.list("index") if frame_key_id(backend, name, INDEX_MAGIC) == 1
+    ]
+    assert under_retired == []
+    fresh = Strongroom.open(str(root), PASSPHRASE)
+    assert [c.message for c in fresh.log()] == ["after the retirement", "v0"]
+    assert fresh.verify("full").ok
+    assert Repository.open(backend, SECRET).message_count().get(2, 0) > 0  # the counts are still readable
 
 
 def _data_files(root: Path) -> set[str]:
@@ -210,3 +244,27 @@ def test_frames_gc_carried_into_a_new_pack_are_reencrypted_too(cli: Cli, tmp_pat
     out = tmp_path / "out"
     assert cli("checkout", "main", str(out)).code == 0
     assert tree_snapshot(out) == tree_snapshot(keep)
+
+
+def test_gc_removes_packs_left_under_a_key_destroyed_meanwhile(cli: Cli, tmp_path: Path) -> None:
+    """A commit that was storing data when `key reencrypt --retire` destroyed its key is refused at publish;
+    the packs it wrote are sealed under that key and could never be read: verify --full names them, gc
+    removes them, and nothing else."""
+    src = make_tree(tmp_path / "src", {"a.bin": os.urandom(100_000)})
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "v1").code == 0
+    stale = Repository.open(LocalBackend(str(cli.repo)), SECRET)  # a commit under way, sealing under key 1
+    assert cli("key", "rotate").code == 0
+    assert cli("key", "reencrypt", "--retire", "1").code == 0
+    builder = PackBuilder()
+    oid = os.urandom(32)
+    builder.add(ObjectKind.CHUNK, oid, stale.codec.encode(os.urandom(5000), ObjectKind.CHUNK, oid), 5000)
+    left = stale.write_pack(builder)
+    assert cli("verify", "--full").code == 1
+    packs_before = _data_files(cli.repo)
+    res = cli("gc")
+    assert res.code == 0, res.err
+    assert packs_before - _data_files(cli.repo) == {f"data/{left[:2]}/{left}"}
+    assert cli("verify", "--full").code == 0
+    assert cli("checkout", "main", str(tmp_path / "out")).code == 0
+    assert tree_snapshot(tmp_path / "out") == tree_snapshot(src)

@@ -365,6 +365,7 @@ class AuditLog:
         """Seal new events into the repository and sign a checkpoint over them (see the module doc)."""
         signer = repo.log_signer()
         verifier = signer.verifier()
+        repo.follow_current_key()  # a handle opened before a key was retired must not seal under it
         with self.store.writer() as conn:
             last = self.store.last_checkpoint(conn)
             if last is None:

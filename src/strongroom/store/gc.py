@@ -76,6 +76,7 @@ def mark(repo: Repository, refs: Refs, cutoff_ns: int) -> set[bytes]:
 
 
 def plan(repo: Repository, keep_ns: int, now_ns: int) -> GcPlan:
+    repo.follow_current_key()
     repo.adopt_orphan_packs()
     refs = repo.read_refs()
     cutoff = now_ns - keep_ns
@@ -102,12 +103,24 @@ def plan(repo: Repository, keep_ns: int, now_ns: int) -> GcPlan:
         objects_dead += len(dead)
         bytes_dead += sum(e.length for e in dead)
         (dead_packs if len(dead) == len(entries) else repack).append(pid)
+    # A commit that was running when `key reencrypt --retire` destroyed its key is refused at publish; the
+    # packs it wrote are sealed under that key, so nothing can ever read or adopt them: they go too.
+    dead_packs += sorted(pid for pid in present - set(repo.index.packs) if _under_a_destroyed_key(repo, pid))
     dropped = sum(1 for c in refs.reflog if c.time_ns < cutoff)
     return GcPlan(live, dead_packs, repack, objects_dead, bytes_dead, dropped)
 
 
+def _under_a_destroyed_key(repo: Repository, pack_id: str) -> bool:
+    head = repo.backend.get_range(pack_path(pack_id), 0, 7)
+    if len(head) < 7:
+        return False  # not a pack at all: verify reports it, gc does not guess
+    kid = key_id_of(head)
+    return kid < SCOPE_KEY_BASE and kid < repo.keyring.current and kid not in repo.keyring.data_keys
+
+
 def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
     """Carry out a plan under the publish and exclusive locks; returns bytes freed on disk."""
+    repo.follow_current_key()
     before = sum(size for _, size in repo.backend.list("data"))
     kept: set[tuple[int, bytes]] = set()
     builder = PackBuilder()

@@ -425,6 +425,7 @@ def commit_folder(
     root = os.path.abspath(req.source)
     if not os.path.isdir(root):
         raise InputError(f"not a folder: {req.source}")
+    repo.follow_current_key()  # a long-lived handle: what it stores is sealed under today's key
     scan_start = time.time_ns()
     rules = ignore_rules(root, req.excludes + [f"/{name}" for name in req.always_ignore])
     folders, skipped = scan(root, rules)

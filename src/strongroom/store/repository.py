@@ -534,6 +534,7 @@ class Repository:
             return {}
 
     def _write_counters(self, counts: dict[int, int]) -> None:
+        self.follow_current_key()  # also on a refused publish: the counts must stay readable
         plain = codec.dumps_canonical({str(k): v for k, v in counts.items()})
         self.backend.put("counters", self.sealer.seal(plain, ObjectKind.COUNTERS, self.context))
 
@@ -558,6 +559,15 @@ class Repository:
 
     def message_count(self) -> dict[int, int]:
         return self._read_counters()
+
+    def follow_current_key(self) -> None:
+        """Seal from now on under the stored current data key. A long-lived handle may have opened before
+        another process rotated it, or retired the key this one opened with (`key reencrypt --retire`
+        destroys it: anything sealed under it could never be read). Frames sealed so far still count."""
+        stored = self._read_keyring(self.backend, self.config, self._master)
+        if stored.current != self.sealer.current or set(stored.data_keys) != set(self.keyring.data_keys):
+            self.keyring = stored
+            self._use_keyring()
 
     def ensure_current_key(self) -> None:
         """Refuse to store anything under a data key that `key reencrypt --retire` destroyed after this process
