@@ -62,6 +62,7 @@ from strongroom.errors import (
     IntegrityError,
     KeyUnavailable,
     NotARepository,
+    PolicyDenied,
     RepositoryExists,
     RepositoryLocked,
     Shredded,
@@ -484,10 +485,20 @@ class Repository:
         command: str,
         wait: float = 0.0,
         prepare: Callable[[], object] | None = None,
+        *,
+        merging: bool = False,
     ) -> Refs:
-        """Compare-and-swap one branch; BranchMoved if it no longer points at ``expected``."""
+        """Compare-and-swap one branch; BranchMoved if it no longer points at ``expected``.
+
+        Protection is checked here, under the lock, against the refs being replaced: a check made before the
+        command read its data leaves a window (a commit can take minutes) in which the branch gets protected.
+        A protected branch is moved only by a merge (``merging``, which ran the branch's checks); PolicyDenied
+        otherwise."""
 
         def swap(refs: Refs) -> None:
+            now = refs.protected.get(branch)
+            if not merging and now is not None:
+                raise PolicyDenied(f"branch {branch} is protected: it takes new versions only by merge")
             if refs.branches.get(branch) != expected:
                 raise BranchMoved()
             refs.branches[branch] = new
