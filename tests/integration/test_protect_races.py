@@ -1,10 +1,13 @@
-"""Protection is enforced when the branch moves, not only when the command starts (review, HIGH): a commit,
-workspace commit or revert that began before `branch protect` is refused under the publish lock, and the
-refusal is audited as a denial like the early one. Deterministic: the protection is changed through the real
-service call, in another session, from a hook the command passes through between the two points."""
+"""Protection is enforced when the branch moves, not only when the command starts (review, HIGH, MEDIUM): a
+commit, workspace commit or revert that began before `branch protect` is refused under the publish lock, and
+so is a merge whose branch's protection changed while it ran its checks; each refusal is audited as a denial
+like the early one. Deterministic: the protection is changed through the real service call, in another
+session (or process), from a point the command passes through between its start and the branch's move."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,11 +16,12 @@ import pytest
 from strongroom import Strongroom
 from strongroom.audit.events import Event
 from strongroom.errors import PolicyDenied
+from strongroom.service import branches
 from strongroom.service import merge as merge_svc
 from strongroom.service import versions as ver_svc
 from strongroom.service import workspace as ws_svc
 from strongroom.store import ingest
-from tests.conftest import PASSPHRASE, make_tree
+from tests.conftest import PASSPHRASE, Cli, make_tree
 
 ONLY_BY_MERGE = "branch main is protected: it takes new versions only by merge"
 
@@ -33,10 +37,16 @@ def world(tmp_path: Path, repo_path: Path) -> tuple[Strongroom, Strongroom, Path
 
 
 def protect_midway(
-    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, admin: Strongroom, **protection: object
+    monkeypatch: pytest.MonkeyPatch,
+    module: ModuleType,
+    name: str,
+    admin: Strongroom,
+    checks: tuple[str, ...] = (),
+    **protection: object,
 ) -> list[str]:
-    """Make ``module.name`` (a step the command takes after its early check) protect main from the admin's
-    session the first time it is called. Returns the list the hook appends to once it has run."""
+    """Make ``module.name`` (a step the command takes after its early check) protect main (with ``checks``,
+    or ``on=False`` to unprotect it) from the admin's session the first time it is called. Returns the list
+    the hook appends to once it has run."""
     original = getattr(module, name)
     ran: list[str] = []
 
@@ -44,7 +54,7 @@ def protect_midway(
         result = original(*args, **kwargs)
         if not ran:
             ran.append(name)
-            merge_svc.protect(admin._session, "main", [], **protection)  # type: ignore[arg-type]
+            merge_svc.protect(admin._session, "main", list(checks), **protection)  # type: ignore[arg-type]
         return result
 
     monkeypatch.setattr(module, name, hooked)
@@ -114,3 +124,93 @@ def test_revert_started_before_protect_is_refused(
     assert ran and str(e.value) == ONLY_BY_MERGE
     assert head(admin) == before
     assert_denied_last(repo_path, "revert", ONLY_BY_MERGE)
+
+
+CHANGED = "protection of main changed while merging; retry"
+
+
+@pytest.mark.parametrize(
+    ("fast_forward", "before", "during", "hook", "retry_lands"),
+    [
+        # tightened while the checks ran: the added check never ran on the merge result
+        (False, {"checks": ("true",)}, {"checks": ("true", "false")}, "run_checks", False),
+        (True, {"checks": ("true",)}, {"checks": ("true", "false")}, "run_checks", False),
+        # --require-signed added while the checks ran: the signatures were never checked (they hold here: the
+        # versions are signed by the trusted key `init` made, so the retry lands)
+        (False, {"checks": ("true",)}, {"checks": ("true",), "require_signed": True}, "run_checks", True),
+        # protected while a merge into an unprotected branch ran: nothing it requires was enforced
+        (True, None, {"checks": ("false",)}, "_enforce_signed", False),
+        # lifted: the merge enforced rules no longer in force; it is refused too, and a retry lands
+        (False, {"checks": ("true",)}, {"on": False}, "run_checks", True),
+    ],
+)
+def test_merge_refused_when_protection_changed_while_it_ran(
+    world: tuple[Strongroom, Strongroom, Path],
+    tmp_path: Path,
+    repo_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_forward: bool,
+    before: dict[str, object] | None,
+    during: dict[str, object],
+    hook: str,
+    retry_lands: bool,
+) -> None:
+    sr, admin, src = world
+    s = sr._session
+    branches.branch_create(s, "dev")
+    dev = make_tree(tmp_path / "dev", {"a": b"1\n", "d/b": b"b\n", "n": b"new on dev\n"})
+    sr.commit(str(dev), message="dev work", branch="dev", workers=1)
+    if not fast_forward:
+        (src / "m").write_bytes(b"new on main\n")
+        sr.commit(str(src), message="main work", workers=1)
+    if before is not None:
+        merge_svc.protect(admin._session, "main", **before)  # type: ignore[arg-type]
+    old = head(admin)
+    ran = protect_midway(monkeypatch, merge_svc, hook, admin, **during)
+    with pytest.raises(PolicyDenied) as e:
+        merge_svc.merge(s, "dev", "main")
+    assert ran and str(e.value) == CHANGED
+    assert head(admin) == old
+    assert_denied_last(repo_path, "merge", CHANGED)
+    monkeypatch.undo()
+    # The retry is judged by the protection in force now.
+    if retry_lands:
+        done = merge_svc.merge(s, "dev", "main")
+        assert done.kind == ("fast-forward" if fast_forward else "merge") and head(admin).hex() == done.version
+    else:
+        with pytest.raises(PolicyDenied, match="check `false` failed"):
+            merge_svc.merge(s, "dev", "main")
+        assert head(admin) == old
+
+
+def test_cli_merge_whose_check_tightens_protection_exits_1(cli: Cli, tmp_path: Path) -> None:
+    """Two processes, no sleeping: the merge's own check runs `strongroom branch protect`, which adds a
+    failing check before the merge publishes."""
+    main = make_tree(tmp_path / "main", {"a": b"base\n"})
+    assert cli("init").code == 0
+    assert cli("commit", str(main), "-m", "base").code == 0
+    assert cli("branch", "create", "dev").code == 0
+    dev = make_tree(tmp_path / "dev", {"a": b"base\n", "n": b"new on dev\n"})
+    assert cli("commit", str(dev), "-b", "dev", "-m", "dev work").code == 0
+    tighten = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "strongroom",
+            "--repo",
+            str(cli.repo),
+            "branch",
+            "protect",
+            "main",
+            "--require-check",
+            "false",
+        ]
+    )
+    assert cli("branch", "protect", "main", "--require-check", tighten).code == 0
+    before = cli("branch", "list").out
+    res = cli("merge", "dev", "--into", "main")
+    assert res.code == 1 and CHANGED in res.err, res.out + res.err
+    assert cli("branch", "list").out == before
+    again = cli("merge", "dev", "--into", "main")
+    assert again.code == 1 and "check `false` failed" in again.err, again.out + again.err
+    assert cli("branch", "list").out == before

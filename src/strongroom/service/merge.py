@@ -114,7 +114,9 @@ def merge(
             tree = repo.load_commit(src).tree
             _enforce_signed(repo, protection, src, head, into)
             checks = _enforce_checks(repo, protection, tree, into)
-            session.remember(repo, repo.update_refs(into, head, src, "merge", wait, merging=True))
+            session.remember(
+                repo, repo.update_refs(into, head, src, "merge", wait, merging=True, protection=protection)
+            )
         return MergeResult(into, src.hex(), "fast-forward", [], checks)
     base = merge_base(head_line, set(src_line))
     refuse_scoped(repo, "a three-way merge", base, head, src)
@@ -137,7 +139,7 @@ def merge(
         writer.finish()  # packs first: if a check fails they stay unreferenced, for gc to collect
         _enforce_signed(repo, protection, new, head, into)
         checks = _enforce_checks(repo, protection, tree, into)
-        session.remember(repo, repo.update_refs(into, head, new, "merge", wait, merging=True))
+        session.remember(repo, repo.update_refs(into, head, new, "merge", wait, merging=True, protection=protection))
     return MergeResult(into, new.hex(), "merge", [], checks)
 
 

@@ -83,7 +83,7 @@ from strongroom.store.pack import (
     pack_path,
     parse_header,
 )
-from strongroom.store.refs import REFS_NAME, Refs, open_refs, seal_refs
+from strongroom.store.refs import REFS_NAME, Protection, Refs, open_refs, seal_refs
 from strongroom.store.trust import SIGNERS_NAME, TrustedSet, open_signers, seal_signers
 
 FORMAT = "sr-repo/1"
@@ -487,18 +487,22 @@ class Repository:
         prepare: Callable[[], object] | None = None,
         *,
         merging: bool = False,
+        protection: Protection | None = None,
     ) -> Refs:
         """Compare-and-swap one branch; BranchMoved if it no longer points at ``expected``.
 
         Protection is checked here, under the lock, against the refs being replaced: a check made before the
         command read its data leaves a window (a commit can take minutes) in which the branch gets protected.
-        A protected branch is moved only by a merge (``merging``, which ran the branch's checks); PolicyDenied
-        otherwise."""
+        A protected branch is moved only by a merge (``merging``), and only when ``protection`` (what the merge
+        enforced: its checks and signatures) is the branch's protection now, which a merge into an unprotected
+        branch gives as None; PolicyDenied otherwise."""
 
         def swap(refs: Refs) -> None:
             now = refs.protected.get(branch)
             if not merging and now is not None:
                 raise PolicyDenied(f"branch {branch} is protected: it takes new versions only by merge")
+            if merging and now != protection:
+                raise PolicyDenied(f"protection of {branch} changed while merging; retry")
             if refs.branches.get(branch) != expected:
                 raise BranchMoved()
             refs.branches[branch] = new
