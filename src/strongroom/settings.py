@@ -6,7 +6,7 @@ STRONGROOM_PASSPHRASE           the passphrase itself (least safe: other process
 STRONGROOM_NEW_PASSPHRASE_FILE  the new passphrase for key change-passphrase / add-kek (else a prompt)
 STRONGROOM_NEW_PASSPHRASE       the same, least safe
 STRONGROOM_PKCS11_PIN           the PIN of the PKCS#11 token holding a KEK (else a prompt)
-STRONGROOM_KEYFILE              the key file to use instead of the path a keyfile KEK recorded
+STRONGROOM_KEYFILE              the key file to open a slot with instead of the path its keyfile KEK recorded
 STRONGROOM_PKCS11_MODULES       PKCS#11 modules (.so) this machine may load, separated by ':' (besides those
                                 named with --pkcs11-module here, remembered in <config dir>/pkcs11-modules)
 STRONGROOM_KEYSTORE             scope KEKs (never in a repository); default ~/.local/share/strongroom/keystore

@@ -112,6 +112,38 @@ def test_key_file_slot_added_then_passphrase_slot_removed(cli: Cli, tmp_path: Pa
     assert res.code == 2 and "no key slot" in _one_error_line(res.err)
 
 
+def test_a_moved_key_file_given_by_override_keeps_working_for_key_changes(cli: Cli, tmp_path: Path) -> None:
+    """STRONGROOM_KEYFILE says where an existing slot's key file is now: it opens that slot, and no more. A new
+    slot's key file is the one its --kek names; change-passphrase keeps the key file that opened the slot,
+    recorded where it is now, and never writes a new (decoy) key file at the old recorded path."""
+    (tmp_path / "keys").mkdir()
+    old = tmp_path / "keys" / "repo.key"
+    assert cli("init", "--kek", "passphrase", "--kek", f"keyfile:{old}").code == 0
+    moved = tmp_path / "moved.key"
+    old.rename(moved)
+    key_bytes = moved.read_bytes()
+    override = {"STRONGROOM_KEYFILE": str(moved)}
+    assert cli("log", extra_env=override).code == 0
+
+    second = tmp_path / "second.key"
+    res = cli("--json", "key", "add-kek", "--kek", f"keyfile:{second}", extra_env=override)
+    assert res.code == 0, res.err
+    assert second.exists() and second.read_bytes() != key_bytes
+    assert str(second) in json.loads(res.out)["description"]
+    assert cli("log", passphrase=None).code == 0  # the new slot opens with its own key file, where it recorded it
+
+    res = cli("--json", "key", "change-passphrase", extra_env={**override, "STRONGROOM_NEW_PASSPHRASE": NEW_PASSPHRASE})
+    assert res.code == 0, res.err
+    assert not old.exists()  # no new key file at the old path
+    assert moved.read_bytes() == key_bytes
+    changed = json.loads(res.out)
+    assert changed["keks"] == ["passphrase", "keyfile"] and str(moved) in changed["description"]
+    # The rewrapped slot records where the key file is now: no override needed any more.
+    second.unlink()
+    assert cli("log", passphrase=NEW_PASSPHRASE).code == 0
+    assert cli("log").code == 2  # the old passphrase's slot is gone
+
+
 def test_change_passphrase(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
     _hsm_init(cli, softhsm, unique_label())
     assert cli("commit", str(make_tree(tmp_path / "s", {"f": b"x"})), extra_env=softhsm.env).code == 0

@@ -85,13 +85,18 @@ def as_credentials(value: Secret | Credentials) -> Credentials:
 
 @dataclass(frozen=True)
 class KekRequest:
-    """A KEK as named on the command line: ``passphrase``, ``keyfile:PATH`` or ``pkcs11`` (with its token)."""
+    """A KEK as named on the command line: ``passphrase``, ``keyfile:PATH`` or ``pkcs11`` (with its token).
+
+    A key file request with a ``fingerprint`` names an existing key file that must hold that key (a slot
+    rebuilt around the key file that opened it); it is never created. Without one, a missing PATH gets a
+    new key file."""
 
     kind: str
     path: str = ""
     module: str = ""
     token: str = ""
     label: str = ""
+    fingerprint: str = ""
 
     @classmethod
     def parse(cls, text: str, module: str = "", token: str = "", label: str = "") -> KekRequest:
@@ -214,9 +219,14 @@ def _layer_for(request: KekRequest, creds: Credentials, kdf: KdfParams) -> tuple
         params = {"kdf": {"t": kdf.time_cost, "m": kdf.memory_kib, "p": kdf.parallelism}, "salt": b64(salt)}
         return Layer("passphrase", params), derive_kek(creds.passphrase(), salt, kdf)
     if request.kind == "keyfile":
-        if not os.path.exists(request.path):
-            create_keyfile(request.path)
-        key = read_keyfile(request.path)
+        if request.fingerprint:
+            key = read_keyfile(request.path)
+            if not hmac.compare_digest(keyfile_fingerprint(key), request.fingerprint):
+                raise KeyUnavailable(f"key file {request.path} is not the one this repository was locked with")
+        else:
+            if not os.path.exists(request.path):
+                create_keyfile(request.path)
+            key = read_keyfile(request.path)
         return Layer("keyfile", {"path": request.path, "fingerprint": keyfile_fingerprint(key)}), _keyfile_kek(key)
     ref, _ = hsm.aes_kek(request.module, request.token, request.label, creds.pin(request.token))
     return Layer("pkcs11", ref.public()), None

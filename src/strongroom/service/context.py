@@ -468,6 +468,10 @@ class SessionCredentials:
         return self._session.get_pin(token)
 
     def keyfile_path(self, recorded: str) -> str:
+        # STRONGROOM_KEYFILE says where an existing slot's key file is now. A new slot's key file is the one
+        # its request named (and recorded): the override would prove the new layer against another key.
+        if self._new:
+            return recorded
         return self._session.settings.keyfile or recorded
 
 

@@ -37,10 +37,9 @@ def kek_requests(keks: Sequence[str], pkcs11: Pkcs11Options | None, repo_path: s
     opts = pkcs11 or Pkcs11Options()
     requests = [KekRequest.parse(k, opts.module, opts.token, opts.key_label) for k in keks]
     check_requests(requests)
-    root = os.path.realpath(repo_path)
     for r in requests:
-        if r.kind == "keyfile" and os.path.realpath(r.path).startswith(root + os.sep):
-            raise InputError("a key file inside the repository protects nothing: keep it elsewhere")
+        if r.kind == "keyfile":
+            _refuse_inside(r.path, repo_path)
     return requests
 
 
@@ -49,6 +48,11 @@ def approve_named_modules(session: Session, requests: Sequence[KekRequest]) -> N
     for r in requests:
         if r.kind == "pkcs11":
             session.approve_pkcs11_module(r.module)
+
+
+def _refuse_inside(keyfile: str, repo_path: str) -> None:
+    if os.path.realpath(keyfile).startswith(os.path.realpath(repo_path) + os.sep):
+        raise InputError("a key file inside the repository protects nothing: keep it elsewhere")
 
 
 def _slot_info(slot_id: str, created_ns: int, describe: str, kinds: Sequence[str], opened: bool) -> KeySlotInfo:
@@ -114,12 +118,17 @@ def change_passphrase(session: Session) -> KeySlotInfo:
     old = next((s for s in repo.key_slots() if s.slot_id == repo.opened_slot), None)
     if old is None or "passphrase" not in old.kinds:
         raise InputError("the repository was not opened with a passphrase: nothing to change")
+    opening = session.credentials()
     requests = []
     for layer in old.layers:
         if layer.kind == "passphrase":
             requests.append(KekRequest("passphrase"))
         elif layer.kind == "keyfile":
-            requests.append(KekRequest("keyfile", path=str(layer.params["path"])))
+            # The key file that opened the slot (STRONGROOM_KEYFILE when it moved), recorded where it is now;
+            # it must hold the same key, and none is ever created (at the old path a new one would be a decoy).
+            path = os.path.abspath(opening.keyfile_path(str(layer.params["path"])))
+            _refuse_inside(path, session.repo_path())
+            requests.append(KekRequest("keyfile", path=path, fingerprint=str(layer.params["fingerprint"])))
         else:
             p = layer.params
             requests.append(KekRequest("pkcs11", module=p["module"], token=p["token"], label=p["key_label"]))

@@ -190,6 +190,25 @@ def test_another_keyfile_is_refused_by_fingerprint(tmp_path: Path, master: Secre
         open_slot(slot, REPO, Creds(PASS))
 
 
+def test_an_existing_keyfile_request_never_creates_one(tmp_path: Path, master: Secret) -> None:
+    """A request with a fingerprint (change-passphrase keeping the key file that opened the slot) uses that
+    key file or nothing: a missing one is not created, another key is refused."""
+    path = str(tmp_path / "a.key")
+    slot = make_slot(REPO, master, [KekRequest.parse(f"keyfile:{path}")], PassphraseOnly(PASS), PARAMS, 1)
+    fp = str(slot.layers[0].params["fingerprint"])
+    kept = make_slot(REPO, master, [KekRequest("keyfile", path=path, fingerprint=fp)], PassphraseOnly(PASS), PARAMS, 2)
+    assert kept.layers[0].params == slot.layers[0].params
+    assert open_slot(kept, REPO, PassphraseOnly(PASS)) == master
+    other = str(tmp_path / "b.key")
+    make_slot(REPO, master, [KekRequest.parse(f"keyfile:{other}")], PassphraseOnly(PASS), PARAMS, 1)
+    with pytest.raises(KeyUnavailable, match="not the one"):
+        make_slot(REPO, master, [KekRequest("keyfile", path=other, fingerprint=fp)], PassphraseOnly(PASS), PARAMS, 3)
+    missing = str(tmp_path / "missing.key")
+    with pytest.raises(KeyUnavailable, match="cannot read key file"):
+        make_slot(REPO, master, [KekRequest("keyfile", path=missing, fingerprint=fp)], PassphraseOnly(PASS), PARAMS, 3)
+    assert not os.path.exists(missing)
+
+
 def test_keyfile_with_passphrase_needs_both(tmp_path: Path, master: Secret) -> None:
     path = str(tmp_path / "k")
     requests = [KekRequest("passphrase"), KekRequest.parse(f"keyfile:{path}")]
