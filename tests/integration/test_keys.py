@@ -144,6 +144,29 @@ def test_a_moved_key_file_given_by_override_keeps_working_for_key_changes(cli: C
     assert cli("log").code == 2  # the old passphrase's slot is gone
 
 
+@pytest.mark.parametrize("salt", ["not base64!", 12345])
+def test_a_damaged_first_release_slot_is_skipped(cli: Cli, salt: object) -> None:
+    """A storage writer can keep a slot's (unkeyed) checksum consistent: an sr-key/1 slot with a bad salt is a
+    damaged slot, skipped like any other, not an internal error that stops every command."""
+    import hashlib
+
+    assert cli("init").code == 0
+    repo_id = json.loads((cli.repo / "config").read_text())["id"]
+    body = {"format": "sr-key/1", "kek": "passphrase", "id": "0000000000000000", "repo_id": repo_id,
+            "kdf": {"t": 1, "m": 64, "p": 1}, "salt": salt, "nonce": "AAAAAAAAAAAAAAAA", "wrapped": "AAAA"}  # fmt: skip
+    body["checksum"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    (cli.repo / "keys" / "0000000000000000").write_text(json.dumps(body))
+    res = cli("log")
+    assert res.code == 0, res.err
+    assert len(json.loads(cli("--json", "key", "list").out)["slots"]) == 1
+    # Alone, it is reported as damage (exit 1, one line).
+    for name in os.listdir(cli.repo / "keys"):
+        if name != "0000000000000000":
+            os.remove(cli.repo / "keys" / name)
+    res = cli("log")
+    assert res.code == 1 and "key slot is damaged" in _one_error_line(res.err)
+
+
 def test_change_passphrase(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
     _hsm_init(cli, softhsm, unique_label())
     assert cli("commit", str(make_tree(tmp_path / "s", {"f": b"x"})), extra_env=softhsm.env).code == 0

@@ -43,6 +43,8 @@ SLOT_FORMAT = "sr-key/2"
 LEGACY_FORMAT = "sr-key/1"
 KEYFILE_MAGIC = "strongroom-keyfile/1"
 KINDS = ("passphrase", "keyfile", "pkcs11")
+SALT_BYTES = 16  # a passphrase layer's Argon2id salt
+NONCE_BYTES = 12  # every layer's AES-GCM nonce
 
 
 class Credentials(Protocol):
@@ -215,7 +217,7 @@ def _legacy_aad(repo_id: str, slot_id: str) -> bytes:
 def _layer_for(request: KekRequest, creds: Credentials, kdf: KdfParams) -> tuple[Layer, Secret | None]:
     """Resolve a request into a layer's public description (and, for software KEKs, the key itself)."""
     if request.kind == "passphrase":
-        salt = os.urandom(16)
+        salt = os.urandom(SALT_BYTES)
         params = {"kdf": {"t": kdf.time_cost, "m": kdf.memory_kib, "p": kdf.parallelism}, "salt": b64(salt)}
         return Layer("passphrase", params), derive_kek(creds.passphrase(), salt, kdf)
     if request.kind == "keyfile":
@@ -253,7 +255,7 @@ def make_slot(
             nonce, data = seal_with(key, data, aad)
         else:
             ref = hsm.HsmKeyRef.from_public(layer.params)
-            nonce = os.urandom(12)
+            nonce = os.urandom(NONCE_BYTES)
             data = hsm.aes_gcm_encrypt(ref, creds.pin(ref.token), nonce, data, aad)
         sealed.append(Layer(layer.kind, layer.params, nonce))
     return KeySlot(slot_id, repo_id, now_ns, tuple(sealed), data)
@@ -326,12 +328,19 @@ def _check_kdf(kdf: Any) -> dict[str, int]:
     return {"t": t, "m": m, "p": p}
 
 
+def _b64_field(value: Any, size: int) -> str:
+    """A base64 field of ``size`` bytes (format.md §10), as the slot wrote it. Checked here, so that a bad
+    salt or nonce is a damaged slot rather than an error out of Argon2 or AES-GCM when the slot is opened."""
+    if not isinstance(value, str) or len(unb64(value)) != size:
+        raise IntegrityError("key slot is damaged")
+    return value
+
+
 def _parse_layer(obj: dict[str, Any]) -> Layer:
     kind = obj.pop("kek")
-    nonce = unb64(obj.pop("nonce"))
+    nonce = unb64(_b64_field(obj.pop("nonce"), NONCE_BYTES))
     if kind == "passphrase":
-        params: dict[str, Any] = {"kdf": _check_kdf(obj["kdf"]), "salt": str(obj["salt"])}
-        unb64(params["salt"])
+        params: dict[str, Any] = {"kdf": _check_kdf(obj["kdf"]), "salt": _b64_field(obj["salt"], SALT_BYTES)}
     elif kind == "keyfile":
         params = {"path": str(obj["path"]), "fingerprint": str(obj["fingerprint"])}
     elif kind == "pkcs11":
@@ -351,7 +360,8 @@ def parse_slot(data: bytes) -> KeySlot:
         if not hmac.compare_digest(hashlib.sha256(canonical_json(body)).hexdigest(), str(checksum)):
             raise IntegrityError("key slot is damaged")
         if body["format"] == LEGACY_FORMAT and body["kek"] == "passphrase":
-            layer = Layer("passphrase", {"kdf": _check_kdf(body["kdf"]), "salt": body["salt"]}, unb64(body["nonce"]))
+            params = {"kdf": _check_kdf(body["kdf"]), "salt": _b64_field(body["salt"], SALT_BYTES)}
+            layer = Layer("passphrase", params, unb64(_b64_field(body["nonce"], NONCE_BYTES)))
             return KeySlot(str(body["id"]), str(body["repo_id"]), 0, (layer,), unb64(body["wrapped"]), legacy=True)
         if body["format"] != SLOT_FORMAT:
             raise IntegrityError(f"unsupported key slot format {body['format']!r}")

@@ -166,6 +166,32 @@ def test_first_release_slot_still_opens(master: Secret) -> None:
         open_slot(slot, REPO, PassphraseOnly(Secret(b"nope")))
 
 
+BAD_B64 = ["not base64!", 12345, None, "", "AAAA", base64.b64encode(b"x" * 40).decode()]
+
+
+@pytest.mark.parametrize("field", ["salt", "nonce"])
+@pytest.mark.parametrize("value", BAD_B64)
+def test_a_first_release_slot_with_a_bad_salt_or_nonce_is_damage(field: str, value: object) -> None:
+    """Checked when the slot is parsed (a damaged slot, skipped), not when it is opened (an error out of
+    Argon2 or AES-GCM that stopped every command)."""
+    body = {"format": "sr-key/1", "id": "k1", "repo_id": REPO, "kek": "passphrase",
+            "kdf": {"alg": "argon2id", "t": 1, "m": 64, "p": 1}, "salt": base64.b64encode(b"s" * 16).decode(),
+            "nonce": base64.b64encode(b"n" * 12).decode(), "wrapped": "AAAA"}  # fmt: skip
+    assert parse_slot(_rechecksum(dict(body))).legacy
+    body[field] = value
+    with pytest.raises(IntegrityError):
+        parse_slot(_rechecksum(body))
+
+
+@pytest.mark.parametrize("field", ["salt", "nonce"])
+@pytest.mark.parametrize("value", BAD_B64)
+def test_a_layer_with_a_bad_salt_or_nonce_is_damage(slot_bytes: bytes, field: str, value: object) -> None:
+    body = json.loads(slot_bytes)
+    body["layers"][0][field] = value
+    with pytest.raises(IntegrityError):
+        parse_slot(_rechecksum(body))
+
+
 # ---------------------------------------------------------------------- key files
 
 
