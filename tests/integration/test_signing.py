@@ -147,6 +147,24 @@ def test_untrusted_added_revoked(sr: InProcess, src: Path) -> None:
     fails(sr("signer", "add", "bob", line), 2, "revoked")
 
 
+def test_the_last_trusted_signer_is_never_revoked(sr: InProcess, src: Path) -> None:
+    """With no trusted signer left no one could add one again (the set is not empty, so no new root is taken):
+    every version would fail verify for good. Refused, one line, exit 2, nothing changed."""
+    ok(sr("init"))
+    ok(sr("commit", str(src), "-m", "by alice"))
+    before = (sr.repo / "signers").read_bytes()
+    r = fails(sr("signer", "revoke", "alice"), 2, "last trusted signer", "add another signer first")
+    assert len(r.err.strip().splitlines()) == 1
+    assert (sr.repo / "signers").read_bytes() == before
+    ok(sr("verify"))
+    ok(sr("signer", "keygen", "bob", user="bob"))
+    ok(sr("signer", "add", "bob", ok(sr("signer", "export", "bob")).out.strip()))
+    ok(sr("signer", "revoke", "alice", user="bob"))  # bob remains
+    fails(sr("signer", "revoke", "bob", user="bob"), 2, "last trusted signer")
+    rows = json.loads(ok(sr("--json", "signer", "list", user="bob")).out)
+    assert {r["name"]: r["status"] for r in rows} == {"alice": "revoked", "bob": "trusted"}
+
+
 def test_openssh_lines_accepted_and_garbage_refused(sr: InProcess, cli: Cli) -> None:
     ok(sr("init"))
     ed = Ed25519PrivateKey.generate().public_key()

@@ -282,7 +282,8 @@ def add(session: Session, name: str, public_line: str) -> SignerInfo:
 
 @audited("signer.revoke", signer="name")
 def revoke(session: Session, name: str) -> SignerInfo:
-    """Revoke the trusted key of ``name``: every version it signed, older ones included, stops verifying."""
+    """Revoke the trusted key of ``name``: every version it signed, older ones included, stops verifying.
+    Refused when no other unrevoked signer that chains to the root would be left."""
     check_signer_name(name)
     repo = session.open()
     me = identity(session, repo)
@@ -299,6 +300,14 @@ def revoke(session: Session, name: str) -> SignerInfo:
             raise InputError(f"no trusted, unrevoked signer named {name}")
         i = trusted.signers.index(entry)
         trusted.signers[i] = dataclasses.replace(entry, revoked_ns=time.time_ns(), revoked_by=session.user(repo))
+        # Never the last one: with no trusted signer left no one could add one again (the set is not empty, so
+        # no new root is taken), every version would fail verify and a --require-signed branch accept nothing.
+        left = trusted.chain(repo.config.repo_id)
+        if not any(not s.revoked and s.fingerprint in left and left[s.fingerprint] is None for s in trusted.signers):
+            raise InputError(
+                f"refusing to revoke {name}, the last trusted signer: no one could add signers again; "
+                "add another signer first (strongroom signer add)"
+            )
         done.append(trusted.signers[i])
 
     repo.edit_signers(change, "signer revoke")
