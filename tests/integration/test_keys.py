@@ -144,6 +144,32 @@ def test_a_moved_key_file_given_by_override_keeps_working_for_key_changes(cli: C
     assert cli("log").code == 2  # the old passphrase's slot is gone
 
 
+def test_init_with_a_key_file_only_asks_for_the_signing_passphrase_first(cli: Cli, tmp_path: Path) -> None:
+    """A repository locked by a key file needs no passphrase, but init also makes the signing key: without a
+    signing passphrase it is refused before anything is created (it left a repository with no trusted set,
+    which a rerun of init refused)."""
+    keyfile = tmp_path / "repo.key"
+    res = cli("init", "--kek", f"keyfile:{keyfile}", passphrase=None)
+    line = _one_error_line(res.err)
+    assert res.code == 2 and "no signing passphrase" in line and "STRONGROOM_SIGNING_PASSPHRASE_FILE" in line
+    assert not cli.repo.exists() and not keyfile.exists()
+
+    signing = tmp_path / "signing-pass"
+    signing.write_text("a signing passphrase 0d4e\n")
+    env = {"STRONGROOM_SIGNING_PASSPHRASE_FILE": str(signing)}
+    res = cli("init", "--kek", f"keyfile:{keyfile}", passphrase=None, extra_env=env)
+    assert res.code == 0, res.err
+    assert cli("commit", str(make_tree(tmp_path / "src", {"a": b"x"})), passphrase=None, extra_env=env).code == 0
+    assert cli("verify", passphrase=None).code == 0
+
+    # The key now exists: a wrong signing passphrase is found before a second repository is created.
+    other = Cli(tmp_path / "other", cli.env)
+    signing.write_text("not the signing passphrase\n")
+    res = other("init", "--kek", f"keyfile:{tmp_path / 'other.key'}", passphrase=None, extra_env=env)
+    assert res.code == 2 and "wrong signing passphrase" in _one_error_line(res.err)
+    assert not other.repo.exists() and not (tmp_path / "other.key").exists()
+
+
 @pytest.mark.parametrize("salt", ["not base64!", 12345])
 def test_a_damaged_first_release_slot_is_skipped(cli: Cli, salt: object) -> None:
     """A storage writer can keep a slot's (unkeyed) checksum consistent: an sr-key/1 slot with a bad salt is a

@@ -169,7 +169,17 @@ class Session:
         repository passphrase source (docs/signing.md)."""
         s = self.settings
         if s.signing_passphrase_file is None and s.signing_passphrase_env is None:
-            return self.get_passphrase(confirm)
+            try:
+                return self.get_passphrase(confirm)
+            except KeyUnavailable:
+                # No repository passphrase source either (a repository locked by a key file or a token): name
+                # the secret that is missing and what it is for.
+                raise KeyUnavailable(
+                    "no signing passphrase (it encrypts your signing key; when not set apart it is the repository "
+                    "passphrase): run on a terminal, or set STRONGROOM_SIGNING_PASSPHRASE_FILE or "
+                    "STRONGROOM_SIGNING_PASSPHRASE (or the repository's: STRONGROOM_PASSPHRASE_FILE, "
+                    "--passphrase-command or STRONGROOM_PASSPHRASE)"
+                ) from None
         if self._signing_passphrase is None:
             self._signing_passphrase = self._secret(
                 "signing passphrase",

@@ -59,8 +59,9 @@ def init(
         raise InputError("--compression takes a zstd level from 0 (off) to 19")
     requests = kek_requests(keks, pkcs11, path)
     approve_named_modules(session, requests)
-    # the identity names this client's signing key: refused before anything is created, not after
-    check_signer_name(session.settings.user or user or session.settings.os_user)
+    # the identity names this client's signing key: refused before anything is created, not after, as is a
+    # signing passphrase that is not at hand (a repository locked by a key file or a token needs none itself)
+    signers.prepare_identity(session, check_signer_name(session.settings.user or user or session.settings.os_user))
     kdf = session.kdf_params()
     backend = LocalBackend(path)
     created_root = not os.path.exists(path)

@@ -99,6 +99,19 @@ def committer(session: Session, repo: Repository) -> tuple[Sign, str, list[str]]
     return sign, name, notes
 
 
+def prepare_identity(session: Session, name: str) -> None:
+    """At init, before anything is created: the secret that ``name``'s signing key needs, so that a missing or
+    wrong one is refused while nothing exists (after the repository, it left one with no trusted set, and a
+    rerun of init is refused). A new key needs the signing passphrase; an existing one is loaded."""
+    folder = key_folder(session)
+    if folder.exists(name):
+        if folder.info(name).ref is None:
+            session.get_signing_passphrase(confirm=True)  # confirmed as before when it is the repository's
+        _load(session, name)
+    else:
+        session.get_signing_passphrase(confirm=True)
+
+
 def trust_identity(session: Session, repo: Repository) -> list[str]:
     """At init: a key for the current identity (created when missing), trusted as the set's root."""
     name = identity(session, repo)
