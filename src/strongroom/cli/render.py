@@ -87,7 +87,7 @@ def damage(found: Sequence[dict[str, str]], affected: dict[str, list[str]]) -> N
 
 
 def changes(entries: Sequence[DiffEntry], none_text: str) -> None:
-    """Added, removed, modified and renamed paths, one per line (diff, status)."""
+    """Added, removed, modified and renamed paths (and, in a sparse workspace, clashes), one per line (diff, status)."""
     for c in entries:
         if c.status == "renamed":
             line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")

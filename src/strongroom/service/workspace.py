@@ -8,7 +8,8 @@ files that differ between two versions; an interrupted switch is recorded in the
 running it again, which refuses to touch any file that belongs to neither version.
 
 A sparse workspace's view of its base is the files and folders matching its paths plus ``extra``: what its
-last commit took from the folder outside the paths. A commit keeps the base's files outside that view.
+last commit took from the folder outside the paths. A commit keeps the base's files outside that view, and
+refuses where something in the folder would displace one of them.
 
 The client registers every workspace it materialises (per repository, in its state folder). `create` and
 `switch` reflink a file that another registered workspace of the repository holds unchanged, where the
@@ -50,7 +51,7 @@ OWN = (META, META + ".tmp")  # never part of a version: the metadata, and its co
 # A switch writes each file (one at a time) under this name in its folder and then renames it into place, so
 # a killed switch leaves no half-written file under a name of either version; running it again removes it.
 PARTIAL = ".strongroom-partial"
-_ORDER = {"added": 0, "removed": 1, "modified": 2, "renamed": 3}
+_ORDER = {"added": 0, "removed": 1, "modified": 2, "renamed": 3, "clash": 4}
 
 Files = dict[str, Entry]
 
@@ -111,6 +112,11 @@ def _view(files: Files, folders: Files, paths: list[str], extra: list[str]) -> t
     wanted = [*shown, *(d for d in folders if matches(d, paths) or d in keep)]
     holders = {p[:i] for p in wanted for i, c in enumerate(p) if c == "/"}
     return shown, {d: e for d, e in folders.items() if d in holders or d in keep or matches(d, paths)}
+
+
+def _hidden(files: Files, folders: Files, shown: Files, shown_dirs: Files) -> tuple[Files, Files]:
+    """A sparse workspace's base entries outside its view, which its commit keeps."""
+    return {p: e for p, e in files.items() if p not in shown}, {p: e for p, e in folders.items() if p not in shown_dirs}
 
 
 def _is_folder(path: str) -> bool:
@@ -369,7 +375,8 @@ def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry
     adopted = _adopt(session, repo, folder, meta)
     paths = _paths(meta)
     base = bytes.fromhex(str(meta["base"]))
-    files, dirs = _view(*_version(repo, base), paths, _listed(meta, "extra"))
+    all_files, all_dirs = _version(repo, base)
+    files, dirs = _view(all_files, all_dirs, paths, _listed(meta, "extra"))
     current, current_dirs = _scan_flat(session, repo, folder)
     changes = [
         DiffEntry(c.status, c.path, c.size, c.old_path if c.status == "renamed" else None, c.old_size)
@@ -377,6 +384,9 @@ def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry
     ]
     changes += [DiffEntry("added", d, 0) for d in current_dirs - dirs.keys()]
     changes += [DiffEntry("removed", d, 0) for d in dirs.keys() - current_dirs]
+    if paths:  # base entries outside the view that what is here would displace: commit refuses
+        clashes = ingest.overlay_clashes(current, current_dirs, *_hidden(all_files, all_dirs, files, dirs))
+        changes += [DiffEntry("clash", p, 0) for hidden in clashes.values() for p in hidden]
     changes.sort(key=lambda c: (c.path, _ORDER[c.status]))
     info = WorkspaceInfo(
         os.path.abspath(folder),
@@ -406,11 +416,7 @@ def commit(session: Session, folder: str, message: str, branch: str | None, wait
     overlay = None
     if paths:
         files, folders = _version(repo, base)
-        shown, shown_dirs = _view(files, folders, paths, _listed(meta, "extra"))
-        overlay = (
-            {p: e for p, e in files.items() if p not in shown},
-            {p: e for p, e in folders.items() if p not in shown_dirs},
-        )
+        overlay = _hidden(files, folders, *_view(files, folders, paths, _listed(meta, "extra")))
     meta["committing"] = base.hex()  # lets _adopt tell an interrupted commit from a switch to the base
     meta["committing_ns"] = time.time_ns()
     _write_meta(folder, meta)

@@ -11,7 +11,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,7 @@ from strongroom.core import codec
 from strongroom.core.ids import ObjectKind
 from strongroom.core.ignore import IgnoreRules
 from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry
-from strongroom.errors import InputError, StrongroomError, UnreadableSource
+from strongroom.errors import InputError, ProblemFound, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
 from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache
@@ -397,11 +397,53 @@ def prepare_files(
 # ------------------------------------------------------------------------------------------ commit
 
 
+def overlay_clashes(
+    files: Iterable[str], folders: Iterable[str], more_files: dict[str, Entry], more_folders: dict[str, Entry]
+) -> dict[str, list[str]]:
+    """Where what a sparse workspace holds (``files``: files and links; ``folders``) clashes with its base's
+    entries outside its paths: {path in the workspace: [base files a commit could not keep, or the folders when
+    only empty ones]}. The path taken, or a file above them; a folder where the base has a folder is no clash."""
+    files, folders = set(files), set(folders)
+    out: dict[str, list[str]] = {}
+    for path in [*more_files, *more_folders]:
+        parts = path.split("/")
+        mine = next((a for a in ("/".join(parts[:i]) for i in range(1, len(parts))) if a in files), None)
+        if mine is None and (path in files or (path in folders and path in more_files)):
+            mine = path
+        if mine is not None:
+            out.setdefault(mine, []).append(path)
+    return {p: sorted([h for h in hidden if h in more_files] or hidden) for p, hidden in sorted(out.items())}
+
+
+def _refuse_overlay_clashes(
+    root: str, scanned: dict[str, list[ScanNode]], more_files: dict[str, Entry], more_folders: dict[str, Entry]
+) -> None:
+    """Before anything is read: a commit dropping base entries that the sparse workspace never showed would lose
+    them silently."""
+    nodes = [n for ns in scanned.values() for n in ns]
+    clashes = overlay_clashes(
+        (n.rel for n in nodes if n.type != DIR), (n.rel for n in nodes if n.type == DIR), more_files, more_folders
+    )
+    if not clashes:
+        return
+
+    def hides(hidden: list[str]) -> str:
+        return ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
+
+    listed = "; ".join(f"{p} (hides {hides(h)})" for p, h in list(clashes.items())[:10])
+    more = f"; and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+    raise ProblemFound(
+        f"{len(clashes)} path(s) in {root} clash with files or folders of its base outside the workspace's paths,"
+        f" which the commit would drop: {listed}{more}; rename or move them, then commit again"
+    )
+
+
 def _add_overlay(
     files: dict[str, Entry], folders: dict[str, Entry], more_files: dict[str, Entry], more_folders: dict[str, Entry]
 ) -> None:
     """Add a sparse workspace's base entries outside its paths to what was scanned, except where they would
-    clash with it: a path taken, a scanned file above them, or scanned entries below an overlaid file."""
+    clash with it (refused before, unless the scanned entry was skipped as unreadable since): a path taken, a
+    scanned file above them, or scanned entries below an overlaid file."""
     below = {"/".join(p.split("/")[:i]) for p in [*files, *folders] for i in range(1, p.count("/") + 1)}
 
     def above_is_file(path: str) -> bool:
@@ -429,6 +471,8 @@ def commit_folder(
     scan_start = time.time_ns()
     rules = ignore_rules(root, req.excludes + [f"/{name}" for name in req.always_ignore])
     folders, skipped = scan(root, rules)
+    if req.overlay is not None:
+        _refuse_overlay_clashes(root, folders, *req.overlay)
 
     refs = repo.read_refs()
     parent = req.pinned_parent if req.pinned_parent is not None else refs.branches.get(req.branch)
