@@ -369,3 +369,37 @@ def test_a_refused_commit_is_not_adopted_later(
     assert (
         cli("cat", "dev", "a").out == "a1\n" and json.loads(cli("--json", "log", "--branch", "dev").out)[0]["id"] == v1
     )
+
+
+def test_a_second_commit_during_a_commit_leaves_the_workspace_as_the_first_made_it(
+    cli: Cli, tmp_path: Path, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commits of one workspace at once: the second used to commit first, the first was then refused
+    (branch moved) and wrote back the metadata it had read before, with the old base; the workspace then
+    showed the committed edit as uncommitted and refused commit and switch. A commit now holds the workspace:
+    the second exits 1 at once, and the first finishes."""
+    src = make_tree(tmp_path / "src", {"a": b"v1\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "dev").code == 0
+    (w / "big").write_bytes(b"an edit\n")
+    session = Strongroom.open(str(repo_path), PASSPHRASE)._session
+    second: list[Any] = []
+
+    def another_commit_meanwhile(*args: Any, **kwargs: Any) -> CommitSummary:
+        second.append(cli("commit", str(w), "-m", "B"))  # runs to its end while the first one is here
+        return real(*args, **kwargs)
+
+    real = ws.commit_version
+    monkeypatch.setattr(ws, "commit_version", another_commit_meanwhile)
+    first = ws.commit(session, str(w), "A", None, 0)
+    monkeypatch.undo()
+    assert second[0].code == 1 and "in use" in second[0].err and len(second[0].err.strip().splitlines()) == 1
+    head = json.loads(cli("--json", "log", "--branch", "dev").out)[0]
+    assert head["id"] == first.id and head["message"] == "A"
+    assert json.loads((w / META).read_text())["base"] == first.id
+    assert changes(cli, w) == []
+    (w / "a").write_bytes(b"v2\n")
+    assert commit(cli, w, "again")
+    assert cli("workspace", "switch", str(w), first.id).code == 0

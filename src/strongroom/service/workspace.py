@@ -1,11 +1,12 @@
 """Workspaces: writable working folders tied to a branch. The original versions are never modified.
 
-A workspace folder holds the files asked for (sparse by glob) and a small `.strongroom-workspace.json`
-(repository, branch, base version, paths, extra). Its file cache is primed at creation, so `status` and
-`commit` read only files that changed. `status` and `commit` see the folder exactly as `strongroom commit`
-does (the same ignore rules; FIFOs, sockets and devices skipped), folders included. `switch` rewrites only the
-files that differ between two versions; an interrupted switch is recorded in the metadata and completed by
-running it again, which refuses to touch any file that belongs to neither version.
+A workspace folder holds the files asked for (sparse by glob), a small `.strongroom-workspace.json`
+(repository, branch, base version, paths, extra) and the lock that lets one commit or switch run at a time.
+Its file cache is primed at creation, so `status` and `commit` read only files that changed. `status` and
+`commit` see the folder exactly as `strongroom commit` does (the same ignore rules; FIFOs, sockets and devices
+skipped), folders included. `switch` rewrites only the files that differ between two versions; an interrupted
+switch is recorded in the metadata and completed by running it again, which refuses to touch any file that
+belongs to neither version.
 
 A sparse workspace's view of its base is the files and folders matching its paths plus ``extra``: what its
 last commit took from the folder outside the paths. A commit keeps the base's files outside that view, and
@@ -19,13 +20,15 @@ filesystem supports it (store/reflink.py), and write it from the repository othe
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import socket
 import stat
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from strongroom.core.diff import diff_flat
 from strongroom.core.merge import same_entry
@@ -47,7 +50,9 @@ from strongroom.store.restore import matches, write_file
 from strongroom.store.treebuild import flatten
 
 META = ".strongroom-workspace.json"
-OWN = (META, META + ".tmp")  # never part of a version: the metadata, and its copy while it is rewritten
+LOCK = ".strongroom-workspace.lock"
+# Never part of a version: the metadata, its copy while it is rewritten, and the lock of _exclusive.
+OWN = (META, META + ".tmp", LOCK)
 # A switch writes each file (one at a time) under this name in its folder and then renames it into place, so
 # a killed switch leaves no half-written file under a name of either version; running it again removes it.
 PARTIAL = ".strongroom-partial"
@@ -86,6 +91,50 @@ def _write_meta(folder: str, meta: dict[str, object]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, _meta_path(folder))
+
+
+_held = threading.local()  # the workspaces this thread holds the lock of: a nested use (switch's status) passes
+
+
+@contextlib.contextmanager
+def _exclusive(folder: str, needed: bool = True) -> Iterator[bool]:
+    """One commit, switch, adoption or discard at a time per workspace: each rewrites the metadata from what it
+    read, so another one finishing meanwhile would have its base reset. Yields True once held. A second one
+    exits 1, unless not ``needed`` (status: it then only reads, and yields False)."""
+    key = os.path.realpath(folder)
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield True
+        return
+    try:
+        fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if needed:
+            raise InputError(f"cannot lock workspace {folder}: {e.strerror or e}") from None
+        fd = -1  # an unwritable folder: status reads only
+    busy = fd < 0
+    try:
+        if not busy:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy = True
+            except OSError:
+                pass  # no locks on this filesystem: as without them
+        if busy and needed:
+            raise ProblemFound(
+                f"workspace {folder} is in use by another strongroom command (a commit or switch);"
+                " run this again once it has finished"
+            )
+        if not busy:
+            held.add(key)
+        try:
+            yield not busy
+        finally:
+            held.discard(key)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _listed(meta: dict[str, object], key: str) -> list[str]:
@@ -372,7 +421,11 @@ def _adopt(session: Session, repo: Repository, folder: str, meta: dict[str, obje
 def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry]]:
     meta = read_meta(folder)
     repo = _open(session, folder, meta)
-    adopted = _adopt(session, repo, folder, meta)
+    adopted = None
+    with _exclusive(folder, needed=False) as held:
+        if held:  # adopting rewrites the metadata; while a commit or switch runs, status only reads
+            meta = read_meta(folder)
+            adopted = _adopt(session, repo, folder, meta)
     paths = _paths(meta)
     base = bytes.fromhex(str(meta["base"]))
     all_files, all_dirs = _version(repo, base)
@@ -403,6 +456,12 @@ def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry
 
 @audited("workspace.commit", folder="folder", branch="branch")
 def commit(session: Session, folder: str, message: str, branch: str | None, wait: float) -> CommitSummary:
+    read_meta(folder)  # a missing folder or metadata is reported as such, not as a lock that cannot be made
+    with _exclusive(folder):
+        return _commit(session, folder, message, branch, wait)
+
+
+def _commit(session: Session, folder: str, message: str, branch: str | None, wait: float) -> CommitSummary:
     meta = read_meta(folder)
     if meta.get("switching_to"):
         raise ProblemFound(f"an interrupted switch to {meta['switching_to']} must be completed first (run it again)")
@@ -499,6 +558,12 @@ def _remove_folder(path: str) -> None:
 
 @audited("workspace.switch", folder="folder", version="version")
 def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
+    read_meta(folder)
+    with _exclusive(folder):
+        return _switch(session, folder, version)
+
+
+def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta = read_meta(folder)
     repo = _open(session, folder, meta)
     target = resolve(repo, version)
@@ -571,7 +636,8 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
     if os.path.islink(os.path.normpath(folder)):
         raise InputError(f"{folder} is a symbolic link; give the workspace folder itself")
     meta = read_meta(folder)
-    shutil.rmtree(folder)
+    with _exclusive(folder):
+        shutil.rmtree(folder)
     repo_id = meta.get("repo_id")
     if isinstance(repo_id, str) and repo_id:
         _register(session, repo_id, folder, add=False)
