@@ -403,3 +403,23 @@ def test_a_second_commit_during_a_commit_leaves_the_workspace_as_the_first_made_
     (w / "a").write_bytes(b"v2\n")
     assert commit(cli, w, "again")
     assert cli("workspace", "switch", str(w), first.id).code == 0
+
+
+def test_switch_keeps_files_and_folders_named_like_its_temporary_files(cli: Cli, tmp_path: Path) -> None:
+    """The switch wrote each file as `.strongroom-partial` in its folder: a user's file of that name was deleted,
+    and a folder of that name made the switch crash. Its temporary names are now unique and made exclusively."""
+    src = make_tree(tmp_path / "src", {
+        "x/.strongroom-partial": b"user data\n", "x/f": b"v1\n", "y/.strongroom-partial/keep": b"k\n", "y/g": b"v1\n",
+    })
+    assert cli("init").code == 0
+    v1 = commit(cli, src, "v1")
+    make_tree(src, {"x/f": b"v2\n", "y/g": b"v2\n"})
+    v2 = commit(cli, src, "v2")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "dev", "--from", v1).code == 0
+    res = cli("workspace", "switch", str(w), v2)
+    assert res.code == 0, res.err
+    assert files_of(w) == tree_snapshot(src)
+    assert changes(cli, w) == []
+    assert cli("workspace", "switch", str(w), v1).code == 0
+    assert (w / "x" / ".strongroom-partial").read_bytes() == b"user data\n" and (w / "x" / "f").read_bytes() == b"v1\n"

@@ -23,6 +23,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import stat
@@ -53,9 +55,11 @@ META = ".strongroom-workspace.json"
 LOCK = ".strongroom-workspace.lock"
 # Never part of a version: the metadata, its copy while it is rewritten, and the lock of _exclusive.
 OWN = (META, META + ".tmp", LOCK)
-# A switch writes each file (one at a time) under this name in its folder and then renames it into place, so
-# a killed switch leaves no half-written file under a name of either version; running it again removes it.
-PARTIAL = ".strongroom-partial"
+# A switch writes each file (one at a time) under a new name of this pattern in its folder, created exclusively,
+# and then renames it into place, so a killed switch leaves no half-written file under a name of either version
+# and never overwrites a user's file; running it again removes it.
+PARTIAL = ".strongroom-partial-"
+_PARTIAL_NAME = re.compile(r"\.strongroom-partial-[0-9a-f]{16}")
 _ORDER = {"added": 0, "removed": 1, "modified": 2, "renamed": 3, "clash": 4}
 
 Files = dict[str, Entry]
@@ -492,6 +496,18 @@ def _commit(session: Session, folder: str, message: str, branch: str | None, wai
     return res
 
 
+def _is_partial(rel: str) -> bool:
+    return _PARTIAL_NAME.fullmatch(os.path.basename(rel)) is not None
+
+
+def _partial_name(path: str) -> str:
+    """A free name in the folder of ``path`` for the file the switch writes there (created with O_EXCL)."""
+    while True:
+        partial = os.path.join(os.path.dirname(path), PARTIAL + secrets.token_hex(8))
+        if not os.path.lexists(partial):
+            return partial
+
+
 def _refuse_strangers(
     folder: str, current: Files, current_dirs: set[str], old: Files, old_dirs: Files, new: Files, new_dirs: Files
 ) -> None:
@@ -501,7 +517,7 @@ def _refuse_strangers(
         [
             rel
             for rel, e in current.items()
-            if not (same_entry(e, old.get(rel)) or same_entry(e, new.get(rel)) or os.path.basename(rel) == PARTIAL)
+            if not (same_entry(e, old.get(rel)) or same_entry(e, new.get(rel)) or _is_partial(rel))
         ]
         + [rel for rel in current_dirs if rel not in old_dirs and rel not in new_dirs]
     )
@@ -603,9 +619,7 @@ def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
         _make_folders(folder, new_dirs)
         for rel, e in sorted(changed.items()):
             path = os.path.join(folder, rel)
-            partial = os.path.join(os.path.dirname(path), PARTIAL)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+            partial = _partial_name(path)  # one a killed run left is in ``gone``: removed above
             if e.type == SYMLINK:
                 os.symlink(e.target or "", partial)
             elif sharer is None or not sharer.place(os.fsencode(partial), e):
