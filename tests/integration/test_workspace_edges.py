@@ -3,9 +3,12 @@ user's files, a commit interrupted after the branch moved, ignore rules, sparse 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from strongroom.errors import InputError
 from strongroom.service import workspace as ws
 from strongroom.service.context import Session
 from strongroom.service.results import CommitSummary
-from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+from tests.conftest import PASSPHRASE, Cli, CliResult, make_tree, tree_snapshot
 
 META = ".strongroom-workspace.json"
 
@@ -423,3 +426,75 @@ def test_switch_keeps_files_and_folders_named_like_its_temporary_files(cli: Cli,
     assert changes(cli, w) == []
     assert cli("workspace", "switch", str(w), v1).code == 0
     assert (w / "x" / ".strongroom-partial").read_bytes() == b"user data\n" and (w / "x" / "f").read_bytes() == b"v1\n"
+
+
+def as_a_user(cli: Cli, *args: str) -> CliResult:
+    """The CLI as an ordinary user runs it: as root, without the capabilities that override file permissions."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            if os.environ.get("CI"):
+                pytest.fail("setpriv (util-linux) is needed to run without root's permission override")
+            pytest.skip("setpriv (util-linux) is needed to run without root's permission override")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE)
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "strongroom", "--repo", str(cli.repo), *args],
+        env=env, capture_output=True, timeout=120,
+    )
+    return CliResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), proc.stdout)
+
+
+def test_switch_and_discard_handle_read_only_folders(cli: Cli, tmp_path: Path) -> None:
+    """A version's folder of mode 0555: switch crashed writing in it (internal error, and the switch could never
+    complete), discard crashed removing it. Now the folder is made writable meanwhile and gets its mode back."""
+    src = make_tree(tmp_path / "src", {"frozen/f": b"v1\n", "frozen/sub/g": b"g\n", "other": b"o\n"})
+    for d in ("frozen/sub", "frozen"):
+        os.chmod(src / d, 0o555)
+    assert cli("init").code == 0
+    v1 = commit(cli, src, "v1")
+    v1_tree = tree_snapshot(src)
+    for d in ("frozen", "frozen/sub"):
+        os.chmod(src / d, 0o755)
+    shutil.rmtree(src / "frozen" / "sub")
+    make_tree(src, {"frozen/f": b"v2\n", "frozen/new/h": b"h\n"})
+    os.chmod(src / "frozen" / "new", 0o555)
+    os.chmod(src / "frozen", 0o555)
+    v2 = commit(cli, src, "v2")
+    w = tmp_path / "ws"
+    assert as_a_user(cli, "workspace", "create", str(w), "--branch", "dev", "--from", v1).code == 0
+    assert files_of(w) == v1_tree
+    res = as_a_user(cli, "workspace", "switch", str(w), v2)
+    assert res.code == 0, res.err
+    assert files_of(w) == tree_snapshot(src)  # contents and folder modes
+    assert as_a_user(cli, "status", str(w)).out == ""
+    res = as_a_user(cli, "workspace", "switch", str(w), v1)
+    assert res.code == 0, res.err
+    assert files_of(w) == v1_tree
+    res = as_a_user(cli, "workspace", "discard", str(w))
+    assert res.code == 0, res.err
+    assert not w.exists()
+
+
+def test_a_switch_that_cannot_write_names_the_path_and_completes_when_run_again(
+    cli: Cli, tmp_path: Path, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src", {"d/k": b"k\n"})
+    assert cli("init").code == 0
+    v1 = commit(cli, src, "v1")
+    (src / "d" / "k").write_bytes(b"k2\n")
+    v2 = commit(cli, src, "v2")
+    w = tmp_path / "ws"
+    cli("workspace", "create", str(w), "--branch", "feat", "--from", v1)
+    session = Strongroom.open(str(repo_path), PASSPHRASE)._session
+
+    def disk_full(repo: object, path: bytes, *rest: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(ws, "write_file", disk_full)
+    with pytest.raises(InputError, match=f"switch stopped at {w}/d/.strongroom-partial-.*: No space left on device"):
+        ws.switch(session, str(w), v2)
+    monkeypatch.undo()
+    res = cli("workspace", "switch", str(w), v2)
+    assert res.code == 0, res.err
+    assert files_of(w) == tree_snapshot(src)

@@ -256,21 +256,70 @@ def _check_destination(folder: str) -> None:
         raise InputError(f"cannot create a workspace at {folder}: {e.strerror or e}") from None
 
 
-def _make_folders(folder: str, dirs: Files) -> list[str]:
+class _Writable:
+    """Folders of the workspace given u+rwx while files are written or removed in them (a version's read-only
+    folder, 0555, is not writable without root's override), and the modes to put back."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.modes: dict[str, int] = {}
+        self.seen: set[str] = set()
+
+    def parent_of(self, rel: str) -> None:
+        """Make the folder holding ``rel`` writable."""
+        parent = os.path.dirname(rel)
+        if parent in self.seen:
+            return
+        path = os.path.join(self.folder, parent)
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+        if mode & 0o700 != 0o700:
+            os.chmod(path, mode | 0o700)
+            self.modes[parent] = mode
+        self.seen.add(parent)
+
+    def restore(self) -> None:
+        """Put the modes back, deepest first (a folder without x would bar the way to those below)."""
+        for rel, mode in sorted(self.modes.items(), key=lambda item: -item[0].count("/")):
+            path = os.path.join(self.folder, rel)
+            if _is_folder(path):  # not a link that replaced it: chmod would follow it
+                os.chmod(path, mode)
+        self.modes.clear()
+        self.seen.clear()
+
+
+def _make_folders(folder: str, dirs: Files, writable: _Writable | None = None) -> list[str]:
     """Create the missing folders of ``dirs``, parents first; their modes are set once they are filled."""
     made = []
     for rel in sorted(dirs):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(os.path.join(folder, rel), 0o700)
-            made.append(rel)
+        path = os.path.join(folder, rel)
+        if os.path.lexists(path):
+            continue
+        if writable is not None:
+            writable.parent_of(rel)
+        os.mkdir(path, 0o700)
+        made.append(rel)
     return made
 
 
-def _set_modes(folder: str, dirs: Files, before: Files) -> None:
-    """The modes of the folders that are new or whose mode changed, deepest first."""
+def _set_modes(folder: str, dirs: Files) -> None:
+    """The modes of the folders where they differ from what is on disk (new, changed, or left loosened by a
+    killed switch), deepest first."""
     for rel, e in sorted(dirs.items(), key=lambda item: -item[0].count("/")):
-        if rel not in before or before[rel].mode != e.mode:
-            os.chmod(os.path.join(folder, rel), e.mode)
+        path = os.path.join(folder, rel)
+        if stat.S_IMODE(os.lstat(path).st_mode) != e.mode:
+            os.chmod(path, e.mode)
+
+
+def _make_removable(folder: str) -> None:
+    """u+rwx on ``folder`` and every folder below it, so that everything in it can be removed."""
+    todo = [folder]
+    while todo:
+        path = todo.pop()
+        st = os.lstat(path)
+        if st.st_mode & 0o700 != 0o700:
+            os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+        with os.scandir(path) as found:
+            todo.extend(e.path for e in found if e.is_dir(follow_symlinks=False))
 
 
 @audited("workspace.create", branch="branch", version="from_version", paths="paths", folder="folder")
@@ -304,8 +353,12 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
                 res, reflinked = checkout_shared(repo, tree, folder, paths or None, donors)
             else:
                 res = restore_checkout(repo, tree, folder, paths or None)
-        made = _make_folders(folder, shown_dirs)  # a sparse checkout makes only the folders holding files
-        _set_modes(folder, {rel: shown_dirs[rel] for rel in made}, {})
+        writable = _Writable(folder)
+        try:  # a sparse checkout makes only the folders holding files
+            made = _make_folders(folder, shown_dirs, writable)
+        finally:
+            writable.restore()
+        _set_modes(folder, {rel: shown_dirs[rel] for rel in made})
         meta: dict[str, object] = {
             "format": "sr-workspace/1",
             "repository": os.path.abspath(session.repo_path()),
@@ -560,9 +613,10 @@ def _refuse_in_the_way(
             )
 
 
-def _remove_folder(path: str) -> None:
+def _remove_folder(path: str, writable: _Writable) -> None:
     """Remove a folder holding nothing but folders, deepest first."""
     for dirpath, _, _ in os.walk(path, topdown=False):
+        writable.parent_of(os.path.relpath(dirpath, writable.folder))
         try:
             os.rmdir(dirpath)
         except OSError:
@@ -613,26 +667,40 @@ def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     written = 0
     donors = _donors(session, repo, folder)
     sharer = Sharer(repo, donors, folder) if donors else None
-    with lock.read_lock(repo.backend, "workspace switch"):
-        for rel in sorted(gone):
-            os.unlink(os.path.join(folder, rel))
-        _make_folders(folder, new_dirs)
-        for rel, e in sorted(changed.items()):
+    writable = _Writable(folder)
+    try:
+        with lock.read_lock(repo.backend, "workspace switch"):
+            for rel in sorted(gone):
+                writable.parent_of(rel)
+                os.unlink(os.path.join(folder, rel))
+            _make_folders(folder, new_dirs, writable)
+            for rel, e in sorted(changed.items()):
+                path = os.path.join(folder, rel)
+                writable.parent_of(rel)
+                partial = _partial_name(path)  # one a killed run left is in ``gone``: removed above
+                if e.type == SYMLINK:
+                    os.symlink(e.target or "", partial)
+                elif sharer is None or not sharer.place(os.fsencode(partial), e):
+                    write_file(repo, os.fsencode(partial), e)
+                    written += e.size
+                if _is_folder(path):
+                    _remove_folder(path, writable)
+                os.replace(partial, path)
+        for rel in sorted(old_dirs.keys() - new_dirs.keys(), key=lambda r: -r.count("/")):
             path = os.path.join(folder, rel)
-            partial = _partial_name(path)  # one a killed run left is in ``gone``: removed above
-            if e.type == SYMLINK:
-                os.symlink(e.target or "", partial)
-            elif sharer is None or not sharer.place(os.fsencode(partial), e):
-                write_file(repo, os.fsencode(partial), e)
-                written += e.size
-            if _is_folder(path):
-                _remove_folder(path)
-            os.replace(partial, path)
-    for rel in sorted(old_dirs.keys() - new_dirs.keys(), key=lambda r: -r.count("/")):
-        path = os.path.join(folder, rel)
-        if _is_folder(path) and not os.listdir(path):
-            os.rmdir(path)
-    _set_modes(folder, new_dirs, old_dirs)
+            if _is_folder(path) and not os.listdir(path):
+                writable.parent_of(rel)
+                os.rmdir(path)
+        writable.restore()
+        _set_modes(folder, new_dirs)
+    except OSError as e:
+        where = os.fsdecode(e.filename) if e.filename else folder
+        raise InputError(
+            f"workspace switch stopped at {where}: {e.strerror or e}; fix that, then run the switch again"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            writable.restore()
     meta["base"] = target.hex()
     meta["extra"] = [p for p in extra if p in new or p in new_dirs]
     meta.pop("switching_to", None)
@@ -651,7 +719,14 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
         raise InputError(f"{folder} is a symbolic link; give the workspace folder itself")
     meta = read_meta(folder)
     with _exclusive(folder):
-        shutil.rmtree(folder)
+        try:
+            try:
+                shutil.rmtree(folder)
+            except PermissionError:  # a version's read-only folder, without root's override
+                _make_removable(folder)
+                shutil.rmtree(folder)
+        except OSError as e:
+            raise InputError(f"cannot remove {e.filename or folder}: {e.strerror or e}") from None
     repo_id = meta.get("repo_id")
     if isinstance(repo_id, str) and repo_id:
         _register(session, repo_id, folder, add=False)
