@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,36 @@ def test_merge_keeps_each_sides_folder_changes(cli: Cli, tmp_path: Path) -> None
     out = tmp_path / "out"
     assert cli("checkout", "main", str(out)).code == 0
     assert (out / "a").read_bytes() == b"now a file\n" and (out / "k").read_bytes() == b"changed on feat\n"
+
+
+def test_merge_takes_a_folder_mode_changed_on_one_side(cli: Cli, tmp_path: Path) -> None:
+    """Merge kept our folder's mode even when only the merged-in side had changed it."""
+    src = make_tree(tmp_path / "v", {"secret/k": b"key\n", "readme": b"r1\n"})
+    os.chmod(src / "secret", 0o755)
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "base").code == 0
+    assert cli("branch", "create", "feat").code == 0
+    os.chmod(src / "secret", 0o700)
+    assert cli("commit", str(src), "-b", "feat", "-m", "feat: lock secret down").code == 0
+    os.chmod(src / "secret", 0o755)
+    (src / "readme").write_bytes(b"r2\n")
+    assert cli("commit", str(src), "-m", "main: readme").code == 0
+    res = cli("merge", "feat", "--into", "main")
+    assert res.code == 0, res.err
+    assert _modes(cli, "main") == {"secret": "0o700", "secret/k": "0o644", "readme": "0o644"}
+    assert cli("cat", "main", "readme").out == "r2\n"
+    os.chmod(src / "secret", 0o750)  # main and feat (0o700) now differ: a conflict a strategy resolves
+    assert cli("commit", str(src), "-m", "main: 750").code == 0
+    os.chmod(src / "secret", 0o711)
+    assert cli("commit", str(src), "-b", "feat", "-m", "feat: 711").code == 0
+    res = cli("merge", "feat", "--into", "main")
+    assert res.code == 1 and "1 conflicting path(s): secret" in res.err
+    assert cli("merge", "feat", "--into", "main", "--strategy", "theirs").code == 0
+    assert _modes(cli, "main")["secret"] == "0o711"
+
+
+def _modes(cli: Cli, version: str) -> dict[str, str]:
+    return {e["path"]: e["mode"] for e in json.loads(cli("--json", "ls", version).out)}
 
 
 def test_a_file_on_one_side_and_a_folder_on_the_other_is_a_conflict(cli: Cli, tmp_path: Path) -> None:

@@ -151,3 +151,27 @@ def test_folders_merge_by_presence_and_hold_every_merged_file(
     assert conflicts == []  # the sampled file paths never meet a folder path
     assert set(folders) == {p for p in held if p in base | ours | theirs} | kept
     assert all(folders[p].type == DIR for p in folders)
+
+
+folder_modes = st.dictionaries(st.sampled_from(FOLDERS), st.sampled_from([0o700, 0o750, 0o755]))
+
+
+@given(folder_modes, folder_modes, folder_modes, st.sampled_from([None, "ours", "theirs"]))
+def test_a_folder_on_both_sides_takes_its_mode_by_the_three_way_rule(
+    base: dict[str, int], ours: dict[str, int], theirs: dict[str, int], strategy: str | None
+) -> None:
+    def dirs(modes: dict[str, int]) -> dict[str, Entry]:
+        return {p: Entry(p.rsplit("/", 1)[-1], DIR, mode, 0) for p, mode in modes.items()}
+
+    folders, conflicts = merge_folders(dirs(base), dirs(ours), dirs(theirs), {}, strategy)
+    expected_conflicts = []
+    for p in sorted(ours.keys() & theirs.keys()):
+        b, o, t = base.get(p), ours[p], theirs[p]
+        if o != t and o != b and t != b:  # changed differently on both sides (added counts as changed)
+            if strategy is None:
+                expected_conflicts.append(p)
+            else:
+                assert folders[p].mode == (o if strategy == "ours" else t)
+        else:
+            assert folders[p].mode == (t if o == b else o)
+    assert conflicts == expected_conflicts

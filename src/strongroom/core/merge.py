@@ -1,4 +1,5 @@
-"""Three-way, file-level merge of flattened trees ({path: entry}); folders are merged by presence. Pure."""
+"""Three-way, file-level merge of flattened trees ({path: entry}); folders are merged by presence, and a folder
+both sides keep takes its mode by the same three-way rule. Pure."""
 
 from __future__ import annotations
 
@@ -59,15 +60,31 @@ def three_way(
 
 
 def merge_folders(
-    base: dict[str, Entry], ours: dict[str, Entry], theirs: dict[str, Entry], files: dict[str, Entry]
+    base: dict[str, Entry],
+    ours: dict[str, Entry],
+    theirs: dict[str, Entry],
+    files: dict[str, Entry],
+    strategy: str | None = None,
 ) -> tuple[dict[str, Entry], list[str]]:
     """The folders of a merged tree whose files are ``files``: every folder that holds one of them, and every
     other folder whose presence the three-way rule keeps (deleted or added on one side only: that side wins).
-    Returns (folders, conflicts): a kept folder at, or below, a merged file's path is a conflict."""
+    A folder on both sides takes its entry (mode) by the three-way rule too; changed differently on both, a
+    conflict unless a strategy picks a side. Returns (folders, conflicts): a kept folder at, or below, a merged
+    file's path is a conflict, which no strategy resolves."""
     folders: dict[str, Entry] = {}
+    conflicts: list[str] = []
 
     def meta(path: str) -> Entry | None:
-        return ours.get(path) or theirs.get(path) or base.get(path)
+        b, o, t = base.get(path), ours.get(path), theirs.get(path)
+        if o is None or t is None:
+            return o or t or b
+        if same_entry(o, t) or same_entry(b, t):
+            return o
+        if same_entry(b, o) or strategy == "theirs":
+            return t
+        if strategy != "ours":
+            conflicts.append(path)
+        return o
 
     for path in files:
         parts = path.split("/")
@@ -76,7 +93,6 @@ def merge_folders(
             if parent not in folders and (m := meta(parent)) is not None:
                 folders[parent] = m
     held = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
-    conflicts: list[str] = []
     for path in sorted(base.keys() | ours.keys() | theirs.keys()):
         if path in held:
             continue
@@ -89,7 +105,7 @@ def merge_folders(
             continue
         if (m := meta(path)) is not None:  # always: it is present on at least one side
             folders[path] = m
-    return folders, conflicts
+    return folders, sorted(set(conflicts))
 
 
 def merge_base(ancestors_a: list[bytes], ancestors_b: set[bytes]) -> bytes | None:

@@ -152,12 +152,13 @@ def _merged_tree(
     strategy: str | None = None,
 ) -> bytes:
     """Store the tree of the three-way merge of ``base``, ``ours`` and ``theirs``; MergeConflict if any path
-    conflicts (files changed differently on both sides, or a file where the other side keeps a folder)."""
+    conflicts (files or a folder's mode changed differently on both sides, or a file where the other side keeps
+    a folder)."""
     base_files, base_dirs = _flat(repo, base)
     ours_files, ours_dirs = _flat(repo, ours)
     theirs_files, theirs_dirs = _flat(repo, theirs)
     plan = three_way(base_files, ours_files, theirs_files, strategy)
-    folders, clashes = merge_folders(base_dirs, ours_dirs, theirs_dirs, plan.merged)
+    folders, clashes = merge_folders(base_dirs, ours_dirs, theirs_dirs, plan.merged, strategy)
     if plan.conflicts or clashes:
         raise _conflict(sorted({*plan.conflicts, *clashes}))
     return writer.tree_from_flat(plan.merged, folders)
