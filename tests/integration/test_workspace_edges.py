@@ -119,6 +119,7 @@ def test_empty_folders_are_switched_committed_and_shown_by_status(cli: Cli, tmp_
     assert changes(cli, w) == [("removed", "outputs/empty")]
     assert cli("workspace", "switch", str(w), v3).code == 1
     (w / "outputs" / "empty").mkdir()
+    (w / "outputs" / "empty").chmod(0o750)  # with another mode it would be a change too
     assert cli("workspace", "switch", str(w), v1).code == 0
     assert not (w / "outputs").exists()
 
@@ -498,3 +499,20 @@ def test_a_switch_that_cannot_write_names_the_path_and_completes_when_run_again(
     res = cli("workspace", "switch", str(w), v2)
     assert res.code == 0, res.err
     assert files_of(w) == tree_snapshot(src)
+
+
+def test_status_reports_a_folder_whose_mode_changed(cli: Cli, tmp_path: Path) -> None:
+    """status said 'no changes' for a folder whose mode changed, and commit then made a new version of it."""
+    src = make_tree(tmp_path / "src", {"sub/b": b"b\n"})
+    os.chmod(src / "sub", 0o755)
+    assert cli("init").code == 0
+    v1 = commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "dev").code == 0
+    os.chmod(w / "sub", 0o700)
+    assert changes(cli, w) == [("modified", "sub")]
+    res = cli("workspace", "switch", str(w), v1)
+    assert res.code == 1 and "1 uncommitted change" in res.err
+    v2 = commit(cli, w, "chmod 700 sub")
+    assert {e["path"]: e["mode"] for e in json.loads(cli("--json", "ls", v2).out)}["sub"] == "0o700"
+    assert changes(cli, w) == []

@@ -390,20 +390,20 @@ def _listing(folder: str) -> dict[str, list[ingest.ScanNode]]:
     return ingest.scan(root, ingest.ignore_rules(root, [f"/{name}" for name in OWN]))[0]
 
 
-def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, set[str]]:
-    """The folder's files and links as a flat map, and its folders; unchanged files come from the cache,
-    changed ones are read and hashed."""
+def _scan_flat(session: Session, repo: Repository, folder: str) -> tuple[Files, dict[str, int]]:
+    """The folder's files and links as a flat map, and its folders with their modes; unchanged files come from
+    the cache, changed ones are read and hashed."""
     cache = FileCache(session.file_cache_path(repo, folder), repo.sealer, repo.context)
     cache.load()
     start = time.time_ns()
     chunker = Chunker(repo.chunker_params, repo.chunker_seed)
     out: Files = {}
-    dirs: set[str] = set()
+    dirs: dict[str, int] = {}
     for nodes in _listing(folder).values():
         for n in nodes:
             mode = stat.S_IMODE(n.st.st_mode)
             if n.type == DIR:
-                dirs.add(n.rel)
+                dirs[n.rel] = mode
             elif n.type == SYMLINK:
                 out[n.rel] = Entry(n.name, SYMLINK, mode, n.st.st_mtime_ns, target=n.target)
             else:
@@ -492,8 +492,12 @@ def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry
         DiffEntry(c.status, c.path, c.size, c.old_path if c.status == "renamed" else None, c.old_size)
         for c in diff_flat(files, current)
     ]
-    changes += [DiffEntry("added", d, 0) for d in current_dirs - dirs.keys()]
-    changes += [DiffEntry("removed", d, 0) for d in dirs.keys() - current_dirs]
+    changes += [DiffEntry("added", d, 0) for d in current_dirs.keys() - dirs.keys()]
+    changes += [DiffEntry("removed", d, 0) for d in dirs.keys() - current_dirs.keys()]
+    # A folder's mode is part of the version: commit records a change of it, so status reports it.
+    changes += [
+        DiffEntry("modified", d, 0) for d in current_dirs.keys() & dirs.keys() if current_dirs[d] != dirs[d].mode
+    ]
     if paths:  # base entries outside the view that what is here would displace: commit refuses
         clashes = ingest.overlay_clashes(current, current_dirs, *_hidden(all_files, all_dirs, files, dirs))
         changes += [DiffEntry("clash", p, 0) for hidden in clashes.values() for p in hidden]
@@ -562,7 +566,7 @@ def _partial_name(path: str) -> str:
 
 
 def _refuse_strangers(
-    folder: str, current: Files, current_dirs: set[str], old: Files, old_dirs: Files, new: Files, new_dirs: Files
+    folder: str, current: Files, current_dirs: dict[str, int], old: Files, old_dirs: Files, new: Files, new_dirs: Files
 ) -> None:
     """Resuming a switch deletes and rewrites what is not yet as in the target: only if everything in the folder
     is as in one of the two versions (or is a file the switch was writing). Anything else is the user's."""
