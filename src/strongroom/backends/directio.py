@@ -11,13 +11,11 @@ through a reused page-aligned buffer and the unaligned tail through the cache.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import mmap
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 
 DIRECT_MIN = 1 << 20  # writes below this go through the cache: the copy is cheap, alignment not worth it
 DIRECT_READ_MIN = 64 << 10  # reads from this size (every chunk) go to the device
@@ -48,23 +46,8 @@ class _AlignedBuffers(threading.local):
 _buffers = _AlignedBuffers()
 
 
-_helper_pool: ThreadPoolExecutor | None = None
-_helper_lock = threading.Lock()
-
-
-def _helpers() -> ThreadPoolExecutor:
-    """The threads that write full buffers (each writer has one write in flight at most)."""
-    global _helper_pool
-    with _helper_lock:
-        if _helper_pool is None:
-            _helper_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="strongroom-directio")
-        return _helper_pool
-
-
 def _forget_buffers() -> None:
-    global _helper_pool, _helper_lock
     _buffers.bufs = {}  # a forked child makes its own (the parent's stay the parent's)
-    _helper_pool, _helper_lock = None, threading.Lock()  # and its own threads (the parent's are not in it)
 
 
 os.register_at_fork(after_in_child=_forget_buffers)
@@ -90,29 +73,14 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
 
 class SequentialWriter:
     """Writes a new file front to back. With direct=True the aligned bulk bypasses the cache (falling back
-    to the cache, transparently, where the filesystem refuses O_DIRECT); close() writes the tail.
-
-    A direct write waits for the device, so each full buffer is written by a helper thread while the caller
-    fills a second one: restoring, the device works while the next chunks are decrypted. Use it as a
-    context manager, so that a write still in flight is over before the file descriptor is closed."""
+    to the cache, transparently, where the filesystem refuses O_DIRECT); close() writes the tail."""
 
     def __init__(self, fd: int, direct: bool) -> None:
         self.fd = fd
         self.offset = 0  # file offset of the first byte held in the buffer
         self.fill = 0
         self.direct = direct and _set_direct(fd, True)
-        self._spare = _buffers.get("write-spare", _BUFFER) if self.direct else None
         self._buf = _buffers.get("write", _BUFFER) if self.direct else None
-        self._writing: Future[None] | None = None  # the spare buffer's bulk, on its way to the device
-
-    def __enter__(self) -> SequentialWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._writing is not None:  # left early (an error): the descriptor must not be closed under it
-            with contextlib.suppress(OSError):
-                self._writing.result()
-            self._writing = None
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -129,36 +97,22 @@ class SequentialWriter:
                 self._flush_aligned()
 
     def _flush_aligned(self) -> None:
-        """Hand the buffer's aligned bulk to a helper thread and carry on in the spare buffer."""
-        assert self._buf is not None and self._spare is not None
+        assert self._buf is not None
         bulk = self.fill - self.fill % ALIGN
-        if not bulk:
-            return
-        self._wait()  # the spare buffer's write is over: it can be filled again
-        full, self._buf, self._spare = self._buf, self._spare, self._buf
-        self._writing = _helpers().submit(self._write_bulk, full, bulk, self.offset)
-        rest = self.fill - bulk
-        if rest:
-            self._buf[:rest] = full[bulk : self.fill]
-        self.offset += bulk
-        self.fill = rest
-
-    def _write_bulk(self, buf: mmap.mmap, bulk: int, offset: int) -> None:
-        aligned = memoryview(buf)[:bulk]
-        try:
-            _pwrite_all(self.fd, aligned, offset)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            _set_direct(self.fd, False)  # accepted at open, refused at write: use the cache
-            _pwrite_all(self.fd, aligned, offset)
-        finally:
-            aligned.release()
-
-    def _wait(self) -> None:
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            writing.result()
+        if bulk:
+            aligned = memoryview(self._buf)[:bulk]
+            try:
+                _pwrite_all(self.fd, aligned, self.offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                _set_direct(self.fd, False)  # accepted at open, refused at write: use the cache
+                _pwrite_all(self.fd, aligned, self.offset)
+            finally:
+                aligned.release()
+            self._buf.move(0, bulk, self.fill - bulk)
+            self.offset += bulk
+            self.fill -= bulk
 
     def close(self) -> None:
         """Write what is left; the file descriptor stays open, back in cached mode, positioned at the end."""
@@ -166,7 +120,6 @@ class SequentialWriter:
             os.lseek(self.fd, self.offset, os.SEEK_SET)
             return
         self._flush_aligned()
-        self._wait()
         _set_direct(self.fd, False)
         if self.fill:
             tail = memoryview(self._buf)[: self.fill]
@@ -176,15 +129,15 @@ class SequentialWriter:
                 tail.release()
             self.offset += self.fill
             self.fill = 0
-        self._buf = self._spare = None
+        self._buf = None
         os.lseek(self.fd, self.offset, os.SEEK_SET)  # positional writes left the file offset behind
 
 
 def write_file(fd: int, data: bytes | memoryview) -> None:
     """Write data at the start of a new file, bypassing the cache when it is large."""
-    with SequentialWriter(fd, direct=len(data) >= DIRECT_MIN) as writer:
-        writer.write(data)
-        writer.close()
+    writer = SequentialWriter(fd, direct=len(data) >= DIRECT_MIN)
+    writer.write(data)
+    writer.close()
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:

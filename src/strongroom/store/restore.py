@@ -107,14 +107,14 @@ def write_file(repo: Repository, path: bytes, entry: Entry, frames: Iterator[byt
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         # Large files bypass the page cache (backends.directio): it saves a copy per byte restored.
-        with SequentialWriter(fd, direct=entry.size >= DIRECT_MIN) as out:
-            if frames is None:
-                for cid in entry.chunks:
-                    out.write(repo.read_object(cid, ObjectKind.CHUNK))
-            else:
-                for cid, frame in zip(entry.chunks, frames, strict=True):
-                    out.write(repo.open_frame(cid, ObjectKind.CHUNK, frame))
-            out.close()
+        out = SequentialWriter(fd, direct=entry.size >= DIRECT_MIN)
+        if frames is None:
+            for cid in entry.chunks:
+                out.write(repo.read_object(cid, ObjectKind.CHUNK))
+        else:
+            for cid, frame in zip(entry.chunks, frames, strict=True):
+                out.write(repo.open_frame(cid, ObjectKind.CHUNK, frame))
+        out.close()
         set_owner_and_mode(fd, entry)
     finally:
         os.close(fd)

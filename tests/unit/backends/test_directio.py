@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -61,58 +59,6 @@ def test_sequential_writer_joins_pieces_across_its_buffer(tmp_path: Path) -> Non
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(pieces) + b"after close the file is an ordinary one"
-
-
-def test_sequential_writer_alternates_its_buffers_over_many_flushes(tmp_path: Path) -> None:
-    """Full buffers go to the device on a helper thread while the next one fills: bytes stay in order across
-    several swaps, with pieces that straddle each buffer's end."""
-    rng = random.Random(11)
-    pieces = [rng.randbytes(rng.choice([1, 4097, (5 << 20) + 3, (16 << 20) - 1])) for _ in range(14)]
-    path = tmp_path / "many"
-    fd = _new(path)
-    try:
-        with SequentialWriter(fd, direct=True) as w:
-            for p in pieces:
-                w.write(p)
-            w.close()
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == b"".join(pieces)
-
-
-def test_a_failed_background_write_surfaces_and_nothing_writes_after_close(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A full disk while a helper thread writes a buffer is raised to the writer; and a writer left early
-    (an error elsewhere) waits for its write in flight, so no write lands after the descriptor is closed
-    (its number could already name another file)."""
-    real_pwrite = os.pwrite
-    writes: list[int] = []
-
-    def slow_then_full(fd: int, data: bytes, offset: int) -> int:
-        time.sleep(0.2)
-        if offset > 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        n = real_pwrite(fd, data, offset)
-        writes.append(fd)
-        return n
-
-    monkeypatch.setattr(os, "pwrite", slow_then_full)
-    fd = _new(tmp_path / "full")
-    with pytest.raises(OSError, match="No space left"), SequentialWriter(fd, direct=True) as w:
-        w.write(os.urandom(16 << 20))  # the first buffer goes to a helper thread
-        w.write(os.urandom(16 << 20))  # the second waits for it, then goes too: it fails
-        w.close()  # raises the helper's error
-    os.close(fd)
-    assert len(writes) == 1
-
-    fd = _new(tmp_path / "left")
-    with pytest.raises(RuntimeError, match="a chunk failed"), SequentialWriter(fd, direct=True) as w:
-        w.write(os.urandom(16 << 20))
-        raise RuntimeError("a chunk failed")
-    assert writes[-1:] == [fd]  # the write in flight was over before the writer let go of the descriptor
-    os.close(fd)
-    assert (tmp_path / "left").stat().st_size == 16 << 20
 
 
 def test_large_write_leaves_the_page_cache_alone(tmp_path: Path) -> None:
