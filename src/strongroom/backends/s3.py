@@ -482,6 +482,21 @@ class S3Backend:
         """Delete one version (refused by the server while it is locked)."""
         self._call("delete_object", name, Key=self.key(name), VersionId=version_id)
 
+    def folders(self, prefix: str) -> Iterator[str]:
+        """The folders directly below ``prefix`` (which ends with ``/``), as names relative to the store's
+        prefix ending with ``/``: one listing of versions with S3's delimiter, so no key below them is listed."""
+        try:
+            pages = (
+                self._client()
+                .get_paginator("list_object_versions")
+                .paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/")
+            )
+            for page in pages:
+                for p in page.get("CommonPrefixes", []):
+                    yield str(p["Prefix"])[len(self.prefix) :]
+        except (ClientError, BotoCoreError) as err:
+            raise self._error(err, f"list folders {prefix}") from None
+
     def versions(self, prefix: str = "", *, top: bool = False) -> Iterator[Version]:
         """Every version (not delete markers) of every key under ``prefix`` (a folder or an exact name).
         ``top``: only the keys at the top of ``prefix``, none below a further ``/`` (S3's delimiter)."""

@@ -9,7 +9,8 @@ A prefix holds one repository: push, verify, release and prune first read the pr
 it holds the repository id) and refuse another repository's prefix (``check_prefix``). Content-named
 objects (``data/``, ``index/``) are re-hashed against their names before upload, and a restore re-hashes
 them after download: a damaged local pack never replaces the good copy, and a damaged backup never
-restores with success. Listings meant for deletion see only strongroom's own names (``owned_versions``).
+restores with success. Listings meant for deletion see only names of the exact shapes strongroom writes
+(``OWNED``, ``owned_versions``).
 """
 
 from __future__ import annotations
@@ -53,9 +54,18 @@ DAY = 86400
 SMALL = ("config", "counters", "keyring", "signers")  # besides refs and keys/*; read after listing (keys grow)
 CONTENT_FOLDERS = ("data", "index")  # objects named by the BLAKE3 of their bytes (docs/format.md §5)
 SEALED_FOLDERS = ("keys", "scopes", "audit")  # compared by hash: rewritten in place
-FOLDERS = CONTENT_FOLDERS + SEALED_FOLDERS
 TOP_NAMES = (MANIFEST_NAME, "refs", *SMALL)  # every name push writes at the top of a prefix
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# The exact shape of every name push writes (docs/format.md §2, docs/audit.md): prune deletes nothing else.
+OWNED = re.compile(
+    "|".join(TOP_NAMES) + r"|data/(?P<xx>[0-9a-f]{2})/(?P=xx)[0-9a-f]{62}"
+    r"|index/[0-9a-f]{64}"
+    r"|keys/[0-9a-f]{16}"
+    r"|scopes/[0-9a-f]{16}(?:-shredded)?"
+    r"|audit/[0-9a-f]{16}/(?:segments/[0-9]{12,}-[0-9]+-[0-9a-f]{8}|checkpoints/[0-9]{12,}-[0-9a-f]{8})"
+)
+_DATA_FOLDER = re.compile(r"data/[0-9a-f]{2}/")
+_AUDIT_FOLDER = re.compile(r"audit/[0-9a-f]{16}/")
 _CREDENTIALS = (WrongPassphrase, WrongPin, HsmError, KeyUnavailable)  # the credentials, not the manifest
 
 
@@ -107,19 +117,28 @@ def _sha(data: bytes) -> str:
 
 
 def owns(name: str) -> bool:
-    """Whether ``name`` (relative to the prefix) is one strongroom writes: a top name, or below one of its
-    folders. Nothing else in a prefix (another backup under ``team/``, say) is listed for deletion."""
-    return name in TOP_NAMES or ("/" in name and name.split("/", 1)[0] in FOLDERS)
+    """Whether ``name`` (relative to the prefix) has the exact shape of a name strongroom writes (``OWNED``):
+    a top name, ``data/<2 hex>/<64 hex>`` (the pack's first two digits), ``index/<64 hex>``,
+    ``keys/<16 hex>``, ``scopes/<16 hex>[-shredded]``, ``audit/<16 hex>/segments/<first>-<count>-<8 hex>``
+    or ``audit/<16 hex>/checkpoints/<size>-<8 hex>``. Anything else in a prefix (another backup under
+    ``data/team-b/``, say) is never listed for deletion."""
+    return OWNED.fullmatch(name) is not None
 
 
-def owned_versions(s3: S3Backend) -> list[Version]:
-    """Every version of strongroom's own objects under the prefix: the top names (one listing with a
-    delimiter, so nothing below another folder) and each of its folders; never another folder's keys, even
-    when the prefix is the whole bucket."""
-    out = [v for v in s3.versions("", top=True) if v.name in TOP_NAMES]
-    for folder in FOLDERS:
-        out.extend(v for v in s3.versions(f"{folder}/") if owns(v.name))
-    return out
+def owned_versions(s3: S3Backend, workers: int = 8) -> list[Version]:
+    """Every version of strongroom's own objects under the prefix, listed level by level with S3's delimiter:
+    the top names, ``index/``, ``keys/`` and ``scopes/`` (their top level only), each ``data/<2 hex>/`` and
+    each ``audit/<16 hex>/segments/`` and ``.../checkpoints/``. A folder of another shape (another backup
+    under ``data/team-b/``, even when the prefix is the whole bucket) is neither listed nor deleted."""
+    folders = ["", "index/", "keys/", "scopes/"]
+    folders += [f for f in retrying(lambda: list(s3.folders("data/"))) if _DATA_FOLDER.fullmatch(f)]
+    for log in (f for f in retrying(lambda: list(s3.folders("audit/"))) if _AUDIT_FOLDER.fullmatch(f)):
+        folders += [f"{log}segments/", f"{log}checkpoints/"]
+
+    def listing(folder: str) -> list[Version]:
+        return [v for v in retrying(lambda: list(s3.versions(folder, top=True))) if owns(v.name)]
+
+    return [v for found in _parallel(listing, folders, workers) for v in found]
 
 
 def prefix_owner(s3: S3Backend) -> str | None:

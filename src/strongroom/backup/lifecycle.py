@@ -34,6 +34,7 @@ from strongroom.backup.engine import (
     manifest_versions,
     open_verified,
     owned_versions,
+    owns,
     retrying,
 )
 from strongroom.backup.manifest import MANIFEST_NAME, Manifest
@@ -259,11 +260,12 @@ def prune(
     newest one always, and any whose manifest version is under a legal hold (``backup release``). Before
     deleting anything, every object a kept backup names must be in the bucket ("data seems to be missing").
 
-    Only strongroom's own names at the top of the prefix are considered (``owned_versions``): never a key
-    below another folder, even when the prefix is the whole bucket. A manifest version that does not verify
-    under this repository's key may be another repository's (in a prefix an older strongroom let two
-    repositories share), a newer format, or garbage: prune cannot know what it needs, so it then deletes
-    nothing at all (``kept_everything``) until that version is removed by hand."""
+    Only names of the exact shapes strongroom writes are considered (``owned_versions``): never a key of
+    another shape or below another folder (``data/team-b/...``), even when the prefix is the whole bucket.
+    A manifest version that does not verify under this repository's key may be another repository's (in a
+    prefix an older strongroom let two repositories share), a newer format, or garbage: prune cannot know
+    what it needs, so it then deletes nothing at all (``kept_everything``) until that version is removed
+    by hand."""
     t0 = time.perf_counter()
     now = time.time() if now is None else now
     if keep_last is None and keep_within_days is None:
@@ -282,9 +284,20 @@ def prune(
     wanted: set[tuple[str, str]] = {(MANIFEST_NAME, g.version.version_id) for g in kept}
     for g in kept:
         wanted.update((n, e.version_id) for n, e in g.manifest.entries.items())
-    listing = owned_versions(s3)
+    listing = owned_versions(s3, workers)
     present = {(v.name, v.version_id) for v in listing}
-    missing = sorted(wanted - present)
+
+    def absent(item: tuple[str, str]) -> bool:
+        """Not in the listing: missing, unless its name is of no shape the listing covers (then ask)."""
+        if owns(item[0]):
+            return True
+        try:
+            s3.head(*item)
+        except ObjectMissing:
+            return True
+        return False
+
+    missing = sorted(item for item in wanted - present if absent(item))
     if missing:
         raise IntegrityError(
             f"data seems to be missing: {len(missing)} objects that kept backups name are not in the bucket "

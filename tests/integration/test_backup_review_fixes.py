@@ -1,0 +1,130 @@
+"""Fixes of the second backup review, against a moto S3 server over real HTTP: prune of a whole-bucket remote
+leaves a backup under ``data/<name>/`` alone (exact key shapes, listed level by level); a replayed older
+manifest does not make verify, restore, restore --version or release use old data; push uploads again an
+object the bucket lost; S3 errors of verify and restore are one line (exit 2); verify retries a throttled
+read and tells "could not read" from damage; bad input and a bad region exit 2 with a clear line."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strongroom import Strongroom
+from strongroom.backends.s3 import S3Backend
+from strongroom.backup.manifest import MANIFEST_NAME
+from strongroom.service import backup as backup_svc
+from tests.conftest import PASSPHRASE, make_tree
+from tests.s3server import MakeBucket, make_bucket, moto_endpoint, raw_client, s3_env  # noqa: F401
+
+DAY = 86400
+PASS_B = "the other repository's passphrase 9b1e"
+
+
+def _rand(n: int, seed: int) -> bytes:
+    return __import__("random").Random(seed).randbytes(n)
+
+
+@pytest.fixture
+def w(
+    tmp_path: Path,
+    moto_endpoint: str,  # noqa: F811
+    s3_env: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
+    """Repository A (committed once), an AWS profile ``deleter`` in the credentials file, and A's passphrase
+    as the client's signing passphrase."""
+    (tmp_path / "signpass").write_text(PASSPHRASE + "\n")
+    monkeypatch.setenv("STRONGROOM_SIGNING_PASSPHRASE_FILE", str(tmp_path / "signpass"))
+    Path(s3_env["AWS_SHARED_CREDENTIALS_FILE"]).write_text(
+        "[deleter]\naws_access_key_id = DELETEKEY\naws_secret_access_key = secret-deleter\n"
+    )
+    src = make_tree(tmp_path / "src", {"a.bin": _rand(400_000, 1)})
+    sr = Strongroom.init(str(tmp_path / "repo"), PASSPHRASE)
+    sr.commit(str(src), "v1")
+    return {"sr": sr, "session": sr._session, "src": src, "moto": moto_endpoint, "tmp": tmp_path}
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "STRONGROOM_SIGNING"))}
+
+
+def _add_remote(w: dict[str, Any], name: str, url: str, lock: bool = False, endpoint: str | None = None) -> None:
+    backup_svc.remote_add(
+        w["session"],
+        name,
+        url,
+        endpoint or w["moto"],
+        "us-east-1",
+        "governance" if lock else None,
+        2 if lock else 0,
+        delete_profile="deleter",
+    )
+
+
+def _listing(w: dict[str, Any], bucket: str, prefix: str = "") -> set[tuple[str, str]]:
+    out = raw_client(w["moto"]).list_object_versions(Bucket=bucket, Prefix=prefix)
+    return {(v["Key"], v["VersionId"]) for v in out.get("Versions", [])}
+
+
+def _one_line(r: Any) -> bool:
+    return len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err + r.out
+
+
+# ----------------------------------------------------------------------------- 1. prune's scope: exact shapes
+
+
+def test_prune_of_a_whole_bucket_leaves_a_backup_under_data_alone(
+    w: dict[str, Any],
+    make_bucket: MakeBucket,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Repository B backed up at s3://BUCKET/data/x (a prefix under one of strongroom's folder names), and
+    objects of near-strongroom shapes that are no strongroom name: A's prune of s3://BUCKET deletes its own
+    older backup only, and never lists below data/x/."""
+    bucket = make_bucket(lock=False)
+    _add_remote(w, "root", f"s3://{bucket}")
+    _add_remote(w, "teamb", f"s3://{bucket}/data/x")
+    b = Strongroom.init(str(w["tmp"] / "repoB"), PASS_B)
+    b.commit(str(make_tree(w["tmp"] / "srcB", {"b.bin": _rand(300_000, 2)})), "B v1")
+    backup_svc.push(b._session, "teamb")
+    client = raw_client(w["moto"])
+    hex64 = "ab" + "0" * 62
+    aliens = [
+        f"data/ab/{hex64}.txt",  # not a content name
+        f"data/cd/{hex64}",  # in the wrong two-digit folder
+        "data/ab/notes/readme",
+        "index/notes",
+        "keys/0123",
+        f"audit/{'0' * 16}/notes/x",
+        "manifests/other",
+    ]
+    for key in aliens:
+        for _ in range(2):  # an older version too: prune deletes older versions of its own names
+            client.put_object(Bucket=bucket, Key=key, Body=b"not strongroom's")
+    backup_svc.push(w["session"], "root")
+    (w["src"] / "new.bin").write_bytes(_rand(100_000, 3))
+    w["sr"].commit(str(w["src"]), "v2")
+    backup_svc.push(w["session"], "root")
+    others = _listing(w, bucket, "data/x/") | {v for k in aliens for v in _listing(w, bucket, k)}
+    assert len([k for k, _ in others if k.startswith("data/x/data/")]) > 0
+
+    listed: list[str] = []
+    real = S3Backend.versions
+
+    def spy(self: S3Backend, prefix: str = "", *, top: bool = False) -> Any:
+        listed.append(prefix)
+        return real(self, prefix, top=top)
+
+    with monkeypatch.context() as m:
+        m.setattr(S3Backend, "versions", spy)
+        report = backup_svc.prune(w["session"], "root", keep_last=1, now=time.time() + 2 * DAY)
+    assert report.deleted > 0 and MANIFEST_NAME in report.deleted_names  # the root's own older backup
+    assert not [n for n in report.deleted_names if n.startswith("data/x/") or n in aliens], report.deleted_names
+    assert others <= _listing(w, bucket)
+    assert listed and not [p for p in listed if p.startswith(("data/x", "manifests"))], listed
+    assert backup_svc.verify(b._session, "teamb").ok
+    assert backup_svc.verify(w["session"], "root").ok
