@@ -15,9 +15,10 @@ import pytest
 
 from strongroom import Strongroom
 from strongroom.backends.s3 import S3Backend
+from strongroom.backup import engine
 from strongroom.backup.manifest import MANIFEST_NAME
 from strongroom.service import backup as backup_svc
-from tests.conftest import PASSPHRASE, make_tree
+from tests.conftest import PASSPHRASE, Cli, make_tree
 from tests.s3server import MakeBucket, make_bucket, moto_endpoint, raw_client, s3_env  # noqa: F401
 
 DAY = 86400
@@ -128,3 +129,45 @@ def test_prune_of_a_whole_bucket_leaves_a_backup_under_data_alone(
     assert listed and not [p for p in listed if p.startswith(("data/x", "manifests"))], listed
     assert backup_svc.verify(b._session, "teamb").ok
     assert backup_svc.verify(w["session"], "root").ok
+
+
+# ----------------------------------------------------------------------------- 2. a replayed manifest
+
+
+def test_a_replayed_older_manifest_is_not_taken_for_the_newest(
+    w: dict[str, Any],
+    make_bucket: MakeBucket,  # noqa: F811
+    cli: Cli,
+) -> None:
+    """Someone with the push credential copies the first (validly signed) manifest on top of the key: verify,
+    restore, restore --version and release still use the newest signed manifest, and say what they saw."""
+    bucket = make_bucket(lock=True)
+    _add_remote(w, "off", f"s3://{bucket}/p", lock=True)
+    backup_svc.push(w["session"], "off")
+    client = raw_client(w["moto"])
+    (old,) = [vid for _, vid in _listing(w, bucket, "p/manifest")]
+    (w["src"] / "b.bin").write_bytes(_rand(200_000, 4))
+    v2 = w["sr"].commit(str(w["src"]), "v2 (important new data)")
+    new = backup_svc.push(w["session"], "off").manifest_version
+    assert new and new != old
+    time.sleep(1.1)  # S3 dates have one-second steps: the replay is the newest version by S3's date
+    key = "p/manifest"
+    replay = client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key, "VersionId": old})
+    assert client.head_object(Bucket=bucket, Key=key)["VersionId"] == replay["VersionId"]
+
+    r = cli("backup", "verify", "off", extra_env=_env())
+    assert r.code == 0, r.err
+    assert f"manifest {new} of" in r.err and "replayed" in r.err and replay["VersionId"] in r.err, r.err
+    r = cli("backup", "restore", "off", "--to", str(w["tmp"] / "all"), extra_env=_env())
+    assert r.code == 0, r.err
+    assert "2 versions" in r.out and f"from manifest {new}" in r.out and "replayed" in r.err, r.out + r.err
+    r = cli("backup", "restore", "off", "--version", "main", "--to", str(w["tmp"] / "one"), extra_env=_env())
+    assert r.code == 0, r.err
+    assert f"from manifest {new}" in r.out and "replayed" in r.err, r.out + r.err
+    assert f"version {v2.id[:16]}" in r.out, r.out
+    report = backup_svc.release(w["session"], "off", "main", retain_days=3)
+    assert report.manifest_version == new and report.manifest_warnings, report
+    found = engine.find_manifest(
+        S3Backend(bucket, "p", endpoint_url=w["moto"]), engine.accept_for(w["sr"]._session.open())
+    )
+    assert found is not None and found.version_id == new and found.manifest.created_ns > 0

@@ -16,6 +16,7 @@ restores with success. Listings meant for deletion see only names of the exact s
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from strongroom.backends.base import Backend, BackendError, ObjectMissing, TransientBackendError
 from strongroom.backends.s3 import Lock, S3Backend, Version, expected_etag
@@ -171,46 +172,120 @@ def check_prefix(s3: S3Backend, repo_id: str) -> None:
 
 
 def manifest_versions(s3: S3Backend) -> list[Version]:
-    """Versions of the manifest key, newest first (the current one first within a second)."""
-    found = [v for v in s3.versions(MANIFEST_NAME) if v.name == MANIFEST_NAME]
+    """Versions of the manifest key in S3's order, newest first (the current one first within a second)."""
+    found = [v for v in s3.versions(MANIFEST_NAME, top=True) if v.name == MANIFEST_NAME]
     return sorted(found, key=lambda v: (v.modified, v.latest), reverse=True)
 
 
-def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[Manifest, str, list[str]] | None:
-    """The newest manifest version that ``accept`` takes (it checks the signature); versions it refuses
-    (garbage, another key) are skipped and listed. Among versions of the same second the latest created
-    wins. A version the credentials cannot open (another repository's, in a prefix an older strongroom let
-    two repositories share) is skipped too; when no version opens, that credential error is raised. None
-    when no version is acceptable."""
+HEAD_BYTES = 256  # a manifest's first four lines (format, repo, created, objects) fit in 140 bytes
+
+
+class Found(NamedTuple):
+    manifest: Manifest
+    version_id: str
+    skipped: list[str]  # versions refused on the way: "<version id>: <reason>"
+    warnings: list[str]  # a replayed older manifest on top of the key (``Candidates.replay``)
+
+
+@dataclass
+class Candidates:
+    """The manifest key's versions in the order to try them (``order``): by the creation time each one's
+    body claims, newest first (read with a ranged GET of its first lines, so no version is downloaded
+    whole), S3's order among equal claims. The claim is part of the signed body: the first version that
+    verifies in this order is the newest signed manifest, whatever S3's dates say. Someone holding the push
+    credential can copy an older, validly signed manifest on top of the key (a newer S3 version with an
+    older signed time): it is not taken for the newest backup, and ``replay`` says so."""
+
+    order: list[Version]
+    newest: Version | None  # S3's newest version (the key's current one)
+    malformed: list[Version]  # versions whose first lines are no manifest's: never tried
+
+    def skipped_malformed(self, chosen: Version | None) -> list[str]:
+        """The malformed versions S3-newer than ``chosen`` (all when None): garbage on top of the key."""
+        return [
+            f"{v.version_id}: backup manifest is malformed"
+            for v in self.malformed
+            if chosen is None or (v.modified, v.latest) > (chosen.modified, chosen.latest)
+        ]
+
+    def replay(self, signed_newest: Version, created_ns: int, skipped: list[str]) -> list[str]:
+        """A warning when S3's newest version is not the newest signed manifest (and was not reported)."""
+        top = self.newest
+        if top is None or top.version_id == signed_newest.version_id:
+            return []
+        if any(s.startswith(f"{top.version_id}: ") for s in skipped):
+            return []
+        when = dt.datetime.fromtimestamp(created_ns / 1e9, dt.UTC).isoformat(timespec="seconds")
+        return [
+            f"the manifest key's newest version in S3 ({top.version_id}, written "
+            f"{top.modified.isoformat(timespec='seconds')}) is not the newest signed manifest: an older manifest "
+            f"was copied on top of it (replayed) or it does not verify; used the newest signed one "
+            f"({signed_newest.version_id}, created {when})"
+        ]
+
+
+def manifest_candidates(s3: S3Backend, workers: int = 8) -> Candidates:
+    listed = manifest_versions(s3)
+
+    def claim(v: Version) -> int | None:
+        try:
+            head = retrying(lambda: s3.get_range(MANIFEST_NAME, 0, HEAD_BYTES, v.version_id))
+        except ObjectMissing:  # deleted since the listing
+            return -1
+        return Manifest.claimed_created(head)
+
+    claims = list(_parallel(claim, listed, workers))
+    valid = [(c, v) for c, v in zip(claims, listed, strict=True) if c is not None and c >= 0]
+    valid.sort(key=lambda cv: cv[0], reverse=True)  # stable: S3's order among equal claims
+    return Candidates(
+        [v for _, v in valid],
+        listed[0] if listed else None,
+        [v for c, v in zip(claims, listed, strict=True) if c is None],
+    )
+
+
+def find_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest], workers: int = 8) -> Found | None:
+    """The newest signed manifest: the key's versions in the order of their claimed creation time
+    (``manifest_candidates``), the first that ``accept`` takes (it checks the signature). Versions it
+    refuses on the way (garbage, another key) are skipped and listed, as are malformed versions newer in
+    S3 than the one taken; a warning says when S3's newest version is not the one taken (a replay). A
+    version the credentials cannot open (another repository's, in a prefix an older strongroom let two
+    repositories share) is skipped too; when no version opens, that credential error is raised. None when
+    no version is acceptable."""
     skipped: list[str] = []
     denied: InputError | None = None
-    best: tuple[Manifest, str, dt.datetime] | None = None
-    for v in manifest_versions(s3):
-        if best is not None and v.modified < best[2]:
-            break
+    found = manifest_candidates(s3, workers)
+    for v in found.order:
         try:
-            m = accept(s3.get_version(MANIFEST_NAME, v.version_id))
+            note = retrying(functools.partial(s3.get_version, MANIFEST_NAME, v.version_id))
+        except ObjectMissing:  # deleted since the listing
+            continue
+        try:
+            m = accept(note)
         except _CREDENTIALS as e:
             denied = denied or e
             skipped.append(f"{v.version_id}: {e} (another repository's backup?)")
             continue
+        except BackendError:  # the bucket could not be read: not a verdict on this version
+            raise
         except StrongroomError as e:
             skipped.append(f"{v.version_id}: {e}")
             continue
-        if best is None or m.created_ns > best[0].created_ns:
-            best = (m, v.version_id, v.modified)
-    if best is None and denied is not None:
+        skipped += found.skipped_malformed(v)
+        return Found(m, v.version_id, skipped, found.replay(v, m.created_ns, skipped))
+    if denied is not None:
         raise denied
-    return None if best is None else (best[0], best[1], skipped)
+    return None
 
 
-def _current_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> tuple[Manifest, str, list[str]] | None:
+def _current_manifest(s3: S3Backend, accept: Callable[[bytes], Manifest]) -> Found | None:
     """The manifest's current version when it verifies: one GET instead of listing the key's versions.
-    Enough for push (a replayed older manifest only makes it check more objects); verify and restore list
-    every version and take the newest good one."""
+    Enough for push (a replayed older manifest only makes it check more objects, and its own manifest is
+    then the newest signed one); verify, restore, release and restore --version take the newest signed
+    manifest (``find_manifest``)."""
     try:
         note, vid = s3.get_current(MANIFEST_NAME)
-        return accept(note), vid, []
+        return Found(accept(note), vid, [], [])
     except _CREDENTIALS:
         raise
     except (ObjectMissing, IntegrityError):
@@ -385,7 +460,10 @@ def push(
     if prev is not None and prev.entries == entries:
         report.up_to_date, report.manifest_version = True, found[1] if found else None
     else:
-        manifest = Manifest(repo.config.repo_id, time.time_ns(), entries)
+        # Later than the previous manifest even when this machine's clock is behind: restore takes the
+        # newest signed creation time.
+        created = max(time.time_ns(), prev.created_ns + 1) if prev is not None else time.time_ns()
+        manifest = Manifest(repo.config.repo_id, created, entries)
         note = manifest.sign(repo.log_signer())
         try:
             report.manifest_version = retrying(lambda: s3.put_object(MANIFEST_NAME, note, lock))
@@ -432,6 +510,7 @@ class DrillReport:
     skipped_manifests: list[str]
     warnings: list[str]
     seconds: float = 0.0
+    manifest_warnings: list[str] = field(default_factory=list)  # a replayed manifest (``Candidates.replay``)
 
 
 def verify(
@@ -447,7 +526,7 @@ def verify(
     found = find_manifest(s3, accept)
     if found is None:
         raise NoBackup(s3.describe(), "no manifest version with a good signature")
-    m, vid, skipped = found
+    m, vid, skipped, notes = found
     pinned = PinnedBackend(s3, m)
     damage: list[dict[str, str]] = []
     for name in sorted(m.entries):
@@ -459,6 +538,7 @@ def verify(
     report = DrillReport(
         vid, m.created_ns, len(m.entries), "sample" if sample else "full", False, 0, 0, 0, damage, {}, skipped, []
     )
+    report.manifest_warnings = notes
     try:
         backup = Repository.open(pinned, credentials)
         r = check.verify(backup, full=sample is None, sample=sample)
@@ -484,6 +564,7 @@ class RestoreReport:
     versions: int
     skipped_manifests: list[str]
     seconds: float = 0.0
+    manifest_warnings: list[str] = field(default_factory=list)  # a replayed manifest (``Candidates.replay``)
 
 
 def open_verified(dest: Backend, credentials: Secret | Credentials, what: str) -> tuple[Repository, check.VerifyReport]:
@@ -512,7 +593,7 @@ def restore(s3: S3Backend, credentials: Secret | Credentials, dest: Backend, wor
     found = find_manifest(s3, accept_with_passphrase(s3, credentials))
     if found is None:
         raise NoBackup(s3.describe(), "no manifest version with a good signature")
-    m, vid, skipped = found
+    m, vid, skipped, notes = found
     pinned = PinnedBackend(s3, m)
 
     def fetch(name: str) -> str:
@@ -535,4 +616,5 @@ def restore(s3: S3Backend, credentials: Secret | Credentials, dest: Backend, wor
         r.versions,
         skipped,
         round(time.perf_counter() - t0, 3),
+        notes,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,10 @@ from strongroom.backup.engine import (
     _CREDENTIALS,
     DAY,
     NoBackup,
-    _current_manifest,
     _parallel,
     accept_for,
     find_manifest,
+    manifest_candidates,
     manifest_versions,
     open_verified,
     owned_versions,
@@ -148,6 +149,7 @@ class ReleaseReport:
     extended: int
     legal_hold: bool
     seconds: float = 0.0
+    manifest_warnings: list[str] = field(default_factory=list)  # a replayed manifest (``Candidates.replay``)
 
 
 def release(
@@ -183,11 +185,10 @@ def release(
         if remote.lock_mode is None:
             raise InputError(f"remote {remote.name} has no Object Lock mode (remote add --lock ...)")
         lock = Lock(remote.lock_mode, dt.datetime.fromtimestamp(int(now) + retain_days * DAY, dt.UTC))
-    accept = accept_for(repo)
-    found = _current_manifest(s3, accept) or find_manifest(s3, accept)
+    found = find_manifest(s3, accept_for(repo))  # the newest signed one, not a replayed older one on top
     if found is None:
         raise NoBackup(s3.describe(), "no manifest version with a good signature")
-    manifest, manifest_vid, _ = found
+    manifest, manifest_vid, _, notes = found
     need = needs(repo, [commit_id])
     names = need.with_small(set(manifest.entries))
     missing = sorted(names - set(manifest.entries))
@@ -220,6 +221,7 @@ def release(
         extended,
         legal_hold,
         round(time.perf_counter() - t0, 3),
+        notes,
     )
 
 
@@ -367,24 +369,31 @@ class VersionRestore:
     versions: int
     skipped_manifests: list[str]
     seconds: float = 0.0
+    manifest_warnings: list[str] = field(default_factory=list)  # a replayed manifest (``Candidates.replay``)
 
 
 def restore_version(
     s3: S3Backend, credentials: Secret | Credentials, dest: Backend, version: str, resolve: Resolver, workers: int = 8
 ) -> VersionRestore:
     """Rebuild in ``dest`` a repository holding only what ``version`` needs, from the newest good manifest
-    that has it: its packs, a new index listing just those packs, refs naming only the branches and tags
-    inside its history (or a branch ``restored`` when none is), keys, keyring, counters and audit log;
-    ``config`` last; verified before returning."""
+    that has it (newest by signed creation time, as ``find_manifest``: a replayed older manifest on top of
+    the key is not taken for the newest): its packs, a new index listing just those packs, refs naming only
+    the branches and tags inside its history (or a branch ``restored`` when none is), keys, keyring,
+    counters and audit log; ``config`` last; verified before returning."""
     t0 = time.perf_counter()
     skipped: list[str] = []
     chosen: tuple[Manifest, Version, Repository, bytes] | None = None
     denied: InputError | None = None  # the credentials opened no manifest version (yet)
     opened = False
     generation = 0  # the newest refs generation in the bucket: the restored refs must not look rolled back
-    for v in manifest_versions(s3):
+    notes: list[str] = []
+    candidates = manifest_candidates(s3, workers)
+    for v in candidates.order:
         try:
-            note = s3.get_version(MANIFEST_NAME, v.version_id)
+            note = retrying(functools.partial(s3.get_version, MANIFEST_NAME, v.version_id))
+        except ObjectMissing:  # deleted since the listing
+            continue
+        try:
             m = Manifest.parse_unverified(note)
             backup = Repository.open(PinnedBackend(s3, m), credentials)
             Manifest.verified(note, backup.log_signer().verifier(), backup.config.repo_id)
@@ -392,9 +401,14 @@ def restore_version(
             denied = denied or e
             skipped.append(f"{v.version_id}: {e} (another repository's backup?)")
             continue
+        except BackendError:  # the bucket could not be read: not a verdict on this version
+            raise
         except StrongroomError as e:
             skipped.append(f"{v.version_id}: {e}")
             continue
+        if not opened:  # the newest signed manifest
+            skipped += candidates.skipped_malformed(v)
+            notes = candidates.replay(v, m.created_ns, skipped)
         opened = True
         with contextlib.suppress(StrongroomError):
             generation = max(generation, backup.read_refs().generation)
@@ -453,4 +467,5 @@ def restore_version(
         r.versions,
         skipped,
         round(time.perf_counter() - t0, 3),
+        notes,
     )

@@ -86,6 +86,19 @@ class Manifest:
         except (ValueError, IndexError):
             raise IntegrityError("backup manifest is malformed") from None
 
+    @staticmethod
+    def claimed_created(head: bytes) -> int | None:
+        """The creation time the first lines of a manifest note claim, signature NOT checked: to order a
+        key's versions before verifying them (the time is in the signed body, so it is checked with the
+        signature). None when these lines are not a manifest's (such a note never parses)."""
+        lines = head.split(b"\n")
+        if len(lines) < 4 or lines[0] != FORMAT.encode() or not lines[1].startswith(b"repo "):
+            return None
+        key, _, value = lines[2].partition(b" ")
+        if key != b"created" or not value.isdigit() or len(value) > 20:
+            return None
+        return int(value)
+
     @classmethod
     def parse_unverified(cls, note: bytes) -> Manifest:
         """The manifest inside a signed note, signature NOT checked (to find the keys that check it)."""

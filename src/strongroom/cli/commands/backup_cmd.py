@@ -135,6 +135,8 @@ def verify(
     else:
         for s in res.skipped_manifests:
             note(f"warning: skipped a manifest version that does not verify: {s}")
+        for s in res.manifest_warnings:
+            note(f"warning: {s}")
         damage(res.damage, res.affected)
         rate = res.bytes_checked / res.seconds / 1e6 if res.seconds else 0.0
         note(
@@ -162,6 +164,8 @@ def restore(
         return
     for s in res.skipped_manifests:
         note(f"warning: skipped a manifest version that does not verify: {s}")
+    for s in res.manifest_warnings:
+        note(f"warning: {s}")
     what = f"version {getattr(res, 'version', '')[:16]} with " if version else ""
     line(
         f"restored repository {res.repo_id[:16]} to {safe(to)}: {what}{res.versions} versions, {res.objects} objects "
@@ -187,6 +191,8 @@ def release(
     if STATE.json:
         emit_json(svc.as_json(res))
         return
+    for s in res.manifest_warnings:
+        note(f"warning: {s}")
     what = [f"retained until {res.retain_until}"] if res.retain_until else []
     what += ["legal hold on"] if res.legal_hold else []
     line(
