@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from strongroom import Strongroom
-from strongroom.backends.s3 import S3Backend
+from strongroom.backends.s3 import S3Backend, md5_b64
 from strongroom.backup import engine
 from strongroom.backup.manifest import MANIFEST_NAME
+from strongroom.backup.remotes import RemoteStore
 from strongroom.service import backup as backup_svc
 from tests.conftest import PASSPHRASE, Cli, make_tree
 from tests.s3server import MakeBucket, make_bucket, moto_endpoint, raw_client, s3_env  # noqa: F401
@@ -171,3 +172,66 @@ def test_a_replayed_older_manifest_is_not_taken_for_the_newest(
         S3Backend(bucket, "p", endpoint_url=w["moto"]), engine.accept_for(w["sr"]._session.open())
     )
     assert found is not None and found.version_id == new and found.manifest.created_ns > 0
+
+
+# ----------------------------------------------------------------------------- 3. push heals a lost object
+
+
+def _delete_largest_pack(w: dict[str, Any], bucket: str) -> str:
+    """Delete the largest pack version (an admin bypassing GOVERNANCE; equally a lifecycle rule)."""
+    client = raw_client(w["moto"])
+    versions = client.list_object_versions(Bucket=bucket, Prefix="p/data/")["Versions"]
+    v = max((v for v in versions if v["IsLatest"]), key=lambda v: v["Size"])
+    client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"], BypassGovernanceRetention=True)
+    return str(v["Key"]).removeprefix("p/")
+
+
+def test_push_uploads_again_what_the_bucket_lost(
+    w: dict[str, Any],
+    make_bucket: MakeBucket,  # noqa: F811
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket = make_bucket(lock=True)
+    _add_remote(w, "off", f"s3://{bucket}/p", lock=True)
+    backup_svc.push(w["session"], "off")
+    lost = _delete_largest_pack(w, bucket)
+    r = cli("backup", "verify", "off", extra_env=_env())
+    assert r.code == 1 and lost in r.out, r.out + r.err
+    # --check lists the bucket: the lost pack goes up again at once
+    r = cli("backup", "push", "off", "--check", extra_env=_env())
+    assert r.code == 0, r.err
+    assert "1 lost from the bucket and uploaded again" in r.out, r.out
+    assert backup_svc.verify(w["session"], "off").ok
+
+    # Lost again; a push that extends retention (two days later) finds the version gone and heals it
+    lost = _delete_largest_pack(w, bucket)
+    (w["src"] / "c.bin").write_bytes(_rand(1000, 5))
+    w["sr"].commit(str(w["src"]), "v2")
+    remote = RemoteStore(w["session"].settings.state_dir).get("off")
+    s3 = S3Backend(bucket, "p", endpoint_url=w["moto"], region="us-east-1")
+    report = engine.push(w["session"].open(), s3, remote, lambda: [], now=time.time() + 2 * DAY)
+    assert report.healed == 1 and report.extended > 0, report
+    found = engine.find_manifest(s3, engine.accept_for(w["session"].open()))
+    assert found is not None and found.version_id == report.manifest_version
+    assert s3.head(lost, found.manifest.entries[lost].version_id).size == found.manifest.entries[lost].size
+    assert backup_svc.verify(w["session"], "off").ok
+
+    # Lost, and a copy of the same bytes (as an interrupted push leaves one) is taken instead, but it vanishes
+    # too: one clear error (push interrupted), no manifest written
+    lost = _delete_largest_pack(w, bucket)
+    data = (w["tmp"] / "repo" / lost).read_bytes()
+    raw_client(w["moto"]).put_object(Bucket=bucket, Key=f"p/{lost}", Body=data, ContentMD5=md5_b64(data))
+    real = S3Backend.extend_retention
+
+    def gone(self: S3Backend, name: str, version_id: str | None, lock: Any) -> Any:
+        if name == lost:
+            raise engine.ObjectMissing(name)
+        return real(self, name, version_id, lock)
+
+    monkeypatch.setattr(S3Backend, "extend_retention", gone)
+    manifests = engine.manifest_versions(s3)
+    with pytest.raises(engine.PushInterrupted, match=f"{lost} disappeared") as e:
+        engine.push(w["session"].open(), s3, remote, lambda: [], now=time.time() + 4 * DAY)
+    assert e.value.exit_code == 1 and "\n" not in str(e.value)
+    assert engine.manifest_versions(s3) == manifests

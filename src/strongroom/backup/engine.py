@@ -92,6 +92,7 @@ class PushReport:
     data_bytes_sent: int = 0  # of packs and index files (the rest: refs, keys, counters, audit, manifest)
     resumed: int = 0
     extended: int = 0
+    healed: int = 0  # objects the previous manifest names that the bucket lost: uploaded again
     manifest_version: str | None = None
     up_to_date: bool = False
     skipped_manifests: list[str] = field(default_factory=list)
@@ -345,10 +346,15 @@ def push(
     workers: int = 8,
     grace_days: int | None = None,
     list_above: int = 64,
+    check: bool = False,
 ) -> PushReport:
     """``list_above``: with more objects to send than this, finished uploads of an interrupted push are found
     in one listing of the bucket's versions; with fewer, by a HeadObject per object (listing every version
-    of a large bucket costs more than a few heads)."""
+    of a large bucket costs more than a few heads). ``check``: list the bucket whatever the count.
+
+    Healing: an object the previous manifest names but the bucket lost (a bypassed GOVERNANCE lock, a
+    lifecycle rule) is uploaded again from the repository when the push lists the bucket (``check``, or
+    many objects to send) or when extending its retention finds the version gone."""
     t0 = time.perf_counter()
     now = time.time() if now is None else now
 
@@ -389,10 +395,17 @@ def push(
     stop = threading.Event()
     refused = threading.Event()  # a damaged local object: upload nothing more
     versions: dict[str, list[Version]] | None = None
-    if len(pending) > list_above:
+    if check or len(pending) > list_above:
         versions = {}
         for v in owned_versions(s3):
             versions.setdefault(v.name, []).append(v)
+        # The listing shows for free which versions the previous manifest names that the bucket lost.
+        listed = {(v.name, v.version_id) for found in versions.values() for v in found}
+        lost = sorted(n for n, e in entries.items() if owns(n) and (n, e.version_id) not in listed)
+        for name in lost:
+            del entries[name]
+        pending += lost
+        report.healed += len(lost)
 
     def finished(name: str, size: int, etag: str) -> str | None:
         """The version id of a complete copy of these bytes an interrupted push left, if any."""
@@ -434,26 +447,53 @@ def push(
             raise BackendError(f"{s3.describe()} gave no version id for {name}: is versioning on?")
         return name, Entry(sha, len(data), horizon if lock else 0, vid), sent, False
 
-    def extend(name: str) -> tuple[str, Entry]:
+    def extend(name: str) -> tuple[str, Entry | None]:
+        """The entry with its retention extended; None when the bucket no longer has that version."""
         e = entries[name]
         assert lock is not None
-        until = retrying(lambda: s3.extend_retention(name, e.version_id, lock))
+        try:
+            until = retrying(lambda: s3.extend_retention(name, e.version_id, lock))
+        except ObjectMissing:
+            return name, None
         return name, Entry(e.sha256, e.size, int(until.timestamp()), e.version_id)
 
-    try:
-        for name, entry, sent, resumed in _parallel(upload, pending, workers):
+    def send(names: list[str]) -> None:
+        for name, entry, sent, resumed in _parallel(upload, names, workers):
             entries[name] = entry
             report.uploaded += 0 if resumed else 1
             report.resumed += 1 if resumed else 0
             report.bytes_sent += sent
             report.data_bytes_sent += sent if name.startswith(("data/", "index/")) else 0
+
+    def lengthen() -> list[str]:
+        """Extend the retention that falls short; the names whose version the bucket lost."""
+        lost = []
+        short = [n for n, e in entries.items() if e.retain_until < horizon - grace]
+        for name, entry in _parallel(extend, short, workers):
+            if entry is None:
+                lost.append(name)
+                continue
+            report.extended += 1 if entry.retain_until != entries[name].retain_until else 0
+            entries[name] = entry
+        return sorted(lost)
+
+    try:
+        send(pending)
         if lock is not None:
-            short = [n for n, e in entries.items() if e.retain_until < horizon - grace]
-            for name, entry in _parallel(extend, short, workers):
-                report.extended += 1 if entry.retain_until != entries[name].retain_until else 0
-                entries[name] = entry
+            lost = lengthen()
+            if lost:  # lost from the bucket (a bypassed lock, a lifecycle rule): upload it again
+                for name in lost:
+                    del entries[name]
+                report.healed += len(lost)
+                send(lost)
+                again = lengthen()  # a copy an interrupted push left, reused above, gets its retention
+                if again:
+                    raise PushInterrupted(
+                        f"{again[0]} disappeared from {s3.describe()} while the push uploaded it again; no "
+                        "manifest was written"
+                    )
         guard()
-    except BackendError as e:
+    except (BackendError, ObjectMissing) as e:  # ObjectMissing: an object lost while the push ran
         raise PushInterrupted(f"{report.uploaded} of {len(pending)} objects uploaded; {e}") from None
 
     report.objects, report.total_bytes = len(entries), sum(e.size for e in entries.values())

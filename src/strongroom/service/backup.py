@@ -175,7 +175,7 @@ def remote_list(session: Session) -> list[RemoteInfo]:
 
 
 @audited("backup.push", remote="name")
-def push(session: Session, name: str, workers: int = 8) -> PushReport:
+def push(session: Session, name: str, workers: int = 8, check: bool = False) -> PushReport:
     from strongroom.backup import engine
 
     remote, s3 = _remote(session, name)
@@ -188,13 +188,14 @@ def push(session: Session, name: str, workers: int = 8) -> PushReport:
     repo = session.open()
     _own_prefix(s3, repo)
     with lock.read_lock(repo.backend, "backup push"):
-        report = engine.push(repo, s3, remote, incidents.open_ones, workers=workers)
+        report = engine.push(repo, s3, remote, incidents.open_ones, workers=workers, check=check)
     session.audit_detail(
         manifest_version=report.manifest_version,
         uploaded=report.uploaded,
         resumed=report.resumed,
         bytes_sent=report.bytes_sent,
         extended=report.extended,
+        healed=report.healed,
     )
     return report
 

@@ -89,11 +89,14 @@ def push(
     name: Annotated[str, typer.Argument(help="Remote name.")],
     workers: Annotated[int, typer.Option(help="Uploads in parallel.")] = 8,
     force: Annotated[bool, typer.Option("--force", help="Refused while an incident is open.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="List the bucket and upload again what it lost (one listing).")
+    ] = False,
 ) -> None:
     """Upload what the bucket lacks, with retention, then a signed manifest (written last)."""
     if not 1 <= workers <= 64:
         raise InputError("--workers takes 1 to 64")
-    res = svc.push(session(), name, workers)  # --force changes nothing: an open incident still refuses
+    res = svc.push(session(), name, workers, check)  # --force changes nothing: an open incident still refuses
     if STATE.json:
         emit_json(svc.as_json(res))
         return
@@ -104,7 +107,9 @@ def push(
     else:
         line(
             f"pushed {res.uploaded} objects ({human_bytes(res.bytes_sent)} sent), {res.resumed} resumed, "
-            f"{res.extended} retentions extended; manifest version {res.manifest_version}"
+            f"{res.extended} retentions extended"
+            + (f", {res.healed} lost from the bucket and uploaded again" if res.healed else "")
+            + f"; manifest version {res.manifest_version}"
         )
     note(f"{res.objects} objects, {human_bytes(res.total_bytes)} in the backup; {res.seconds:.2f}s")
 
