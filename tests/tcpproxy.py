@@ -50,6 +50,8 @@ class Proxy:
         self._lock = threading.Lock()
         self._closed = False
         self.active = 0  # connections whose server side has not finished answering
+        self._answer: tuple[re.Pattern[str], bytes, int | None] | None = None
+        self.answered: list[Request] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     # ------------------------------------------------------------------ control
@@ -59,6 +61,12 @@ class Proxy:
         with self._lock:
             self._cut_after = self.sent + nbytes
             self._down_after_cut = stay_down
+
+    def answer(self, pattern: str | None, response: bytes = b"", times: int | None = None) -> None:
+        """Answer the requests whose ``METHOD PATH`` matches ``pattern`` (a regex) with ``response`` (a whole
+        HTTP response) instead of forwarding them: the next ``times`` of them, or all; None: forward all."""
+        with self._lock:
+            self._answer = None if pattern is None else (re.compile(pattern), response, times)
 
     def up(self) -> None:
         with self._lock:
@@ -112,10 +120,15 @@ class Proxy:
                         parsed = True
                         m, c = _REQUEST.match(head), _CREDENTIAL.search(head)
                         if m:
+                            key = c.group(1).decode() if c else ""
+                            request = Request(m.group(1).decode(), m.group(2).decode(), key)
                             with self._lock:
-                                self.requests.append(
-                                    Request(m.group(1).decode(), m.group(2).decode(), c.group(1).decode() if c else "")
-                                )
+                                self.requests.append(request)
+                                canned = self._canned(request)
+                            if canned is not None:  # the server never sees this request
+                                client.sendall(canned)
+                                server.shutdown(socket.SHUT_RDWR)  # the other thread then closes the client side
+                                return
                 with self._lock:
                     budget = None if self._cut_after is None else self._cut_after - self.sent
                     if budget is not None and budget < len(chunk):
@@ -137,6 +150,18 @@ class Proxy:
             _reset(client)
             _reset(server)
 
+    def _canned(self, request: Request) -> bytes | None:
+        """The canned answer for this request, if any (called under the lock)."""
+        if self._answer is None:
+            return None
+        pattern, response, times = self._answer
+        if not pattern.search(f"{request.method} {request.path}"):
+            return None
+        if times is not None:
+            self._answer = None if times <= 1 else (pattern, response, times - 1)
+        self.answered.append(request)
+        return response
+
     def _downstream(self, server: socket.socket, client: socket.socket) -> None:
         try:
             while True:
@@ -151,3 +176,13 @@ class Proxy:
         finally:
             with self._lock:
                 self.active -= 1
+
+
+def s3_error(status: int, code: str, message: str = "test") -> bytes:
+    """A whole HTTP response carrying an S3 error (``Proxy.answer``)."""
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    head = (
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body.encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from strongroom.backup.remotes import RemoteStore
 from strongroom.service import backup as backup_svc
 from tests.conftest import PASSPHRASE, Cli, make_tree
 from tests.s3server import MakeBucket, make_bucket, moto_endpoint, raw_client, s3_env  # noqa: F401
+from tests.tcpproxy import Proxy, s3_error
 
 DAY = 86400
 PASS_B = "the other repository's passphrase 9b1e"
@@ -235,3 +237,75 @@ def test_push_uploads_again_what_the_bucket_lost(
         engine.push(w["session"].open(), s3, remote, lambda: [], now=time.time() + 4 * DAY)
     assert e.value.exit_code == 1 and "\n" not in str(e.value)
     assert engine.manifest_versions(s3) == manifests
+
+
+# ----------------------------------------------------------------------------- 4. error paths
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[Proxy]:  # noqa: F811
+    p = Proxy(moto_endpoint)
+    yield p
+    p.close()
+
+
+def test_s3_errors_of_verify_and_restore_are_one_line(
+    w: dict[str, Any],
+    make_bucket: MakeBucket,  # noqa: F811
+    proxy: Proxy,
+    cli: Cli,
+) -> None:
+    """ListObjectVersions refused (a read credential without s3:ListBucketVersions): one line, exit 2, not
+    an internal error (exit 3). (Throttled for good is the same path, after retries that take a minute.)"""
+    bucket = make_bucket(lock=True)
+    _add_remote(w, "off", f"s3://{bucket}/p", lock=True, endpoint=proxy.endpoint)
+    backup_svc.push(w["session"], "off")
+    for status, code in ((403, "AccessDenied"),):
+        proxy.answer(r"^GET \S*\?versions", s3_error(status, code))
+        r = cli("backup", "verify", "off", extra_env=_env())
+        assert r.code == 2 and _one_line(r) and code in r.err and "verify of" in r.err, r.err
+        r = cli("backup", "restore", "off", "--to", str(w["tmp"] / f"r{status}"), extra_env=_env())
+        assert r.code == 2 and _one_line(r) and code in r.err and "restore from" in r.err, r.err
+    proxy.answer(None)
+    assert cli("backup", "restore", "off", "--to", str(w["tmp"] / "r"), extra_env=_env()).code == 0
+
+
+def test_verify_retries_a_throttled_read_and_tells_unread_from_damaged(
+    w: dict[str, Any],
+    make_bucket: MakeBucket,  # noqa: F811
+    proxy: Proxy,
+    cli: Cli,
+) -> None:
+    bucket = make_bucket(lock=True)
+    _add_remote(w, "off", f"s3://{bucket}/p", lock=True, endpoint=proxy.endpoint)
+    backup_svc.push(w["session"], "off")
+    index = rf"^GET /{bucket}/p/index/"
+    # Throttled six times in a row: more than botocore's five attempts, so the drill's own retry is needed
+    proxy.answer(index, s3_error(503, "SlowDown"), times=6)
+    r = cli("backup", "verify", "off", extra_env=_env())
+    assert r.code == 0 and "ok" in r.err, r.out + r.err
+    assert len(proxy.answered) == 6
+    # Throttled for good: exit 2, "unread" lines and no "damaged" line
+    proxy.answer(index, s3_error(503, "SlowDown"))
+    r = cli("backup", "verify", "off", extra_env=_env())
+    assert r.code == 2, r.out + r.err
+    assert "unread\tindex/" in r.out and "could not read" in r.out and "damaged" not in r.out, r.out
+    assert "INCOMPLETE" in r.err and "Traceback" not in r.err, r.err
+    proxy.answer(None)
+    assert cli("backup", "verify", "off", extra_env=_env()).code == 0
+
+
+def test_bad_keep_within_and_region_exit_2(w: dict[str, Any], make_bucket: MakeBucket, cli: Cli) -> None:  # noqa: F811
+    bucket = make_bucket(lock=False)
+    _add_remote(w, "off", f"s3://{bucket}/p")
+    backup_svc.push(w["session"], "off")
+    for days in ("9" * 400, "9" * 20, "36501"):
+        r = cli("backup", "prune", "off", "--keep-within", days, extra_env=_env())
+        assert r.code == 2 and _one_line(r) and "36500" in r.err and days not in r.err, r.err
+    r = cli("backup", "prune", "off", "--keep-within", "36500", "--dry-run", extra_env=_env())
+    assert r.code == 0, r.err
+    args = ["--endpoint", w["moto"], "--region", "not a region!"]
+    r = cli("remote", "add", "z", f"s3://{bucket}/q", *args, extra_env=_env())
+    assert r.code == 2 and _one_line(r) and "invalid S3 endpoint or region" in r.err, r.err
+    r = cli("backup", "restore", f"s3://{bucket}/p", *args, "--to", str(w["tmp"] / "r"), extra_env=_env())
+    assert r.code == 2 and _one_line(r) and "invalid S3 endpoint or region" in r.err, r.err

@@ -221,8 +221,11 @@ class S3Backend:
                         client = _new_client(
                             self.profile, endpoint_url=self.endpoint_url, region_name=self.region, config=self._config
                         )
-                    except ValueError:  # botocore: "Invalid endpoint: <the URL as given>"
-                        raise BackendError(f"invalid S3 endpoint {redact(self.endpoint_url or '')}") from None
+                    except ValueError:  # botocore: "Invalid endpoint: <URL>", or a region name it refuses
+                        raise BackendError(
+                            f"invalid S3 endpoint or region: endpoint {redact(self.endpoint_url or '(default)')}, "
+                            f"region {self.region!r}"
+                        ) from None
                     self._clients = {pid: client}
         return client
 

@@ -174,7 +174,7 @@ def check_prefix(s3: S3Backend, repo_id: str) -> None:
 
 def manifest_versions(s3: S3Backend) -> list[Version]:
     """Versions of the manifest key in S3's order, newest first (the current one first within a second)."""
-    found = [v for v in s3.versions(MANIFEST_NAME, top=True) if v.name == MANIFEST_NAME]
+    found = [v for v in retrying(lambda: list(s3.versions(MANIFEST_NAME, top=True))) if v.name == MANIFEST_NAME]
     return sorted(found, key=lambda v: (v.modified, v.latest), reverse=True)
 
 
@@ -551,6 +551,36 @@ class DrillReport:
     warnings: list[str]
     seconds: float = 0.0
     manifest_warnings: list[str] = field(default_factory=list)  # a replayed manifest (``Candidates.replay``)
+    unread: list[dict[str, str]] = field(default_factory=list)  # not served by the bucket after retries
+
+
+UNREAD = "could not read"  # in the reason of a read that failed after retries (not damage: the bucket did not answer)
+
+
+class DrillReads(PinnedBackend):
+    """The pinned versions as a drill reads them: transient errors (throttling, 5xx, a dropped connection)
+    are retried (``retrying``, on top of botocore's own retries); a read that still fails raises a
+    BackendError saying ``could not read`` and its name is remembered (in this process: packs checked by
+    forked workers are told apart by that reason)."""
+
+    def __init__(self, s3: S3Backend, manifest: Manifest) -> None:
+        super().__init__(s3, manifest)
+        self.unread: dict[str, str] = {}
+
+    def _read(self, name: str, op: Callable[[], bytes]) -> bytes:
+        if name in self.unread:  # retried once already: fail at once
+            raise TransientBackendError(self.unread[name])
+        try:
+            return retrying(op, attempts=2)
+        except BackendError as e:
+            self.unread.setdefault(name, f"{UNREAD}: {e}")
+            raise TransientBackendError(f"{UNREAD} {name}: {e}") from None
+
+    def get(self, name: str) -> bytes:
+        return self._read(name, lambda: PinnedBackend.get(self, name))
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self._read(name, lambda: PinnedBackend.get_range(self, name, offset, length))
 
 
 def verify(
@@ -561,18 +591,21 @@ def verify(
 ) -> DrillReport:
     """A restore drill against the bucket: every small object and index file hash-checked against the
     manifest, then the backup opened as a repository (pinned versions only) and checked in full (or a
-    sample of packs): each pack re-hashed, every chunk decrypted and re-hashed, damage mapped to versions."""
+    sample of packs): each pack re-hashed, every chunk decrypted and re-hashed, damage mapped to versions.
+    An object the bucket would not serve (after retries) is listed in ``unread``, not in ``damage``."""
     t0 = time.perf_counter()
     found = find_manifest(s3, accept)
     if found is None:
         raise NoBackup(s3.describe(), "no manifest version with a good signature")
     m, vid, skipped, notes = found
-    pinned = PinnedBackend(s3, m)
+    pinned = DrillReads(s3, m)
     damage: list[dict[str, str]] = []
     for name in sorted(m.entries):
         if not name.startswith("data/"):
             try:
                 pinned.get(name)
+            except BackendError:
+                pass  # in pinned.unread
             except StrongroomError as e:
                 damage.append({"object": name, "reason": str(e)})
     report = DrillReport(
@@ -582,14 +615,26 @@ def verify(
     try:
         backup = Repository.open(pinned, credentials)
         r = check.verify(backup, full=sample is None, sample=sample)
+    except BackendError as e:
+        pinned.unread.setdefault("repository", f"the backup cannot be opened: {e}")
     except StrongroomError as e:
         damage.append({"object": "repository", "reason": f"the backup cannot be opened: {e}"})
     else:
         report.versions, report.packs_checked, report.bytes_checked = r.versions, r.packs_checked, r.bytes_checked
         report.affected, report.warnings = r.affected, r.warnings
         have = {d["object"] for d in damage}
-        damage.extend({"object": d.what, "reason": d.reason} for d in r.damage if d.what not in have)
-    report.ok = not damage
+        blind = sorted(n for n in pinned.unread if not n.startswith("data/"))  # an index file, refs, keys...
+        for d in r.damage:
+            if blind and d.what not in pinned.unread:  # "missing" may only mean: listed in what was not read
+                pinned.unread.setdefault(d.what, f"not known: {d.reason} ({blind[0]} could not be read)")
+            elif d.what in pinned.unread or UNREAD in d.reason:  # what follows from a read that failed
+                pinned.unread.setdefault(d.what, d.reason)
+            elif d.what not in have:
+                damage.append({"object": d.what, "reason": d.reason})
+        if not damage:  # versions "affected" only by what could not be read: not known to be damaged
+            report.affected = {}
+    report.unread = [{"object": k, "reason": v} for k, v in sorted(pinned.unread.items())]
+    report.ok = not damage and not report.unread
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 

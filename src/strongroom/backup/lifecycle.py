@@ -274,6 +274,8 @@ def prune(
         raise InputError("backup prune needs --keep-last N, --keep-within DAYS, or both")
     if (keep_last is not None and keep_last < 1) or (keep_within_days is not None and keep_within_days < 0):
         raise InputError("--keep-last must be at least 1 and --keep-within at least 0")
+    if keep_within_days is not None and keep_within_days > MAX_RETAIN_DAYS:  # its date must stay computable
+        raise InputError(f"--keep-within is above the maximum of {MAX_RETAIN_DAYS} days (100 years)")
     good, bad = good_manifests(s3, accept_for(repo))
     if not good:
         raise NoBackup(s3.describe(), "no manifest version with a good signature: prune will not start")

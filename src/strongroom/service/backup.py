@@ -232,10 +232,18 @@ def verify(session: Session, name: str, sample: str | None = None) -> DrillRepor
     repo = session.open()
     _own_prefix(s3, repo)
     chosen = check.parse_sample(sample) if sample else None
-    report = engine.verify(s3, engine.accept_for(repo), session.credentials(), chosen)
-    session.audit_detail(manifest_version=report.manifest_version, ok=report.ok, damaged=len(report.damage))
+    try:
+        report = engine.verify(s3, engine.accept_for(repo), session.credentials(), chosen)
+    except BackendError as e:
+        raise RemoteUnusable(f"verify of {s3.describe()} failed: {e}") from None
+    session.audit_detail(
+        manifest_version=report.manifest_version, ok=report.ok, damaged=len(report.damage), unread=len(report.unread)
+    )
     if not report.ok and session._audit_stack:
-        session._audit_stack[-1].fail(f"{len(report.damage)} damaged or missing objects")
+        session._audit_stack[-1].fail(
+            f"{len(report.damage)} damaged or missing objects"
+            + (f", {len(report.unread)} the bucket did not serve" if report.unread else "")
+        )
     return report
 
 
@@ -349,10 +357,14 @@ def _restore(
     except StrongroomError as e:
         raise InputError(f"cannot create the restore destination {to}: {e}") from None
     report: RestoreReport | VersionRestore
-    if version is None:
-        report = engine.restore(s3, session.credentials(), dest)
-    else:
-        report = lifecycle.restore_version(s3, session.credentials(), dest, version, resolve)
+    try:
+        if version is None:
+            report = engine.restore(s3, session.credentials(), dest)
+        else:
+            report = lifecycle.restore_version(s3, session.credentials(), dest, version, resolve)
+    except BackendError as e:
+        raise RemoteUnusable(f"restore from {s3.describe()} failed: {e}") from None
+    if isinstance(report, lifecycle.VersionRestore):
         session.audit_note(version=report.version)
     session.audit_detail(manifest_version=report.manifest_version, objects=report.objects)
     if version is None:  # a copy of one version has refs of its own: this client keeps its view of the original

@@ -143,14 +143,17 @@ def verify(
         for s in res.manifest_warnings:
             note(f"warning: {s}")
         damage(res.damage, res.affected)
+        for d in res.unread:
+            line(f"unread\t{safe(d['object'])}\t{d['reason']}")
         rate = res.bytes_checked / res.seconds / 1e6 if res.seconds else 0.0
+        verdict = "ok" if res.ok else "DAMAGED" if res.damage else "INCOMPLETE (the bucket did not serve everything)"
         note(
-            f"backup verify ({res.mode}): {'ok' if res.ok else 'DAMAGED'}; manifest {res.manifest_version} of "
+            f"backup verify ({res.mode}): {verdict}; manifest {res.manifest_version} of "
             f"{iso(res.manifest_created_ns)}, {res.versions} versions, {res.packs_checked} packs, "
             f"{human_bytes(res.bytes_checked)} in {res.seconds:.2f}s ({rate:.1f} MB/s)"
         )
-    if not res.ok:
-        raise typer.Exit(1)
+    if not res.ok:  # 1: damage found; 2: no damage found, but the bucket did not serve every object
+        raise typer.Exit(1 if res.damage else 2)
 
 
 def restore(
