@@ -370,6 +370,50 @@ def test_a_segment_deleted_from_the_repository_fails_verify(logged: Strongroom, 
     assert f"first bad sequence number {first}" in r.err
 
 
+@pytest.mark.parametrize("which", ["newest", "all"])
+def test_segments_deleted_at_the_end_fail_verify(which: str, logged: Strongroom, tmp_path: Path) -> None:
+    """Deleting the newest sealed segment (the last events' only copy in the repository), or all of them, is
+    damage too, named by the first event left without its sealed copy."""
+    repo_path = Path(logged._session.settings.repo or "")
+    files = sorted((p for p in (repo_path / "audit").glob("*/segments/*") if p.is_file()), key=lambda p: p.name)
+    victims = files[-1:] if which == "newest" else files
+    for victim in victims:
+        victim.unlink()
+    report = _verify(repo_path)
+    assert not report.ok
+    assert report.first_bad == int(victims[0].name.split("-")[0])
+
+
+def test_a_fake_segment_row_in_the_catalog_is_caught(logged: Strongroom, tmp_path: Path) -> None:
+    """One row of SQL (no repository access) claiming a segment far ahead made later seals write no segment,
+    while checkpoints kept being signed: verify must see that the sealed copy stops short."""
+    repo_path = Path(logged._session.settings.repo or "")
+    con = sqlite3.connect(_db(tmp_path))
+    con.execute("INSERT INTO audit_segments (\"first\", \"count\", object_name) VALUES (1000000, 1, 'x')")
+    con.commit()
+    con.close()
+    before = _verify(repo_path).covered
+    logged.read("main", "a.txt")  # sealed under a new checkpoint, without a segment
+    report = _verify(repo_path)
+    assert not report.ok and report.first_bad == before
+
+
+@pytest.mark.parametrize("which", ["middle", "newest", "all"])
+def test_signed_checkpoints_deleted_from_the_repository_fail_verify(
+    which: str, logged: Strongroom, tmp_path: Path
+) -> None:
+    """The repository's signed checkpoints are what `audit rebuild` trusts: one the catalog recorded writing
+    and the repository no longer holds fails the check (nothing deletes them; reencrypt keeps their names)."""
+    repo_path = Path(logged._session.settings.repo or "")
+    files = sorted((p for p in (repo_path / "audit").glob("*/checkpoints/*") if p.is_file()), key=lambda p: p.name)
+    assert len(files) >= 3
+    victims = {"middle": files[1:2], "newest": files[-1:], "all": files}[which]
+    for victim in victims:
+        victim.unlink()
+    report = _verify(repo_path)
+    assert not report.ok and "lost the signed checkpoint" in report.reason
+
+
 def test_a_seal_cut_off_after_its_segment_is_completed_by_the_next(
     logged: Strongroom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -510,6 +510,24 @@ class AuditLog:
                     seg_end = ends[si] if si < len(ends) else -1
         return leaves, None, "", digests
 
+    def _lost_objects(
+        self,
+        repo: Repository,
+        cat_cps: list[Any],
+        cat_segments: list[tuple[int, str]],
+    ) -> list[tuple[int, str]]:
+        """The sealed objects the catalog recorded writing that the repository no longer holds (nothing deletes
+        them: `key reencrypt` reseals them under the same names). Each loss is reported at the first event it
+        leaves without its sealed copy or checkpoint."""
+        present = {name for kind in ("segments", "checkpoints") for name, _, _ in self._repo_objects(repo, kind)}
+        lost = [(first, f"the repository lost the sealed segment {name}") for first, name in cat_segments]
+        sizes = sorted(int(row.tree_size) for row in cat_cps)
+        for row in cat_cps:
+            if row.object_name:
+                prev = max((s for s in sizes if s < int(row.tree_size)), default=0)
+                lost.append((prev, f"the repository lost the signed checkpoint {row.object_name}"))
+        return [(seq, why) for seq, why in lost if why.rsplit(" ", 1)[1] not in present]
+
     def verify(self, repo: Repository | None) -> VerifyReport:
         """Recompute the tree from the catalog's events; check every checkpoint (catalog and repository)."""
         verifier = repo.log_signer().verifier() if repo is not None else None
@@ -529,6 +547,7 @@ class AuditLog:
             sealed_job = pool.submit(self.sealed_digests, repo, ranges) if repo is not None and ranges else None
             with self.store.reader() as conn:
                 cat_cps = self.catalog_checkpoints(conn)
+                cat_segments = self.store.segment_names(conn)
                 leaves, first_bad, reason, digests = self._catalog_leaves(
                     conn, segment_ends=[first + n for _, first, n in ranges or ()]
                 )
@@ -606,9 +625,15 @@ class AuditLog:
                     "verifiable event(s): truncated or rolled back",
                 )
             )
-        if diff is not None and mismatch is None and diff < min(report.covered, sealed_count):
-            # the covered prefix must also be exactly what the repository's sealed segments hold
-            problems.append((diff, "the event differs from the repository's sealed copy"))
+        if diff is not None and mismatch is None and diff < report.covered:
+            # the covered prefix must also be exactly what the repository's sealed segments hold: every event
+            # of it, so a segment deleted at the end (or all of them) fails too
+            problems.append(
+                (diff, "the event differs from the repository's sealed copy" if diff < sealed_count else
+                 "the repository's sealed copy ends before the signed checkpoints")
+            )  # fmt: skip
+        if repo is not None:
+            problems += self._lost_objects(repo, cat_cps, cat_segments)
         if problems:
             seq, why = min(problems, key=lambda p: p[0])
             report.ok, report.first_bad, report.reason = False, seq, why

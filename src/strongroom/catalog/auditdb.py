@@ -155,6 +155,11 @@ class AuditStore:
             tx.execute(insert(audit_checkpoints), rows)
 
     # segments
+    def segment_names(self, tx: Connection) -> list[tuple[int, str]]:
+        """(first seq, object name) of every sealed segment the catalog recorded."""
+        rows = tx.execute(select(audit_segments.c.first, audit_segments.c.object_name).order_by(audit_segments.c.first))
+        return [(int(first), str(name)) for first, name in rows]
+
     def segments_end(self, tx: Connection) -> int:
         top = tx.execute(select(func.max(audit_segments.c.first + audit_segments.c.count))).scalar()
         return int(top or 0)
