@@ -514,3 +514,24 @@ def test_a_client_that_never_sealed_into_a_catalog_takes_its_log_as_found(
         p.unlink()
     r = c("log")
     assert r.code == 1 and "audit log replaced" in r.err, r.err
+
+
+def test_custody_lists_a_read_whose_consumer_stopped_early(cli: Cli, tmp_path: Path) -> None:
+    """`cat | head` delivers plaintext and ends as `failed` (the consumer went away): custody must still list
+    that read, with its outcome, rather than say nobody read the file."""
+    import subprocess
+    import sys
+
+    src = make_tree(tmp_path / "src", {"secret.bin": b"TOP-SECRET-ROW\n" * 400_000})
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "data").code == 0
+    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE, STRONGROOM_USER="mallory")
+    pipe = f"{sys.executable} -m strongroom --repo {cli.repo} cat main secret.bin | head -c 100000 | wc -c"
+    got = subprocess.run(pipe, shell=True, env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "100000"
+    res = cli("--json", "custody", "main", "secret.bin")
+    assert res.code == 0, res.err
+    reads = json.loads(res.out)["files"][0]["reads"]
+    assert [(r["actor"].split("@")[0], r["action"], r["outcome"]) for r in reads] == [("mallory", "cat", "failed")]
+    text = cli("custody", "main", "secret.bin").out
+    assert "read:cat (failed, partial?)" in text

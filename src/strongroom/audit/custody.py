@@ -80,7 +80,9 @@ def custody(repo: Repository, version: bytes, paths: list[str], events: list[Eve
         cid = parent
     reads: dict[str, list[dict[str, Any]]] = {p: [] for p in selected}
     for ev in events:
-        if ev.action not in READ_ACTIONS or ev.outcome != "ok":
+        # A read that failed part-way, or whose consumer stopped early (`cat | head`), may have delivered some
+        # plaintext: it is listed, with its outcome. A denied one was refused before anything was read.
+        if ev.action not in READ_ACTIONS or ev.outcome not in ("ok", "failed"):
             continue
         vid = ev.targets.get("version")
         try:
@@ -103,6 +105,7 @@ def custody(repo: Repository, version: bytes, paths: list[str], events: list[Eve
                     "host": ev.host,
                     "action": ev.action,
                     "version": str(vid),
+                    "outcome": ev.outcome,
                 }
             )
     return {

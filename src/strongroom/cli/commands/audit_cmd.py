@@ -192,7 +192,7 @@ def custody(
         rows = [
             [h["time"], h["change"], h["version"][:12], h["author"], h["host"], safe(h["source"])] for h in f["history"]
         ] + [
-            [r["time"], f"read:{r['action']}", r["version"][:12], r["actor"], r["host"], f"seq {r['seq']}"]
+            [r["time"], _read_label(r), r["version"][:12], r["actor"], r["host"], f"seq {r['seq']}"]
             for r in f["reads"]
         ]
         if is_tty():
@@ -213,6 +213,11 @@ class _Ev:
 
     def to_json(self) -> dict[str, Any]:
         return self._d
+
+
+def _read_label(r: dict[str, Any]) -> str:
+    """A read that did not end well may still have delivered part of the data: say so beside it."""
+    return f"read:{r['action']}" + ("" if r.get("outcome", "ok") == "ok" else f" ({r['outcome']}, partial?)")
 
 
 def _write_report(path: str, text: str) -> None:
@@ -253,7 +258,7 @@ def _html(rep: dict[str, Any]) -> str:
                 cells = (h["time"], h["change"], h["version"], h["author"], h["host"], h["source"])
                 parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
             for r in f["reads"]:
-                cells = (r["time"], "read: " + r["action"], r["version"], r["actor"], r["host"], f"event {r['seq']}")
+                cells = (r["time"], _read_label(r), r["version"], r["actor"], r["host"], f"event {r['seq']}")
                 parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
             parts.append("</table>")
     parts.append("</body></html>\n")
