@@ -25,6 +25,7 @@
         ├── RepositoryLocked
         ├── VerificationFailed           HTTP 422
         ├── PolicyDenied                 HTTP 403  a protected branch, a failed check
+        │   └── CheckFailed              a branch's check refused a merge (its output is shown, not logged)
         ├── MergeConflict
         └── CatalogError                 HTTP 503  the catalog database cannot be used
 
@@ -215,6 +216,23 @@ def all_error_classes() -> list[type[StrongroomError]]:
 class PolicyDenied(ProblemFound):
     http_status = 403
     template = "{}"
+
+
+class CheckFailed(PolicyDenied):
+    """A protected branch's check refused a merge. Its output is shown to the user (the hint) but kept out of
+    the audit log, which records only the message: a validator may print the very rows it rejects."""
+
+    template = "check `{}` failed (exit {}) for {}; branch unchanged (output sha256 {})"
+
+    def __init__(self, check: str = "", code: int = 0, branch: str = "", output: str = "") -> None:
+        import hashlib  # only here: every command imports this module
+
+        super().__init__(check, code, branch, hashlib.sha256(output.encode("utf-8", "surrogateescape")).hexdigest())
+        self.output = output
+
+    def hint(self) -> str | None:
+        tail = " | ".join(self.output.strip().splitlines()[-5:])
+        return f"its output ended: {tail}" if tail else None
 
 
 class MergeConflict(ProblemFound):

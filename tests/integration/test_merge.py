@@ -83,6 +83,23 @@ def test_revert_undoes_one_version(cli: Cli, forked: tuple[Path, Path]) -> None:
     assert cli("cat", "main", "extra").out == "kept\n"  # later work stays
 
 
+def test_a_failed_checks_output_is_shown_but_never_logged(cli: Cli, forked: tuple[Path, Path]) -> None:
+    """A validator may print the very rows it rejects: the user sees its output, the permanent audit log (and
+    what it exports to a SIEM) records only the check, its exit code and a digest of the output."""
+    _, dev = forked
+    row = "alice,987-65-4321"
+    assert cli("branch", "protect", "main", "--require-check", "sh -c 'cat rows.csv; exit 3'").code == 0
+    (dev / "rows.csv").write_text(f"name,ssn\n{row}\n")
+    assert cli("commit", str(dev), "-b", "dev", "-m", "extra").code == 0
+    failed = cli("merge", "dev", "--into", "main")
+    assert failed.code == 1 and row in failed.err and len(failed.err.strip().splitlines()) == 1
+    exported = cli("audit", "export")
+    assert exported.code == 0, exported.err
+    denied = [json.loads(line) for line in exported.out.splitlines() if '"merge"' in line]
+    assert denied and denied[-1]["outcome"] == "denied" and "exit 3" in denied[-1]["details"]["error"]["message"]
+    assert "987-65-4321" not in exported.out
+
+
 def test_reset_moves_a_branch_back(cli: Cli, forked: tuple[Path, Path]) -> None:
     log = json.loads(cli("--json", "log", "--branch", "main").out)
     assert cli("reset", "main", log[1]["id"]).code == 0

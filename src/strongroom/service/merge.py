@@ -13,7 +13,7 @@ import time
 from strongroom.core.dag import ancestors, validate_ref_name
 from strongroom.core.merge import STRATEGIES, merge_base, merge_folders, three_way
 from strongroom.core.model import Commit, Entry
-from strongroom.errors import InputError, MergeConflict, PolicyDenied, UnknownVersion
+from strongroom.errors import CheckFailed, InputError, MergeConflict, PolicyDenied, UnknownVersion
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
 from strongroom.service.results import MergeResult
@@ -86,8 +86,7 @@ def _enforce_checks(repo: Repository, protection: Protection | None, tree_id: by
     failures = run_checks(repo, tree_id, protection.checks)
     if failures:
         check, code, out = failures[0]
-        tail = " | ".join(out.strip().splitlines()[-5:])
-        raise PolicyDenied(f"check `{check}` failed (exit {code}) for {branch}; branch unchanged: {tail}")
+        raise CheckFailed(check, code, branch, out)
     return list(protection.checks)
 
 

@@ -192,8 +192,7 @@ def custody(
         rows = [
             [h["time"], h["change"], h["version"][:12], h["author"], h["host"], safe(h["source"])] for h in f["history"]
         ] + [
-            [r["time"], _read_label(r), r["version"][:12], r["actor"], r["host"], f"seq {r['seq']}"]
-            for r in f["reads"]
+            [r["time"], _read_label(r), r["version"][:12], r["actor"], r["host"], f"seq {r['seq']}"] for r in f["reads"]
         ]
         if is_tty():
             table(["time", "what", "version", "who", "host", "source / event"], rows)
