@@ -6,6 +6,7 @@ stored once. Memory per worker is bounded: one read buffer and one pack being fi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import stat
@@ -86,6 +87,26 @@ class _Job:
     path: str
     size: int
     guide: tuple[tuple[bytes, int], ...] = ()  # (id, length) of each chunk the file had when last read
+    identity: tuple[int, int] | None = None  # (device, inode) the scan found at that path
+
+
+REREADS = 3  # how many times a file that changed while it was read is read again
+
+
+def _fresh_identity(root: str, rel: str) -> tuple[int, int] | None:
+    """(device, inode) of the regular file at ``rel``, reached through real folders only (no component a
+    symlink); None otherwise."""
+    path = root
+    parts = rel.split("/")
+    try:
+        for part in parts[:-1]:
+            path = os.path.join(path, part)
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return None
+        st = os.lstat(os.path.join(path, parts[-1]))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def _guide(cache: FileCache | None, index: Index, rel: str) -> tuple[tuple[bytes, int], ...]:
@@ -205,6 +226,12 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None], state
             try:
                 recorded = time.time_ns()  # before the stat: the racy-clean rule compares stamps with it
                 before = os.fstat(fd)
+                if job.identity is not None and (before.st_dev, before.st_ino) != job.identity:
+                    # Replaced since the scan, or reached through a folder swapped for a symlink (O_NOFOLLOW
+                    # guards only the last component): not the file the scan saw. Nothing is read; the commit
+                    # looks at the path again (_fresh_identity) and reads it anew.
+                    send(("file", job.rel, [], 0, False, before.st_ino, 0, 0, recorded))
+                    continue
                 ids: list[bytes] = []
                 size = 0
                 pieces = (
@@ -346,7 +373,7 @@ def prepare_files(
         if max(st.st_mtime_ns, st.st_ctime_ns) >= now - RACY_WINDOW_NS:
             out.later.append(rel)  # its stamps could still repeat: an entry recorded now would be useless
             continue
-        jobs.append(_Job(rel, path, st.st_size, _guide(cache, repo.index, rel)))
+        jobs.append(_Job(rel, path, st.st_size, _guide(cache, repo.index, rel), (st.st_dev, st.st_ino)))
     gone.intersection_update(cache.entries)
     if not jobs and not gone:
         return out
@@ -498,12 +525,36 @@ def commit_folder(
             if hit is not None and stored_chunks.issuperset(hit):
                 chunks_of[n.rel] = hit
             else:
-                jobs.append(_Job(n.rel, os.path.join(root, n.rel), n.st.st_size, _guide(cache, index, n.rel)))
+                path, identity = os.path.join(root, n.rel), (n.st.st_dev, n.st.st_ino)
+                jobs.append(_Job(n.rel, path, n.st.st_size, _guide(cache, index, n.rel), identity))
     if progress_start:
         progress_start(len(jobs), sum(j.size for j in jobs))
 
     workers = req.workers or parallel.default_workers()
     results, unreadable, new_packs, stored = _run_jobs(repo, jobs, workers, progress, stored_chunks)
+    # A file written to while it was read holds a mix of old and new bytes that never existed on disk: read
+    # again, and if it keeps changing it is unreadable for this commit (tar's "file changed as we read it").
+    for attempt in range(REREADS + 1):
+        torn = [j for j in jobs if j.rel in results and not results[j.rel][2]]
+        if not torn:
+            break
+        for j in torn:
+            del results[j.rel]
+        if attempt == REREADS:
+            unreadable += [(j.rel, "changed while being read, again and again") for j in torn]
+            break
+        again = []
+        for j in torn:
+            fresh = _fresh_identity(root, j.rel)
+            if fresh is None:
+                unreadable.append((j.rel, "no longer a file inside the folder"))
+            else:
+                again.append(dataclasses.replace(j, identity=fresh, guide=()))
+        more, more_unreadable, more_packs, more_stored = _run_jobs(repo, again, workers, None, stored_chunks)
+        results.update(more)
+        unreadable += more_unreadable
+        new_packs += more_packs
+        stored += more_stored
     if unreadable and not req.skip_unreadable:
         rel, why = unreadable[0]
         raise UnreadableSource(os.path.join(root, rel), why)
