@@ -145,6 +145,16 @@ def _restore_files(
         prefetch.close()
 
 
+@contextlib.contextmanager
+def _cannot_restore(rel: str) -> Iterator[None]:
+    """A folder or link the destination cannot take (a path too long, no space, no symlinks there): one line,
+    exit 2, naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise InputError(f"cannot restore {rel}: {err.strerror or err}") from None
+
+
 def checkout(
     repo: Repository,
     tree_id: bytes,
@@ -177,7 +187,8 @@ def checkout(
     files = [(r, e) for r, e in entries if e.type == FILE]
     links = [(r, e) for r, e in entries if e.type == SYMLINK]
     for rel, _ in folders:
-        os.mkdir(_os_path(dest, rel), 0o700)
+        with _cannot_restore(rel):
+            os.mkdir(_os_path(dest, rel), 0o700)
     placed = [(r, e) for r, e in files if place is not None and place(_os_path(dest, r), e)]
     if placed:
         done = {r for r, _ in placed}
@@ -202,7 +213,8 @@ def checkout(
     parallel.run(shares, lambda share, send: _restore_files(repo, dest, share, send), handle)
     for rel, e in links:
         p = _os_path(dest, rel)
-        os.symlink(os.fsencode(e.target or ""), p)
+        with _cannot_restore(rel):
+            os.symlink(os.fsencode(e.target or ""), p)
         try:
             os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
             if os.geteuid() == 0:
@@ -211,10 +223,11 @@ def checkout(
             pass
     for rel, e in sorted(folders, key=lambda x: -x[0].count("/")):
         p = _os_path(dest, rel)
-        if os.geteuid() == 0:
-            os.chown(p, e.uid, e.gid)
-        os.chmod(p, e.mode)
-        os.utime(p, ns=(e.mtime_ns, e.mtime_ns))
+        with _cannot_restore(rel):
+            if os.geteuid() == 0:
+                os.chown(p, e.uid, e.gid)
+            os.chmod(p, e.mode)
+            os.utime(p, ns=(e.mtime_ns, e.mtime_ns))
     if failed:
         failed.sort()
         raise IntegrityError(f"{len(failed)} file(s) could not be restored, first: {failed[0][0]}: {failed[0][1]}")
