@@ -3,6 +3,7 @@ at tmp, and turns on the test-only weak KDF so hundreds of repository opens stay
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,19 +56,24 @@ class Cli:
         extra_env: dict[str, str] | None = None,
         timeout: float = 120,
         cwd: Path | None = None,
+        stdout_to: Path | None = None,
     ) -> CliResult:
+        """Run one command; stdout_to, when given, is the file its standard output goes to."""
         env = dict(self.env)
         if passphrase is not None:
             env["STRONGROOM_PASSPHRASE"] = passphrase
         env.update(extra_env or {})
-        proc = subprocess.run(
-            [sys.executable, "-m", "strongroom", "--repo", str(self.repo), *args],
-            env=env,
-            capture_output=True,
-            input=input,
-            timeout=timeout,
-            cwd=cwd,
-        )
+        with open(stdout_to, "wb") if stdout_to else contextlib.nullcontext(subprocess.PIPE) as out:
+            proc = subprocess.run(
+                [sys.executable, "-m", "strongroom", "--repo", str(self.repo), *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                input=input,
+                timeout=timeout,
+                cwd=cwd,
+            )
+        proc.stdout = proc.stdout or b""
         return CliResult(
             proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), proc.stdout
         )
@@ -88,6 +94,20 @@ def repo_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def repo(repo_path: Path) -> Strongroom:
     return Strongroom.init(str(repo_path), PASSPHRASE)
+
+
+def injected_bug(folder: Path, target: str = "strongroom.store.ingest:commit_folder") -> dict[str, str]:
+    """Environment for a CLI run in which target (module:function) raises RuntimeError, a stand-in for a bug:
+    a sitecustomize on PYTHONPATH patches it before strongroom is imported (strongroom knows nothing of it)."""
+    module, name = target.split(":")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import importlib\n"
+        "def _bug(*args, **kwargs):\n"
+        "    raise RuntimeError('an injected bug')\n"
+        f"setattr(importlib.import_module({module!r}), {name!r}, _bug)\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> Path:

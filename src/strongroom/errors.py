@@ -27,10 +27,12 @@
         ├── PolicyDenied                 HTTP 403  a protected branch, a failed check
         │   └── CheckFailed              a branch's check refused a merge (its output is shown, not logged)
         ├── MergeConflict
-        └── CatalogError                 HTTP 503  the catalog database cannot be used
+        ├── CatalogError                 HTTP 503  the catalog database cannot be used
+        └── CannotWrite                  HTTP 507  the machine refused a write: no space left, a quota, an I/O error
 
 strongroom.backends.base adds BackendError, TransientBackendError and BackendAccessDenied (under
-StrongroomError, exit 3) and ObjectMissing (under IntegrityError); strongroom.backup adds UnknownRemote and
+StrongroomError, but exit 1 and HTTP 503: the storage failed, which is no bug) and ObjectMissing (under
+IntegrityError); strongroom.backup adds UnknownRemote and
 RemoteUnusable (InputError), IncidentOpen, PushInterrupted and NoBackup (ProblemFound).
 docs/errors.md is generated from this tree by scripts/errorlist.py.
 
@@ -245,3 +247,19 @@ class MergeConflict(ProblemFound):
 class CatalogError(ProblemFound):
     http_status = 503
     template = "catalog: {}"
+
+
+class CannotWrite(ProblemFound):
+    """The machine refused a write outside the repository (a checkout's destination, a workspace, standard
+    output): the disk is full, a quota is reached, the device failed. Not a bug; nothing stored was harmed."""
+
+    http_status = 507
+    template = "{}"
+
+
+def refused_write(err: OSError) -> bool:
+    """An OSError that says the machine's state refused a write (full disk, quota, read-only or failing
+    device), as opposed to a path or permission the user can correct."""
+    import errno  # built in, and only on an error path
+
+    return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from strongroom import Strongroom
-from tests.conftest import PASSPHRASE, Cli, CliResult, make_tree, tree_snapshot
+from tests.conftest import PASSPHRASE, Cli, CliResult, injected_bug, make_tree, tree_snapshot
 
 V1 = {
     "data/a.bin": bytes(range(256)) * 1000,
@@ -210,18 +210,15 @@ def test_unreadable_source_file_fails_the_commit(cli: Cli, unreadable_src: Path)
 
 def test_internal_error_is_one_line_pointing_to_a_log(cli: Cli, tmp_path: Path) -> None:
     ok(cli("init"))
-    data = cli.repo / "data"
-    data.rmdir() if data.is_dir() else None
-    data.write_bytes(b"not a folder")  # the pack store cannot be written
     src = make_tree(tmp_path / "src", {"f.bin": b"x" * 1000})
-    r = cli("commit", str(src))
+    r = cli("commit", str(src), extra_env=injected_bug(tmp_path / "bug"))
     assert r.code == 3, r.err
     assert r.out == "" and "Traceback" not in r.err
     (line,) = r.err.strip().splitlines()
     assert "internal error" in line
     m = re.search(r"(/\S+\.log)", line)
     assert m, line
-    assert "Traceback" in Path(m.group(1)).read_text()
+    assert "RuntimeError: an injected bug" in Path(m.group(1)).read_text()
 
 
 # ------------------------------------------------------------------------------ --json

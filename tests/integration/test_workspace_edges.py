@@ -16,7 +16,7 @@ import pytest
 
 from strongroom import Strongroom
 from strongroom.core.model import Entry
-from strongroom.errors import InputError
+from strongroom.errors import CannotWrite, InputError
 from strongroom.service import workspace as ws
 from strongroom.service.context import Session
 from strongroom.service.results import CommitSummary
@@ -477,9 +477,11 @@ def test_switch_and_discard_handle_read_only_folders(cli: Cli, tmp_path: Path) -
     assert not w.exists()
 
 
+@pytest.mark.parametrize(("error", "raised"), [(errno.ENOSPC, CannotWrite), (errno.EACCES, InputError)])
 def test_a_switch_that_cannot_write_names_the_path_and_completes_when_run_again(
-    cli: Cli, tmp_path: Path, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, tmp_path: Path, repo_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, raised: type[Exception]
 ) -> None:
+    """A full disk is the machine's state (exit 1); a folder that is not yours is for the user to fix (exit 2)."""
     src = make_tree(tmp_path / "src", {"d/k": b"k\n"})
     assert cli("init").code == 0
     v1 = commit(cli, src, "v1")
@@ -489,11 +491,11 @@ def test_a_switch_that_cannot_write_names_the_path_and_completes_when_run_again(
     cli("workspace", "create", str(w), "--branch", "feat", "--from", v1)
     session = Strongroom.open(str(repo_path), PASSPHRASE)._session
 
-    def disk_full(repo: object, path: bytes, *rest: object) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    def refused(repo: object, path: bytes, *rest: object) -> None:
+        raise OSError(error, os.strerror(error), path)
 
-    monkeypatch.setattr(ws, "write_file", disk_full)
-    with pytest.raises(InputError, match=f"switch stopped at {w}/d/.strongroom-partial-.*: No space left on device"):
+    monkeypatch.setattr(ws, "write_file", refused)
+    with pytest.raises(raised, match=f"switch stopped at {w}/d/.strongroom-partial-.*: {os.strerror(error)}"):
         ws.switch(session, str(w), v2)
     monkeypatch.undo()
     res = cli("workspace", "switch", str(w), v2)

@@ -16,6 +16,11 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
 
 
 class BackendError(StrongroomError):
+    """The storage failed (a full disk, a device error, a server down after retries): the command found a
+    problem, exit 1, and nothing published refers to what could not be written. Not a bug."""
+
+    exit_code = 1
+    http_status = 503
     template = "storage error: {}"
 
 

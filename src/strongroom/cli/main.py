@@ -20,7 +20,7 @@ import typer
 from strongroom.cli import launch
 from strongroom.cli.progress import TerminalProgress
 from strongroom.cli.render import safe as one_line  # an error line names what the user typed
-from strongroom.errors import StrongroomError
+from strongroom.errors import CannotWrite, StrongroomError, refused_write
 from strongroom.service.context import PassphrasePrompt, Session
 from strongroom.settings import Settings
 
@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:
+        if isinstance(e, OSError) and refused_write(e):  # standard output on a full disk, most often: no bug
+            where = f"cannot write {os.fsdecode(e.filename)}" if e.filename else "cannot write the output"
+            sys.stderr.write(one_line(f"strongroom: error: {where}: {e.strerror or e}") + "\n")
+            return CannotWrite.exit_code
         if _is_usage_error(e):
             message = e.format_message().splitlines()  # type: ignore[attr-defined]
             sys.stderr.write(one_line(f"strongroom: error: {message[0] if message else e}") + "\n")

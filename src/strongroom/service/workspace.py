@@ -35,7 +35,15 @@ from collections.abc import Callable, Iterator
 from strongroom.core.diff import diff_flat
 from strongroom.core.merge import same_entry
 from strongroom.core.model import DIR, FILE, SYMLINK, Entry
-from strongroom.errors import DestinationNotEmpty, InputError, ProblemFound, StrongroomError, UnreadableSource
+from strongroom.errors import (
+    CannotWrite,
+    DestinationNotEmpty,
+    InputError,
+    ProblemFound,
+    StrongroomError,
+    UnreadableSource,
+    refused_write,
+)
 from strongroom.service.context import Session, audited
 from strongroom.service.merge import refuse_scoped
 from strongroom.service.results import CommitSummary, DiffEntry, WorkspaceInfo
@@ -699,9 +707,8 @@ def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
         _set_modes(folder, new_dirs)
     except OSError as e:
         where = os.fsdecode(e.filename) if e.filename else folder
-        raise InputError(
-            f"workspace switch stopped at {where}: {e.strerror or e}; fix that, then run the switch again"
-        ) from None
+        stopped = f"workspace switch stopped at {where}: {e.strerror or e}; fix that, then run the switch again"
+        raise (CannotWrite if refused_write(e) else InputError)(stopped) from None
     finally:
         with contextlib.suppress(OSError):
             writable.restore()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
-from strongroom.errors import InputError, KeyUnavailable, Shredded, StrongroomError
+from strongroom.errors import StrongroomError
 
 T = TypeVar("T")
 Message = tuple[Any, ...]
@@ -55,8 +55,13 @@ def deal(
 
 
 def _portable(e: BaseException) -> StrongroomError | None:
-    """Errors a user acts on cross back to the parent as themselves (their exit code and message hold)."""
-    if isinstance(e, (Shredded, KeyUnavailable, InputError)):
+    """Errors a user acts on (any exit code but 3: bad input, a key not at hand, shredded data, a storage
+    failure) cross back to the parent as themselves, so their exit code and message hold."""
+    if isinstance(e, StrongroomError) and e.exit_code != 3:
+        try:
+            type(e)(*e.args)  # how the pipe rebuilds it: a class that cannot be rebuilt so stays a text
+        except Exception:
+            return None
         return e
     return None
 

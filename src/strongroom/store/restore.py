@@ -15,7 +15,7 @@ from typing import Any
 from strongroom.backends.directio import DIRECT_MIN, SequentialWriter
 from strongroom.core.ids import ObjectKind
 from strongroom.core.model import DIR, FILE, SYMLINK, Entry
-from strongroom.errors import DestinationNotEmpty, InputError, IntegrityError, StrongroomError
+from strongroom.errors import CannotWrite, DestinationNotEmpty, InputError, IntegrityError, StrongroomError
 from strongroom.store import parallel
 from strongroom.store.repository import Repository
 
@@ -103,22 +103,28 @@ class FileFrames:
 
 
 def write_file(repo: Repository, path: bytes, entry: Entry, frames: Iterator[bytes] | None = None) -> None:
-    """Restore one file (absent) at path; frames, when given, are its chunks' frames in order."""
+    """Restore one file (absent) at path; frames, when given, are its chunks' frames in order. A file that
+    cannot be written whole (damaged data, a full disk) is removed: no file stands at its name half written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        # Large files bypass the page cache (backends.directio): it saves a copy per byte restored.
-        out = SequentialWriter(fd, direct=entry.size >= DIRECT_MIN)
-        if frames is None:
-            for cid in entry.chunks:
-                out.write(repo.read_object(cid, ObjectKind.CHUNK))
-        else:
-            for cid, frame in zip(entry.chunks, frames, strict=True):
-                out.write(repo.open_frame(cid, ObjectKind.CHUNK, frame))
-        out.close()
-        set_owner_and_mode(fd, entry)
-    finally:
-        os.close(fd)
-    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+        try:
+            # Large files bypass the page cache (backends.directio): it saves a copy per byte restored.
+            out = SequentialWriter(fd, direct=entry.size >= DIRECT_MIN)
+            if frames is None:
+                for cid in entry.chunks:
+                    out.write(repo.read_object(cid, ObjectKind.CHUNK))
+            else:
+                for cid, frame in zip(entry.chunks, frames, strict=True):
+                    out.write(repo.open_frame(cid, ObjectKind.CHUNK, frame))
+            out.close()
+            set_owner_and_mode(fd, entry)
+        finally:
+            os.close(fd)
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def set_owner_and_mode(fd: int, entry: Entry) -> None:
@@ -137,8 +143,11 @@ def _restore_files(
             try:
                 with contextlib.closing(prefetch.frames_for(e.chunks)) as frames:
                     write_file(repo, _os_path(dest, rel), e, frames)
-            except (StrongroomError, OSError) as err:
-                send(("failed", rel, str(err) if isinstance(err, StrongroomError) else (err.strerror or str(err))))
+            except StrongroomError as err:  # damaged or missing data
+                send(("failed", rel, str(err), "damaged"))
+                continue
+            except OSError as err:  # the destination refused the write: a full disk, a quota, a device error
+                send(("failed", rel, err.strerror or str(err), "unwritable"))
                 continue
             send(("file", rel, e.size))
     finally:
@@ -199,12 +208,15 @@ def checkout(
     n = workers or parallel.default_workers()
     shares = parallel.deal(files, lambda x: x[1].size, n) if total >= (32 << 20) else [files]
     failed: list[tuple[str, str]] = []
+    unwritable: set[str] = set()
     done_bytes = 0
 
     def handle(msg: tuple[Any, ...]) -> None:
         nonlocal done_bytes
         if msg[0] == "failed":
             failed.append((msg[1], msg[2]))
+            if msg[3] == "unwritable":
+                unwritable.add(msg[1])
         elif msg[0] == "file":
             done_bytes += msg[2]
             if progress:
@@ -230,5 +242,13 @@ def checkout(
             os.utime(p, ns=(e.mtime_ns, e.mtime_ns))
     if failed:
         failed.sort()
-        raise IntegrityError(f"{len(failed)} file(s) could not be restored, first: {failed[0][0]}: {failed[0][1]}")
+        damaged = [f for f in failed if f[0] not in unwritable]
+        if damaged:  # the repository's problem first: it is the one a retry elsewhere does not cure
+            rel, why = damaged[0]
+            raise IntegrityError(f"{len(damaged)} file(s) could not be restored (damaged data), first: {rel}: {why}")
+        rel, why = failed[0]
+        raise CannotWrite(
+            f"{len(failed)} file(s) could not be written into {dest}, first: {rel}: {why}; "
+            "the others were restored, and no file was left half written"
+        )
     return CheckoutResult(len(files) + len(placed), done_bytes, len(folders), len(links), failed)
