@@ -25,12 +25,16 @@ from strongroom.store.lock import boot_id
 from tests.conftest import PASSPHRASE, Cli, make_tree
 
 
-def write_lock(repo: Path, name: str, pid: int, host: str, age_s: int = 5, boot: str | None = None) -> Path:
+def write_lock(
+    repo: Path, name: str, pid: int, host: str, age_s: int = 5, boot: str | None = None, pid_ns: str | None = None
+) -> Path:
     path = repo / "locks" / name
     path.parent.mkdir(exist_ok=True)
     record = {"pid": pid, "host": host, "time_ns": time.time_ns() - age_s * 10**9, "command": "commit"}
     if boot is not None:
         record["boot"] = boot
+    if pid_ns is not None:
+        record["pid_ns"] = pid_ns
     path.write_text(json.dumps(record))
     return path
 
@@ -148,6 +152,21 @@ def test_a_lock_taken_before_this_host_last_booted_is_cleared(cli: Cli, tmp_path
     write_lock(cli.repo, "publish", sleeper, host, boot=boot_id())  # same boot, live PID: held
     r = cli("commit", str(src), "-m", "again")
     assert r.code == 1 and f"PID {sleeper}" in r.err, r.err
+
+
+def test_a_lock_taken_in_another_pid_namespace_is_never_judged_stale(cli: Cli, tmp_path: Path) -> None:
+    """Two containers on one host share its name and boot id, but a PID of one means nothing in the other:
+    the holder may be alive, so its lock is left alone (only `unlock --force` clears it)."""
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"a\n"})
+    host, gone = socket.gethostname(), dead_pid()
+    write_lock(cli.repo, "publish", gone, host, boot=boot_id(), pid_ns="pid:[4026539999]")
+    r = cli("commit", str(src))
+    assert r.code == 1 and f"PID {gone}" in r.err, r.err
+    assert cli("unlock").code == 0 and (cli.repo / "locks" / "publish").exists()
+    write_lock(cli.repo, "publish", gone, host, boot=boot_id(), pid_ns=os.readlink("/proc/self/ns/pid"))
+    r = cli("commit", str(src))  # the same dead PID in our own namespace: stale, cleared
+    assert r.code == 0, r.err
 
 
 def test_unlock_removes_stale_locks_only(cli: Cli, tmp_path: Path, sleeper: int) -> None:

@@ -33,6 +33,7 @@ class Holder:
     time_ns: int
     command: str
     boot: str = ""  # the host's boot id: after a reboot a PID names another process
+    pid_ns: str = ""  # the PID namespace the PID is in: two containers on one host share its name and boot id
 
     def describe(self, now_ns: int) -> str:
         age = max(0, (now_ns - self.time_ns) // 1_000_000_000)
@@ -44,6 +45,8 @@ class Holder:
         now = boot_id()
         if self.boot and now and self.boot != now:
             return True  # taken before this host last booted (a lock a power loss brought back)
+        if self.pid_ns != pid_namespace():
+            return False  # a PID of another namespace (another container): this one cannot tell if it lives
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -63,6 +66,15 @@ def boot_id() -> str:
         return ""
 
 
+@functools.cache
+def pid_namespace() -> str:
+    """The PID namespace this process's PIDs mean something in, as Linux names it ("" elsewhere)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _record(command: str) -> bytes:
     return json.dumps(
         {
@@ -71,6 +83,7 @@ def _record(command: str) -> bytes:
             "time_ns": time.time_ns(),
             "command": command,
             "boot": boot_id(),
+            "pid_ns": pid_namespace(),
         }
     ).encode()
 
@@ -94,6 +107,7 @@ def read_holder(backend: Backend, name: str) -> Holder | None:
                 int(obj["time_ns"]),
                 str(obj.get("command", "")),
                 str(obj.get("boot", "")),
+                str(obj.get("pid_ns", pid_namespace())),  # older records name none: taken as ours
             )
         except Exception:
             return Holder(name, -1, "?", 0, "unreadable lock")
