@@ -518,3 +518,30 @@ def test_status_reports_a_folder_whose_mode_changed(cli: Cli, tmp_path: Path) ->
     v2 = commit(cli, w, "chmod 700 sub")
     assert {e["path"]: e["mode"] for e in json.loads(cli("--json", "ls", v2).out)}["sub"] == "0o700"
     assert changes(cli, w) == []
+
+
+def test_a_switched_or_sparse_workspace_commits_the_version_it_shows(cli: Cli, tmp_path: Path) -> None:
+    """status said 'no changes' after a switch, yet the commit made a new tree: the files written into the
+    folders had moved the folders' mtimes, which a version records. The same for the folders a sparse
+    workspace makes itself."""
+    src = make_tree(tmp_path / "src", {"d/a": b"a\n", "d/e/b": b"b\n", "f/g": b"g\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    (src / "d" / "a").write_bytes(b"a2\n")
+    (src / "d" / "e" / "c").write_bytes(b"c\n")
+    os.mkdir(src / "d" / "new")
+    commit(cli, src, "v2")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "feat", "--from", "main~1").code == 0
+    assert cli("merge", "main", "--into", "feat").code == 0  # feat moves on without the workspace
+    assert cli("workspace", "switch", str(w), "feat").code == 0
+    assert changes(cli, w) == []
+    res = cli("--json", "commit", str(w), "-m", "nothing new")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["unchanged"] is True
+
+    sparse = tmp_path / "sparse"
+    assert cli("workspace", "create", str(sparse), "--branch", "sp", "--paths", "d/e/*").code == 0
+    res = cli("--json", "commit", str(sparse), "-m", "nothing new")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["unchanged"] is True

@@ -295,9 +295,9 @@ class _Writable:
         self.seen.clear()
 
 
-def _make_folders(folder: str, dirs: Files, writable: _Writable | None = None) -> list[str]:
-    """Create the missing folders of ``dirs``, parents first; their modes are set once they are filled."""
-    made = []
+def _make_folders(folder: str, dirs: Files, writable: _Writable | None = None) -> None:
+    """Create the missing folders of ``dirs``, parents first; their modes and mtimes are set once they are
+    filled (_set_folder_stamps)."""
     for rel in sorted(dirs):
         path = os.path.join(folder, rel)
         if os.path.lexists(path):
@@ -305,17 +305,19 @@ def _make_folders(folder: str, dirs: Files, writable: _Writable | None = None) -
         if writable is not None:
             writable.parent_of(rel)
         os.mkdir(path, 0o700)
-        made.append(rel)
-    return made
 
 
-def _set_modes(folder: str, dirs: Files) -> None:
-    """The modes of the folders where they differ from what is on disk (new, changed, or left loosened by a
-    killed switch), deepest first."""
+def _set_folder_stamps(folder: str, dirs: Files) -> None:
+    """The folders' modes and mtimes where they differ from what is on disk (new, changed, left loosened by
+    a killed switch, or touched by the files written into them), deepest first: the folder then is the
+    version, and a commit of it makes the same tree."""
     for rel, e in sorted(dirs.items(), key=lambda item: -item[0].count("/")):
         path = os.path.join(folder, rel)
-        if stat.S_IMODE(os.lstat(path).st_mode) != e.mode:
+        st = os.lstat(path)
+        if stat.S_IMODE(st.st_mode) != e.mode:
             os.chmod(path, e.mode)
+        if st.st_mtime_ns != e.mtime_ns:
+            os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
 def _make_removable(folder: str) -> None:
@@ -363,10 +365,10 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
                 res = restore_checkout(repo, tree, folder, paths or None)
         writable = _Writable(folder)
         try:  # a sparse checkout makes only the folders holding files
-            made = _make_folders(folder, shown_dirs, writable)
+            _make_folders(folder, shown_dirs, writable)
         finally:
             writable.restore()
-        _set_modes(folder, {rel: shown_dirs[rel] for rel in made})
+        _set_folder_stamps(folder, shown_dirs)
         meta: dict[str, object] = {
             "format": "sr-workspace/1",
             "repository": os.path.abspath(session.repo_path()),
@@ -704,7 +706,7 @@ def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
                 writable.parent_of(rel)
                 os.rmdir(path)
         writable.restore()
-        _set_modes(folder, new_dirs)
+        _set_folder_stamps(folder, new_dirs)
     except OSError as e:
         where = os.fsdecode(e.filename) if e.filename else folder
         stopped = f"workspace switch stopped at {where}: {e.strerror or e}; fix that, then run the switch again"
