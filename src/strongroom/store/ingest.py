@@ -93,9 +93,9 @@ class _Job:
 REREADS = 3  # how many times a file that changed while it was read is read again
 
 
-def _fresh_identity(root: str, rel: str) -> tuple[int, int] | None:
-    """(device, inode) of the regular file at ``rel``, reached through real folders only (no component a
-    symlink); None otherwise."""
+def _lstat_within(root: str, rel: str) -> os.stat_result | None:
+    """lstat of ``rel`` below ``root``, reached through real folders only (no component a symlink: a folder
+    swapped for a link to elsewhere does not lead out of ``root``); None if it cannot be reached so."""
     path = root
     parts = rel.split("/")
     try:
@@ -103,10 +103,15 @@ def _fresh_identity(root: str, rel: str) -> tuple[int, int] | None:
             path = os.path.join(path, part)
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 return None
-        st = os.lstat(os.path.join(path, parts[-1]))
+        return os.lstat(os.path.join(path, parts[-1]))
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def _fresh_identity(root: str, rel: str) -> tuple[int, int] | None:
+    """(device, inode) of the regular file at ``rel``, reached through real folders only; None otherwise."""
+    st = _lstat_within(root, rel)
+    return (st.st_dev, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
 def _guide(cache: FileCache | None, index: Index, rel: str) -> tuple[tuple[bytes, int], ...]:
@@ -358,13 +363,13 @@ def prepare_files(
     gone: set[str] = set()
     for rel in sorted(set(rels)):
         path = os.path.join(root, rel)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            gone.add(rel)  # deleted or renamed away: its entry would never be used again
+        # Through real folders only, as the commit's scan walks: a folder swapped for a link to elsewhere
+        # must not bring a file from outside the watched folder into the repository (the identity taken
+        # here is checked against the file the worker opens).
+        st = _lstat_within(root, rel)
+        if st is None:
+            gone.add(rel)  # deleted, renamed away, or no longer inside: its entry would never be used again
             continue
-        except OSError:
-            continue  # not ours to read: the commit will say
         if not stat.S_ISREG(st.st_mode) or _excluded(rules, rel):
             gone.add(rel)
             continue

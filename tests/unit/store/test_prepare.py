@@ -137,3 +137,17 @@ def test_entries_of_files_gone_are_dropped_by_the_watch_and_by_the_commit(tmp_pa
     assert result.files_read == 0  # keep.bin was a cache hit
     reloaded.load()
     assert set(reloaded.entries) == {"keep.bin"}
+
+
+def test_a_folder_swapped_for_a_link_to_elsewhere_brings_nothing_from_outside(tmp_path: Path) -> None:
+    """The watch heard sub/secret.txt; before it was read, sub became a symlink to a folder outside the
+    watched one holding a file of the same name. Nothing of the outside file may be read or stored."""
+    outside = make_tree(tmp_path / "outside", {"secret.txt": b"OUTSIDE-ONLY " * 1000})
+    repo, data, cache = _setup(tmp_path, {"sub/secret.txt": b"inside\n"})
+    os.rename(data / "sub", data / "sub-was")
+    os.symlink(outside, data / "sub")
+    done = prepare_files(repo, str(data), ["sub/secret.txt"], cache, IgnoreRules([]), set())
+    assert (done.files_read, done.bytes_read) == (0, 0)
+    assert "sub/secret.txt" not in cache.entries
+    repo.adopt_orphan_packs()  # what a commit would take in: no chunk of the outside file
+    assert not repo.index.has(repo.hasher(b"OUTSIDE-ONLY " * 1000), 1)
