@@ -1,10 +1,13 @@
 """A source folder that changes while a commit reads it: a file rewritten mid-read is read again (never stored
-as a mix of old and new bytes that never existed on disk), and a folder swapped for a symlink after the scan
-never lets a file from outside the folder into the version."""
+as a mix of old and new bytes that never existed on disk), a folder swapped for a symlink after the scan
+never lets a file from outside the folder into the version, and a file mapped for writing (numpy.memmap),
+whose bytes change without its stamps, is read again by the next commit."""
 
 from __future__ import annotations
 
+import mmap
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from strongroom import Strongroom
 from strongroom.errors import UnreadableSource
 from strongroom.store import chunker as chunker_mod
 from strongroom.store import ingest
+from strongroom.store.filecache import RACY_WINDOW_NS
 from tests.conftest import PASSPHRASE
 
 
@@ -81,3 +85,28 @@ def test_a_folder_swapped_for_a_symlink_after_the_scan_lets_nothing_in(
     with pytest.raises(UnreadableSource, match="no longer a file inside the folder"):
         repo.commit(str(src), message="x", workers=1)
     assert repo.log() == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_mapped_for_writing_is_read_again_by_the_next_commit(tmp_path: Path, workers: int) -> None:
+    """Bytes written through a page that is already dirty change no stamp (the kernel updates mtime when a
+    clean page is first written). The file cache must not vouch for a file a writer has mapped: the second
+    commit used to keep VERSION-1 from the cache while the file held VERSION-2."""
+    src = tmp_path / "src"
+    src.mkdir()
+    path = src / "arr.bin"
+    path.write_bytes(b"A" * (1 << 20))
+    repo = Strongroom.init(str(tmp_path / "repo"), PASSPHRASE)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+        mapped[0:10] = b"VERSION-1:"
+        time.sleep(RACY_WINDOW_NS / 1e9 + 0.2)  # past the racy-clean second: the stamps alone would be trusted
+        repo.commit(str(src), message="one", workers=workers)
+        assert repo.read("main", "arr.bin")[:10] == b"VERSION-1:"
+        stamps = os.stat(path).st_mtime_ns, os.stat(path).st_ctime_ns
+        mapped[0:10] = b"VERSION-2:"
+        unchanged = (os.stat(path).st_mtime_ns, os.stat(path).st_ctime_ns) == stamps
+        summary = repo.commit(str(src), message="two", workers=workers)
+        assert repo.read("main", "arr.bin")[:10] == b"VERSION-2:", f"stamps unchanged: {unchanged}"
+        assert summary.files_read == 1
+    repo.commit(str(src), message="three", workers=workers)  # unmapped and closed now: cached again
+    assert repo.commit(str(src), message="four", workers=workers).files_read == 0

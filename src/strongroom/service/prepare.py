@@ -28,7 +28,7 @@ from strongroom.errors import InputError, StrongroomError
 from strongroom.service.context import Session, audited
 from strongroom.service.results import Result
 from strongroom.service.workspace import META, OWN, is_workspace
-from strongroom.store.filecache import FileCache
+from strongroom.store.filecache import FileCache, ignore_lease_breaks
 from strongroom.store.ingest import ignore_rules, prepare_files
 from strongroom.store.parallel import default_workers
 from strongroom.store.repository import PackMemo, Repository
@@ -98,6 +98,7 @@ class Watch:
         self._thread = threading.Thread(target=self._work, name=f"strongroom-watch {folder}", daemon=True)
 
     def start(self) -> None:
+        ignore_lease_breaks()  # in the thread that starts watches (the main one): see has_writers
         try:
             self._observer.schedule(_Handler(self), self.folder, recursive=True)
             self._observer.start()

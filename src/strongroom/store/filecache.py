@@ -2,14 +2,19 @@
 
 Kept sealed in the user's cache folder (it names files). An entry is trusted only if the file's mtime and
 ctime were more than a second older than the time its stat was recorded (git's racy-clean rule, measured
-from the recording rather than from the scan): a later write then changes one of them. A cached chunk that
-the index no longer knows forces a re-read.
+from the recording rather than from the scan): a later write then changes one of them. A file that some
+process had open for writing when it was read (``has_writers``) gets no entry: through a shared writable
+mapping (``numpy.memmap``) its bytes keep changing without its stamps. A cached chunk that the index no
+longer knows forces a re-read.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import signal
 import threading
 from dataclasses import dataclass
 
@@ -24,6 +29,32 @@ from strongroom.errors import StrongroomError
 # write can still be copying well after that; an entry recorded within this long of the stamps could hold
 # part of it under a stat that the end of the write will not change.
 RACY_WINDOW_NS = 1_000_000_000
+
+
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)  # Linux's F_LINUX_SPECIFIC_BASE + 0
+
+
+def ignore_lease_breaks() -> None:
+    """Let ``has_writers`` work in this process: a writer opening the file in the instant a read lease is held
+    makes the kernel signal the lease's owner with SIGIO, whose default action ends the process. Settable only
+    from the main thread; elsewhere ``has_writers`` then does not ask."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+
+
+def has_writers(fd: int) -> bool:
+    """Whether a process has the file of ``fd`` (opened read-only) open for writing, or mapped shared and
+    writable, right now: the kernel refuses a read lease then. False also when it cannot be told (not the
+    file's owner without CAP_LEASE, a filesystem without leases, SIGIO not ignored here): as before, the
+    stamps alone decide."""
+    if signal.getsignal(signal.SIGIO) != signal.SIG_IGN:
+        return False
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as e:
+        return e.errno == errno.EAGAIN
+    fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from strongroom.core.model import DIR, FILE, SYMLINK, Commit, Entry
 from strongroom.errors import InputError, ProblemFound, StrongroomError, UnreadableSource
 from strongroom.store import parallel
 from strongroom.store.chunker import Chunker
-from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache
+from strongroom.store.filecache import RACY_WINDOW_NS, CachedFile, FileCache, has_writers, ignore_lease_breaks
 from strongroom.store.index import Index
 from strongroom.store.pack import PackBuilder, PackEntry, pack_path
 from strongroom.store.repository import Repository, load_pack_memo, save_pack_memo
@@ -229,7 +229,9 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None], state
                 send(("unreadable", job.rel, e.strerror or str(e)))
                 continue
             try:
-                recorded = time.time_ns()  # before the stat: the racy-clean rule compares stamps with it
+                # Before the stat: the racy-clean rule compares stamps with it. 0 when a process has the file
+                # open for writing: it gets no cache entry (a shared mapping changes bytes, not stamps).
+                recorded = 0 if has_writers(fd) else time.time_ns()
                 before = os.fstat(fd)
                 if job.identity is not None and (before.st_dev, before.st_ino) != job.identity:
                     # Replaced since the scan, or reached through a folder swapped for a symlink (O_NOFOLLOW
@@ -274,7 +276,8 @@ def _read_files(jobs: list[_Job], send: Callable[[tuple[Any, ...]], None], state
     send(("done", {kid: n - sealed_before.get(kid, 0) for kid, n in sealed.items() if n != sealed_before.get(kid, 0)}))
 
 
-FileRead = tuple[list[bytes], int, bool, int, int, int, int]  # chunks, size, stable, inode, mtime, ctime, recorded
+# chunks, size, stable, inode, mtime, ctime, recorded; cached only if stable and recorded (not 0: no writer)
+FileRead = tuple[list[bytes], int, bool, int, int, int, int]
 
 
 def _run_jobs(
@@ -419,7 +422,7 @@ def prepare_files(
     for rel, (ids, size, stable, ino, mtime, ctime, recorded) in results.items():
         out.files_read += 1
         out.bytes_read += size
-        if stable:
+        if stable and recorded:
             entries[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids), recorded)
     cache.save(entries)
     cache.entries = entries
@@ -501,6 +504,7 @@ def commit_folder(
         raise InputError(f"not a folder: {req.source}")
     repo.follow_current_key()  # a long-lived handle: what it stores is sealed under today's key
     scan_start = time.time_ns()
+    ignore_lease_breaks()  # so that the workers can tell a file some process is writing (has_writers)
     rules = ignore_rules(root, req.excludes + [f"/{name}" for name in req.always_ignore])
     folders, skipped = scan(root, rules)
     if req.overlay is not None:
@@ -569,7 +573,7 @@ def commit_folder(
     new_cache: dict[str, CachedFile] = {}
     for rel, (ids, size, stable, ino, mtime, ctime, recorded) in results.items():
         chunks_of[rel] = tuple(ids)
-        if stable:
+        if stable and recorded:
             new_cache[rel] = CachedFile(size, ino, mtime, ctime, tuple(ids), recorded)
     if cache:
         for rel in chunks_of:
