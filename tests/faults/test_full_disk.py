@@ -7,6 +7,8 @@ cannot mount one fails these tests; elsewhere they are skipped with the reason."
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import subprocess
 import tempfile
@@ -122,3 +124,38 @@ def test_cat_into_a_full_disk_is_one_line(cli: Cli, small_disk: Path, tmp_path: 
     r = cli("cat", "main", "big.bin", stdout_to=small_disk / "big.copy")
     assert r.code == 1, r.err
     one_error_line(r, "cannot write the output", "No space left on device")
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A file taking all but ``leave`` bytes of the disk's free space."""
+    filler = disk / "filler"
+    st = os.statvfs(disk)
+    with open(filler, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, max(1, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+def test_audit_rebuild_on_a_full_disk_keeps_the_catalog(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
+    """A rebuild that could not write set the whole catalog aside as 'broken' and left an empty one: the next
+    command started a new audit log in place of the good one."""
+    cli.env["STRONGROOM_STATE_DIR"] = str(small_disk / "state")
+    assert cli("init").code == 0
+    src = source(tmp_path / "src", 1)
+    for i in range(3):
+        assert cli("commit", str(src), "-m", f"v{i}").code == 0
+    catalogs = small_disk / "state" / "catalogs"
+    before = sorted(p.name for p in catalogs.iterdir())
+
+    filler = fill(small_disk, 8192)
+    r = cli("audit", "rebuild")
+    assert r.code == 1, r.err
+    one_error_line(r, "catalog")
+    filler.unlink()
+
+    assert not any(".broken-" in p.name for p in catalogs.iterdir())
+    assert [p for p in before if p.endswith(".sqlite")] == sorted(p.name for p in catalogs.glob("*.sqlite"))
+    r = cli("--json", "audit", "verify")
+    assert r.code == 0, r.err
+    assert cli("branch", "create", "after", "--from", "main").code == 0
+    events = json.loads(cli("--json", "audit", "log").out)
+    assert [e["action"] for e in events].count("commit") == 3

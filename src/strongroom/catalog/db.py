@@ -27,6 +27,22 @@ def sqlite_url(path: str) -> str:
     return "sqlite:///" + os.path.abspath(path)
 
 
+def sqlite_intact(path: str) -> bool:
+    """Whether the SQLite file at path opens read-only and passes SQLite's own quick check: a catalog that
+    failed for another reason (a full disk, an I/O error, a lock) is not damaged and must not be set aside."""
+    import sqlite3
+
+    try:
+        # immutable: no lock, no -wal or -shm to create, which a full disk would refuse
+        con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=5)
+        try:
+            return bool(con.execute("PRAGMA quick_check").fetchone() == ("ok",))
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
 # What the pysqlite driver takes from the query string of a URL; SQLite reads anything else only with uri=true.
 _PYSQLITE_ARGS = frozenset(
     {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}

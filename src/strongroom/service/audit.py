@@ -16,6 +16,7 @@ from typing import Any
 from strongroom.audit import custody as custody_q
 from strongroom.audit.events import Event, parse_time
 from strongroom.audit.log import AuditLog, VerifyReport, check_proof
+from strongroom.catalog.db import sqlite_intact
 from strongroom.crypto.signing import Ed25519Verifier
 from strongroom.errors import CatalogError, InputError, UndecodableText, UnknownPath
 from strongroom.service.context import Session, audited
@@ -152,8 +153,8 @@ def rebuild(session: Session, log_id: str | None = None) -> dict[str, Any]:
     repo = session.open(check_audit_log=False)
     try:
         log = _log(session, check_pin=False)
-    except CatalogError:
-        log = fresh_catalog(session, repo.config.repo_id)
+    except CatalogError as e:
+        log = fresh_catalog(session, repo.config.repo_id, e)
     logs = log.repository_logs(repo)
     if log_id is None:
         # the log this client sealed into this catalog, else the catalog's own, else the longest
@@ -171,12 +172,17 @@ def rebuild(session: Session, log_id: str | None = None) -> dict[str, Any]:
     return {"log_id": log.log_id, "events": events, "checkpoints": checkpoints, "logs": logs}
 
 
-def fresh_catalog(session: Session, repo_id: str) -> AuditLog:
-    """An unreadable SQLite catalog is moved aside (kept as evidence) and a new one is created."""
+def fresh_catalog(session: Session, repo_id: str, failure: CatalogError | None = None) -> AuditLog:
+    """The SQLite catalog is moved aside (kept as evidence) and a new one is created: after ``failure`` to
+    open it, only if it is damaged. One that is intact but failed for another reason (a full disk, an I/O
+    error) is left alone and the failure stands: setting it aside would start a new log in place of a good
+    one."""
     url = session.settings.catalog_url(repo_id)
     if not url.startswith("sqlite:///"):
         raise CatalogError("the catalog cannot be opened; repair or recreate the database, then rebuild")
     path = url[len("sqlite:///") :]
+    if failure is not None and os.path.exists(path) and sqlite_intact(path):
+        raise failure
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
