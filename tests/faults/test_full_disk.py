@@ -123,7 +123,7 @@ def test_cat_into_a_full_disk_is_one_line(cli: Cli, small_disk: Path, tmp_path: 
     assert cli("commit", str(src)).code == 0
     r = cli("cat", "main", "big.bin", stdout_to=small_disk / "big.copy")
     assert r.code == 1, r.err
-    one_error_line(r, "cannot write the output", "No space left on device")
+    one_error_line(r, "a write was refused", "No space left on device")
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -159,3 +159,30 @@ def test_audit_rebuild_on_a_full_disk_keeps_the_catalog(cli: Cli, small_disk: Pa
     assert cli("branch", "create", "after", "--from", "main").code == 0
     events = json.loads(cli("--json", "audit", "log").out)
     assert [e["action"] for e in events].count("commit") == 3
+
+
+def test_a_commit_whose_local_cache_cannot_be_saved_stands(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
+    """The version was published, then saving the file cache failed on the full cache disk: the command said
+    'internal error' and the user would commit again. Now it exits 0 with a note. A catalog that cannot take
+    the audit event fails the command (fail closed) but says the commit is done."""
+    cli.env["STRONGROOM_CACHE_DIR"] = str(small_disk / "cache")
+    assert cli("init").code == 0
+    src = source(tmp_path / "src", 1)
+    assert cli("commit", str(src), "-m", "v1").code == 0
+    (src / "notes" / "c.txt").write_bytes(b"new\n")
+    filler = fill(small_disk, 0)
+    r = cli("commit", str(src), "-m", "v2")
+    assert r.code == 0, r.err
+    assert "the version is stored, but the local cache could not be saved" in r.err
+    assert len(versions(cli)) == 2
+    filler.unlink()
+
+    cli.env["STRONGROOM_STATE_DIR"] = str(small_disk / "state")
+    assert cli("log").code == 0  # the catalog and client state move to the small disk
+    (src / "notes" / "d.txt").write_bytes(b"newer\n")
+    filler = fill(small_disk, 0)
+    r = cli("commit", str(src), "-m", "v3")
+    filler.unlink()
+    assert r.code == 1, r.err
+    one_error_line(r, "commit completed, but its audit event could not be recorded")
+    assert len(versions(cli)) == 3

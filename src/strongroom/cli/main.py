@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         if isinstance(e, OSError) and refused_write(e):  # standard output on a full disk, most often: no bug
-            where = f"cannot write {os.fsdecode(e.filename)}" if e.filename else "cannot write the output"
+            where = f"cannot write {os.fsdecode(e.filename)}" if e.filename else "a write was refused"
             sys.stderr.write(one_line(f"strongroom: error: {where}: {e.strerror or e}") + "\n")
             return CannotWrite.exit_code
         if _is_usage_error(e):

@@ -394,7 +394,10 @@ class Session:
                 self._record(rec)
                 if not self._audit_stack:
                     self.seal_audit()
-            except StrongroomError:
+            except StrongroomError as e:
+                if error is None and isinstance(e, CatalogError):
+                    # Done, not undone: say so, or the user repeats it (a second version, a second push).
+                    raise CatalogError(f"{rec.action} completed, but its audit event could not be recorded: {e}") from e
                 if error is None:
                     raise
 

@@ -124,11 +124,15 @@ def commit(
         )
     session.progress.finish()
     session.audit_note(version=res.commit_id.hex())
+    notes = [*notes, *res.notes]
     try:
         whole.compact_index()
     except (StrongroomError, OSError) as e:  # upkeep: the version is published, so the commit stands
         notes = [*notes, f"the version is stored, but merging the index files failed: {e} (a later commit tries again)"]
-    session.remember(repo, repo.read_refs())
+    try:
+        session.remember(repo, repo.read_refs())
+    except OSError as e:  # the refs seen are kept for rollback checks, which a later command can still make
+        notes = [*notes, f"the version is stored, but this client could not note the refs it saw: {e.strerror or e}"]
     return CommitSummary(
         id=res.commit_id.hex(),
         branch=branch,

@@ -70,6 +70,7 @@ class CommitResult:
     skipped: list[str]
     packs: int
     unchanged: bool
+    notes: list[str] = dataclasses.field(default_factory=list)  # upkeep that failed after the version was published
 
 
 @dataclass
@@ -648,12 +649,21 @@ def commit_folder(
     repo.update_refs(
         req.branch, parent, commit_id, "commit", wait=req.wait, prepare=lambda: repo.write_index(adopted + new_packs)
     )
-    # Not rewritten when it already holds exactly these entries (as after the agent's watch has read ahead:
-    # it also drops the entries of files it hears are gone).
-    if cache and new_cache != cache.entries:
-        cache.save(new_cache)
-    if req.pack_memo_path and memo is not None and memo != memo_before:
-        save_pack_memo(req.pack_memo_path, memo)
+    # The version is published: the local caches below only save the next commit work, so a full disk or a
+    # read-only cache folder is a note, not a failure (which would have the user commit again).
+    notes = []
+    try:
+        # Not rewritten when it already holds exactly these entries (as after the agent's watch has read ahead:
+        # it also drops the entries of files it hears are gone).
+        if cache and new_cache != cache.entries:
+            cache.save(new_cache)
+        if req.pack_memo_path and memo is not None and memo != memo_before:
+            save_pack_memo(req.pack_memo_path, memo)
+    except OSError as e:
+        notes.append(
+            f"the version is stored, but the local cache could not be saved: {e.strerror or e} "
+            "(the next commit reads the changed files again)"
+        )
     return CommitResult(
         commit_id=commit_id,
         parent=parent,
@@ -665,4 +675,5 @@ def commit_folder(
         skipped=skipped,
         packs=len(new_packs),
         unchanged=unchanged,
+        notes=notes,
     )
