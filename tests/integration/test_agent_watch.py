@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,54 @@ def test_a_file_stamped_in_the_future_neither_spins_the_watch_nor_holds_a_commit
     log = (Path(os.environ["STRONGROOM_STATE_DIR"]) / "logs" / "agent.log").read_text().splitlines()
     last = [line for line in log if " commit exit 0 " in line][-1]
     assert "for watched folders" not in last or float(last.split("(of which ")[1].split()[0]) < 0.5
+
+
+def test_a_folder_committed_to_a_scope_is_read_ahead_under_the_scope_s_keys(
+    cli: Cli, agent: Agent, tmp_path: Path
+) -> None:
+    """Read ahead under the repository's keys, a scoped folder's new rows outlived `key shred` (unindexed, until
+    gc). Watched with --scope, the read-ahead is sealed and named under the scope's keys, and the commit
+    uses it."""
+    from strongroom.backends.local import LocalBackend
+    from strongroom.crypto.aead import key_id_of
+    from strongroom.crypto.secret import Secret
+    from strongroom.store.pack import pack_path
+    from strongroom.store.repository import Repository
+    from strongroom.store.scopes import load_scopes
+    from tests.conftest import PASSPHRASE
+
+    env = {**agent.env, "STRONGROOM_KEYSTORE": str(tmp_path / "keystore")}
+    data = make_tree(tmp_path / "data", {"patients.csv": b"id,name\n" * 1000})
+    assert cli("init").code == 0
+    time.sleep(1.1)
+    res = cli("--json", "commit", str(data), "-m", "m", "--scope", "alice", "-b", "alice", extra_env=env)
+    assert res.code == 0, res.err
+    res = cli("agent", "watch", str(data), "--scope", "alice", extra_env=env)
+    assert res.code == 0, res.err
+    with open(data / "patients.csv", "ab") as f:
+        f.write(b"ALICE-PERSONAL-ROW\n" * 5000)
+    _wait_for(lambda: _read_ahead(cli, agent) == 1, "the changed file to be read ahead")
+    res = cli("--json", "commit", str(data), "-m", "m", "--scope", "alice", "-b", "alice", extra_env=env)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["files_read"] == 0  # taken from the read-ahead: it was made with the scope's keys
+
+    repo = Repository.open(LocalBackend(str(cli.repo)), Secret(PASSPHRASE.encode()))
+    load_scopes(repo, env["STRONGROOM_KEYSTORE"])
+    repo.adopt_orphan_packs()
+    main_keys = set(repo.keyring.data_keys)
+    for cid in _version_chunks(repo, "alice"):
+        loc = repo.index.get(cid)
+        assert loc is not None
+        assert key_id_of(repo.backend.get_range(pack_path(loc.pack_id), loc.offset, 7)) not in main_keys
+
+
+def _version_chunks(repo: object, branch: str) -> set[bytes]:
+    r: Any = repo
+    out: set[bytes] = set()
+    stack = [r.load_commit(r.read_refs().branches[branch]).tree]
+    while stack:
+        for e in r.load_tree(stack.pop()).entries:
+            out.update(e.chunks)
+            if e.subtree:
+                stack.append(e.subtree)
+    return out

@@ -296,15 +296,22 @@ class Watches:
                 w.resume()
 
 
-@audited("watch", paths="folder")
-def watch(session: Session, folder: str, excludes: list[str]) -> tuple[Watch, WatchSummary]:
+@audited("watch", paths="folder", scope="scope")
+def watch(session: Session, folder: str, excludes: list[str], scope: str | None = None) -> tuple[Watch, WatchSummary]:
     """Open the repository (the passphrase is checked as for any command) and watch ``folder`` for the
     commits of it that follow: a workspace with its own rules, any other folder with ``excludes`` (give the
-    ones your commits use) and its .strongroomignore."""
+    ones your commits use) and its .strongroomignore. A folder whose commits go to a scope is read ahead under
+    that scope's keys (``scope``): read under the repository's, its data would outlive the scope's shredding."""
+    from strongroom.service.scopes import scope_view
+    from strongroom.store.scopes import check_scope_name
+
     root = os.path.abspath(folder)
     if not os.path.isdir(root):
         raise InputError(f"not a folder: {folder}")
     repo = session.open()
+    if scope is not None:
+        check_scope_name(scope)
+        repo = scope_view(session, repo, scope, create=True)
     workspace = is_workspace(root)
     if workspace and excludes:
         raise InputError("--exclude does not apply to a workspace")

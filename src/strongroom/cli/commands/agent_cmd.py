@@ -135,13 +135,16 @@ def watch(
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="The --exclude patterns your commits of it use.")
     ] = None,
+    scope: Annotated[
+        str | None, typer.Option("--scope", help="The scope your commits of it go to: read ahead under its keys.")
+    ] = None,
 ) -> None:
     """Read the folder's files as they change, so that its next commit has little left to read. Runs in the
     agent, which keeps the repository open for it until `agent unwatch` or the agent's exit."""
     from strongroom.service import prepare
 
     running = _this_agent()
-    watcher, summary = prepare.watch(session(), folder, exclude or [])
+    watcher, summary = prepare.watch(session(), folder, exclude or [], scope)
     running.watches.add(watcher)
     if STATE.json:
         emit_json(summary)
