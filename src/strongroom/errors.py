@@ -249,6 +249,10 @@ class CatalogError(ProblemFound):
     template = "catalog: {}"
 
 
+class StrongroomWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""
+
+
 class CannotWrite(ProblemFound):
     """The machine refused a write outside the repository (a checkout's destination, a workspace, standard
     output): the disk is full, a quota is reached, the device failed. Not a bug; nothing stored was harmed."""

@@ -186,3 +186,21 @@ def test_a_commit_whose_local_cache_cannot_be_saved_stands(cli: Cli, small_disk:
     assert r.code == 1, r.err
     one_error_line(r, "commit completed, but its audit event could not be recorded")
     assert len(versions(cli)) == 3
+
+
+def test_a_full_repository_can_still_be_read(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
+    """Reading takes a reader lock, a file in the repository: on a full disk checkout, cat and verify failed
+    with 'internal error', so no data could be restored out of a full repository."""
+    cli.repo = small_disk / "repo"
+    assert cli("init").code == 0
+    src = source(tmp_path / "src", 2)
+    assert cli("commit", str(src)).code == 0
+    filler = fill(small_disk, 0)
+    for args in (("checkout", "main", str(tmp_path / "out")), ("verify", "--full"), ("cat", "main", "notes/a.txt")):
+        r = cli(*args)
+        assert r.code == 0, (args, r.err)
+        assert "strongroom: warning: the repository's disk is full: reading without a reader lock" in r.err, r.err
+    assert (tmp_path / "out" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    filler.unlink()
+    r = cli("verify")
+    assert r.code == 0 and "warning" not in r.err, r.err

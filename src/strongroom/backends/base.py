@@ -24,6 +24,10 @@ class BackendError(StrongroomError):
     template = "storage error: {}"
 
 
+class StorageFull(BackendError):
+    """No space left (or the quota reached) where the repository lives."""
+
+
 class TransientBackendError(BackendError):
     """May succeed if tried again (a dropped connection, a busy server)."""
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 
 from strongroom.backends import directio
-from strongroom.backends.base import BackendError, ObjectMissing, validate_name
+from strongroom.backends.base import BackendError, ObjectMissing, StorageFull, validate_name
 
 
 def _fsync_dir(path: str) -> None:
@@ -75,7 +75,7 @@ class LocalBackend:
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise BackendError(f"writing {name}: {e.strerror or e}") from None
+            raise _write_error(name, e) from None
 
     def put_exclusive(self, name: str, data: bytes) -> bool:
         """Create ``name`` unless it exists. The content is written and fsynced under a temporary name first
@@ -104,7 +104,7 @@ class LocalBackend:
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise BackendError(f"writing {name}: {e.strerror or e}") from None
+            raise _write_error(name, e) from None
         return True
 
     @staticmethod
@@ -203,3 +203,9 @@ class LocalBackend:
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise BackendError(f"creating {self.root}: {e.strerror or e}") from None
+
+
+def _write_error(name: str, e: OSError) -> BackendError:
+    """StorageFull for a disk or quota that is full (a reader may go on without its lock), else BackendError."""
+    cls = StorageFull if e.errno in (errno.ENOSPC, errno.EDQUOT) else BackendError
+    return cls(f"writing {name}: {e.strerror or e}")

@@ -13,14 +13,15 @@ import os
 import sys
 import time
 import traceback
-from typing import Annotated
+import warnings
+from typing import Annotated, Any
 
 import typer
 
 from strongroom.cli import launch
 from strongroom.cli.progress import TerminalProgress
 from strongroom.cli.render import safe as one_line  # an error line names what the user typed
-from strongroom.errors import CannotWrite, StrongroomError, refused_write
+from strongroom.errors import CannotWrite, StrongroomError, StrongroomWarning, refused_write
 from strongroom.service.context import PassphrasePrompt, Session
 from strongroom.settings import Settings
 
@@ -122,8 +123,24 @@ def _command() -> typer.core.TyperGroup:
     return _built[1]
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A StrongroomWarning is one line on stderr, as errors are; others keep Python's format."""
+    if issubclass(category, StrongroomWarning):
+        sys.stderr.write(one_line(f"strongroom: warning: {message}") + "\n")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     from strongroom.cli.commands import register
+
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", StrongroomWarning)  # every time: an agent runs many commands in one process
 
     register(app, sys.argv[1:] if argv is None else argv)
     try:

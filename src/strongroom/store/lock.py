@@ -9,12 +9,13 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from strongroom.backends.base import Backend, ObjectMissing
-from strongroom.errors import RepositoryLocked
+from strongroom.backends.base import Backend, ObjectMissing, StorageFull
+from strongroom.errors import RepositoryLocked, StrongroomWarning
 
 PUBLISH = "locks/publish"
 CLEARING_EXPIRES_NS = 60 * 10**9
@@ -192,7 +193,22 @@ def read_lock(backend: Backend, command: str) -> Iterator[None]:
     """A shared lock (readers and commits). Two-flag protocol with exclusive_lock: write ours, then look for
     theirs; whichever comes second sees the other and backs off."""
     name = f"locks/read-{os.urandom(8).hex()}"
-    backend.put(name, _record(command))
+    try:
+        backend.put(name, _record(command))
+    except StorageFull:
+        # Reading must still work when the disk is full: that is when data is restored elsewhere. No gc can
+        # take its own lock while the disk stays full; one that starts after space is freed does not see us.
+        warnings.warn(
+            StrongroomWarning(
+                "the repository's disk is full: reading without a reader lock "
+                "(a gc started meanwhile could remove what this reads)"
+            ),
+            stacklevel=2,
+        )
+        if _live_exclusive(backend) is not None:
+            raise RepositoryLocked(EXCLUSIVE) from None
+        yield
+        return
     deadline = time.monotonic() + COMPACTION_WAIT_S
     while (holder := _live_exclusive(backend)) is not None:
         # Our flag stays while we wait: the compaction has looked for readers already, and no gc can start.
