@@ -4,8 +4,10 @@ fails or returns wrong bytes once gives a warning and a clean verify, while pers
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from strongroom.errors import StrongroomError
 from strongroom.store import check
 from strongroom.store.ingest import CommitRequest, CommitResult, commit_folder
 from strongroom.store.lock import PUBLISH
+from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository
 from tests.conftest import PASSPHRASE, make_tree
 from tests.faults.faulty import FaultyBackend
@@ -215,3 +218,75 @@ def test_persistent_garbled_tree_reads_are_not_ok(two_versions: FaultyBackend) -
     assert not report.ok
     # Every read is garbled, the head commit first: that version is lost, and its history with it.
     assert report.affected == {head.hex(): ["(the whole version)"]}
+
+
+def _partly_dead(tmp_path: Path, wholly_dead: bool = True) -> tuple[FaultyBackend, Repository]:
+    """A repository whose first pack holds a live and a dead file (v1 on a deleted branch; "fresh" keeps only
+    b.bin), and, if wholly_dead, a wholly dead pack (c.bin, only in v1)."""
+    fb = FaultyBackend(MemoryBackend())
+    repo = Repository.create(fb, secret(), UNSAFE_TEST_ONLY, pack_size=PACK_SIZE)
+    rng = random.Random(5)
+    a, b, c = rng.randbytes(300 << 10), rng.randbytes(300 << 10), rng.randbytes(700 << 10)
+    commit(repo, make_tree(tmp_path / "v1", {"a.bin": a, "b.bin": b, **({"c.bin": c} if wholly_dead else {})}), "v1")
+    commit_folder(repo, CommitRequest(str(make_tree(tmp_path / "v2", {"b.bin": b})), "fresh", "v2", "t", workers=1))
+
+    def delete_main(refs: Refs) -> None:
+        del refs.branches["main"]
+
+    repo.edit_refs(delete_main, "branch delete")
+    return fb, reopen(fb)
+
+
+def test_a_gc_that_fails_leaves_no_pack_of_its_own_behind(tmp_path: Path) -> None:
+    """On a full disk, a repack's new pack stayed when the index that would name it could not be written:
+    the disk only got fuller and the next gc failed sooner. Packs it wrote and never published are removed."""
+    from strongroom.store import gc as store_gc
+
+    fb, repo = _partly_dead(tmp_path, wholly_dead=False)
+    plan = dataclasses.replace(store_gc.plan(repo, 0, time.time_ns()), packs_dead=[])  # the repack alone
+    assert plan.packs_repack
+    packs_before = {n for n, _ in fb.list("data")}
+    fb.plan("put", "index/", "E")  # the repacked packs are written, the index that would name them is not
+    with pytest.raises(BackendError):
+        store_gc.sweep(repo, plan, 0, time.time_ns())
+    fb.clear()
+    assert {n for n, _ in fb.list("data")} == packs_before  # the new pack is gone, the old ones all stay
+    repo = reopen(fb)
+    assert check.verify(repo, full=True, workers=1).ok
+    assert repo.read_object(next(iter(repo.index.packs[plan.packs_repack[0]])).object_id, 1)
+    store_gc.sweep(repo, store_gc.plan(repo, 0, time.time_ns()), 0, time.time_ns())  # room again: it completes
+    assert check.verify(reopen(fb), full=True, workers=1).ok
+
+
+def test_gc_drops_wholly_dead_packs_before_it_repacks(tmp_path: Path) -> None:
+    """A repack needs room for its new packs; the dead packs need only an index write. With no room to write a
+    pack at all, gc still frees the wholly dead ones."""
+    from strongroom.store import gc as store_gc
+
+    fb, repo = _partly_dead(tmp_path)
+    plan = store_gc.plan(repo, 0, time.time_ns())
+    fb.plan("put", "data/", "E*")  # no pack can be written
+    with pytest.raises(BackendError):
+        store_gc.sweep(repo, plan, 0, time.time_ns())
+    fb.clear()
+    left = {n.rsplit("/", 1)[-1] for n, _ in fb.list("data")}
+    assert not left & set(plan.packs_dead)
+    assert set(plan.packs_repack) <= left
+    assert check.verify(reopen(fb), full=True, workers=1).ok
+
+
+def test_a_reencrypt_that_fails_leaves_no_pack_of_its_own_behind(tmp_path: Path) -> None:
+    """The same for `key reencrypt`: a 14.7 MB rewritten pack stayed after its index could not be written,
+    and the retry on the same disk failed again for want of that room."""
+    from strongroom.store import reencrypt as store_reencrypt
+
+    fb, repo = _partly_dead(tmp_path)
+    repo.rotate_key()
+    packs_before = {n for n, _ in fb.list("data")}
+    fb.plan("put", "index/", "E")
+    with pytest.raises(BackendError):
+        store_reencrypt.reencrypt(repo, retire=1)
+    fb.clear()
+    assert {n for n, _ in fb.list("data")} == packs_before
+    store_reencrypt.reencrypt(reopen(fb), retire=1)
+    assert check.verify(reopen(fb), full=True, workers=1).ok

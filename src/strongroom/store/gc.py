@@ -119,37 +119,44 @@ def _under_a_destroyed_key(repo: Repository, pack_id: str) -> bool:
 
 
 def sweep(repo: Repository, p: GcPlan, keep_ns: int, now_ns: int) -> int:
-    """Carry out a plan under the publish and exclusive locks; returns bytes freed on disk."""
+    """Carry out a plan under the publish and exclusive locks; returns bytes freed on disk. Wholly dead packs
+    go first: one index write frees them, which a nearly full disk can still take, while a repack first needs
+    room for the packs it writes."""
     repo.follow_current_key()
     before = sum(size for _, size in repo.backend.list("data"))
-    kept: set[tuple[int, bytes]] = set()
-    builder = PackBuilder()
-
-    def flush() -> None:
-        if len(builder):
-            pid, data, entries = builder.finish(repo.sealer, repo.context)
-            repo.backend.put(pack_path(pid), data)
-            repo.index.add_pack(pid, entries)
-
-    doomed = set(p.packs_dead) | set(p.packs_repack)
-    for pid, entries in repo.index.packs.items():
-        if pid not in doomed:
-            kept.update((e.kind, e.object_id) for e in entries)
-    for pid in p.packs_repack:
-        for e in repo.index.packs[pid]:
-            if e.object_id in p.live and (e.kind, e.object_id) not in kept:
-                frame = repo.backend.get_range(pack_path(pid), e.offset, e.length)
-                if key_id_of(frame) < SCOPE_KEY_BASE or key_id_of(frame) in repo.sealer.key_ids():
-                    repo.codec.decode(frame, e.kind, e.object_id)  # never carry a damaged blob forward
-                builder.add(e.kind, e.object_id, frame, e.raw_length)
-                kept.add((e.kind, e.object_id))
-                if builder.size >= repo.config.pack_size:
-                    flush()
-    flush()
-    repo.rewrite_index(doomed)
-    for pid in sorted(doomed):
-        repo.backend.delete(pack_path(pid))
+    if p.packs_dead:
+        with repo.packs_replacing(set(p.packs_dead)):
+            pass
+    if p.packs_repack:
+        _repack(repo, p)
     return before - sum(size for _, size in repo.backend.list("data"))
+
+
+def _repack(repo: Repository, p: GcPlan) -> None:
+    """The live objects of the partly dead packs into new packs; the old ones go once an index names those."""
+    repack = set(p.packs_repack)
+    kept = {(e.kind, e.object_id) for pid, entries in repo.index.packs.items() if pid not in repack for e in entries}
+    builder = PackBuilder()
+    with repo.packs_replacing(repack) as written:
+
+        def flush() -> None:
+            if len(builder):
+                pid, data, entries = builder.finish(repo.sealer, repo.context)
+                repo.backend.put(pack_path(pid), data)
+                written.append(pid)
+                repo.index.add_pack(pid, entries)
+
+        for pid in p.packs_repack:
+            for e in repo.index.packs[pid]:
+                if e.object_id in p.live and (e.kind, e.object_id) not in kept:
+                    frame = repo.backend.get_range(pack_path(pid), e.offset, e.length)
+                    if key_id_of(frame) < SCOPE_KEY_BASE or key_id_of(frame) in repo.sealer.key_ids():
+                        repo.codec.decode(frame, e.kind, e.object_id)  # never carry a damaged blob forward
+                    builder.add(e.kind, e.object_id, frame, e.raw_length)
+                    kept.add((e.kind, e.object_id))
+                    if builder.size >= repo.config.pack_size:
+                        flush()
+        flush()
 
 
 __all__ = ["GcPlan", "mark", "plan", "sweep"]

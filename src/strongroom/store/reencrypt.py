@@ -82,31 +82,30 @@ def _index_files_under(repo: Repository, targets: Callable[[int], bool]) -> list
 def _rewrite_batch(repo: Repository, pack_ids: list[str], report: ReencryptReport) -> None:
     sealer = repo.sealer
     builder = PackBuilder()
+    with repo.packs_replacing(set(pack_ids)) as written:
 
-    def flush() -> None:
-        if len(builder):
-            pid, data, entries = builder.finish(sealer, repo.context)
-            repo.backend.put(pack_path(pid), data)
-            repo.index.add_pack(pid, entries)
+        def flush() -> None:
+            if len(builder):
+                pid, data, entries = builder.finish(sealer, repo.context)
+                repo.backend.put(pack_path(pid), data)
+                written.append(pid)
+                repo.index.add_pack(pid, entries)
 
-    for pid in pack_ids:
-        data = repo.backend.get(pack_path(pid))
-        for e in repo.index.packs[pid]:
-            frame = data[e.offset : e.offset + e.length]
-            if key_id_of(frame) >= SCOPE_KEY_BASE:
-                builder.add(e.kind, e.object_id, frame, e.raw_length)  # a scope's frame keeps its scope's key
-            else:
-                body, flags = sealer.open_flagged(frame, e.kind, e.object_id)  # authenticated: no damage moves on
-                builder.add(e.kind, e.object_id, sealer.seal(body, e.kind, e.object_id, flags), e.raw_length)
-            if builder.size >= repo.config.pack_size:
-                flush()
-        report.packs_rewritten += 1
-        report.bytes_rewritten += len(data)
-    flush()
-    repo.rewrite_index(set(pack_ids))
+        for pid in pack_ids:
+            data = repo.backend.get(pack_path(pid))
+            for e in repo.index.packs[pid]:
+                frame = data[e.offset : e.offset + e.length]
+                if key_id_of(frame) >= SCOPE_KEY_BASE:
+                    builder.add(e.kind, e.object_id, frame, e.raw_length)  # a scope's frame keeps its scope's key
+                else:
+                    body, flags = sealer.open_flagged(frame, e.kind, e.object_id)  # authenticated: no damage moves on
+                    builder.add(e.kind, e.object_id, sealer.seal(body, e.kind, e.object_id, flags), e.raw_length)
+                if builder.size >= repo.config.pack_size:
+                    flush()
+            report.packs_rewritten += 1
+            report.bytes_rewritten += len(data)
+        flush()
     report.index_rewrites += 1
-    for pid in pack_ids:
-        repo.backend.delete(pack_path(pid))
 
 
 def _reseal_singletons(repo: Repository, targets: Callable[[int], bool], report: ReencryptReport) -> None:

@@ -615,6 +615,34 @@ class Repository:
                 fresh.add_pack(pid, entries)
         self.replace_index(fresh)
 
+    @contextlib.contextmanager
+    def packs_replacing(self, dropped: set[str]) -> Iterator[list[str]]:
+        """gc and reencrypt: the block writes the packs that replace ``dropped`` and lists them in the list it
+        is given; then one index without ``dropped`` is published and those packs are deleted. If anything
+        fails before that index is published, the packs the block wrote are deleted: nothing names them, and
+        on a full disk they would only make it fuller (and the next attempt fail sooner)."""
+        written: list[str] = []
+        before = {name.removeprefix("index/") for name, _ in self.backend.list("index")}
+        try:
+            yield written
+            self.rewrite_index(dropped)
+        except BaseException:
+            if not self._published_since(before):
+                for pid in written:
+                    with contextlib.suppress(Exception):
+                        self.backend.delete(pack_path(pid))
+            raise
+        for pid in sorted(dropped):
+            self.backend.delete(pack_path(pid))
+
+    def _published_since(self, index_names: set[str]) -> bool:
+        """Whether the refs list an index file other than ``index_names`` (yes, when they cannot be read)."""
+        try:
+            listed = self.read_refs().index_files
+        except Exception:
+            return True
+        return not set(listed or ()) <= index_names
+
     def replace_index(self, fresh: Index) -> int:
         """Store ``fresh`` as the only index file, publish refs that list it alone, then remove the index
         files it replaces (their number is returned). In this order a crash leaves either the old files
