@@ -115,8 +115,11 @@ class _Client:
 
 
 class Agent:
-    def __init__(self, path: str, idle_exit: float = IDLE_EXIT, log_path: str | None = None) -> None:
+    def __init__(
+        self, path: str, idle_exit: float = IDLE_EXIT, log_path: str | None = None, own_folder: bool = False
+    ) -> None:
         self.path = path
+        self.own_folder = own_folder  # made for this agent (default_socket_path): removed when it exits
         self.idle_exit = idle_exit
         self.log_path = log_path
         self.build = agentclient.build()
@@ -200,6 +203,9 @@ class Agent:
             listener.close()
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+            if self.own_folder:  # left behind, a folder in the shared temporary folder could be taken over
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(self.path))
             self._log("stopped; the keys it kept are gone with it")
 
     def _on_sigint(self, signum: int, frame: Any) -> None:

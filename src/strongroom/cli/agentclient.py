@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 
@@ -62,6 +63,26 @@ def build() -> str:
     return f"{strongroom.__version__} {os.path.dirname(os.path.abspath(strongroom.__file__))}"
 
 
+def not_ours(conn: socket.socket, path: str) -> str | None:
+    """Why the agent at ``path`` (``conn`` connected to it) must not be trusted, or None: it must run as this
+    user, and listen in a folder that is this user's, private (0700) and not a symbolic link. A folder in the
+    shared temporary folder that was removed (a tmp cleaner) can be made again by another user, who would
+    then receive the command line, the environment with its passphrase, and this terminal."""
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if uid != os.getuid():
+        return f"it runs as uid {uid}, not as you"
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.lstat(folder)
+    except OSError as e:
+        return f"cannot look at its folder: {e.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "its folder is not a plain folder (a symbolic link?)"
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return "its folder is not yours and private (0700)"
+    return None
+
+
 def forward(argv: list[str]) -> int | None:
     """The command's exit code from the agent, or None to run it in this process."""
     path = os.environ.get(AGENT_ENV)
@@ -80,6 +101,14 @@ def forward(argv: list[str]) -> int | None:
         sys.stderr.write(
             f"strongroom: note: the agent ({AGENT_ENV}) does not answer ({e.strerror}); running without it\n"
         )
+        return None
+    try:
+        why = not_ours(conn, path)
+    except OSError as e:
+        why = f"cannot check who listens ({e.strerror})"
+    if why is not None:  # nothing has been sent
+        conn.close()
+        sys.stderr.write(f"strongroom: note: the agent ({AGENT_ENV}) is not used: {why}; running without it\n")
         return None
     try:
         cwd = os.getcwd()

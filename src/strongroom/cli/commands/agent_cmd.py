@@ -36,7 +36,7 @@ IdleOption = Annotated[
 ]
 
 
-def _agent(socket_path: str | None, idle_minutes: float) -> Agent:
+def _agent(socket_path: str | None, idle_minutes: float, own_folder: bool = False) -> Agent:
     if not math.isfinite(idle_minutes) or idle_minutes <= 0:
         raise InputError("--idle-exit must be a number of minutes above 0")
     assert STATE.settings is not None
@@ -45,6 +45,7 @@ def _agent(socket_path: str | None, idle_minutes: float) -> Agent:
         os.path.abspath(socket_path) if socket_path else default_socket_path(),
         idle_exit=idle_minutes * 60,
         log_path=os.path.join(STATE.settings.log_dir, "agent.log"),
+        own_folder=own_folder or not socket_path,
     )
 
 
@@ -60,12 +61,14 @@ def _announce(path: str, pid: int) -> None:
 def start(socket_path: SocketOption = None, idle_exit: IdleOption = IDLE_EXIT / 60) -> None:
     """Start an agent in the background and print the line that points your shell at it:
     eval "$(strongroom agent start)"."""
-    path = _agent(socket_path, idle_exit).path  # the options are checked here, with their errors on this terminal
+    agent = _agent(socket_path, idle_exit)  # the options are checked here, with their errors on this terminal
+    path = agent.path
     # A fresh process, not a fork of this one: its environment (/proc/PID/environ) never held a passphrase.
     env = {k: v for k, v in os.environ.items() if not is_secret_variable(k)}
     argv = [sys.executable, "-m", "strongroom", "--json", "agent", "run", "--socket", path]
+    own = ["--own-folder"] if agent.own_folder else []  # the agent removes the folder made for it when it exits
     proc = subprocess.Popen(
-        [*argv, "--idle-exit", repr(idle_exit), "--detached"],
+        [*argv, "--idle-exit", repr(idle_exit), "--detached", *own],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -77,6 +80,9 @@ def start(socket_path: SocketOption = None, idle_exit: IdleOption = IDLE_EXIT / 
     if not announced:
         err = proc.stderr.read().decode(errors="replace").strip().splitlines()
         proc.wait()
+        if agent.own_folder:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(path))
         raise InputError(err[-1].removeprefix("strongroom: error: ") if err else "the agent did not start")
     proc.stdout.close()
     proc.stderr.close()
@@ -88,9 +94,10 @@ def run(
     socket_path: SocketOption = None,
     idle_exit: IdleOption = IDLE_EXIT / 60,
     detached: Annotated[bool, typer.Option("--detached", hidden=True)] = False,
+    own_folder: Annotated[bool, typer.Option("--own-folder", hidden=True)] = False,
 ) -> None:
     """Run an agent in the foreground (for a service manager); SIGTERM stops it."""
-    agent = _agent(socket_path, idle_exit)
+    agent = _agent(socket_path, idle_exit, own_folder)
     listener = agent.bind()
     _announce(agent.path, os.getpid())
     if detached:  # started by `agent start`: nothing is read from these once the line is out
@@ -111,6 +118,9 @@ def stop(socket_path: SocketOption = None) -> None:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(path)
+            why = agentclient.not_ours(conn, path)
+            if why is not None:
+                raise ProblemFound(f"the socket {path} is not your agent's: {why}")
             conn.sendall(agentclient.HEADER.pack(len(request)) + request)
             answer = conn.makefile("rb").readline()
     except OSError as e:

@@ -1,0 +1,127 @@
+"""The agent against processes that are not quite its user (docs/agent.md, "What the agent keeps"): a client
+sends nothing to a socket it cannot trust, and the agent serves only clients with all of its own rights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSPHRASE, Cli
+
+# A stand-in for someone else's socket: accepts one connection and prints how many bytes it received.
+FAKE_AGENT = """
+import os, socket, sys
+path, uid = sys.argv[1], int(sys.argv[2])
+if uid != os.getuid():
+    os.setgid(uid); os.setuid(uid)
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(1)
+print("ready", flush=True)
+conn, _ = s.accept()
+conn.settimeout(5)
+got = b""
+try:
+    while True:
+        more = conn.recv(65536)
+        if not more:
+            break
+        got += more
+except OSError:
+    pass
+print(len(got), flush=True)
+"""
+
+
+def _fake_agent(folder: str, uid: int) -> tuple[subprocess.Popen[str], str]:
+    path = os.path.join(folder, "agent.sock")
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_AGENT, path, str(uid)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc, path
+
+
+def _received(proc: subprocess.Popen[str]) -> int:
+    out, _ = proc.communicate(timeout=30)
+    return int(out.strip())
+
+
+@pytest.mark.parametrize("owner", ["another user", "a folder others can enter"])
+def test_a_client_sends_nothing_to_a_socket_it_cannot_trust(cli: Cli, owner: str) -> None:
+    """Another user's socket in a folder they made again (after a tmp cleaner removed ours), or a socket in a
+    folder that is not private: the client neither sends its command line, environment and passphrase nor
+    passes its terminal, says why once, and runs the command itself."""
+    assert cli("init").code == 0
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    try:
+        if owner == "another user":
+            if os.getuid() != 0:
+                pytest.skip("needs root to act as another user")
+            os.chown(folder, 65534, 65534)
+            uid = 65534
+        else:
+            os.chmod(folder, 0o755)
+            uid = os.getuid()
+        proc, path = _fake_agent(folder, uid)
+        res = cli("log", extra_env={"STRONGROOM_AGENT": path})
+        assert _received(proc) == 0
+        assert res.code == 0, res.err
+        assert PASSPHRASE not in res.err
+        lines = res.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("strongroom: note: the agent (STRONGROOM_AGENT) is not used:")
+        assert lines[0].endswith("; running without it")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_client_sends_nothing_through_a_linked_folder(cli: Cli, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    link = folder + "-link"
+    try:
+        proc, _ = _fake_agent(folder, os.getuid())
+        os.symlink(folder, link)
+        res = cli("log", extra_env={"STRONGROOM_AGENT": os.path.join(link, "agent.sock")})
+        assert _received(proc) == 0
+        assert res.code == 0, res.err
+        assert "not a plain folder" in res.err
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.unlink(link)
+
+
+def test_agent_stop_leaves_no_folder_behind(cli: Cli) -> None:
+    """The folder `agent start` made in the shared temporary folder goes with the agent: left behind, and
+    removed later by a tmp cleaner, its name could be taken by another user."""
+    res = cli("--json", "agent", "start")
+    assert res.code == 0, res.err
+    started = json.loads(res.out)
+    folder = os.path.dirname(started["socket"])
+    assert os.path.isdir(folder)
+    assert cli("agent", "stop", extra_env={"STRONGROOM_AGENT": started["socket"]}).code == 0
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{started['pid']}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(folder)
+
+
+def test_agent_stop_refuses_a_socket_that_is_not_its_users(cli: Cli) -> None:
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    try:
+        os.chmod(folder, 0o755)
+        proc, path = _fake_agent(folder, os.getuid())
+        res = cli("agent", "stop", extra_env={"STRONGROOM_AGENT": path})
+        assert _received(proc) == 0
+        assert (res.code, res.err) == (
+            1,
+            f"strongroom: error: the socket {path} is not your agent's: its folder is not yours and private (0700)\n",
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
