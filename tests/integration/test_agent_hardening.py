@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE, Cli
+from tests.integration.conftest import Agent
 
 # A stand-in for someone else's socket: accepts one connection and prints how many bytes it received.
 FAKE_AGENT = """
@@ -125,3 +127,39 @@ def test_agent_stop_refuses_a_socket_that_is_not_its_users(cli: Cli) -> None:
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _build() -> str:
+    return subprocess.run(
+        [sys.executable, "-c", "from strongroom.cli.agentclient import build; print(build())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _send(agent: Agent, body: bytes) -> bytes:
+    """One raw request (with this process's descriptors 0-2); the agent's whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(60)
+        conn.connect(agent.socket)
+        socket.send_fds(conn, [len(body).to_bytes(4, "big")], [0, 1, 2])
+        conn.sendall(body)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while more := conn.recv(65536):
+            answer += more
+        return answer
+
+
+def test_a_request_that_breaks_the_parser_is_answered_and_the_agent_serves_on(cli: Cli, agent: Agent) -> None:
+    """Nested 200,000 deep, the JSON parser raises RecursionError: that request is refused, not the agent."""
+    answer = _send(agent, b"[" * 200_000 + b"]" * 200_000)
+    assert json.loads(answer) == {
+        "fallback": "malformed request",
+        "note": "it could not read the request (RecursionError)",
+    }
+    assert agent.proc.poll() is None
+    res = cli("init", extra_env=agent.env)
+    assert res.code == 0, res.err
+    assert "note" not in res.err  # run by the agent

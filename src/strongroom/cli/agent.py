@@ -240,9 +240,15 @@ class Agent:
                 conn.sendall(b'{"fallback":"another strongroom build"}\n')
                 return
             request = Request.parse(raw)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # whatever a request does to the parser (RecursionError, ...), the agent serves on
             self._log(f"dropped a malformed request from pid {pid}: {type(e).__name__}")
             _close_all(fds)
+            with contextlib.suppress(OSError):
+                answer = {
+                    "fallback": "malformed request",
+                    "note": f"it could not read the request ({type(e).__name__})",
+                }
+                conn.sendall(json.dumps(answer).encode() + b"\n")
             return
         try:
             started = time.monotonic()

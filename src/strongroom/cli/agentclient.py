@@ -152,6 +152,12 @@ def _converse(conn: socket.socket) -> int | None:
             if "exit" in msg:
                 return int(msg["exit"])
             if "fallback" in msg:
+                note = msg.get("note")
+                if isinstance(note, str):  # why this agent would not run it (another build says nothing)
+                    note = "".join(c if c.isprintable() else "?" for c in note)
+                    sys.stderr.write(
+                        f"strongroom: note: the agent did not run the command: {note}; running without it\n"
+                    )
                 return None
             if "ask" in msg:
                 text, why = _ask(str(msg["ask"]), bool(msg.get("confirm")))
