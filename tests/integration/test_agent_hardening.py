@@ -163,3 +163,26 @@ def test_a_request_that_breaks_the_parser_is_answered_and_the_agent_serves_on(cl
     res = cli("init", extra_env=agent.env)
     assert res.code == 0, res.err
     assert "note" not in res.err  # run by the agent
+
+
+def test_a_client_trickling_its_request_is_dropped_after_ten_seconds(cli: Cli, agent: Agent) -> None:
+    """A byte every 2 s never lets a 10 s wait per read expire: the whole request has 10 s."""
+    started = time.monotonic()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(agent.socket)
+        socket.send_fds(conn, [(1000).to_bytes(4, "big") + b"{"], [0, 1, 2])
+        conn.settimeout(2)
+        answer = b""
+        while time.monotonic() - started < 30:
+            try:
+                conn.sendall(b" ")
+                answer = conn.recv(1000)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if answer:
+                break
+    assert time.monotonic() - started < 14
+    assert json.loads(answer)["fallback"] == "malformed request"
+    assert cli("init", extra_env=agent.env).code == 0

@@ -228,8 +228,9 @@ class Agent:
             return
         fds: list[int] = []
         try:
-            conn.settimeout(REQUEST_TIMEOUT_S)  # a client that connects and says nothing must not hold the agent
-            raw, fds = self._receive(conn)
+            # One deadline for the whole request: a client that says nothing, or trickles a byte now and then,
+            # must not hold the agent (a timeout per recv would be reset by each byte).
+            raw, fds = self._receive(conn, time.monotonic() + REQUEST_TIMEOUT_S)
             conn.settimeout(None)
             if raw.get("stop") is True:
                 self.stopping = True
@@ -266,23 +267,35 @@ class Agent:
         finally:
             _close_all(fds)
 
-    def _receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    def _receive(self, conn: socket.socket, deadline: float) -> tuple[dict[str, Any], list[int]]:
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request took too long")
+            return remaining
+
+        conn.settimeout(left())
         data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
         fds = list(fds)
-        if len(data) < agentclient.HEADER.size:
-            raise ValueError("short request")
-        (size,) = agentclient.HEADER.unpack_from(data)
-        if size > MAX_REQUEST:
-            raise ValueError("request too large")
-        body = bytearray(data[agentclient.HEADER.size :])
-        while len(body) < size:
-            more = conn.recv(min(1 << 16, size - len(body)))
-            if not more:
-                raise ValueError("request cut short")
-            body += more
-        request = json.loads(bytes(body))
-        if not isinstance(request, dict):
-            raise ValueError("request is not an object")
+        try:
+            if len(data) < agentclient.HEADER.size:
+                raise ValueError("short request")
+            (size,) = agentclient.HEADER.unpack_from(data)
+            if size > MAX_REQUEST:
+                raise ValueError("request too large")
+            body = bytearray(data[agentclient.HEADER.size :])
+            while len(body) < size:
+                conn.settimeout(left())
+                more = conn.recv(min(1 << 16, size - len(body)))
+                if not more:
+                    raise ValueError("request cut short")
+                body += more
+            request = json.loads(bytes(body))
+            if not isinstance(request, dict):
+                raise ValueError("request is not an object")
+        except BaseException:  # the descriptors it sent are closed with the request
+            _close_all(fds)
+            raise
         return request, fds
 
     def _run(self, conn: socket.socket, request: Request, fds: list[int]) -> int:
