@@ -186,3 +186,44 @@ def test_a_client_trickling_its_request_is_dropped_after_ten_seconds(cli: Cli, a
     assert time.monotonic() - started < 14
     assert json.loads(answer)["fallback"] == "malformed request"
     assert cli("init", extra_env=agent.env).code == 0
+
+
+def _at_prompt(cli: Cli, agent: Agent) -> tuple[socket.socket, list[int]]:
+    """A client whose command (log, no passphrase given, on a terminal) waits at the agent's prompt."""
+    parent, child = os.openpty()
+    env = {k: v for k, v in cli.env.items() if k != "STRONGROOM_PASSPHRASE"}
+    request = json.dumps(
+        {
+            "protocol": 1,
+            "build": _build(),
+            "argv": ["--repo", str(cli.repo), "log"],
+            "cwd": "/",
+            "env": env,
+            "umask": 18,
+        }
+    ).encode()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(30)
+    conn.connect(agent.socket)
+    socket.send_fds(conn, [len(request).to_bytes(4, "big") + request], [child, child, child])
+    assert json.loads(conn.makefile("rb").readline()) == {"ask": "passphrase", "confirm": False}
+    return conn, [parent, child]
+
+
+def test_an_answer_that_is_not_an_object_neither_hangs_the_agent_nor_keeps_it_from_stopping(
+    cli: Cli, agent: Agent
+) -> None:
+    assert cli("init").code == 0
+    conn, fds = _at_prompt(cli, agent)
+    conn.sendall(b"[]\n")  # not an answer: ignored; the client then goes away, and its command is stopped
+    conn.close()
+    again = cli("log", extra_env=agent.env, timeout=30)
+    assert again.code == 0, again.err
+    conn, more = _at_prompt(cli, agent)
+    conn.sendall(b"[]\n")
+    agent.proc.terminate()  # SIGTERM while a command waits at a prompt: it is interrupted, the agent stops
+    assert json.loads(conn.makefile("rb").readline()) == {"exit": 130}
+    assert agent.proc.wait(10) == 0
+    conn.close()
+    for fd in fds + more:
+        os.close(fd)

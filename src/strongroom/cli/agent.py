@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ MAX_REQUEST = 16 << 20
 IDLE_EXIT = 3600.0  # seconds without a command before the agent exits and its keys are gone
 POLL_S = 0.25
 REQUEST_TIMEOUT_S = 10.0
+PROMPT_TIMEOUT_S = 600.0  # how long a command waits at a passphrase prompt for the client's answer
 SETTLE_S = 2.0  # how long a commit or status waits for watched folders to finish what they heard of
 SETTLING = frozenset({"commit", "status"})
 
@@ -79,23 +81,32 @@ class Request:
 class _Client:
     """What the connection's reader thread learns while the command runs: answers, and Ctrl-C."""
 
-    def __init__(self, conn: socket.socket) -> None:
+    def __init__(self, conn: socket.socket, stopping: Callable[[], bool] = lambda: False) -> None:
         self.conn = conn
+        self.stopping = stopping  # the agent was asked to stop (SIGTERM): a prompt stops waiting
         self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
         self.lock = threading.Lock()
         self.running = False
         self.interrupted = False
 
     def listen(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        try:
             for raw in self.conn.makefile("rb"):
-                msg = json.loads(raw)
+                try:
+                    msg = json.loads(raw)
+                except Exception:  # noqa: S112 (a line that is not JSON, or nested too deep, is not a message)
+                    continue
+                if not isinstance(msg, dict):
+                    continue
                 if msg.get("interrupt"):
                     self.interrupt()
                 elif "answer" in msg:
                     self.answers.put(msg)
-        self.interrupt()  # the client is gone: stop its command
-        self.answers.put({"answer": None, "why": "interrupted"})
+        except Exception:  # noqa: S110 (the connection failed: the client is gone, as below)
+            pass
+        finally:  # whatever ended the reading, a prompt waiting for an answer must not wait forever
+            self.interrupt()  # the client is gone: stop its command
+            self.answers.put({"answer": None, "why": "interrupted"})
 
     def interrupt(self) -> None:
         with self.lock:
@@ -106,8 +117,19 @@ class _Client:
 
     def prompt(self, label: str, confirm: bool) -> str:
         self.conn.sendall(json.dumps({"ask": label, "confirm": confirm}).encode() + b"\n")
-        msg = self.answers.get()
-        if msg.get("answer") is None:
+        waited_until = time.monotonic() + PROMPT_TIMEOUT_S
+        while True:  # in short waits, so that a SIGTERM to the agent is not held up by a prompt
+            try:
+                msg = self.answers.get(timeout=POLL_S)
+                break
+            except queue.Empty:
+                if self.stopping():
+                    raise KeyboardInterrupt from None
+                if time.monotonic() >= waited_until:
+                    raise InputError(
+                        f"no answer to the {label} prompt within {PROMPT_TIMEOUT_S / 60:.0f} minutes"
+                    ) from None
+        if not isinstance(msg.get("answer"), str):
             if msg.get("why") == "mismatch":
                 raise InputError(f"the {label}s do not match")
             raise KeyboardInterrupt
@@ -309,7 +331,7 @@ class Agent:
         except OSError as e:
             conn.sendall(json.dumps({"fallback": f"cannot enter the folder: {e.strerror}"}).encode() + b"\n")
             return -1
-        client = self.client = _Client(conn)
+        client = self.client = _Client(conn, lambda: self.stopping)
         threading.Thread(target=client.listen, name="strongroom-agent-client", daemon=True).start()
         saved_env = dict(os.environ)
         saved_std = (sys.stdin, sys.stdout, sys.stderr)
