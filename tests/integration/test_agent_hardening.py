@@ -227,3 +227,19 @@ def test_an_answer_that_is_not_an_object_neither_hangs_the_agent_nor_keeps_it_fr
     conn.close()
     for fd in fds + more:
         os.close(fd)
+
+
+def test_a_command_line_cannot_forge_or_break_the_agent_log(cli: Cli, agent: Agent) -> None:
+    forged = "2026-01-01T00:00:00 agent[1] pid 1: commit exit 0 in 0.001 s"
+    res = cli(f"status\n{forged}", extra_env=agent.env)
+    assert res.code == 2
+    env = dict(cli.env, **agent.env)
+    undecodable = subprocess.run(
+        [sys.executable, "-m", "strongroom", b"\xff"], env=env, capture_output=True, timeout=60
+    )
+    assert undecodable.returncode == 2, undecodable.stderr
+    assert cli("init", extra_env=agent.env).code == 0  # the agent still serves
+    log = (Path(os.environ["STRONGROOM_STATE_DIR"]) / "logs" / "agent.log").read_text().splitlines()
+    assert not any(line.startswith(forged) for line in log)
+    assert any(f"status\\n{forged} exit 2" in line for line in log)
+    assert any(": \\udcff exit 2 " in line for line in log)

@@ -376,8 +376,16 @@ class Agent:
     def _log(self, text: str) -> None:
         if not self.log_path:
             return
-        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as f:
+        text = _printable(text)  # a command word or path with a newline must not forge a line of its own
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent[{os.getpid()}] {text}\n")
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control or line-breaking character (and every undecodable byte) as an escape."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape", "backslashreplace").decode() for c in text
+    )
 
 
 def _close_all(fds: list[int]) -> None:
