@@ -243,3 +243,55 @@ def test_a_command_line_cannot_forge_or_break_the_agent_log(cli: Cli, agent: Age
     assert not any(line.startswith(forged) for line in log)
     assert any(f"status\\n{forged} exit 2" in line for line in log)
     assert any(": \\udcff exit 2 " in line for line in log)
+
+
+def _agent_log() -> str:
+    return (Path(os.environ["STRONGROOM_STATE_DIR"]) / "logs" / "agent.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "client, agent_prefix, why",
+    [
+        (["setpriv", "--groups=65534"], [], "its supplementary groups are not the agent's"),
+        ([], ["setpriv", "--groups=65534"], "its supplementary groups are not the agent's"),  # a client with fewer
+        (["unshare", "-m"], [], "it is in another mount namespace"),
+    ],
+)
+def test_a_client_with_other_groups_or_namespaces_is_refused(
+    cli: Cli, client: list[str], agent_prefix: list[str], why: str
+) -> None:
+    """The agent acts with its own groups and mounts: a client of its uid with fewer groups (or in a sandbox)
+    would reach through it what it cannot reach itself. The agent refuses it with the reason, and the client
+    runs its command with its own rights."""
+    if os.getuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"):
+        pytest.skip("needs root, setpriv and unshare")
+    assert cli("init").code == 0
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    sock = os.path.join(folder, "agent.sock")
+    proc = subprocess.Popen(
+        [*agent_prefix, sys.executable, "-m", "strongroom", "agent", "run", "--socket", sock],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"STRONGROOM_AGENT=")
+        env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE, STRONGROOM_AGENT=sock)
+        res = subprocess.run(
+            [*client, sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "log"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stderr == (
+            f"strongroom: note: the agent did not run the command: it refuses this client: {why}; running without it\n"
+        )
+        log = _agent_log()
+        assert f": {why}" in log
+        assert " log exit " not in log  # not run by the agent
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)

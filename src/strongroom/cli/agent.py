@@ -244,16 +244,23 @@ class Agent:
     # ------------------------------------------------------------------ one command
 
     def _serve_one(self, conn: socket.socket) -> None:
-        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if uid != os.getuid():
             self._log(f"refused a connection from uid {uid} (pid {pid}): only uid {os.getuid()} may use this agent")
             return
+        fewer_rights = _fewer_rights(conn, pid, gid)
         fds: list[int] = []
         try:
             # One deadline for the whole request: a client that says nothing, or trickles a byte now and then,
             # must not hold the agent (a timeout per recv would be reset by each byte).
             raw, fds = self._receive(conn, time.monotonic() + REQUEST_TIMEOUT_S)
             conn.settimeout(None)
+            if fewer_rights is not None:  # read first, so that the client reads the answer, not a reset
+                _close_all(fds)
+                self._log(f"refused a connection from pid {pid}: {fewer_rights}")
+                refused = {"fallback": "refused", "note": f"it refuses this client: {fewer_rights}"}
+                conn.sendall(json.dumps(refused).encode() + b"\n")
+                return
             if raw.get("stop") is True:
                 self.stopping = True
                 conn.sendall(b'{"exit":0}\n')
@@ -379,6 +386,51 @@ class Agent:
         text = _printable(text)  # a command word or path with a newline must not forge a line of its own
         with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent[{os.getpid()}] {text}\n")
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13; Python names it from 3.12 on only
+NAMESPACES = ("mnt", "user")
+
+
+def _fewer_rights(conn: socket.socket, pid: int, gid: int) -> str | None:
+    """Why a client of the agent's uid may not use it, or None. The agent would act with its own groups and
+    see its own mounts: a client without one of its groups (``setpriv --clear-groups``, ``newgrp``) or in
+    another mount or user namespace (a sandbox) would reach through it what it cannot reach itself. So the
+    client must have the agent's group, supplementary groups and namespaces, exactly."""
+    if gid != os.getegid():
+        return f"its group ({gid}) is not the agent's ({os.getegid()})"
+    groups = _peer_groups(conn, pid)
+    if groups is None:
+        return "cannot read its groups"
+    if groups != set(os.getgroups()):
+        return "its supplementary groups are not the agent's"
+    if pid <= 0:
+        return "it is in another PID namespace"
+    for ns in NAMESPACES:
+        try:
+            theirs, ours = os.stat(f"/proc/{pid}/ns/{ns}"), os.stat(f"/proc/self/ns/{ns}")
+        except OSError:
+            return f"cannot read its {ns} namespace"
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            return f"it is in another {'mount' if ns == 'mnt' else ns} namespace"
+    return None
+
+
+def _peer_groups(conn: socket.socket, pid: int) -> set[int] | None:
+    """The client's supplementary groups as of its connect (SO_PEERGROUPS), else as /proc says now."""
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)  # Python allows up to 1024 bytes: 256 groups
+        return set(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    except OSError:  # more groups than that (ERANGE), or an older kernel
+        pass
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _printable(text: str) -> str:
