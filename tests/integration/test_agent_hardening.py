@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -295,3 +296,60 @@ def test_a_client_with_other_groups_or_namespaces_is_refused(
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _events(action: str) -> list[dict[str, object]]:
+    """The events of one action in the catalogs (read with sqlite3, which appends nothing)."""
+    found = []
+    for db in (Path(os.environ["STRONGROOM_STATE_DIR"]) / "catalogs").glob("*.sqlite"):
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute(
+                "SELECT action, targets, outcome, details FROM audit_events WHERE action = ? ORDER BY seq", (action,)
+            ).fetchall()
+        finally:
+            con.close()
+        found += [{"targets": json.loads(r[1]), "outcome": r[2], "details": json.loads(r[3])} for r in rows]
+    return found
+
+
+def test_refused_connections_and_unwatch_are_audited(cli: Cli, agent: Agent, tmp_path: Path) -> None:
+    """`agent watch` is an audit event; so are `agent unwatch` and each connection the agent refuses (in the
+    log of the repository a watched folder keeps open in it)."""
+    if os.getuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv")
+    data = tmp_path / "data"
+    data.mkdir()
+    assert cli("init").code == 0
+    assert cli("agent", "watch", str(data), extra_env=agent.env).code == 0
+    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE, **agent.env)
+    other = subprocess.run(
+        ["setpriv", "--groups=65534", sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "log"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode == 0, other.stderr
+    (refused,) = _events("agent.refuse")
+    assert refused["outcome"] == "denied"
+    assert refused["targets"]["paths"] == [agent.socket]  # type: ignore[index]
+    assert refused["details"]["reason"] == "its supplementary groups are not the agent's"  # type: ignore[index]
+    assert refused["details"]["peer"]["uid"] == 0  # type: ignore[index]
+    os.chmod(os.path.dirname(agent.socket), 0o755)  # as the agent never leaves them: another user connects
+    os.chmod(agent.socket, 0o666)
+    probe = "import os, socket, sys\nos.setgid(65534); os.setuid(65534)\n"
+    probe += "socket.socket(socket.AF_UNIX).connect(sys.argv[1])\n"
+    subprocess.run([sys.executable, "-c", probe, agent.socket], check=True, timeout=30)
+    os.chmod(os.path.dirname(agent.socket), 0o700)
+    os.chmod(agent.socket, 0o600)
+    deadline = time.monotonic() + 10
+    while len(_events("agent.refuse")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    another = _events("agent.refuse")[1]
+    assert (another["outcome"], another["details"]["reason"]) == ("denied", "another user")  # type: ignore[index]
+    assert another["details"]["peer"]["uid"] == 65534  # type: ignore[index]
+    assert cli("agent", "unwatch", str(data), extra_env=agent.env).code == 0
+    (unwatched,) = _events("unwatch")
+    assert (unwatched["outcome"], unwatched["targets"]["paths"]) == ("ok", [str(data)])  # type: ignore[index]
+    assert cli("audit", "verify").code == 0

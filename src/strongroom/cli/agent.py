@@ -27,10 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strongroom.cli import agentclient
 from strongroom.errors import InputError
+
+if TYPE_CHECKING:
+    from strongroom.settings import Settings
 
 MAX_REQUEST = 16 << 20
 IDLE_EXIT = 3600.0  # seconds without a command before the agent exits and its keys are gone
@@ -151,6 +154,9 @@ class Agent:
         from strongroom.service.prepare import Watches
 
         self.watches = Watches()
+        # Where a watched folder's `agent watch` recorded its event (its settings, without their secrets): the
+        # agent records its refusals there too, in the repositories it has open.
+        self.audit_settings: dict[str, Settings] = {}
 
     # ------------------------------------------------------------------ listening
 
@@ -247,6 +253,7 @@ class Agent:
         pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if uid != os.getuid():
             self._log(f"refused a connection from uid {uid} (pid {pid}): only uid {os.getuid()} may use this agent")
+            self._audit_refusal(pid, uid, gid, "another user")
             return
         fewer_rights = _fewer_rights(conn, pid, gid)
         fds: list[int] = []
@@ -260,6 +267,7 @@ class Agent:
                 self._log(f"refused a connection from pid {pid}: {fewer_rights}")
                 refused = {"fallback": "refused", "note": f"it refuses this client: {fewer_rights}"}
                 conn.sendall(json.dumps(refused).encode() + b"\n")
+                self._audit_refusal(pid, uid, gid, fewer_rights)
                 return
             if raw.get("stop") is True:
                 self.stopping = True
@@ -379,6 +387,32 @@ class Agent:
             os.chdir("/")
             cli_main.STATE.reset()
             between_commands()
+
+    def _audit_refusal(self, pid: int, uid: int, gid: int, reason: str) -> None:
+        """Record a refused connection (`agent.refuse`, denied) in the audit log of each repository a watched
+        folder keeps open: the agent has no other repository, and no passphrase, of its own. With no folder
+        watched, agent.log is the only record."""
+        watches = [w for w in self.watches.all() if w.folder in self.audit_settings]
+        if not watches:
+            return
+        from strongroom.service.context import Session
+
+        done: set[tuple[str, str]] = set()
+        with self.watches.quiet(0.0):  # a watch and the sealing of the log never use the repository at once
+            for w in watches:
+                settings = self.audit_settings[w.folder]
+                where = (w.repo.config.repo_id, settings.catalog_url(w.repo.config.repo_id))
+                if where in done:
+                    continue
+                done.add(where)
+                try:
+                    session = Session(settings)
+                    session.adopt(w.repo)
+                    with session.audited("agent.refuse", paths=[self.path]) as rec:
+                        rec.outcome = "denied"
+                        rec.detail(peer={"pid": pid, "uid": uid, "gid": gid}, reason=reason)
+                except Exception as e:  # the refusal stands; agent.log says it could not be recorded
+                    self._log(f"could not record the refusal in the audit log of {w.folder}: {type(e).__name__}")
 
     def _log(self, text: str) -> None:
         if not self.log_path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from strongroom.cli.agent import IDLE_EXIT, Agent, default_socket_path, is_secre
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, human_bytes, line, table
 from strongroom.errors import InputError, ProblemFound
+from strongroom.settings import Settings
 
 agent_app = typer.Typer(
     help="A warm process that runs your strongroom commands without Python's start-up and with the keys it "
@@ -156,6 +158,7 @@ def watch(
     running = _this_agent()
     watcher, summary = prepare.watch(session(), folder, exclude or [], scope)
     running.watches.add(watcher)
+    running.audit_settings[watcher.folder] = _without_secrets(session().settings)
     if STATE.json:
         emit_json(summary)
     else:
@@ -166,9 +169,31 @@ def watch(
 @agent_app.command("unwatch")
 def unwatch(folder: Annotated[str, typer.Argument(help="A folder `agent watch` was given.")]) -> None:
     """Stop watching a folder (its commits then read what changed themselves)."""
-    if not _this_agent().watches.remove(os.path.abspath(folder)):
-        raise InputError(f"not watched: {folder}")
-    line(f"no longer watching {os.path.abspath(folder)}")
+    running, root = _this_agent(), os.path.abspath(folder)
+    watched = {w.folder: w for w in running.watches.all()}.get(root)
+    s = session()
+    if watched is not None:
+        s.adopt(watched.repo)  # the event goes to the log of the repository the watch kept open, as `watch`'s did
+    with s.audited("unwatch", paths=[root]):  # recorded once the watch has stopped, sealed with its repository
+        if not running.watches.remove(root):
+            raise InputError(f"not watched: {folder}")
+        running.audit_settings.pop(root, None)
+    line(f"no longer watching {root}")
+
+
+def _without_secrets(settings: Settings) -> Settings:
+    """What the agent keeps of a watch's settings to record events later: no passphrase, PIN or its source."""
+    return dataclasses.replace(
+        settings,
+        passphrase_file=None,
+        passphrase_env=None,
+        passphrase_command=None,
+        new_passphrase_file=None,
+        new_passphrase_env=None,
+        pkcs11_pin=None,
+        signing_passphrase_file=None,
+        signing_passphrase_env=None,
+    )
 
 
 @agent_app.command("status")
