@@ -353,3 +353,30 @@ def test_refused_connections_and_unwatch_are_audited(cli: Cli, agent: Agent, tmp
     (unwatched,) = _events("unwatch")
     assert (unwatched["outcome"], unwatched["targets"]["paths"]) == ("ok", [str(data)])  # type: ignore[index]
     assert cli("audit", "verify").code == 0
+
+
+def test_agent_run_leaves_no_passphrase_in_its_environment(cli: Cli) -> None:
+    """Deleting a variable from os.environ leaves it in /proc/PID/environ: `agent run` starts itself again
+    (same pid) without the passphrase and PIN variables it was given."""
+    folder = tempfile.mkdtemp(prefix="sr-agent-")
+    sock = os.path.join(folder, "agent.sock")
+    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE, STRONGROOM_PKCS11_PIN="1234")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "--json", "agent", "run", "--socket", sock],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["pid"] == proc.pid
+        with open(f"/proc/{proc.pid}/environ", "rb") as f:
+            environ = f.read()
+        assert PASSPHRASE.encode() not in environ
+        assert b"STRONGROOM_PASSPHRASE" not in environ and b"STRONGROOM_PKCS11_PIN" not in environ
+        assert b"STRONGROOM_STATE_DIR" in environ
+        assert cli("init", extra_env={"STRONGROOM_AGENT": sock}).code == 0
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        shutil.rmtree(folder, ignore_errors=True)

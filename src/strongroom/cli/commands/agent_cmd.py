@@ -99,6 +99,7 @@ def run(
     own_folder: Annotated[bool, typer.Option("--own-folder", hidden=True)] = False,
 ) -> None:
     """Run an agent in the foreground (for a service manager); SIGTERM stops it."""
+    _without_secret_variables()
     agent = _agent(socket_path, idle_exit, own_folder)
     listener = agent.bind()
     _announce(agent.path, os.getpid())
@@ -108,6 +109,19 @@ def run(
             os.dup2(devnull, fd)
         os.close(devnull)
     agent.serve(listener)
+
+
+def _without_secret_variables() -> None:
+    """Start again, same process, same command line, without the passphrase and PIN variables: deleting them
+    from os.environ would leave them in /proc/PID/environ (the environment the process started with) for the
+    agent's whole life. If the new start cannot be made, carry on: serve() drops them from os.environ."""
+    if not any(is_secret_variable(name) for name in os.environ):
+        return
+    env = {k: v for k, v in os.environ.items() if not is_secret_variable(k)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        os.execve(sys.executable, sys.orig_argv, env)  # noqa: S606 (this very command line, no shell)
 
 
 @agent_app.command("stop")
