@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -222,3 +223,28 @@ def _version_chunks(repo: object, branch: str) -> set[bytes]:
             if e.subtree:
                 stack.append(e.subtree)
     return out
+
+
+def test_an_overflow_of_the_event_queue_is_shown_and_the_folder_looked_at_again(
+    cli: Cli, agent: Agent, watched: Path
+) -> None:
+    """With the agent stopped, more files appear than inotify queues events for (16,384 by default): the
+    events lost are counted in `agent status`, and the watch looks at the whole folder again."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 20_000:
+        pytest.skip("the inotify queue is larger than this test fills")
+    many = watched / "many"
+    many.mkdir()
+    time.sleep(0.5)  # the watch on the new folder is in place before the agent stops
+    agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(limit + 4000):
+            (many / f"{i}.txt").write_bytes(b"%d\n" % i)
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
+    _wait_for(lambda: int(_status(cli, agent)["watches"][0]["overflows"]) >= 1, "the overflow to be counted")  # type: ignore[index]
+    deadline = time.monotonic() + 180
+    while _read_ahead(cli, agent) < limit + 4000:  # asked seldom: each command pauses the watch while it runs
+        assert time.monotonic() < deadline, "timed out waiting for every new file to be read ahead"
+        time.sleep(2)
+    assert _commit(cli, agent, watched)["files_read"] == 0

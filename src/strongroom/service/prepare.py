@@ -15,9 +15,11 @@ them a moment to finish what they already heard of (`settle`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -54,6 +56,7 @@ class WatchStats:
     bytes_stored: int = 0
     errors: int = 0
     last_error: str = ""
+    overflows: int = 0  # times the operating system's event queue overflowed: events lost, folder looked at again
 
 
 class _Handler(FileSystemEventHandler):
@@ -66,6 +69,23 @@ class _Handler(FileSystemEventHandler):
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self.watch.heard(os.fsdecode(path))
+
+
+_LIVE: weakref.WeakSet[Watch] = weakref.WeakSet()
+
+
+class _Overflow(logging.Handler):
+    """watchdog reports an inotify queue overflow (events lost) only as this warning, after it has re-added
+    its watches: every running watch then looks at its whole folder again. It also keeps watchdog's
+    warnings off the standard error of whichever command the agent is running."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            for w in list(_LIVE):
+                w.overflowed()
+
+
+logging.getLogger("watchdog.observers.inotify_c").addHandler(_Overflow(logging.WARNING))
 
 
 class Watch:
@@ -93,12 +113,16 @@ class Watch:
         self._busy = False
         self._paused = False
         self._stopped = False
+        self._rescan = False  # events were lost: look at every file changed since the watch started
+        self._since_ns = time.time_ns()
         self._cond = threading.Condition()
         self._observer = Observer()
         self._thread = threading.Thread(target=self._work, name=f"strongroom-watch {folder}", daemon=True)
 
     def start(self) -> None:
         ignore_lease_breaks()  # in the thread that starts watches (the main one): see has_writers
+        self._since_ns = time.time_ns() - 2 * 10**9  # a margin for stamps a little behind this clock
+        _LIVE.add(self)
         try:
             self._observer.schedule(_Handler(self), self.folder, recursive=True)
             self._observer.start()
@@ -108,6 +132,7 @@ class Watch:
         self._thread.start()
 
     def stop(self) -> None:
+        _LIVE.discard(self)
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -125,13 +150,19 @@ class Watch:
             self._pending.add(rel.replace(os.sep, "/"))
             self._cond.notify_all()
 
+    def overflowed(self) -> None:
+        with self._cond:
+            self.stats.overflows += 1
+            self._rescan = True
+            self._cond.notify_all()
+
     # ------------------------------------------------------------------ the agent's side
 
     def backlog(self) -> int:
         """Files heard of that can be read ahead now and are not yet (one more while a batch is being read).
         Files still inside the racy-clean second, or stamped in the future, wait apart and do not count."""
         with self._cond:
-            return len(self._pending) + (1 if self._busy else 0)
+            return len(self._pending) + (1 if self._busy else 0) + (1 if self._rescan else 0)
 
     def waiting(self) -> int:
         """Files heard of that wait for their stamps to age past the racy-clean second (or that are stamped in
@@ -170,7 +201,7 @@ class Watch:
                 while not self._stopped:
                     now = time.monotonic()
                     due = [rel for rel, (when, _) in self._waiting.items() if when <= now]
-                    if not self._paused and (self._pending or self._stale or due):
+                    if not self._paused and (self._pending or self._stale or due or self._rescan):
                         break
                     soonest = min((when for when, _ in self._waiting.values()), default=None)
                     self._cond.wait(None if soonest is None or self._paused else max(0.0, soonest - now))
@@ -179,9 +210,12 @@ class Watch:
                 retried = {rel: self._waiting.pop(rel)[1] for rel in due}
                 batch = sorted(self._pending | set(retried))
                 self._pending.clear()
+                rescan, self._rescan = self._rescan, False
                 self._busy = True
             later: list[str] = []
             try:
+                if rescan:
+                    batch = sorted(set(batch) | set(self._changed_since_start()))
                 if self._stale or time.monotonic() - self._refreshed >= REFRESH_S:
                     self._stale = False
                     self._refresh()
@@ -198,6 +232,18 @@ class Watch:
                         delay = min(2 * retried[rel], RETRY_MAX_S) if rel in retried else RETRY_FIRST_S
                         self._waiting[rel] = (now + delay, delay)
                     self._cond.notify_all()
+
+    def _changed_since_start(self) -> list[str]:
+        """Every file whose stamps are from the watch's time: what the lost events may have named."""
+        found = []
+        for top, _dirs, files in os.walk(self.folder):
+            for name in files:
+                path = os.path.join(top, name)
+                with contextlib.suppress(OSError):
+                    st = os.lstat(path)
+                    if max(st.st_mtime_ns, st.st_ctime_ns) >= self._since_ns:
+                        found.append(os.path.relpath(path, self.folder).replace(os.sep, "/"))
+        return found
 
     def _prepare(self, rels: list[str]) -> list[str]:
         if _file_signature(self.cache_path) != self._cache_seen:  # a commit saved it

@@ -228,7 +228,17 @@ def status() -> None:
     line(f"agent pid {os.getpid()}, {len(watches)} watched folder(s)")
     if watches:
         table(
-            ["folder", "files read ahead", "bytes read", "bytes stored", "backlog", "waiting", "errors", "last error"],
+            [
+                "folder",
+                "files read ahead",
+                "bytes read",
+                "bytes stored",
+                "backlog",
+                "waiting",
+                "events lost",
+                "errors",
+                "last error",
+            ],
             [
                 [
                     w.folder,
@@ -237,6 +247,7 @@ def status() -> None:
                     human_bytes(w.stats.bytes_stored),
                     w.backlog(),
                     w.waiting(),
+                    w.stats.overflows,
                     w.stats.errors,
                     w.stats.last_error,
                 ]
