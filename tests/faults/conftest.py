@@ -4,12 +4,18 @@
 is damaged, where every version's commit, trees and file chunks live. `expected_affected` is the oracle:
 given the set of objects a damage destroyed, it names what `verify` must report — the whole version when
 its commit or root tree is lost, ``dir/`` when a folder's tree is lost, and each file that has a lost chunk.
+
+`small_disk` is a small filesystem of its own (a tmpfs with a size limit: root is needed to mount it) for the
+full-disk tests, and `fill_disk` takes all but a few bytes of it, so that a command meets ENOSPC at a chosen step.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +26,53 @@ from strongroom.core.model import DIR, FILE
 from strongroom.store.index import Index
 from strongroom.store.pack import pack_path
 from strongroom.store.repository import Repository
+from tests import sysdeps
 from tests.conftest import PASSPHRASE, make_tree
+
+FILLER = ".filler"
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A fresh 24 MiB filesystem, unmounted and removed at the end."""
+    where = Path(tempfile.mkdtemp(prefix="strongroom-full-"))
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if p.returncode != 0:
+        where.rmdir()
+        sysdeps.unavailable(
+            "a small filesystem (tmpfs, mounted as root) is needed",
+            "no small filesystem for the full-disk tests",
+            (p.stderr.strip().splitlines() or [f"mount exited {p.returncode}"])[-1],
+        )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+        where.rmdir()
+
+
+def fill_disk(disk: Path, leave: int = 0) -> None:
+    """Take all but ``leave`` bytes of the filesystem at ``disk`` (in a file FILLER at its top), replacing an
+    earlier filling; ``free_disk`` gives them back."""
+    free_disk(disk)
+    st = os.statvfs(disk)
+    take = st.f_bavail * st.f_frsize - leave
+    fd = os.open(disk / FILLER, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        if take > 0:
+            os.posix_fallocate(fd, 0, take)
+    finally:
+        os.close(fd)
+
+
+def free_disk(disk: Path) -> None:
+    (disk / FILLER).unlink(missing_ok=True)
+
 
 FIXED_MTIME_NS = 1_700_000_000 * 10**9
 WHOLE = "(the whole version)"

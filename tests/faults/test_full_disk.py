@@ -2,49 +2,19 @@
 the refusal, exit 1 (the machine's state, not a bug, and not damage), nothing stored lost or moved, no file
 left half written, and the same command works once there is room again.
 
-The small disk is a tmpfs mounted with a size limit, which needs root (mount). Under CI=true a machine that
-cannot mount one fails these tests; elsewhere they are skipped with the reason."""
+The small disk is a tmpfs mounted with a size limit (`small_disk` in conftest.py), which needs root (mount).
+Under CI=true a machine that cannot mount one fails these tests; elsewhere they are skipped with the reason."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests import sysdeps
 from tests.conftest import Cli, CliResult, make_tree
+from tests.faults.conftest import fill_disk, free_disk
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A fresh 24 MiB filesystem, unmounted and removed at the end."""
-    where = Path(tempfile.mkdtemp(prefix="strongroom-full-"))
-    p = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if p.returncode != 0:
-        where.rmdir()
-        sysdeps.unavailable(
-            "a small filesystem (tmpfs, mounted as root) is needed",
-            "no small filesystem for the full-disk tests",
-            (p.stderr.strip().splitlines() or [f"mount exited {p.returncode}"])[-1],
-        )
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-        where.rmdir()
 
 
 def one_error_line(r: CliResult, *words: str) -> str:
@@ -126,15 +96,6 @@ def test_cat_into_a_full_disk_is_one_line(cli: Cli, small_disk: Path, tmp_path: 
     one_error_line(r, "a write was refused", "No space left on device")
 
 
-def fill(disk: Path, leave: int) -> Path:
-    """A file taking all but ``leave`` bytes of the disk's free space."""
-    filler = disk / "filler"
-    st = os.statvfs(disk)
-    with open(filler, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, max(1, st.f_bavail * st.f_frsize - leave))
-    return filler
-
-
 def test_audit_rebuild_on_a_full_disk_keeps_the_catalog(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
     """A rebuild that could not write set the whole catalog aside as 'broken' and left an empty one: the next
     command started a new audit log in place of the good one."""
@@ -146,11 +107,11 @@ def test_audit_rebuild_on_a_full_disk_keeps_the_catalog(cli: Cli, small_disk: Pa
     catalogs = small_disk / "state" / "catalogs"
     before = sorted(p.name for p in catalogs.iterdir())
 
-    filler = fill(small_disk, 8192)
+    fill_disk(small_disk, 8192)
     r = cli("audit", "rebuild")
     assert r.code == 1, r.err
     one_error_line(r, "catalog")
-    filler.unlink()
+    free_disk(small_disk)
 
     assert not any(".broken-" in p.name for p in catalogs.iterdir())
     assert [p for p in before if p.endswith(".sqlite")] == sorted(p.name for p in catalogs.glob("*.sqlite"))
@@ -170,19 +131,19 @@ def test_a_commit_whose_local_cache_cannot_be_saved_stands(cli: Cli, small_disk:
     src = source(tmp_path / "src", 1)
     assert cli("commit", str(src), "-m", "v1").code == 0
     (src / "notes" / "c.txt").write_bytes(b"new\n")
-    filler = fill(small_disk, 0)
+    fill_disk(small_disk)
     r = cli("commit", str(src), "-m", "v2")
     assert r.code == 0, r.err
     assert "the version is stored, but the local cache could not be saved" in r.err
     assert len(versions(cli)) == 2
-    filler.unlink()
+    free_disk(small_disk)
 
     cli.env["STRONGROOM_STATE_DIR"] = str(small_disk / "state")
     assert cli("log").code == 0  # the catalog and client state move to the small disk
     (src / "notes" / "d.txt").write_bytes(b"newer\n")
-    filler = fill(small_disk, 0)
+    fill_disk(small_disk)
     r = cli("commit", str(src), "-m", "v3")
-    filler.unlink()
+    free_disk(small_disk)
     assert r.code == 1, r.err
     one_error_line(r, "commit completed, but its audit event could not be recorded")
     assert len(versions(cli)) == 3
@@ -195,12 +156,12 @@ def test_a_full_repository_can_still_be_read(cli: Cli, small_disk: Path, tmp_pat
     assert cli("init").code == 0
     src = source(tmp_path / "src", 2)
     assert cli("commit", str(src)).code == 0
-    filler = fill(small_disk, 0)
+    fill_disk(small_disk)
     for args in (("checkout", "main", str(tmp_path / "out")), ("verify", "--full"), ("cat", "main", "notes/a.txt")):
         r = cli(*args)
         assert r.code == 0, (args, r.err)
         assert "strongroom: warning: the repository's disk is full: reading without a reader lock" in r.err, r.err
     assert (tmp_path / "out" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
-    filler.unlink()
+    free_disk(small_disk)
     r = cli("verify")
     assert r.code == 0 and "warning" not in r.err, r.err
