@@ -165,3 +165,35 @@ def test_a_full_repository_can_still_be_read(cli: Cli, small_disk: Path, tmp_pat
     free_disk(small_disk)
     r = cli("verify")
     assert r.code == 0 and "warning" not in r.err, r.err
+
+
+def key_slots(cli: Cli, passphrase: str) -> list[str] | None:
+    """The key slots' ids, read with ``passphrase``; None when it does not open the repository."""
+    r = cli("--json", "key", "list", passphrase=passphrase)
+    if r.code != 0:
+        assert "wrong passphrase" in r.err, r.err
+        return None
+    return [s["id"] for s in json.loads(r.out)["slots"]]
+
+
+def test_a_passphrase_change_stopped_by_a_full_disk_leaves_only_the_old_passphrase(cli: Cli, small_disk: Path) -> None:
+    """With less and less room short of what the change needs, every step it can stop at: a change that fails
+    leaves exactly the old passphrase working (not the new one as well, unknown to the user who was told it
+    failed); one that succeeds leaves exactly the new one."""
+    cli.repo = small_disk / "repo"
+    assert cli("init", passphrase="pw-0").code == 0
+    current, failed = "pw-0", 0
+    for step, leave in enumerate(range(0, 10 * 4096, 4096)):
+        new = f"pw-{step + 1}"
+        fill_disk(small_disk, leave)
+        r = cli("key", "change-passphrase", passphrase=current, extra_env={"STRONGROOM_NEW_PASSPHRASE": new})
+        free_disk(small_disk)
+        if r.code != 0:
+            failed += 1
+            assert r.code == 1, r.err
+            one_error_line(r, "No space left on device")
+        old, current = current, new if r.code == 0 else current
+        slots = key_slots(cli, current)
+        assert slots is not None and len(slots) == 1, (leave, r.err, slots)
+        assert key_slots(cli, new if r.code != 0 else old) is None, (leave, r.err)
+    assert failed and current != "pw-0"  # both outcomes were met

@@ -113,7 +113,8 @@ def remove_kek(session: Session, slot_id: str) -> KeySlotInfo:
 @audited("key.change-passphrase")
 def change_passphrase(session: Session) -> KeySlotInfo:
     """Rewrap the slot that opened the repository under a new passphrase, keeping its other KEKs. The new slot
-    is written (and proven to open) before the old one is removed, so an interruption loses no way in."""
+    is written (and proven to open) before the old one is removed, so an interruption loses no way in; a change
+    that fails (a full disk) removes the new slot again, so that only the old passphrase opens."""
     repo = session.open()
     old = next((s for s in repo.key_slots() if s.slot_id == repo.opened_slot), None)
     if old is None or "passphrase" not in old.kinds:
@@ -132,8 +133,7 @@ def change_passphrase(session: Session) -> KeySlotInfo:
         else:
             p = layer.params
             requests.append(KekRequest("pkcs11", module=p["module"], token=p["token"], label=p["key_label"]))
-    slot = repo.add_key_slot(requests, session.new_credentials(), session.kdf_params())
-    repo.remove_key_slot(old.slot_id)
+    slot = repo.replace_key_slot(old.slot_id, requests, session.new_credentials(), session.kdf_params())
     session.audit_note(slot=slot.slot_id, replaced=old.slot_id)
     return _slot_info(slot.slot_id, slot.created_ns, slot.describe(), slot.kinds, False)
 

@@ -381,13 +381,37 @@ class Repository:
     def key_slots(self) -> list[KeySlot]:
         return read_slots(self.backend)[0]
 
-    def add_key_slot(self, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams) -> KeySlot:
-        """A new, alternative way in: a slot that wraps this repository's master key with ``keks``."""
+    def _new_slot(self, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams) -> KeySlot:
         slot = make_slot(self.config.repo_id, self._master, keks, credentials, kdf, time.time_ns())
         # Check the new slot opens before it is stored: a slot that cannot open is a trap.
         if open_slot(slot, self.config.repo_id, credentials) != self._master:
             raise IntegrityError("the new key slot does not open the repository")
+        return slot
+
+    def add_key_slot(self, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams) -> KeySlot:
+        """A new, alternative way in: a slot that wraps this repository's master key with ``keks``."""
+        slot = self._new_slot(keks, credentials, kdf)
         self.backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
+        return slot
+
+    def replace_key_slot(
+        self, old_id: str, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams
+    ) -> KeySlot:
+        """A new slot in place of ``old_id`` (a changed passphrase). The new slot is stored before the old one is
+        removed, so that an interruption loses no way in; both under the publish lock, taken before anything is
+        written (on a full disk the lock is what fails, with nothing changed). If anything fails once the new
+        slot is stored, it is removed again: a change reported as failed leaves the old way in, and only it."""
+        slot = self._new_slot(keks, credentials, kdf)
+        with lock.publish_lock(self.backend, "key change-passphrase", 5.0):
+            if old_id not in {s.slot_id for s in self.key_slots()}:
+                raise InputError(f"key slot {old_id!r} was removed meanwhile: nothing changed")
+            self.backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
+            try:
+                self.backend.delete(f"keys/{old_id}")
+            except BaseException:
+                with contextlib.suppress(StrongroomError, OSError):
+                    self.backend.delete(f"keys/{slot.slot_id}")
+                raise
         return slot
 
     def remove_key_slot(self, slot_id: str) -> KeySlot:
