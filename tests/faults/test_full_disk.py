@@ -11,6 +11,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Cli, CliResult, make_tree
 from tests.faults.conftest import fill_disk, free_disk
 
@@ -197,3 +199,31 @@ def test_a_passphrase_change_stopped_by_a_full_disk_leaves_only_the_old_passphra
         assert slots is not None and len(slots) == 1, (leave, r.err, slots)
         assert key_slots(cli, new if r.code != 0 else old) is None, (leave, r.err)
     assert failed and current != "pw-0"  # both outcomes were met
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["new-folder", "empty-folder"])
+def test_an_init_stopped_by_a_full_disk_leaves_nothing_and_runs_again(cli: Cli, small_disk: Path, made: bool) -> None:
+    """However far init got before the disk was full, it leaves the disk as it found it (a folder it created is
+    removed, an empty one that was there stays, empty): no keys, keyring or refs without a config, which every
+    command took for a damaged repository and a second init refused."""
+    cli.repo = small_disk / "datasets" / "repo"
+    if made:
+        cli.repo.mkdir(parents=True)
+    before = listing(small_disk)
+    failed = 0
+    for leave in range(0, 32 * 4096, 4096):
+        fill_disk(small_disk, leave)
+        r = cli("init")
+        free_disk(small_disk)
+        if r.code == 0:
+            break
+        failed += 1
+        assert r.code == 1, r.err
+        one_error_line(r, "No space left on device")
+        assert listing(small_disk) == before, (leave, r.err)
+    assert failed and r.code == 0, r.err  # stopped at least once, then done
+    assert cli("log").code == 0

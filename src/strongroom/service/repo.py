@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -43,7 +44,6 @@ from strongroom.store.repository import DEFAULT_COMPRESSION as DEFAULT_COMPRESSI
 from strongroom.store.repository import Repository
 
 
-@audited("init", keks="keks")
 def init(
     session: Session,
     user: str = "",
@@ -51,7 +51,56 @@ def init(
     keks: Sequence[str] = ("passphrase",),
     pkcs11: Pkcs11Options | None = None,
 ) -> InitResult:
-    """Create a repository whose master key is wrapped by each KEK in ``keks`` in turn (all are needed)."""
+    """Create a repository whose master key is wrapped by each KEK in ``keks`` in turn (all are needed).
+
+    An init that fails (a refused PIN, a full disk) removes what it wrote: the folders it created, or what it
+    put into the empty folder it was given. Keys, a keyring and refs without a config are taken for a damaged
+    repository by every command, and a second init refuses the folder. Only after the failure is recorded in
+    the audit log: sealing that event writes into the repository too."""
+    path = session.repo_path()
+    created = _first_missing(path)
+    was_empty = created is None and os.path.isdir(path) and not os.listdir(path)
+    try:
+        return _init(session, user, compression, keks, pkcs11)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif was_empty:
+            _empty_folder(path)
+        raise
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost folder of ``path`` that does not exist (what makedirs would create first), or None."""
+    missing = None
+    here = os.path.abspath(path)
+    while not os.path.lexists(here):
+        missing = here
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return missing
+
+
+def _empty_folder(path: str) -> None:
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(full)
+
+
+@audited("init", keks="keks")
+def _init(
+    session: Session,
+    user: str,
+    compression: int,
+    keks: Sequence[str],
+    pkcs11: Pkcs11Options | None,
+) -> InitResult:
     path = session.repo_path()
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise RepositoryExists(path)
@@ -64,17 +113,10 @@ def init(
     signers.prepare_identity(session, check_signer_name(session.settings.user or user or session.settings.os_user))
     kdf = session.kdf_params()
     backend = LocalBackend(path)
-    created_root = not os.path.exists(path)
     backend.ensure_root()
-    try:
-        repo = Repository.create(
-            backend, session.credentials(confirm=True), kdf, keks=requests, user=user, compression=compression
-        )
-    except InputError:
-        # A refused PIN, token or key file is found before anything is written: leave no folder behind.
-        if created_root:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
+    repo = Repository.create(
+        backend, session.credentials(confirm=True), kdf, keks=requests, user=user, compression=compression
+    )
     session.adopt(repo)
     session.remember(repo, repo.read_refs())
     notes = signers.trust_identity(session, repo)
