@@ -227,3 +227,28 @@ def test_an_init_stopped_by_a_full_disk_leaves_nothing_and_runs_again(cli: Cli, 
         assert listing(small_disk) == before, (leave, r.err)
     assert failed and r.code == 0, r.err  # stopped at least once, then done
     assert cli("log").code == 0
+
+
+def test_a_signing_key_stopped_by_a_full_disk_leaves_no_half_key(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
+    """The signing key folder on a full disk: an init that cannot write the key's record leaves no private key
+    without it either (it made every later commit, and init, refuse 'a signing key named ... already exists'),
+    says so in one line, and runs again once there is room; the key it then makes signs commits."""
+    config = small_disk / "config"
+    cli.env["STRONGROOM_CONFIG_DIR"] = str(config)
+    failed = 0
+    for leave in range(0, 8 * 4096, 4096):
+        fill_disk(small_disk, leave)
+        r = cli("init")
+        free_disk(small_disk)
+        if r.code == 0:
+            break
+        failed += 1
+        assert r.code == 1, r.err
+        one_error_line(r, "No space left on device")
+        assert not [p for p in config.rglob("*") if p.is_file()], (leave, r.err)
+        assert not cli.repo.exists()
+    assert failed and r.code == 0, r.err
+    src = source(tmp_path / "src", 1)
+    assert cli("commit", str(src), "-m", "signed").code == 0
+    r = cli("--json", "log")
+    assert r.code == 0 and json.loads(r.out)[0]["signature"] == "valid", r.out

@@ -12,6 +12,7 @@ passphrase) never lets anyone sign as someone else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -31,9 +32,16 @@ from strongroom.crypto.commitsig import (
 from strongroom.crypto.hsm import HsmKeyRef
 from strongroom.crypto.secret import Secret
 from strongroom.crypto.signing import Ed25519Signer, write_private_file
-from strongroom.errors import InputError, WrongPassphrase
+from strongroom.errors import CannotWrite, InputError, StrongroomError, WrongPassphrase, refused_write
 
 FORMAT = "sr-signer/1"
+
+
+def _cannot_write(path: Path, e: OSError) -> StrongroomError:
+    """One line for a signing key file that could not be written: CannotWrite (exit 1) when the machine refused
+    it (a full disk, a quota), InputError (a path or permission to correct) otherwise."""
+    what = f"cannot write signing key file {path}: {e.strerror or e}"
+    return CannotWrite(what) if refused_write(e) else InputError(what)
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,11 @@ class SignerStore:
         }
         if info.ref is not None:
             obj["pkcs11"] = info.ref.public()
-        self._write(self._meta(info.name), json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
+        path = self._meta(info.name)
+        try:
+            self._write(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n")
+        except OSError as e:
+            raise _cannot_write(path, e) from None
         return info
 
     def _refuse_existing(self, name: str) -> None:
@@ -123,20 +135,34 @@ class SignerStore:
             raise InputError(f"a signing key named {name!r} already exists in {self.root}")
 
     def create_file(self, name: str, passphrase: Secret) -> LocalSigner:
-        """A new Ed25519 key, saved encrypted under ``passphrase`` (the PEM first, then the record)."""
+        """A new Ed25519 key, saved encrypted under ``passphrase``: the PEM first, then the record, each written
+        atomically. The record is what makes the key exist: when it cannot be written (a full disk), the PEM is
+        removed again, or every later use of the name would refuse 'already exists'."""
         self._refuse_existing(name)
-        self._ensure_root()
-        key = Ed25519Signer.generate(name)
-        key.save(self._pem(name), passphrase)
+        pem = self._pem(name)
+        try:
+            self._ensure_root()
+            key = Ed25519Signer.generate(name)
+            key.save(pem, passphrase)
+        except OSError as e:
+            raise _cannot_write(pem, e) from None
         info = LocalSigner(name, "ed25519", "file", PublicKey("ed25519", key.public_key_bytes), time.time_ns())
-        return self._record(info)
+        try:
+            return self._record(info)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                pem.unlink()
+            raise
 
     def create_pkcs11(self, name: str, module: str, token: str, label: str, alg: str, pin: Secret) -> LocalSigner:
         """A new key pair generated inside the token (private half non-extractable); only its reference and
         public key are written here."""
         check_alg(alg)
         self._refuse_existing(name)
-        self._ensure_root()
+        try:
+            self._ensure_root()
+        except OSError as e:
+            raise _cannot_write(self.root, e) from None
         ref, raw = hsm.generate_signing_key(module, token, label, alg, pin)
         info = LocalSigner(name, alg, "pkcs11", PublicKey(alg, raw), time.time_ns(), ref)
         return self._record(info)
