@@ -252,3 +252,40 @@ def test_a_signing_key_stopped_by_a_full_disk_leaves_no_half_key(cli: Cli, small
     assert cli("commit", str(src), "-m", "signed").code == 0
     r = cli("--json", "log")
     assert r.code == 0 and json.loads(r.out)[0]["signature"] == "valid", r.out
+
+
+def test_workspace_metadata_on_a_full_disk_is_one_line(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
+    """A workspace commit or switch that cannot write the workspace's metadata: one line, exit 1 (it was
+    'internal error (a bug)'), no temporary metadata file left, and the same command works once there is room."""
+    assert cli("init").code == 0
+    src = source(tmp_path / "src", 1)
+    assert cli("commit", str(src), "-m", "one").code == 0
+    (src / "notes" / "c.txt").write_bytes(b"gamma\n" * 100)
+    assert cli("commit", str(src), "-m", "two").code == 0
+    first = versions(cli)[-1].split()[0]
+    ws = small_disk / "ws"
+    assert cli("workspace", "create", str(ws), "--branch", "work", "--from", first).code == 0
+
+    (ws / "notes" / "d.txt").write_bytes(b"delta\n")
+    meta = (ws / ".strongroom-workspace.json").read_bytes()
+    fill_disk(small_disk)
+    r = cli("commit", str(ws), "-m", "three")
+    assert r.code == 1, r.err
+    one_error_line(r, "cannot write the workspace metadata", "No space left on device")
+    assert not list(ws.glob("*.tmp")) and (ws / ".strongroom-workspace.json").read_bytes() == meta
+    free_disk(small_disk)
+    r = cli("commit", str(ws), "-m", "three")
+    assert r.code == 0, r.err
+    assert cli("cat", "work", "notes/d.txt").out == "delta\n"
+
+    meta = (ws / ".strongroom-workspace.json").read_bytes()
+    fill_disk(small_disk)
+    r = cli("workspace", "switch", str(ws), "main")
+    assert r.code == 1, r.err
+    one_error_line(r, "cannot write the workspace metadata", "No space left on device")
+    assert not list(ws.glob("*.tmp")) and (ws / ".strongroom-workspace.json").read_bytes() == meta
+    free_disk(small_disk)
+    r = cli("workspace", "switch", str(ws), "main")
+    assert r.code == 0, r.err
+    assert (ws / "notes" / "c.txt").read_bytes() == b"gamma\n" * 100
+    assert not (ws / "notes" / "d.txt").exists()

@@ -97,12 +97,22 @@ def is_workspace(folder: str) -> bool:
 
 
 def _write_meta(folder: str, meta: dict[str, object]) -> None:
-    tmp = _meta_path(folder) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, _meta_path(folder))
+    """Replace the metadata atomically. A write the machine refuses (a full disk) is CannotWrite (exit 1), any
+    other failure InputError, one line either way; the temporary file is removed and the metadata left as it
+    was."""
+    path = _meta_path(folder)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        refused = f"cannot write the workspace metadata {path}: {e.strerror or e}"
+        raise (CannotWrite if refused_write(e) else InputError)(refused) from None
 
 
 _held = threading.local()  # the workspaces this thread holds the lock of: a nested use (switch's status) passes
@@ -557,9 +567,16 @@ def _commit(session: Session, folder: str, message: str, branch: str | None, wai
     except Exception:
         meta.pop("committing", None)  # refused (branch moved, ...): only a kill or ^C leaves the mark
         meta.pop("committing_ns", None)
-        _write_meta(folder, meta)
+        with contextlib.suppress(StrongroomError):  # the commit's refusal is what to report; the mark is harmless
+            _write_meta(folder, meta)
         raise
-    _committed(repo, folder, meta, bytes.fromhex(res.id))
+    try:
+        _committed(repo, folder, meta, bytes.fromhex(res.id))
+    except (CannotWrite, InputError) as e:
+        raise (CannotWrite if isinstance(e, CannotWrite) else InputError)(
+            f"version {res.id[:12]} was committed to {ws_branch}, but {e}; `strongroom status "
+            f"{folder}` makes it the workspace's base once that can be written"
+        ) from None
     return res
 
 
@@ -717,7 +734,11 @@ def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta["base"] = target.hex()
     meta["extra"] = [p for p in extra if p in new or p in new_dirs]
     meta.pop("switching_to", None)
-    _write_meta(folder, meta)
+    try:
+        _write_meta(folder, meta)
+    except (CannotWrite, InputError) as e:
+        stopped = f"workspace switch stopped: {e}; run the switch again"
+        raise (CannotWrite if isinstance(e, CannotWrite) else InputError)(stopped) from None
     _prime_cache(session, repo, folder, new)
     _register(session, repo.config.repo_id, folder)
     reflinked = sharer.reflinked if sharer else 0
