@@ -254,6 +254,36 @@ def test_a_signing_key_stopped_by_a_full_disk_leaves_no_half_key(cli: Cli, small
     assert r.code == 0 and json.loads(r.out)[0]["signature"] == "valid", r.out
 
 
+@pytest.mark.parametrize("made", [False, True], ids=["new-folder", "empty-folder"])
+def test_a_workspace_create_stopped_by_a_full_disk_leaves_nothing(
+    cli: Cli, small_disk: Path, tmp_path: Path, made: bool
+) -> None:
+    """A workspace that cannot be created on a full disk: one line, exit 1, and the destination as it was (the
+    folders it made removed, an empty one it was given emptied), so the same command runs again once there is
+    room; it left files and no metadata, and the retry said 'destination is not empty'."""
+    assert cli("init").code == 0
+    assert cli("commit", str(source(tmp_path / "src", 1))).code == 0
+    dest = small_disk / "work" / "ws"
+    if made:
+        dest.mkdir(parents=True)
+    before = listing(small_disk)
+    failed = 0
+    for leave in [0, 4096, 64 << 10, 512 << 10, 1 * MiB, 4 * MiB]:
+        fill_disk(small_disk, leave)
+        r = cli("workspace", "create", str(dest), "--branch", "work")
+        free_disk(small_disk)
+        if r.code == 0:
+            break
+        failed += 1
+        assert r.code == 1, r.err
+        one_error_line(r, "No space left on device")
+        assert listing(small_disk) == before, (leave, r.err)
+        assert "work" not in cli("branch", "list").out
+    assert failed and r.code == 0, r.err
+    r = cli("status", str(dest))
+    assert r.code == 0, r.err
+
+
 def test_workspace_metadata_on_a_full_disk_is_one_line(cli: Cli, small_disk: Path, tmp_path: Path) -> None:
     """A workspace commit or switch that cannot write the workspace's metadata: one line, exit 1 (it was
     'internal error (a bug)'), no temporary metadata file left, and the same command works once there is room."""

@@ -331,9 +331,10 @@ def test_create_deletes_its_branch_when_the_checkout_fails(
         raise OSError(28, "No space left on device", str(tmp_path / "ws"))
 
     monkeypatch.setattr(ws, "restore_checkout", no_space)
-    with pytest.raises(InputError, match="No space left"):
+    with pytest.raises(CannotWrite, match="No space left"):  # the machine's state: exit 1, not a usage error
         ws.create(session, str(tmp_path / "ws"), "fresh", None, [])
     assert "fresh" not in branches(cli)
+    assert not (tmp_path / "ws").exists()
 
 
 def test_discard_through_a_symlink_is_refused(cli: Cli, tmp_path: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import time
 from collections.abc import Sequence
 
@@ -25,6 +23,7 @@ from strongroom.errors import (
 )
 from strongroom.service import signers
 from strongroom.service.context import Session, audited
+from strongroom.service.fresh import FreshFolder
 from strongroom.service.keys import Pkcs11Options, approve_named_modules, kek_requests
 from strongroom.service.results import (
     BeforeTrainResult,
@@ -57,40 +56,12 @@ def init(
     put into the empty folder it was given. Keys, a keyring and refs without a config are taken for a damaged
     repository by every command, and a second init refuses the folder. Only after the failure is recorded in
     the audit log: sealing that event writes into the repository too."""
-    path = session.repo_path()
-    created = _first_missing(path)
-    was_empty = created is None and os.path.isdir(path) and not os.listdir(path)
+    fresh = FreshFolder(session.repo_path())
     try:
         return _init(session, user, compression, keks, pkcs11)
     except BaseException:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        elif was_empty:
-            _empty_folder(path)
+        fresh.undo()
         raise
-
-
-def _first_missing(path: str) -> str | None:
-    """The outermost folder of ``path`` that does not exist (what makedirs would create first), or None."""
-    missing = None
-    here = os.path.abspath(path)
-    while not os.path.lexists(here):
-        missing = here
-        parent = os.path.dirname(here)
-        if parent == here:
-            break
-        here = parent
-    return missing
-
-
-def _empty_folder(path: str) -> None:
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(full)
 
 
 @audited("init", keks="keks")

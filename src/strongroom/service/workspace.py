@@ -45,6 +45,7 @@ from strongroom.errors import (
     refused_write,
 )
 from strongroom.service.context import Session, audited
+from strongroom.service.fresh import FreshFolder, make_removable
 from strongroom.service.merge import refuse_scoped
 from strongroom.service.results import CommitSummary, DiffEntry, WorkspaceInfo
 from strongroom.service.versions import commit as commit_version
@@ -330,18 +331,6 @@ def _set_folder_stamps(folder: str, dirs: Files) -> None:
             os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
-def _make_removable(folder: str) -> None:
-    """u+rwx on ``folder`` and every folder below it, so that everything in it can be removed."""
-    todo = [folder]
-    while todo:
-        path = todo.pop()
-        st = os.lstat(path)
-        if st.st_mode & 0o700 != 0o700:
-            os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
-        with os.scandir(path) as found:
-            todo.extend(e.path for e in found if e.is_dir(follow_symlinks=False))
-
-
 @audited("workspace.create", branch="branch", version="from_version", paths="paths", folder="folder")
 def create(session: Session, folder: str, branch: str, from_version: str | None, paths: list[str]) -> WorkspaceInfo:
     from strongroom.service.branches import branch_create, branch_delete
@@ -355,6 +344,7 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
         raise InputError(f"branch {branch} exists: leave out --from, or name a new branch")
     # Whatever can be refused is refused before a new branch is created.
     _check_destination(folder)
+    fresh = FreshFolder(folder)  # absent or empty: on failure, what create wrote there is removed again
     files, folders = _version(repo, source)
     if paths and not any(matches(p, paths) for p in files):
         raise InputError(f"no path in the version matches {' '.join(paths)}")
@@ -392,12 +382,19 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
         _write_meta(folder, meta)
         _prime_cache(session, repo, folder, shown)
     except BaseException as e:
-        if new_branch:  # a retry must not find a branch that no workspace holds (unless it moved meanwhile)
+        # A retry must find the destination as it was (files without metadata made it 'not empty'), and no
+        # branch that no workspace holds (unless it moved meanwhile).
+        fresh.undo()
+        if new_branch:
             with contextlib.suppress(StrongroomError):
                 if repo.read_refs().branches.get(branch) == base:
                     branch_delete(session, branch)
         if isinstance(e, OSError):
-            raise InputError(f"cannot create a workspace at {folder}: {e.strerror or e}") from None
+            refused = f"cannot create a workspace at {folder}: {e.strerror or e}"
+            raise (CannotWrite if refused_write(e) else InputError)(refused) from None
+        if isinstance(e, CannotWrite):  # the checkout's 'the others were restored' is undone
+            first = str(e).split("; ", 1)[0]
+            raise CannotWrite(f"workspace not created: {first}; nothing of it was left in {folder}") from None
         raise
     _register(session, repo.config.repo_id, folder)
     return WorkspaceInfo(os.path.abspath(folder), branch, base.hex(), paths, res.files, res.bytes, None, reflinked)
@@ -757,7 +754,7 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
             try:
                 shutil.rmtree(folder)
             except PermissionError:  # a version's read-only folder, without root's override
-                _make_removable(folder)
+                make_removable(folder)
                 shutil.rmtree(folder)
         except OSError as e:
             raise InputError(f"cannot remove {e.filename or folder}: {e.strerror or e}") from None
