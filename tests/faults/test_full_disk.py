@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,30 @@ def test_workspace_metadata_on_a_full_disk_is_one_line(cli: Cli, small_disk: Pat
     assert r.code == 0, r.err
     assert (ws / "notes" / "c.txt").read_bytes() == b"gamma\n" * 100
     assert not (ws / "notes" / "d.txt").exists()
+
+
+def test_a_commit_with_a_full_cache_disk_is_published_and_leaves_no_temporary_files(
+    cli: Cli, small_disk: Path, tmp_path: Path
+) -> None:
+    """The file cache and the pack memo are local caches: on a full disk they cannot be saved, and the commit,
+    published by then, still succeeds (it exited 1 'cannot write the output' after publishing its version),
+    leaving no half-written temporary file of either (files-*.tmp<pid>, packs-*.tmp<pid>) behind."""
+    cache = small_disk / "cache"
+    cli.env["STRONGROOM_CACHE_DIR"] = str(cache)
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {f"rows/{i:04d}.csv": f"{i},row\n".encode() * 40 for i in range(50)})
+    assert cli("commit", str(src), "-m", "one").code == 0
+    time.sleep(2.5)  # the data folders are past their racy window: this commit memoizes them
+    (src / "rows" / "0000.csv").write_bytes(b"changed\n")
+    fill_disk(small_disk)
+    r = cli("commit", str(src), "-m", "cache disk full")
+    free_disk(small_disk)
+    assert r.code == 0, r.err
+    assert not [p.name for p in cache.rglob("*") if ".tmp" in p.name]
+    assert len(versions(cli)) == 2
+    assert cli("cat", "main", "rows/0000.csv").out == "changed\n"
+    (src / "rows" / "0001.csv").write_bytes(b"changed too\n")
+    assert cli("commit", str(src), "-m", "room again").code == 0
+    names = [p.name for p in cache.rglob("*") if p.is_file()]
+    assert any(n.startswith("files-") for n in names) and any(n.startswith("packs-") for n in names), names
+    assert not [n for n in names if ".tmp" in n], names

@@ -10,6 +10,7 @@ longer knows forces a re-read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -120,17 +121,30 @@ class FileCache:
         return c.chunks
 
     def save(self, entries: dict[str, CachedFile]) -> None:
+        """Replace the cache file (a temporary file, renamed). A write the machine refuses (a full disk, a
+        quota) leaves the file as it was and is not an error: the cache only spares reads, its entries are
+        checked against each file's stamps, and the command that saves it (a commit) has done its work by then.
+        The temporary file is removed whatever stops the write."""
         raw = {
             p: [c.size, c.inode, c.mtime_ns, c.ctime_ns, [x.hex() for x in c.chunks], c.recorded_ns]
             for p, c in entries.items()
         }
         plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(raw, separators=(",", ":")).encode())
         data = self._sealer.seal(plain, ObjectKind.FILECACHE, self._context)
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         tmp = f"{self.path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.path)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            from strongroom.errors import refused_write  # only on this error path
+
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if refused_write(e):
+                return
+            raise
         self._keep(data, entries)
 
     def _keep(self, data: bytes, entries: dict[str, CachedFile]) -> None:

@@ -117,12 +117,17 @@ def load_pack_memo(path: str) -> PackMemo:
 
 
 def save_pack_memo(path: str, memo: PackMemo) -> None:
-    with contextlib.suppress(OSError):
+    """Best effort (a local cache): a memo that cannot be written stays as it was, and so does the folder, with
+    no temporary file left behind (a full disk)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"format": PACK_MEMO_FORMAT, "folders": memo}, f)
         os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 @dataclass(frozen=True)
