@@ -121,10 +121,9 @@ class FileCache:
         return c.chunks
 
     def save(self, entries: dict[str, CachedFile]) -> None:
-        """Replace the cache file (a temporary file, renamed). A write the machine refuses (a full disk, a
-        quota) leaves the file as it was and is not an error: the cache only spares reads, its entries are
-        checked against each file's stamps, and the command that saves it (a commit) has done its work by then.
-        The temporary file is removed whatever stops the write."""
+        """Replace the cache file (a temporary file, renamed). A write that fails leaves the file as it was
+        (its entries are checked against each file's stamps, so an older cache only costs reads) and the
+        temporary file removed; the error goes to the caller, which says so (a commit: in a note)."""
         raw = {
             p: [c.size, c.inode, c.mtime_ns, c.ctime_ns, [x.hex() for x in c.chunks], c.recorded_ns]
             for p, c in entries.items()
@@ -137,13 +136,9 @@ class FileCache:
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, self.path)
-        except OSError as e:
-            from strongroom.errors import refused_write  # only on this error path
-
+        except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if refused_write(e):
-                return
             raise
         self._keep(data, entries)
 
