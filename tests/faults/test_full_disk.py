@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,23 @@ def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+def init_until_it_fits(cli: Cli, disk: Path, steps: int, check: Callable[[int, CliResult], None]) -> None:
+    """`init` with the disk filled to 0, 4 KiB, 8 KiB, ... free, until it succeeds: each failure must be one
+    line naming ENOSPC, exit 1, and pass ``check``; at least one attempt must fail and the last succeed."""
+    failed = 0
+    for leave in range(0, steps * 4096, 4096):
+        fill_disk(disk, leave)
+        r = cli("init")
+        free_disk(disk)
+        if r.code == 0:
+            break
+        failed += 1
+        assert r.code == 1, r.err
+        one_error_line(r, "No space left on device")
+        check(leave, r)
+    assert failed and r.code == 0, r.err  # stopped at least once, then done
+
+
 @pytest.mark.parametrize("made", [False, True], ids=["new-folder", "empty-folder"])
 def test_an_init_stopped_by_a_full_disk_leaves_nothing_and_runs_again(cli: Cli, small_disk: Path, made: bool) -> None:
     """However far init got before the disk was full, it leaves the disk as it found it (a folder it created is
@@ -215,18 +233,11 @@ def test_an_init_stopped_by_a_full_disk_leaves_nothing_and_runs_again(cli: Cli, 
     if made:
         cli.repo.mkdir(parents=True)
     before = listing(small_disk)
-    failed = 0
-    for leave in range(0, 32 * 4096, 4096):
-        fill_disk(small_disk, leave)
-        r = cli("init")
-        free_disk(small_disk)
-        if r.code == 0:
-            break
-        failed += 1
-        assert r.code == 1, r.err
-        one_error_line(r, "No space left on device")
+
+    def unchanged(leave: int, r: CliResult) -> None:
         assert listing(small_disk) == before, (leave, r.err)
-    assert failed and r.code == 0, r.err  # stopped at least once, then done
+
+    init_until_it_fits(cli, small_disk, 32, unchanged)
     assert cli("log").code == 0
 
 
@@ -236,19 +247,12 @@ def test_a_signing_key_stopped_by_a_full_disk_leaves_no_half_key(cli: Cli, small
     says so in one line, and runs again once there is room; the key it then makes signs commits."""
     config = small_disk / "config"
     cli.env["STRONGROOM_CONFIG_DIR"] = str(config)
-    failed = 0
-    for leave in range(0, 8 * 4096, 4096):
-        fill_disk(small_disk, leave)
-        r = cli("init")
-        free_disk(small_disk)
-        if r.code == 0:
-            break
-        failed += 1
-        assert r.code == 1, r.err
-        one_error_line(r, "No space left on device")
+
+    def no_half_key(leave: int, r: CliResult) -> None:
         assert not [p for p in config.rglob("*") if p.is_file()], (leave, r.err)
         assert not cli.repo.exists()
-    assert failed and r.code == 0, r.err
+
+    init_until_it_fits(cli, small_disk, 8, no_half_key)
     src = source(tmp_path / "src", 1)
     assert cli("commit", str(src), "-m", "signed").code == 0
     r = cli("--json", "log")
