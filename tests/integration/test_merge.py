@@ -247,3 +247,28 @@ def test_gc_during_a_protected_merges_check_keeps_the_merge(
     assert res.code == 1 and "gc does not delete while others read" in res.err, res.out + res.err
     assert cli("verify", "--full").code == 0
     assert cli("cat", "main", "n").out == "new on dev\n"
+
+
+def test_a_checkout_left_by_a_merge_killed_during_its_check_is_removed(
+    cli: Cli, forked: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A merge killed while its check ran left the candidate's decrypted checkout in the temporary folder for
+    good. The next checked merge removes those of processes that no longer run, and only those."""
+    _main, dev = forked
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = tmp / f"strongroom-check-{gone.pid}-abcd" / "candidate"
+    left.mkdir(parents=True)
+    (left / "rows.csv").write_bytes(b"secret,row\n")
+    alive = tmp / f"strongroom-check-{os.getpid()}-efgh"
+    alive.mkdir()
+    assert cli("branch", "protect", "main", "--require-check", "true").code == 0
+    (dev / "new.txt").write_bytes(b"new\n")
+    assert cli("commit", str(dev), "-b", "dev", "-m", "more").code == 0
+    r = cli("merge", "dev", "--into", "main", extra_env={"TMPDIR": str(tmp)})
+    assert r.code == 0, r.err
+    assert not left.parent.exists()
+    assert alive.exists()
+    assert sorted(p.name for p in tmp.iterdir()) == [alive.name]

@@ -50,11 +50,38 @@ def _conflict(paths: list[str]) -> MergeConflict:
     return MergeConflict(f"{len(paths)} conflicting path(s): {shown}")
 
 
+CHECKOUT_PREFIX = "strongroom-check-"
+
+
+def _sweep_dead_checkouts() -> None:
+    """Remove the candidate checkouts (decrypted data) that merges killed during their checks left behind:
+    folders of this user named for a process that no longer runs."""
+    root = tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(CHECKOUT_PREFIX):
+            continue
+        pid = name[len(CHECKOUT_PREFIX) :].split("-", 1)[0]
+        path = os.path.join(root, name)
+        try:
+            if not pid.isdigit() or os.lstat(path).st_uid != os.getuid() or not os.path.isdir(path):
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def run_checks(repo: Repository, tree_id: bytes, checks: tuple[str, ...]) -> list[tuple[str, int, str]]:
     """Run each check in a private checkout of the candidate; returns (check, exit code, output) of failures."""
     if not checks:
         return []
-    work = tempfile.mkdtemp(prefix="strongroom-check-")
+    _sweep_dead_checkouts()
+    work = tempfile.mkdtemp(prefix=f"{CHECKOUT_PREFIX}{os.getpid()}-")
     os.chmod(work, 0o700)
     try:
         dest = os.path.join(work, "candidate")
