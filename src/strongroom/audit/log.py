@@ -16,6 +16,7 @@ A read-only repository leaves the events uncovered until a later command can wri
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from strongroom.core.merkle import (
 )
 from strongroom.crypto.signing import Ed25519Verifier, sign_checkpoint, verify_checkpoint
 from strongroom.errors import AuditLogTampered, CatalogError, InputError, IntegrityError, StrongroomError
+from strongroom.store.lock import ProcessMark
 from strongroom.store.repository import Repository
 
 _LEAF = b"\x00"
@@ -195,16 +197,58 @@ class AuditLog:
 
     # ------------------------------------------------------------------ append and read
 
-    def append(self, events: Sequence[Event]) -> list[Event]:
-        """Append events (their ``seq`` is assigned here) in one write transaction."""
+    def append(self, events: Sequence[Event], settles: str | None = None) -> list[Event]:
+        """Append events (their ``seq`` is assigned here) in one write transaction; ``settles`` names the
+        pending event (``begin``) that these replace, deleted in the same transaction."""
         if not events:
             return []
         with self.store.writer() as tx:
-            top = self.store.max_seq(tx)
-            first = 0 if top is None else top + 1
-            done = [e.at(first + i) for i, e in enumerate(events)]
-            self.store.insert_events(tx, [_row_values(e) for e in done])
+            done = self._insert(tx, events)
+            if settles is not None:
+                self.store.delete_pending(tx, [settles])
         return done
+
+    def _insert(self, tx: Any, events: Sequence[Event]) -> list[Event]:
+        top = self.store.max_seq(tx)
+        first = 0 if top is None else top + 1
+        done = [e.at(first + i) for i, e in enumerate(events)]
+        self.store.insert_events(tx, [_row_values(e) for e in done])
+        return done
+
+    def begin(self, event: Event) -> tuple[str, int]:
+        """Record ``event`` as pending for a command that starts, before it changes or reads anything; the
+        command's final event settles it (``append(..., settles=id)``). In the same transaction, the pending
+        events of processes that have ended without settling theirs (killed, or the host lost power) are
+        appended as interrupted failures. Returns the pending id and how many interrupted events were
+        appended (they still need sealing)."""
+        pending_id = os.urandom(16).hex()
+        mark = ProcessMark.current()
+        with self.store.writer() as tx:
+            interrupted = []
+            for row in self.store.pending(tx):
+                was = _pending_event(row)
+                if was is not None:
+                    interrupted.append((row.id, was))
+            if interrupted:
+                self._insert(tx, [e for _, e in interrupted])
+                self.store.delete_pending(tx, [i for i, _ in interrupted])
+            self.store.insert_pending(
+                tx,
+                {
+                    "id": pending_id,
+                    "time": event.time,
+                    "host": mark.host,
+                    "process": json.dumps(dataclasses.asdict(mark)),
+                    "event": json.dumps(event.to_json(), ensure_ascii=False),
+                },
+            )
+        return pending_id, len(interrupted)
+
+    def update_pending(self, pending_id: str, event: Event) -> None:
+        """Replace a pending event with what the command has learnt since it began (the version it resolved
+        and is about to read), so that it is recorded should the command be killed from now on."""
+        with self.store.writer() as tx:
+            self.store.update_pending(tx, pending_id, json.dumps(event.to_json(), ensure_ascii=False))
 
     def size(self) -> int:
         with self.store.reader() as tx:
@@ -755,6 +799,28 @@ class AuditLog:
         if own:
             logs[self.log_id] = own[-1][1]
         return logs
+
+
+def _pending_event(row: Any) -> Event | None:
+    """The interrupted failure to append for a pending row whose process has ended (None while it may run;
+    a row that does not parse is appended as what is left of it, never dropped unseen)."""
+    try:
+        mark = ProcessMark(**json.loads(row.process))
+    except (ValueError, TypeError):
+        mark = None
+    if mark is not None and not mark.gone():
+        return None
+    try:
+        was = Event.from_json(json.loads(row.event))
+    except (ValueError, InputError):
+        was = Event(0, str(row.time), "?", "?", str(row.host), "unknown", {}, "ok", {"pending": str(row.event)[:500]})
+    details = dict(was.details)
+    details["started"] = was.time
+    details["error"] = {
+        "class": "Interrupted",
+        "message": "the process ended before the command finished (killed, or the host lost power)",
+    }
+    return Event(0, utc_now(), was.actor, was.os_user, was.host, was.action, was.targets, "failed", details)
 
 
 def roots_at(leaves: Sequence[bytes], upto: int, sizes: Sequence[int]) -> list[bytes]:

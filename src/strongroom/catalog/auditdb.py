@@ -12,10 +12,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from strongroom.catalog import db
-from strongroom.catalog.tables import audit_checkpoints, audit_events, audit_meta, audit_segments
+from strongroom.catalog.tables import audit_checkpoints, audit_events, audit_meta, audit_pending, audit_segments
 
 _SQLITE_LEAF_ROWS = (
     'SELECT seq, "time", actor, os_user, host, "action", targets, outcome, details, leaf FROM audit_events '
@@ -167,6 +167,20 @@ class AuditStore:
     def insert_segments(self, tx: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
             tx.execute(insert(audit_segments), rows)
+
+    # the events of running commands
+    def insert_pending(self, tx: Connection, row: dict[str, Any]) -> None:
+        tx.execute(insert(audit_pending), [row])
+
+    def pending(self, tx: Connection) -> list[Any]:
+        return list(tx.execute(select(audit_pending).order_by(audit_pending.c.time, audit_pending.c.id)))
+
+    def update_pending(self, tx: Connection, pending_id: str, event: str) -> None:
+        tx.execute(update(audit_pending).where(audit_pending.c.id == pending_id).values(event=event))
+
+    def delete_pending(self, tx: Connection, ids: list[str]) -> None:
+        if ids:
+            tx.execute(delete(audit_pending).where(audit_pending.c.id.in_(ids)))
 
     def clear(self, tx: Connection) -> None:
         for t in (audit_events, audit_checkpoints, audit_segments, audit_meta):

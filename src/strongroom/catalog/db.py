@@ -191,7 +191,7 @@ def reader(engine: Engine) -> Iterator[Connection]:
 
 # The newest revision under migrations/versions; a test keeps the two in step. Checking it first spares every
 # command alembic's import (about half a second) when the schema is already current.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 _PG_MIGRATION_LOCK = 0x5354524F4E47  # an arbitrary advisory-lock key for the catalog's migrations
 
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy tables of the catalog. The audit log: one row per event, its fields as columns."""
+"""SQLAlchemy tables of the catalog. The audit log: one row per event, its fields as columns; and the events of
+commands still running (``audit_pending``)."""
 
 from __future__ import annotations
 
@@ -60,4 +61,17 @@ audit_segments = Table(
     Column("first", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("count", Integer, nullable=False),
     Column("object_name", Text, nullable=False),
+)
+
+# The event of each command that is running: written when it starts, before it changes or reads anything, and
+# deleted in the transaction that appends its final event. A row whose process has ended is appended by a later
+# command as an interrupted failure, so a command killed part-way (SIGKILL, power loss) is still recorded.
+audit_pending = Table(
+    "audit_pending",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("time", String(40), nullable=False),  # when the command started
+    Column("host", Text, nullable=False),
+    Column("process", Text, nullable=False),  # JSON: pid, boot id, PID namespace, start time of the process
+    Column("event", Text, nullable=False),  # JSON: the event as it stood when the command started
 )

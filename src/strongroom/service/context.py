@@ -121,6 +121,7 @@ class Session:
     _audit_log_checked: str | None = None  # the log id found to match this client's pin
     _audit_stack: list[AuditRecord] = field(default_factory=list)
     _audit_pending: bool = False
+    _audit_begun: str | None = None  # the pending event of the running outermost command (AuditLog.begin)
 
     def __post_init__(self) -> None:
         hsm.approve(self.settings.pkcs11_modules)
@@ -291,7 +292,7 @@ class Session:
             state.save(repo.fingerprint, repo.config.suite, refs)
             repo.signers_guard = self.pinned_signers(repo).check_and_save
             if check_audit_log:
-                self._check_audit_log_before_work()
+                self._check_audit_log_before_work(repo)
         load_scopes(repo, self.settings.keystore)
         self._opened = repo
         return repo
@@ -359,15 +360,28 @@ class Session:
             self.pinned_log(log.repo_id).save(log.log_id)
             self._audit_log_checked = log.log_id
 
-    def _check_audit_log_before_work(self) -> None:
+    def _check_audit_log_before_work(self, repo: Repository) -> None:
         """Refuse a replaced catalog before the command does anything, so that no operation goes
-        unrecorded. A catalog that cannot be opened is reported when the event is recorded, as before."""
+        unrecorded, and record the command's event as pending (``_begin``). A catalog that cannot be opened
+        is reported when the event is recorded, as before."""
         try:
             log = self.audit_log()
         except CatalogError:
             return
         if log is not None:
+            self._begin(log, repo)
             log.close()  # no open database connection is carried into forked workers
+
+    def _begin(self, log: AuditLog, repo: Repository) -> None:
+        """Record the running command's event as pending before it changes or reads anything, so that a
+        later command records it as interrupted should this process end first (kill -9, power loss)."""
+        if not self._audit_stack or self._audit_begun is not None:
+            return
+        try:
+            self._audit_begun, interrupted = log.begin(self._event(self._audit_stack[0], log.repo_id, repo))
+        except CatalogError:
+            return  # reported when the command's own event cannot be recorded either
+        self._audit_pending = self._audit_pending or interrupted > 0
 
     @contextlib.contextmanager
     def audited(self, action: str, **targets: Any) -> Iterator[AuditRecord]:
@@ -379,6 +393,8 @@ class Session:
         self._audit_stack.append(rec)
         error: BaseException | None = None
         try:
+            if self._opened is not None and len(self._audit_stack) == 1:
+                self._check_audit_log_before_work(self._opened)  # a session running several commands opens once
             yield rec
         except PolicyDenied as e:
             rec.outcome, error = "denied", e
@@ -403,38 +419,49 @@ class Session:
 
     def audit_note(self, **targets: Any) -> None:
         """Add targets (a resolved version id, paths) to the event of the innermost running use case."""
-        if self._audit_stack:
-            self._audit_stack[-1].target(**targets)
+        if not self._audit_stack:
+            return
+        rec = self._audit_stack[-1]
+        before = dict(rec.targets)
+        rec.target(**targets)
+        if self._audit_begun is not None and len(self._audit_stack) == 1 and rec.targets != before:
+            log = self._audit_log
+            if log is not None:
+                with contextlib.suppress(CatalogError):  # the command's own event still records what it did
+                    log.update_pending(self._audit_begun, self._event(rec, log.repo_id, self._opened))
+                log.close()  # no open database connection is carried into forked workers
 
     def audit_detail(self, **details: Any) -> None:
         if self._audit_stack:
             self._audit_stack[-1].detail(**details)
 
     def _record(self, rec: AuditRecord) -> None:
+        settles = None
+        if not self._audit_stack:  # the outermost command's event replaces its pending one
+            settles, self._audit_begun = self._audit_begun, None
         log = self.audit_log()
         if log is None:
             return
-        targets = dict(rec.targets)
-        targets.setdefault("repository", log.repo_id)
-        user = self.settings.user or (self._opened.config.user if self._opened else "") or self.settings.os_user
-        log.append(
-            [
-                Event(
-                    seq=0,
-                    time=utc_now(),
-                    # escaped like the targets (settings refuse an undecodable STRONGROOM_USER; a repository's
-                    # configured user, $USER or the host name may still hold bytes that are not UTF-8)
-                    actor=scrub(user),
-                    os_user=scrub(self.settings.os_user),
-                    host=scrub(socket.gethostname()),
-                    action=rec.action,
-                    targets=scrub(targets),
-                    outcome=rec.outcome,
-                    details=scrub(rec.details),
-                )
-            ]
-        )
+        log.append([self._event(rec, log.repo_id, self._opened)], settles=settles)
         self._audit_pending = True
+
+    def _event(self, rec: AuditRecord, repo_id: str, repo: Repository | None) -> Event:
+        targets = dict(rec.targets)
+        targets.setdefault("repository", repo_id)
+        user = self.settings.user or (repo.config.user if repo else "") or self.settings.os_user
+        return Event(
+            seq=0,
+            time=utc_now(),
+            # escaped like the targets (settings refuse an undecodable STRONGROOM_USER; a repository's
+            # configured user, $USER or the host name may still hold bytes that are not UTF-8)
+            actor=scrub(user),
+            os_user=scrub(self.settings.os_user),
+            host=scrub(socket.gethostname()),
+            action=rec.action,
+            targets=scrub(targets),
+            outcome=rec.outcome,
+            details=scrub(rec.details),
+        )
 
     def seal_audit(self) -> None:
         """Seal pending events into the repository and sign a checkpoint (needs the opened repository)."""

@@ -41,11 +41,32 @@ class Holder:
         return f"PID {self.pid} on {self.host} ({self.command}, {age}s ago)"
 
     def is_stale(self) -> bool:
+        return ProcessMark(self.pid, self.host, self.boot, self.pid_ns).gone()
+
+
+@dataclass(frozen=True)
+class ProcessMark:
+    """Enough about a process to tell later, from another process, that it has ended."""
+
+    pid: int
+    host: str
+    boot: str = ""  # the host's boot id: after a reboot a PID names another process
+    pid_ns: str = ""  # the PID namespace the PID is in: two containers on one host share its name and boot id
+    started: int = 0  # when the process started (clock ticks since boot; 0: unknown): a reused PID differs
+
+    @classmethod
+    def current(cls) -> ProcessMark:
+        pid = os.getpid()
+        return cls(pid, socket.gethostname(), boot_id(), pid_namespace(), process_start(pid))
+
+    def gone(self) -> bool:
+        """True only when this process has certainly ended; a process of another host or PID namespace
+        cannot be told, and is taken as running."""
         if self.host != socket.gethostname():
             return False
         now = boot_id()
         if self.boot and now and self.boot != now:
-            return True  # taken before this host last booted (a lock a power loss brought back)
+            return True  # before this host last booted (a record a power loss brought back)
         if self.pid_ns != pid_namespace():
             return False  # a PID of another namespace (another container): this one cannot tell if it lives
         try:
@@ -53,8 +74,19 @@ class Holder:
         except ProcessLookupError:
             return True
         except PermissionError:
-            return False
-        return False
+            pass
+        return bool(self.started) and process_start(self.pid) not in (0, self.started)
+
+
+def process_start(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks since boot (Linux; 0 when unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # the command name, in parentheses, may hold spaces and parentheses: count fields after the last one
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @functools.cache

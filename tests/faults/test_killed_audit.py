@@ -1,0 +1,122 @@
+"""A command killed with SIGKILL still leaves an audit event: it records its event as pending before it changes
+or reads anything, and the next command appends the pending event of a process that has ended as an
+interrupted failure, once, sealed and verifiable like any other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import PASSPHRASE, Cli, make_tree
+
+
+def _killed_after(folder: Path, target: str) -> dict[str, str]:
+    """Environment for a CLI run whose process kills itself (SIGKILL) as soon as ``module:Class.method``
+    returns: the change it made has landed, and nothing after it runs."""
+    module, qualname = target.split(":")
+    owner, name = qualname.split(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import importlib, os, signal\n"
+        f"_owner = getattr(importlib.import_module({module!r}), {owner!r})\n"
+        f"_real = getattr(_owner, {name!r})\n"
+        "def _then_die(*args, **kwargs):\n"
+        "    _real(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"setattr(_owner, {name!r}, _then_die)\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def _events(cli: Cli, *args: str) -> list[dict[str, Any]]:
+    r = cli("audit", "log", "--json", *args)
+    assert r.code == 0, r.err
+    return list(json.loads(r.out))
+
+
+def _interrupted(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if (e["details"].get("error") or {}).get("class") == "Interrupted"]
+
+
+def test_a_commit_killed_after_its_version_landed_is_recorded_by_the_next_command(tmp_path: Path, cli: Cli) -> None:
+    assert cli("init", "--user", "erin").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"one"})
+    assert cli("commit", str(src), "-m", "first").code == 0
+    (src / "a.txt").write_bytes(b"two")
+    killed = cli(
+        "commit",
+        str(src),
+        "-m",
+        "landed, then killed",
+        extra_env=_killed_after(tmp_path / "hook", "strongroom.store.repository:Repository.update_refs"),
+    )
+    assert killed.code == -signal.SIGKILL
+    log = json.loads(cli("--json", "log").out)
+    assert log[0]["message"] == "landed, then killed"  # the change landed before the kill
+
+    events = _events(cli, "--action", "commit")
+    assert len(events) == 2, events
+    (gone,) = _interrupted(events)
+    assert gone["outcome"] == "failed"
+    assert gone["actor"] == "erin"
+    assert gone["targets"]["branch"] == "main"
+    assert gone["details"]["started"] <= gone["time"]
+
+    # recorded once, sealed under a signed checkpoint like every other event
+    assert len(_interrupted(_events(cli))) == 1
+    r = cli("audit", "verify")
+    assert r.code == 0, r.out + r.err
+
+
+def test_a_read_killed_part_way_is_listed_in_custody(tmp_path: Path, cli: Cli) -> None:
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"big.bin": os.urandom(4 << 20)})
+    assert cli("commit", str(src)).code == 0
+    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE)
+    cat = subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "cat", "main", "big.bin"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert cat.stdout is not None
+    assert len(cat.stdout.read(65536)) == 65536  # plaintext has been delivered; the pipe now holds it back
+    cat.send_signal(signal.SIGKILL)
+    cat.wait(30)
+    cat.stdout.close()
+
+    r = cli("custody", "main", "big.bin", "--json")
+    assert r.code == 0, r.err
+    (f,) = json.loads(r.out)["files"]
+    assert [(x["action"], x["outcome"]) for x in f["reads"]] == [("cat", "failed")]
+    text = cli("custody", "main", "big.bin").out
+    assert "read:cat (failed, partial?)" in text
+
+
+def test_a_running_command_is_not_taken_for_an_interrupted_one(tmp_path: Path, cli: Cli) -> None:
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"big.bin": os.urandom(4 << 20)})
+    assert cli("commit", str(src)).code == 0
+    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE)
+    cat = subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "cat", "main", "big.bin"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert cat.stdout is not None
+    assert len(cat.stdout.read(65536)) == 65536  # it runs, blocked on the full pipe
+    time.sleep(0.2)
+    assert _interrupted(_events(cli)) == []  # another command meanwhile leaves its pending event alone
+    rest = cat.stdout.read()
+    assert cat.wait(60) == 0
+    assert 65536 + len(rest) == 4 << 20
+    reads = _events(cli, "--action", "cat")
+    assert [(e["outcome"], e["details"].get("error")) for e in reads] == [("ok", None)]
+    assert _interrupted(_events(cli)) == []
