@@ -74,19 +74,25 @@ def test_a_commit_killed_after_its_version_landed_is_recorded_by_the_next_comman
     assert r.code == 0, r.out + r.err
 
 
-def test_a_read_killed_part_way_is_listed_in_custody(tmp_path: Path, cli: Cli) -> None:
+def _reading_cat(tmp_path: Path, cli: Cli) -> subprocess.Popen[bytes]:
+    """A `cat` of a 4 MiB file that has delivered its first 64 KiB and is held back by the full pipe."""
     assert cli("init").code == 0
     src = make_tree(tmp_path / "src", {"big.bin": os.urandom(4 << 20)})
     assert cli("commit", str(src)).code == 0
-    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE)
     cat = subprocess.Popen(
         [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "cat", "main", "big.bin"],
-        env=env,
+        env=dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     assert cat.stdout is not None
-    assert len(cat.stdout.read(65536)) == 65536  # plaintext has been delivered; the pipe now holds it back
+    assert len(cat.stdout.read(65536)) == 65536
+    return cat
+
+
+def test_a_read_killed_part_way_is_listed_in_custody(tmp_path: Path, cli: Cli) -> None:
+    cat = _reading_cat(tmp_path, cli)
+    assert cat.stdout is not None
     cat.send_signal(signal.SIGKILL)
     cat.wait(30)
     cat.stdout.close()
@@ -100,18 +106,8 @@ def test_a_read_killed_part_way_is_listed_in_custody(tmp_path: Path, cli: Cli) -
 
 
 def test_a_running_command_is_not_taken_for_an_interrupted_one(tmp_path: Path, cli: Cli) -> None:
-    assert cli("init").code == 0
-    src = make_tree(tmp_path / "src", {"big.bin": os.urandom(4 << 20)})
-    assert cli("commit", str(src)).code == 0
-    env = dict(cli.env, STRONGROOM_PASSPHRASE=PASSPHRASE)
-    cat = subprocess.Popen(
-        [sys.executable, "-m", "strongroom", "--repo", str(cli.repo), "cat", "main", "big.bin"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    cat = _reading_cat(tmp_path, cli)  # it runs, blocked on the full pipe
     assert cat.stdout is not None
-    assert len(cat.stdout.read(65536)) == 65536  # it runs, blocked on the full pipe
     time.sleep(0.2)
     assert _interrupted(_events(cli)) == []  # another command meanwhile leaves its pending event alone
     rest = cat.stdout.read()
