@@ -20,6 +20,7 @@
         │   ├── RollbackDetected
         │   │   └── AuditLogReplaced     the catalog holds another log than the one this client sealed into it
         │   └── AuditLogTampered         the audit log does not match its checkpoints; names the first bad seq
+        │       └── AuditLogTruncated    it ends before where this client sealed it, in catalog and repository
         ├── Shredded                     the data was sealed under a scope key that was destroyed
         ├── BranchMoved
         ├── RepositoryLocked
@@ -180,6 +181,16 @@ class AuditLogTampered(IntegrityError):
 
     def hint(self) -> str | None:
         return "`strongroom audit rebuild` recreates the catalog from the repository's sealed segments"
+
+
+class AuditLogTruncated(AuditLogTampered):
+    """The log ends before where this client sealed it, in the catalog and the repository alike."""
+
+    def hint(self) -> str | None:
+        return (
+            "the repository lost the events too, so `strongroom audit rebuild` cannot bring them back (a backup "
+            "bucket or an exported checkpoint may hold them); accept the shorter log with `strongroom trust-current`"
+        )
 
 
 class Shredded(ProblemFound):

@@ -267,6 +267,50 @@ def test_rollback_to_older_copy_is_caught_and_exit_1(logged: Strongroom, tmp_pat
     assert r.code == 0, r.err
 
 
+def test_newest_events_dropped_from_catalog_and_repository_alike_are_caught(
+    logged: Strongroom, tmp_path: Path, cli: Cli
+) -> None:
+    """Someone who can write both the catalog and the repository drops the newest events from both
+    consistently: what is left is a shorter log that verifies on its own. The client remembers how far it
+    sealed, so it is caught, by `audit verify` and by the next command's seal, until `trust-current`."""
+    db = _db(tmp_path)
+    repo_path = Path(logged._session.settings.repo or "")
+    old = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.execute(f"VACUUM INTO '{old}'")
+    con.close()
+    audit_then = {p for p in (repo_path / "audit").rglob("*") if p.is_file()}
+    size_then = _verify(repo_path).covered
+    logged.read("main", "a.txt")
+    logged.log()
+    log = logged._session.audit_log()
+    assert log is not None
+    log.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    shutil.copy(old, db)
+    for p in (repo_path / "audit").rglob("*"):
+        if p.is_file() and p not in audit_then:
+            p.unlink()
+    assert _verify(repo_path).ok  # consistent on its own
+    c = Cli(repo_path, cli.env)
+    r = c("audit", "verify")
+    assert r.code == 1, r.out + r.err
+    assert f"first bad sequence number {size_then}" in r.err and "newest events were removed" in r.err
+    assert "trust-current" in r.err and len(r.err.strip().splitlines()) == 1
+    r = c("log")
+    assert r.code == 1 and "newest events were removed" in r.err
+    r = c("audit", "rebuild")  # the repository lost them too: nothing to put back
+    assert r.code == 1 and "trust-current" in r.err and len(r.err.strip().splitlines()) == 1
+    assert c("log").code == 1
+    r = c("trust-current")
+    assert r.code == 0, r.err
+    r = c("log")
+    assert r.code == 0, r.err
+    r = c("audit", "verify")
+    assert r.code == 0, r.out + r.err
+
+
 def test_a_seal_cut_off_after_its_checkpoint_is_taken_by_the_next_command(
     logged: Strongroom, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,7 +39,14 @@ from strongroom.core.merkle import (
     verify_inclusion,
 )
 from strongroom.crypto.signing import Ed25519Verifier, sign_checkpoint, verify_checkpoint
-from strongroom.errors import AuditLogTampered, CatalogError, InputError, IntegrityError, StrongroomError
+from strongroom.errors import (
+    AuditLogTampered,
+    AuditLogTruncated,
+    CatalogError,
+    InputError,
+    IntegrityError,
+    StrongroomError,
+)
 from strongroom.store.lock import ProcessMark
 from strongroom.store.repository import Repository
 
@@ -149,6 +156,7 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
     other_logs: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    truncated: bool = False  # it ends before where this client sealed it (catalog and repository alike)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -405,8 +413,16 @@ class AuditLog:
                 raise AuditLogTampered(first + i, f"{e}; not signing") from None
         return out
 
-    def seal(self, repo: Repository) -> StoredCheckpoint | None:
-        """Seal new events into the repository and sign a checkpoint over them (see the module doc)."""
+    def sealed_size(self) -> int:
+        """How many events the catalog's newest checkpoint covers."""
+        with self.store.reader() as conn:
+            last = self.store.last_checkpoint(conn)
+        return 0 if last is None else int(last.tree_size)
+
+    def seal(self, repo: Repository, floor: int = 0) -> StoredCheckpoint | None:
+        """Seal new events into the repository and sign a checkpoint over them (see the module doc).
+        ``floor``: how many events this client knows were sealed; a log whose newest checkpoint (in the
+        catalog and the repository) covers fewer lost its newest events, and is not signed on."""
         signer = repo.log_signer()
         verifier = signer.verifier()
         repo.follow_current_key()  # a handle opened before a key was retired must not seal under it
@@ -430,6 +446,8 @@ class AuditLog:
                         f"{old_size} (rolled back?); not signing",
                     )
                 cr, old_size = adopted, adopted.size
+            if old_size < floor:
+                raise AuditLogTruncated(old_size, truncated(old_size, floor) + "; not signing")
             new_rows = list(self.store.leaf_rows(conn, old_size))
             if not new_rows:
                 return None
@@ -799,6 +817,13 @@ class AuditLog:
         if own:
             logs[self.log_id] = own[-1][1]
         return logs
+
+
+def truncated(size: int, floor: int) -> str:
+    return (
+        f"this client sealed {floor} events into this log, but its newest checkpoint, in the catalog and the "
+        f"repository, covers {size}: its newest events were removed"
+    )
 
 
 def _pending_event(row: Any) -> Event | None:

@@ -45,19 +45,23 @@ def note_key_hash(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key).digest()[:4]
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, atomically (temporary file, fsync, rename, fsync folder)."""
+def write_private_file(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a file readable by its owner only, atomically (temporary file, fsync, rename, fsync folder;
+    without the fsyncs when not ``durable``)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

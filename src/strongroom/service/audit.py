@@ -15,7 +15,7 @@ from typing import Any
 
 from strongroom.audit import custody as custody_q
 from strongroom.audit.events import Event, parse_time
-from strongroom.audit.log import AuditLog, VerifyReport, check_proof
+from strongroom.audit.log import AuditLog, VerifyReport, check_proof, truncated
 from strongroom.catalog.db import sqlite_intact
 from strongroom.crypto.signing import Ed25519Verifier
 from strongroom.errors import CatalogError, InputError, UndecodableText, UnknownPath
@@ -97,7 +97,12 @@ def follow(session: Session, after_seq: int, poll: float = 1.0) -> Iterator[Even
 def verify(session: Session) -> VerifyReport:
     repo = session.open()
     t0 = time.perf_counter()
-    report = _log(session).verify(repo)
+    log = _log(session)
+    report = log.verify(repo)
+    floor = session.pinned_log(log.repo_id).sealed(log.log_id)
+    if report.ok and report.covered < floor:
+        report.ok, report.first_bad, report.reason = False, report.covered, truncated(report.covered, floor)
+        report.truncated = True
     report.seconds = round(time.perf_counter() - t0, 3)
     if not report.ok:
         session.audit_detail(first_bad=report.first_bad)

@@ -353,11 +353,12 @@ class Session:
 
         return PinnedLog(self.settings.state_dir, repo_id, masked_url(self.settings.catalog_url(repo_id)))
 
-    def pin_audit_log(self) -> None:
-        """Remember the catalog's current log as the one this client seals into."""
+    def pin_audit_log(self, force: bool = False) -> None:
+        """Remember the catalog's current log as the one this client seals into, and its sealed size (which
+        goes down only when ``force``d: `trust-current`)."""
         log = self.audit_log(check_pin=False)
         if log is not None:
-            self.pinned_log(log.repo_id).save(log.log_id)
+            self.pinned_log(log.repo_id).save(log.log_id, log.sealed_size(), force=force)
             self._audit_log_checked = log.log_id
 
     def _check_audit_log_before_work(self, repo: Repository) -> None:
@@ -467,7 +468,8 @@ class Session:
         """Seal pending events into the repository and sign a checkpoint (needs the opened repository)."""
         if not self._audit_pending or self._opened is None or self._audit_log is None:
             return
-        if self._audit_log.seal(self._opened) is not None:
+        floor = self.pinned_log(self._audit_log.repo_id).sealed(self._audit_log.log_id)
+        if self._audit_log.seal(self._opened, floor) is not None:
             self.pin_audit_log()
         self._audit_pending = False
 

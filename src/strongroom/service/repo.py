@@ -290,7 +290,7 @@ def trust_current(session: Session) -> str:
         from strongroom.service.audit import fresh_catalog
 
         fresh_catalog(session, repo.config.repo_id)
-    session.pin_audit_log()  # the catalog's log, even a new one, is now the one this client seals into
+    session.pin_audit_log(force=True)  # the catalog's log, even a new or shorter one, is the one to seal into
     return repo.config.repo_id
 
 

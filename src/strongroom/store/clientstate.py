@@ -156,13 +156,15 @@ class PinnedSigners:
 
 
 class PinnedLog:
-    """Which audit log this client sealed into one catalog of a repository:
+    """Which audit log this client sealed into one catalog of a repository, and how far:
     `repos/<repo id>.audit-<catalog key>.json`, the key naming the catalog's URL without its password.
 
     A catalog that later holds another log (reset, replaced by one that starts a "new" log with events of
     someone's choosing, or pointed at another database) is refused until `audit rebuild` puts the sealed
     log back or `trust-current` accepts the new one. A client that never sealed into a catalog pins the
-    log it finds there the first time it seals (first contact, as for refs)."""
+    log it finds there the first time it seals (first contact, as for refs). The size of the newest
+    checkpoint it sealed or saw (``sealed``) only grows: a log found shorter lost its newest events, from
+    the catalog and the repository alike, and is neither signed on nor verified as intact."""
 
     FORMAT = "sr-pinned-audit-log/1"
 
@@ -172,13 +174,24 @@ class PinnedLog:
         key = sha256_hex(catalog_url.encode("utf-8", "surrogateescape"))[:16]
         self.path = os.path.join(state_dir, "repos", f"{repo_id}.audit-{key}.json")
 
-    def load(self) -> str | None:
+    def _read(self) -> tuple[str, int] | None:
         try:
             with open(self.path, "rb") as f:
                 obj = json.load(f)
-            return str(obj["log_id"]) if obj["format"] == self.FORMAT else None
+            if obj["format"] != self.FORMAT:
+                return None
+            return str(obj["log_id"]), max(0, int(obj.get("sealed", 0)))  # pins of 0.2.0 name no size
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def load(self) -> str | None:
+        pin = self._read()
+        return pin[0] if pin else None
+
+    def sealed(self, log_id: str) -> int:
+        """How many events this client knows to be sealed in log ``log_id`` (0 for another log)."""
+        pin = self._read()
+        return pin[1] if pin and pin[0] == log_id else 0
 
     def check(self, log_id: str) -> None:
         pinned = self.load()
@@ -188,11 +201,20 @@ class PinnedLog:
                 "into it (the catalog was reset, replaced, or pointed at another database)"
             )
 
-    def save(self, log_id: str) -> None:
-        if self.load() == log_id:
+    def save(self, log_id: str, sealed: int, force: bool = False) -> None:
+        """Pin ``log_id`` at ``sealed`` events; the size of the same log never goes down unless ``force``
+        (`trust-current` accepts a shorter log)."""
+        pin = self._read()
+        if pin is not None and pin[0] == log_id and not force:
+            if sealed <= pin[1]:
+                return
+        elif pin == (log_id, sealed):
             return
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        write_private_file(Path(self.path), json.dumps({"format": self.FORMAT, "log_id": log_id}).encode())
+        body = json.dumps({"format": self.FORMAT, "log_id": log_id, "sealed": sealed}).encode()
+        # Atomic, without fsync: written after the catalog and the repository hold the checkpoint durably, so
+        # a power loss can only leave an older, smaller pin (a weaker check), never a larger one.
+        write_private_file(Path(self.path), body, durable=False)
 
 
 class WorkspaceRegistry:

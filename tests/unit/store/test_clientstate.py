@@ -150,9 +150,26 @@ def test_the_audit_log_pin_is_named_without_the_catalogs_password(tmp_path: Path
     assert pin.path == pin_of(url.replace("hunter2-secret", "other")).path
     assert pin.path != pin_of(url.replace("db.example", "db2.example")).path
     pin.check("0011223344556677")  # nothing pinned yet: first contact
-    pin.save("0011223344556677")
+    pin.save("0011223344556677", 3)
     pin.check("0011223344556677")
     with pytest.raises(AuditLogReplaced, match="holds log 8899aabbccddeeff, but this client sealed log 0011"):
         pin.check("8899aabbccddeeff")
     written = Path(pin.path).read_bytes()
     assert b"hunter2" not in written and oct(os.stat(pin.path).st_mode & 0o777) == "0o600"
+
+
+def test_the_audit_log_pin_remembers_how_far_the_log_was_sealed(tmp_path: Path) -> None:
+    from strongroom.store.clientstate import PinnedLog
+
+    pin = PinnedLog(str(tmp_path), "ab" * 32, "sqlite:///c.sqlite")
+    assert pin.sealed("0011223344556677") == 0
+    pin.save("0011223344556677", 40)
+    pin.save("0011223344556677", 12)  # a shorter log never lowers it
+    assert pin.sealed("0011223344556677") == 40
+    assert pin.sealed("8899aabbccddeeff") == 0  # another log: nothing known of it
+    pin.save("0011223344556677", 12, force=True)  # trust-current accepts the shorter one
+    assert pin.sealed("0011223344556677") == 12
+    pin.save("8899aabbccddeeff", 5)  # a log accepted in its place starts from its own size
+    assert pin.load() == "8899aabbccddeeff" and pin.sealed("8899aabbccddeeff") == 5
+    Path(pin.path).write_text('{"format": "sr-pinned-audit-log/1", "log_id": "0011223344556677"}')
+    assert pin.load() == "0011223344556677" and pin.sealed("0011223344556677") == 0  # a pin written by 0.2.0

@@ -13,7 +13,7 @@ import typer
 
 from strongroom.cli.main import STATE, session
 from strongroom.cli.render import emit_json, is_tty, line, note, safe, table
-from strongroom.errors import AuditLogTampered, InputError
+from strongroom.errors import AuditLogTampered, AuditLogTruncated, InputError
 from strongroom.service import audit as svc
 
 audit_app = typer.Typer(help="The tamper-evident audit log of every operation.", no_args_is_help=True)
@@ -95,7 +95,7 @@ def verify_cmd() -> None:
                 f"{rep.seconds:.2f}s"
             )
     if not rep.ok:
-        raise AuditLogTampered(rep.first_bad, rep.reason)
+        raise (AuditLogTruncated if rep.truncated else AuditLogTampered)(rep.first_bad, rep.reason)
 
 
 @audit_app.command("prove")
