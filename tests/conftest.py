@@ -110,6 +110,34 @@ def injected_bug(folder: Path, target: str = "strongroom.store.ingest:commit_fol
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
 
 
+def injected_kill(folder: Path, target: str, when: str = "before", first_arg: str = "") -> dict[str, str]:
+    """Environment for a CLI run that SIGKILLs itself, as a crash would (no cleanup, no finally), when target
+    (module:function or module:Class.method) is called: "before" it runs or "after" it returned. With first_arg,
+    only a call with a string argument that starts with it (LocalBackend.put of "keys/..."). A sitecustomize
+    on PYTHONPATH patches it before strongroom is imported, as in injected_bug."""
+    module, attr = target.split(":")
+    owner, _, name = attr.rpartition(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import functools, importlib, os, signal\n"
+        f"_owner = importlib.import_module({module!r})\n"
+        f"for _part in [p for p in {owner!r}.split('.') if p]:\n"
+        "    _owner = getattr(_owner, _part)\n"
+        f"_real = getattr(_owner, {name!r})\n"
+        "@functools.wraps(_real)\n"
+        "def _killing(*args, **kwargs):\n"
+        f"    hit = any(isinstance(a, str) and a.startswith({first_arg!r}) for a in args) or not {first_arg!r}\n"
+        f"    if hit and {when!r} == 'before':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    result = _real(*args, **kwargs)\n"
+        f"    if hit and {when!r} == 'after':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return result\n"
+        f"setattr(_owner, {name!r}, _killing)\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
+
+
 def make_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         p = root / rel

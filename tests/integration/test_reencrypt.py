@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from strongroom.store.index import MAGIC as INDEX_MAGIC
 from strongroom.store.listing import frame_key_id
 from strongroom.store.pack import PackBuilder
 from strongroom.store.repository import Repository
-from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+from tests.conftest import PASSPHRASE, Cli, injected_kill, make_tree, tree_snapshot
 from tests.faults.test_crash import kill_group, trial_env
 
 SECRET = Secret(PASSPHRASE.encode())
@@ -196,8 +197,7 @@ def test_sigkill_during_reencrypt_then_resume(tmp_path: Path) -> None:
         assert _full_verify(root).ok  # the locks of a dead process on this host are stale and cleared
     assert killed >= 2
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if res.returncode != 0:  # the run before finished the work: then key 1 is already gone
-        assert "no data key 1" in res.stderr, res.stderr
+    assert res.returncode == 0, res.stderr  # also when the run before had destroyed key 1: "already retired"
     repo = Repository.open(LocalBackend(str(root)), SECRET)
     assert sorted(repo.keyring.data_keys) == [2]
     backend = LocalBackend(str(root))
@@ -206,6 +206,35 @@ def test_sigkill_during_reencrypt_then_resume(tmp_path: Path) -> None:
     Strongroom.open(str(root), PASSPHRASE).checkout("main", str(out))
     assert tree_snapshot(out) == expected
     assert _full_verify(root).ok
+
+
+def test_reencrypt_killed_once_the_key_is_destroyed_then_run_again(cli: Cli, tmp_path: Path) -> None:
+    """SIGKILL just after `key reencrypt --retire 1` destroyed key 1 (its last step, with the locks still held
+    and no report yet): the same command again says key 1 is already retired and exits 0, changing nothing;
+    an id that was never a data key is still bad input."""
+    src = make_tree(tmp_path / "src", {"a.bin": os.urandom(100_000)})
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "v1").code == 0
+    assert cli("key", "rotate").code == 0
+    hook = injected_kill(tmp_path / "hook", "strongroom.store.reencrypt:destroy_key", when="after")
+    killed = cli("key", "reencrypt", "--retire", "1", extra_env=hook)
+    assert killed.code == -signal.SIGKILL, killed.err
+    assert sorted(Repository.open(LocalBackend(str(cli.repo)), SECRET).keyring.data_keys) == [2]
+    packs = _data_files(cli.repo)
+    res = cli("key", "reencrypt", "--retire", "1")
+    assert res.code == 0, res.err
+    assert res.out.strip() == "data key 1 is already retired (destroyed); nothing left to do"
+    res = cli("--json", "key", "reencrypt", "--retire", "1")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert (out["already_retired"], out["retired_key"], out["packs_rewritten"]) == (True, 1, 0)
+    assert _data_files(cli.repo) == packs
+    for never in ("3", "0"):
+        res = cli("key", "reencrypt", "--retire", never)
+        assert res.code == 2 and f"no data key {never}" in res.err, res.err
+    assert cli("verify", "--full").code == 0
+    assert cli("checkout", "main", str(tmp_path / "out")).code == 0
+    assert tree_snapshot(tmp_path / "out") == tree_snapshot(src)
 
 
 def test_reencrypt_cli_refusals(cli: Cli, tmp_path: Path) -> None:

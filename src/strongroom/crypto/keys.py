@@ -75,6 +75,11 @@ class Keyring:
         self.current = new_id
         return new_id
 
+    def destroyed(self, key_id: int) -> bool:
+        """Whether data key ``key_id`` existed and was destroyed (`key reencrypt --retire`): ids count up from 1
+        and the newest is always kept, so an id below the newest that the keyring lacks is one it dropped."""
+        return 0 < key_id < max(self.data_keys) and key_id not in self.data_keys
+
     def encode(self) -> bytes:
         return canonical_json(
             {

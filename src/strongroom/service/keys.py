@@ -151,7 +151,8 @@ def rotate(session: Session) -> dict[str, int]:
 @audited("key.reencrypt", retire="retire")
 def reencrypt(session: Session, retire: int | None = None, wait: float = 0.0) -> ReencryptResult:
     """Rewrite every pack (and index, audit object, refs) sealed under ``retire`` — or under any key but the
-    current one — with the current key; then destroy ``retire``. Interruptible: run it again to resume."""
+    current one — with the current key; then destroy ``retire``. Interruptible: run it again to resume (a
+    run again after ``retire`` was destroyed says it is already retired, and changes nothing)."""
     repo = session.open()
     session.progress.start("re-encrypting", 0, 0)
     try:
@@ -159,13 +160,16 @@ def reencrypt(session: Session, retire: int | None = None, wait: float = 0.0) ->
             report = store_reencrypt.reencrypt(repo, retire, lambda p, b: session.progress.advance(1, b))
     finally:
         session.progress.finish()
-    # Refs and the frame counters are resealed under the current key by an (empty) refs edit.
-    session.remember(repo, repo.edit_refs(lambda refs: None, "key reencrypt", wait))
-    if retire is not None:
+    if not report.already_retired:
+        # Refs and the frame counters are resealed under the current key by an (empty) refs edit.
+        session.remember(repo, repo.edit_refs(lambda refs: None, "key reencrypt", wait))
+    if retire is not None and not report.already_retired:
         with lock.publish_lock(repo.backend, "key reencrypt", wait), lock.exclusive_lock(repo.backend, "key reencrypt"):
             store_reencrypt.destroy_key(repo, retire)
         report.retired = retire
-    session.audit_note(packs_rewritten=report.packs_rewritten, retired=report.retired)
+    session.audit_note(
+        packs_rewritten=report.packs_rewritten, retired=report.retired, already_retired=report.already_retired or None
+    )
     return ReencryptResult(
         packs_rewritten=report.packs_rewritten,
         bytes_rewritten=report.bytes_rewritten,
@@ -173,6 +177,7 @@ def reencrypt(session: Session, retire: int | None = None, wait: float = 0.0) ->
         objects_resealed=report.objects_resealed,
         current_key=repo.keyring.current,
         retired_key=report.retired,
+        already_retired=report.already_retired,
         seconds=report.seconds,
         mb_per_s=round(report.bytes_rewritten / 1e6 / report.seconds, 1) if report.seconds else 0.0,
     )

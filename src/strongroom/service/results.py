@@ -209,6 +209,7 @@ class ReencryptResult(Result):
     objects_resealed: int
     current_key: int
     retired_key: int | None
+    already_retired: bool  # retired_key was destroyed before this run (a run again after one that did it)
     seconds: float
     mb_per_s: float
 

@@ -48,6 +48,7 @@ class ReencryptReport:
     index_rewrites: int = 0
     objects_resealed: int = 0
     retired: int | None = None
+    already_retired: bool = False  # the key was destroyed before this run (by a run killed after that)
     seconds: float = 0.0
 
 
@@ -127,11 +128,17 @@ def reencrypt(
 ) -> ReencryptReport:
     """Rewrite under the current data key what is sealed under ``retire`` (or under any older key when
     None). The caller holds the publish and exclusive locks; refs and counters are resealed afterwards by
-    a refs edit, and ``destroy_key`` then drops the retired key."""
+    a refs edit, and ``destroy_key`` then drops the retired key.
+
+    A key already destroyed is reported as such (``already_retired``) and nothing is done: destroying is the
+    last step, after the refs edit, and only once nothing is sealed under the key, so a run killed after it
+    left nothing to finish."""
     t0 = time.perf_counter()
     repo.reload_keyring()
     current = repo.keyring.current
     if retire is not None:
+        if repo.keyring.destroyed(retire):
+            return ReencryptReport(retired=retire, already_retired=True)
         if retire not in repo.keyring.data_keys:
             raise InputError(f"no data key {retire} (strongroom key list shows them)")
         if retire == current:

@@ -134,6 +134,9 @@ def reencrypt(
     if STATE.json:
         emit_json(res)
         return
+    if res.already_retired:
+        line(f"data key {res.retired_key} is already retired (destroyed); nothing left to do")
+        return
     line(
         f"re-encrypted {res.packs_rewritten} packs ({res.bytes_rewritten} bytes, {res.mb_per_s} MB/s), "
         f"{res.objects_resealed} other objects; data key {res.current_key} is current"
