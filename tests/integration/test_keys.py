@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from strongroom.crypto.secret import Secret
-from tests.conftest import PASSPHRASE, Cli, make_tree, tree_snapshot
+from tests.conftest import PASSPHRASE, Cli, injected_kill, make_tree, tree_snapshot
 from tests.hsm import SoftHsm, unique_label
 from tests.integration.test_secrets import encodings
 from tests.s3server import MakeBucket, make_bucket, moto_endpoint, s3_env  # noqa: F401
@@ -208,6 +209,62 @@ def test_change_passphrase(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
     res = cli("key", "change-passphrase", passphrase=NEW_PASSPHRASE, extra_env=softhsm.env)
     assert res.code == 2 and "new passphrase" in _one_error_line(res.err)
     assert cli("log", passphrase=NEW_PASSPHRASE, extra_env=softhsm.env).code == 0
+
+
+CHANGE_STEPS = {  # where a `key change-passphrase` is killed: a call of (function, "before" or "after" it) on keys/
+    "before the new slot is stored": ("strongroom.backends.local:LocalBackend.put", "before"),
+    "once the new slot is stored": ("strongroom.backends.local:LocalBackend.put", "after"),
+    "once the old slot is removed": ("strongroom.backends.local:LocalBackend.delete", "after"),
+}
+
+
+def _slot_files(cli: Cli, passphrase: str) -> list[str]:
+    """The key slots (key list) when they are the slot files there are, and each opens with only passphrase."""
+    res = cli("--json", "key", "list", passphrase=passphrase)
+    assert res.code == 0, res.err
+    slots = json.loads(res.out)["slots"]
+    assert sorted(s["id"] for s in slots) == sorted(os.listdir(cli.repo / "keys"))
+    assert all(s["keks"] == ["passphrase"] for s in slots)
+    return [s["id"] for s in slots]
+
+
+@pytest.mark.parametrize("step", list(CHANGE_STEPS))
+def test_change_passphrase_killed_at_each_step_then_run_again(cli: Cli, tmp_path: Path, step: str) -> None:
+    """SIGKILL at each step of `key change-passphrase`, then the same command again with the old passphrase, as
+    someone unsure whether it worked would: one slot is left, which the new passphrase opens and the old does
+    not. (Once the new slot was stored, the run again used to add a second slot for the new passphrase.)"""
+    src = make_tree(tmp_path / "src", {"a": os.urandom(5000)})
+    assert cli("init").code == 0
+    assert cli("commit", str(src)).code == 0
+    new = {"STRONGROOM_NEW_PASSPHRASE": NEW_PASSPHRASE}
+    target, when = CHANGE_STEPS[step]
+    hook = injected_kill(tmp_path / "hook", target, when, first_arg="keys/")
+    killed = cli("key", "change-passphrase", extra_env={**new, **hook})
+    assert killed.code == -signal.SIGKILL, killed.err
+    again = cli("key", "change-passphrase", extra_env=new)
+    if step == "once the old slot is removed":  # the change was made: the old passphrase opens nothing
+        assert again.code == 2 and "passphrase" in _one_error_line(again.err)
+    else:
+        assert again.code == 0, again.err
+    assert len(_slot_files(cli, NEW_PASSPHRASE)) == 1
+    assert cli("log").code == 2
+    assert cli("log", passphrase=NEW_PASSPHRASE).code == 0
+
+
+def test_a_change_killed_before_removing_the_old_slot_then_made_from_the_new_one(cli: Cli, tmp_path: Path) -> None:
+    """A change killed once the new slot was stored leaves the old slot too; a change made next from the new
+    passphrase (not the same one run again) removes the old slot as well: only the latest passphrase opens."""
+    assert cli("init").code == 0
+    hook = injected_kill(tmp_path / "hook", "strongroom.backends.local:LocalBackend.put", "after", first_arg="keys/")
+    killed = cli("key", "change-passphrase", extra_env={"STRONGROOM_NEW_PASSPHRASE": NEW_PASSPHRASE, **hook})
+    assert killed.code == -signal.SIGKILL, killed.err
+    assert len(os.listdir(cli.repo / "keys")) == 2
+    third = "third passphrase 0d4e-Heron"
+    res = cli("key", "change-passphrase", passphrase=NEW_PASSPHRASE, extra_env={"STRONGROOM_NEW_PASSPHRASE": third})
+    assert res.code == 0, res.err
+    assert len(_slot_files(cli, third)) == 1
+    assert cli("log").code == 2 and cli("log", passphrase=NEW_PASSPHRASE).code == 2
+    assert cli("log", passphrase=third).code == 0
 
 
 def test_rotate_keeps_old_data_readable_and_seals_new_data_with_the_new_key(cli: Cli, tmp_path: Path) -> None:

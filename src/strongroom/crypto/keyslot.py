@@ -234,6 +234,13 @@ def _layer_for(request: KekRequest, creds: Credentials, kdf: KdfParams) -> tuple
     return Layer("pkcs11", ref.public()), None
 
 
+def successor_id(repo_id: str, slot_id: str) -> str:
+    """The id of the slot that replaces ``slot_id`` (a changed passphrase): derived, not random, so that a
+    change run again after one killed before it removed the old slot overwrites the slot it left, rather than
+    adding a second one, and so that a slot whose successor exists is known to be a replaced one."""
+    return hashlib.sha256(f"strongroom/slot-successor|{repo_id}|{slot_id}".encode()).hexdigest()[:16]
+
+
 def make_slot(
     repo_id: str,
     master: Secret,
@@ -241,10 +248,12 @@ def make_slot(
     creds: Credentials,
     kdf: KdfParams,
     now_ns: int,
+    slot_id: str = "",
 ) -> KeySlot:
-    """Wrap the master key with each requested KEK in turn."""
+    """Wrap the master key with each requested KEK in turn, in a slot named ``slot_id`` (a new random id when
+    none is given)."""
     check_requests(requests)
-    slot_id = os.urandom(8).hex()
+    slot_id = slot_id or os.urandom(8).hex()
     resolved = [_layer_for(r, creds, kdf) for r in requests]
     layers = [layer for layer, _ in resolved]
     data = master.reveal()

@@ -51,6 +51,7 @@ from strongroom.crypto.keyslot import (
     make_slot,
     open_slot,
     parse_slot,
+    successor_id,
 )
 from strongroom.crypto.secret import Secret
 from strongroom.crypto.signing import Ed25519Signer
@@ -386,8 +387,10 @@ class Repository:
     def key_slots(self) -> list[KeySlot]:
         return read_slots(self.backend)[0]
 
-    def _new_slot(self, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams) -> KeySlot:
-        slot = make_slot(self.config.repo_id, self._master, keks, credentials, kdf, time.time_ns())
+    def _new_slot(
+        self, keks: Sequence[KekRequest], credentials: Credentials, kdf: KdfParams, slot_id: str = ""
+    ) -> KeySlot:
+        slot = make_slot(self.config.repo_id, self._master, keks, credentials, kdf, time.time_ns(), slot_id)
         # Check the new slot opens before it is stored: a slot that cannot open is a trap.
         if open_slot(slot, self.config.repo_id, credentials) != self._master:
             raise IntegrityError("the new key slot does not open the repository")
@@ -405,19 +408,38 @@ class Repository:
         """A new slot in place of ``old_id`` (a changed passphrase). The new slot is stored before the old one is
         removed, so that an interruption loses no way in; both under the publish lock, taken before anything is
         written (on a full disk the lock is what fails, with nothing changed). If anything fails once the new
-        slot is stored, it is removed again: a change reported as failed leaves the old way in, and only it."""
-        slot = self._new_slot(keks, credentials, kdf)
+        slot is stored, it is removed again: a change reported as failed leaves the old way in, and only it.
+
+        The new slot's id is derived from the old one's (``successor_id``). A change killed between storing the
+        new slot and removing the old leaves both; run again with the old passphrase, it overwrites the new
+        slot that run left instead of adding a second one. A change made from a slot also removes the slots
+        that slot replaced (found by their ids), which such a killed change left: so a change run from the new
+        passphrase instead leaves no way in for the old one either. Those go before ``old_id``, so that a
+        change killed among the removals still leaves the slot it was opened with, to run it again."""
+        slot = self._new_slot(keks, credentials, kdf, successor_id(self.config.repo_id, old_id))
         with lock.publish_lock(self.backend, "key change-passphrase", 5.0):
-            if old_id not in {s.slot_id for s in self.key_slots()}:
+            ids = {s.slot_id for s in self.key_slots()}
+            if old_id not in ids:
                 raise InputError(f"key slot {old_id!r} was removed meanwhile: nothing changed")
+            replaced = self._predecessors(old_id, ids - {slot.slot_id})
             self.backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
             try:
-                self.backend.delete(f"keys/{old_id}")
+                for gone in [*replaced, old_id]:
+                    self.backend.delete(f"keys/{gone}")
             except BaseException:
                 with contextlib.suppress(StrongroomError, OSError):
                     self.backend.delete(f"keys/{slot.slot_id}")
                 raise
         return slot
+
+    def _predecessors(self, slot_id: str, ids: set[str]) -> list[str]:
+        """The slots among ``ids`` that ``slot_id`` replaced, and those they replaced, newest first: each one's
+        successor id is the slot after it (what a passphrase change killed before its last step leaves)."""
+        by_successor = {successor_id(self.config.repo_id, i): i for i in ids}
+        chain: list[str] = []
+        while (before := by_successor.get(chain[-1] if chain else slot_id)) is not None and before not in chain:
+            chain.append(before)
+        return chain
 
     def remove_key_slot(self, slot_id: str) -> KeySlot:
         # Under the publish lock: two removals at once must not each see the other's slot and leave none.
