@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, make_tree
+from tests.conftest import Cli, injected_kill, make_tree
 
 
 def _stored(cli: Cli) -> int:
@@ -136,3 +137,62 @@ def test_a_writer_whose_index_predates_a_gc_stores_again_what_gc_freed(
     out = tmp_path / "out"
     assert cli("checkout", "main", str(out)).code == 0
     assert (out / "b").read_bytes() == (unreachable / "b").read_bytes()
+
+
+def _temporaries(repo: Path) -> set[str]:
+    return {str(p.relative_to(repo)) for p in repo.rglob("*.tmp*-*") if p.is_file()}
+
+
+def _structure_notes(cli: Cli) -> list[str]:
+    """`verify --structure` (keyless) on a repository whose only findings are temporary files: exit 0, notes."""
+    res = cli("--json", "verify", "--structure", passphrase=None)
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert doc["ok"] and doc["damage"] == [], doc
+    return [w for w in doc["warnings"] if "temporary file" in w]
+
+
+def test_gc_removes_the_temporary_files_of_killed_writes(cli: Cli, tmp_path: Path) -> None:
+    """Commits SIGKILLed just before renaming a pack or an index file into place, or linking the publish lock,
+    leave their temporary files (<name>.tmp<pid>-<random>) in data/, index/ and locks/. verify --structure names
+    them in notes (exit 0); gc removes them once nothing has written to them for an hour and their process is
+    gone (their names carry a PID but not the host), counts them in its report, and keeps the rest."""
+    src = make_tree(tmp_path / "src", {"a": os.urandom(50_000)})
+    assert cli("init").code == 0
+    assert cli("commit", str(src), "-m", "v1").code == 0
+    repo = cli.repo
+    for n, (call, folder) in enumerate((("replace", "data"), ("replace", "index"), ("link", "locks/publish"))):
+        (src / f"new{n}").write_bytes(os.urandom(50_000))
+        hook = injected_kill(tmp_path / f"hook{n}", f"os:{call}", "before", first_arg=str(repo / folder))
+        killed = cli("commit", str(src), "-m", "killed", extra_env=hook)
+        assert killed.code == -signal.SIGKILL, killed.err
+    left = _temporaries(repo)
+    assert {name.split("/")[0] for name in left} == {"data", "index", "locks"} and len(left) == 3, left
+    assert len(_structure_notes(cli)) == 3
+    # Younger than an hour: a write may still be under way (on another host, for all the name says).
+    res = cli("--json", "gc")
+    assert res.code == 0 and json.loads(res.out)["temporaries_removed"] == 0, res.err
+    assert _temporaries(repo) == left
+    two_hours_ago = time.time() - 7200
+    for name in left:
+        os.utime(repo / name, (two_hours_ago, two_hours_ago))
+    # An old one whose PID runs here is kept: it may be a writer that was stopped.
+    alive = repo / "data" / f"{'0' * 64}.tmp{os.getpid()}-0badf00d"
+    alive.parent.mkdir(exist_ok=True)
+    alive.write_bytes(b"x")
+    os.utime(alive, (two_hours_ago, two_hours_ago))
+    notes = _structure_notes(cli)
+    assert sorted(n.split(":")[0] for n in notes) == sorted([*left, str(alive.relative_to(repo))])
+    assert sum("left by a write that was killed" in n for n in notes) == 3, notes
+    res = cli("--json", "gc", "--dry-run")
+    assert res.code == 0 and json.loads(res.out)["temporaries_removed"] == 3, res.err
+    assert _temporaries(repo) == {*left, str(alive.relative_to(repo))}
+    res = cli("gc")
+    assert res.code == 0 and "removed 3 temporary files left by writes that were killed" in res.out, res.out
+    assert _temporaries(repo) == {str(alive.relative_to(repo))}
+    alive.unlink()
+    assert _structure_notes(cli) == []
+    assert cli("verify", "--full").code == 0
+    assert cli("commit", str(src), "-m", "v2").code == 0
+    assert cli("checkout", "main", str(tmp_path / "out")).code == 0
+    assert (tmp_path / "out" / "new2").read_bytes() == (src / "new2").read_bytes()

@@ -6,10 +6,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from strongroom.backends import directio
 from strongroom.backends.base import BackendError, ObjectMissing, StorageFull, validate_name
+
+# put and put_exclusive write under <name>.tmp<pid>-<8 hex> first: the writer's PID, not its host.
+TEMPORARY = re.compile(r"^.+\.tmp(?P<pid>[0-9]{1,10})-[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class Temporary:
+    """A temporary file of put or put_exclusive: a write in progress, or one whose process was killed before
+    it renamed (or removed) the file."""
+
+    name: str  # relative to the root, with "/"
+    pid: int  # of the process that wrote it, on whichever host that ran
+    mtime_ns: int  # when it was last written to
 
 
 def _fsync_dir(path: str) -> None:
@@ -196,6 +212,39 @@ class LocalBackend:
                 continue  # temp files of writers in flight, or foreign junk
         for sub_path, sub_rel in subdirs:
             yield from self._list_dir(sub_path, sub_rel)
+
+    def temporaries(self) -> tuple[Temporary, ...]:
+        """Every temporary file of put and put_exclusive below the root (``list`` skips them), by name."""
+        found = []
+        for folder, dirs, files in os.walk(self.root):  # links to folders are not followed
+            dirs.sort()
+            for file in sorted(files):
+                match = TEMPORARY.match(file)
+                if match is None:
+                    continue
+                path = os.path.join(folder, file)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue  # renamed into place (or removed) since the listing
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                name = os.path.relpath(path, self.root).replace(os.sep, "/")
+                found.append(Temporary(name, int(match["pid"]), st.st_mtime_ns))
+        return tuple(found)
+
+    def remove_temporary(self, name: str) -> bool:
+        """Remove a temporary file ``temporaries`` listed; False when it is gone already (renamed into place)."""
+        path = os.path.join(self.root, name)
+        if TEMPORARY.match(os.path.basename(name)) is None or ".." in name.split("/") or os.path.isabs(name):
+            raise ValueError(f"not a temporary file: {name!r}")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise BackendError(f"deleting {name}: {e.strerror or e}") from None
+        return True
 
     def ensure_root(self) -> None:
         try:

@@ -9,7 +9,7 @@ from strongroom.errors import InputError
 from strongroom.service.context import Session, audited
 from strongroom.service.results import GcResult
 from strongroom.store import gc as store_gc
-from strongroom.store import lock
+from strongroom.store import leftovers, lock
 from strongroom.store.refs import Refs
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -28,6 +28,8 @@ def gc(session: Session, keep_unreachable_days: float = 14, dry_run: bool = Fals
         if not dry_run and (p.packs_dead or p.packs_repack):
             with lock.exclusive_lock(repo.backend, "gc"):
                 freed = store_gc.sweep(repo, p, keep_ns, now)
+        # Temporary files of killed writes: only those abandoned for an hour, which no lock needs to protect.
+        temporaries = leftovers.remove_abandoned(repo.backend, now, dry_run)
     if not dry_run and p.reflog_dropped:
 
         def trim(refs: Refs) -> None:
@@ -42,4 +44,5 @@ def gc(session: Session, keep_unreachable_days: float = 14, dry_run: bool = Fals
         bytes_removable=p.bytes_dead,
         bytes_freed=freed,
         live_objects=len(p.live),
+        temporaries_removed=temporaries,
     )

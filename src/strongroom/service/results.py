@@ -156,6 +156,7 @@ class GcResult(Result):
     bytes_removable: int
     bytes_freed: int
     live_objects: int
+    temporaries_removed: int  # temporary files killed writes left (would remove, in a dry run)
 
 
 @dataclasses.dataclass

@@ -69,13 +69,25 @@ class ProcessMark:
             return True  # before this host last booted (a record a power loss brought back)
         if self.pid_ns != pid_namespace():
             return False  # a PID of another namespace (another container): this one cannot tell if it lives
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
+        if process_gone(self.pid):
             return True
-        except PermissionError:
-            pass
         return bool(self.started) and process_start(self.pid) not in (0, self.started)
+
+
+def process_gone(pid: int) -> bool:
+    """No process with this PID runs in this PID namespace (False when one does, or when that cannot be told).
+    Whether it is the process that once had the PID is for the caller to know (a host, a boot, a namespace)."""
+    if pid <= 0:
+        return False  # 0 and negative numbers name process groups: never a writer's PID
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OverflowError:
+        return True  # beyond any PID this system can hand out
+    except PermissionError:
+        return False
+    return False
 
 
 def process_start(pid: int) -> int:

@@ -179,6 +179,8 @@ def gc(
         f"{verb} {res.objects_removed} objects ({human_bytes(res.bytes_removable)}): "
         f"{res.packs_deleted} packs deleted, {res.packs_repacked} repacked; {res.live_objects} objects kept"
     )
+    if res.temporaries_removed:
+        line(f"{verb} {res.temporaries_removed} temporary files left by writes that were killed")
     if not res.dry_run:
         note(f"freed {human_bytes(res.bytes_freed)} on disk")
 
