@@ -13,25 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PASSPHRASE, Cli, make_tree
-
-
-def _killed_after(folder: Path, target: str) -> dict[str, str]:
-    """Environment for a CLI run whose process kills itself (SIGKILL) as soon as ``module:Class.method``
-    returns: the change it made has landed, and nothing after it runs."""
-    module, qualname = target.split(":")
-    owner, name = qualname.split(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(
-        "import importlib, os, signal\n"
-        f"_owner = getattr(importlib.import_module({module!r}), {owner!r})\n"
-        f"_real = getattr(_owner, {name!r})\n"
-        "def _then_die(*args, **kwargs):\n"
-        "    _real(*args, **kwargs)\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"setattr(_owner, {name!r}, _then_die)\n"
-    )
-    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
+from tests.conftest import PASSPHRASE, Cli, injected_kill, make_tree
 
 
 def _events(cli: Cli, *args: str) -> list[dict[str, Any]]:
@@ -54,7 +36,7 @@ def test_a_commit_killed_after_its_version_landed_is_recorded_by_the_next_comman
         str(src),
         "-m",
         "landed, then killed",
-        extra_env=_killed_after(tmp_path / "hook", "strongroom.store.repository:Repository.update_refs"),
+        extra_env=injected_kill(tmp_path / "hook", "strongroom.store.repository:Repository.update_refs", "after"),
     )
     assert killed.code == -signal.SIGKILL
     log = json.loads(cli("--json", "log").out)
