@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -98,3 +99,42 @@ def test_a_running_command_is_not_taken_for_an_interrupted_one(tmp_path: Path, c
     reads = _events(cli, "--action", "cat")
     assert [(e["outcome"], e["details"].get("error")) for e in reads] == [("ok", None)]
     assert _interrupted(_events(cli)) == []
+
+
+def test_a_workspace_commit_killed_after_its_version_landed_records_that_version(tmp_path: Path, cli: Cli) -> None:
+    """The commit a workspace commit runs notes the version it made: the pending event carries it, so the
+    interrupted event says which version landed."""
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"one"})
+    assert cli("commit", str(src)).code == 0
+    ws = tmp_path / "ws"
+    assert cli("workspace", "create", str(ws), "--branch", "main").code == 0
+    (ws / "a.txt").write_bytes(b"two")
+    hook = injected_kill(tmp_path / "hook", "strongroom.store.repository:Repository.compact_index")
+    assert cli("commit", str(ws), "-m", "ws-killed", extra_env=hook).code == -signal.SIGKILL
+    landed = json.loads(cli("--json", "log").out)[0]
+    assert landed["message"] == "ws-killed"
+    (gone,) = _interrupted(_events(cli))
+    assert gone["action"] == "workspace.commit"
+    assert [i["targets"].get("version") for i in gone["details"]["inner"]] == [landed["id"]]
+
+
+def test_a_command_whose_event_could_not_be_recorded_is_recorded_by_the_next(tmp_path: Path, cli: Cli) -> None:
+    assert cli("init").code == 0
+    src = make_tree(tmp_path / "src", {"a.txt": b"one"})
+    (db,) = (tmp_path / "state" / "catalogs").glob("*.sqlite")
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events WHEN NEW.action = 'commit' "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    con.commit()
+    r = cli("commit", str(src), "-m", "unrecorded")
+    assert r.code == 1 and "commit completed, but its audit event could not be recorded" in r.err
+    con.execute("DROP TRIGGER refuse")
+    con.commit()
+    con.close()
+    (late,) = _interrupted(_events(cli))
+    assert late["action"] == "commit" and late["details"]["finished"] == "ok"
+    assert "finished (ok), but its event could not be recorded then" in late["details"]["error"]["message"]
+    assert cli("audit", "verify").code == 0

@@ -21,7 +21,7 @@ import pytest
 
 from strongroom import Strongroom
 from strongroom.store.filecache import CachedFile, FileCache
-from strongroom.store.lock import boot_id
+from strongroom.store.process import boot_id
 from tests.conftest import PASSPHRASE, Cli, make_tree
 
 

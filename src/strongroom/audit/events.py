@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -150,6 +150,11 @@ def scrub(value: Any, _depth: int = 0) -> Any:
 
 def utc_now() -> str:
     return rfc3339(datetime.now(UTC))
+
+
+def utc_ago(seconds: float) -> str:
+    """The time ``seconds`` ago, as events record times (they sort as text)."""
+    return rfc3339(datetime.now(UTC) - timedelta(seconds=seconds))
 
 
 def rfc3339(moment: datetime) -> str:

@@ -16,7 +16,6 @@ A read-only repository leaves the events uncovered until a later command can wri
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from strongroom.audit.events import Event, canonical_fields, canonical_text, utc_now
+from strongroom.audit.events import Event, canonical_fields, canonical_text, scrub, utc_ago, utc_now
 from strongroom.backends.base import BackendError
 from strongroom.catalog.auditdb import AuditStore, open_store
 from strongroom.core.checkpoint import Checkpoint
@@ -47,7 +46,7 @@ from strongroom.errors import (
     IntegrityError,
     StrongroomError,
 )
-from strongroom.store.lock import ProcessMark
+from strongroom.store.process import ProcessMark, discard
 from strongroom.store.repository import Repository
 
 _LEAF = b"\x00"
@@ -207,14 +206,29 @@ class AuditLog:
 
     def append(self, events: Sequence[Event], settles: str | None = None) -> list[Event]:
         """Append events (their ``seq`` is assigned here) in one write transaction; ``settles`` names the
-        pending event (``begin``) that these replace, deleted in the same transaction."""
+        pending event (``begin``) that the last of them replaces, deleted in the same transaction."""
         if not events:
             return []
         with self.store.writer() as tx:
-            done = self._insert(tx, events)
-            if settles is not None:
-                self.store.delete_pending(tx, [settles])
-        return done
+            if settles is not None and not self.store.delete_pending(tx, [settles]):
+                # another command took this one for ended and recorded it as such: say so beside it
+                last = events[-1]
+                details = dict(last.details, recorded_as_ended=True)
+                events = [
+                    *events[:-1],
+                    Event(
+                        0,
+                        last.time,
+                        last.actor,
+                        last.os_user,
+                        last.host,
+                        last.action,
+                        last.targets,
+                        last.outcome,
+                        details,
+                    ),
+                ]
+            return self._insert(tx, events)
 
     def _insert(self, tx: Any, events: Sequence[Event]) -> list[Event]:
         top = self.store.max_seq(tx)
@@ -223,40 +237,57 @@ class AuditLog:
         self.store.insert_events(tx, [_row_values(e) for e in done])
         return done
 
-    def begin(self, event: Event) -> tuple[str, int]:
-        """Record ``event`` as pending for a command that starts, before it changes or reads anything; the
-        command's final event settles it (``append(..., settles=id)``). In the same transaction, the pending
-        events of processes that have ended without settling theirs (killed, or the host lost power) are
-        appended as interrupted failures. Returns the pending id and how many interrupted events were
-        appended (they still need sealing)."""
-        pending_id = os.urandom(16).hex()
-        mark = ProcessMark.current()
+    def begin(self, pending_id: str, event: Event, mark: ProcessMark) -> int:
+        """Record ``event`` as pending (``pending_id``) for a command that starts, run by the process ``mark``
+        names, before it changes or reads anything; the command's final event settles it
+        (``append(..., settles=pending_id)``). In the same transaction, the pending events of processes that
+        have ended without settling theirs (killed, or the host lost power) are appended as failures.
+        Returns how many were appended (they still need sealing)."""
         with self.store.writer() as tx:
-            interrupted = []
-            for row in self.store.pending(tx):
-                was = _pending_event(row)
-                if was is not None:
-                    interrupted.append((row.id, was))
-            if interrupted:
-                self._insert(tx, [e for _, e in interrupted])
-                self.store.delete_pending(tx, [i for i, _ in interrupted])
+            ended = [(row, was) for row in self.store.pending(tx) if (was := _ended_event(row)) is not None]
+            if ended:
+                self._insert(tx, [was for _, was in ended])
+                self.store.delete_pending(tx, [row.id for row, _ in ended])
             self.store.insert_pending(
                 tx,
                 {
                     "id": pending_id,
                     "time": event.time,
-                    "host": mark.host,
-                    "process": json.dumps(dataclasses.asdict(mark)),
+                    "host": scrub(mark.host),
+                    "process": json.dumps(mark.to_json()),
                     "event": json.dumps(event.to_json(), ensure_ascii=False),
                 },
             )
-        return pending_id, len(interrupted)
+        for row, _ in ended:
+            gone = ProcessMark.parse(_json_or_none(row.process))
+            if gone is not None and gone.hold:
+                discard(gone.hold)
+        return len(ended)
 
     def update_pending(self, pending_id: str, event: Event) -> None:
         """Replace a pending event with what the command has learnt since it began (the version it resolved
         and is about to read), so that it is recorded should the command be killed from now on."""
         with self.store.writer() as tx:
             self.store.update_pending(tx, pending_id, json.dumps(event.to_json(), ensure_ascii=False))
+
+    def unsettled(self, older_than_s: float) -> list[str]:
+        """The pending events older than ``older_than_s`` whose process this host cannot tell ended (another
+        host, another PID namespace), described: their commands run on, or ended where no one looks."""
+        cutoff = utc_ago(older_than_s)
+        with self.store.reader() as tx:
+            rows = [r for r in self.store.pending(tx) if str(r.time) < cutoff]
+        out = []
+        for r in rows:
+            mark = ProcessMark.parse(_json_or_none(r.process))
+            try:
+                action = str(json.loads(r.event).get("action", "?"))
+            except (ValueError, AttributeError):
+                action = "?"
+            out.append(
+                f"the event of {action!r} started {r.time} on {r.host} (PID {mark.pid if mark else '?'}) is still "
+                "pending: its command runs, or ended where no command of this catalog looks"
+            )
+        return out
 
     def size(self) -> int:
         with self.store.reader() as tx:
@@ -826,25 +857,30 @@ def truncated(size: int, floor: int) -> str:
     )
 
 
-def _pending_event(row: Any) -> Event | None:
-    """The interrupted failure to append for a pending row whose process has ended (None while it may run;
-    a row that does not parse is appended as what is left of it, never dropped unseen)."""
+def _json_or_none(text: Any) -> Any:
     try:
-        mark = ProcessMark(**json.loads(row.process))
+        return json.loads(text)
     except (ValueError, TypeError):
-        mark = None
-    if mark is not None and not mark.gone():
+        return None
+
+
+def _ended_event(row: Any) -> Event | None:
+    """The event to append for a pending row whose process has ended (None while it may run, or when that
+    cannot be told); a row whose event does not parse is appended as what is left of it, never dropped."""
+    mark = ProcessMark.parse(_json_or_none(row.process))
+    if mark is None or not mark.gone():
         return None
     try:
         was = Event.from_json(json.loads(row.event))
     except (ValueError, InputError):
         was = Event(0, str(row.time), "?", "?", str(row.host), "unknown", {}, "ok", {"pending": str(row.event)[:500]})
     details = dict(was.details)
-    details["started"] = was.time
-    details["error"] = {
-        "class": "Interrupted",
-        "message": "the process ended before the command finished (killed, or the host lost power)",
-    }
+    details["started"] = str(row.time)
+    if "finished" in details:  # it ended, but could not record its event then (Session._record)
+        message = f"the command finished ({details['finished']}), but its event could not be recorded then"
+    else:
+        message = "the process ended before the command did (it was killed, or the host lost power)"
+    details["error"] = {"class": "Interrupted", "message": message}
     return Event(0, utc_now(), was.actor, was.os_user, was.host, was.action, was.targets, "failed", details)
 
 

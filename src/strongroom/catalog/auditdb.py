@@ -178,9 +178,11 @@ class AuditStore:
     def update_pending(self, tx: Connection, pending_id: str, event: str) -> None:
         tx.execute(update(audit_pending).where(audit_pending.c.id == pending_id).values(event=event))
 
-    def delete_pending(self, tx: Connection, ids: list[str]) -> None:
-        if ids:
-            tx.execute(delete(audit_pending).where(audit_pending.c.id.in_(ids)))
+    def delete_pending(self, tx: Connection, ids: list[str]) -> int:
+        """Delete these pending rows; returns how many there were."""
+        if not ids:
+            return 0
+        return int(tx.execute(delete(audit_pending).where(audit_pending.c.id.in_(ids))).rowcount or 0)
 
     def clear(self, tx: Connection) -> None:
         for t in (audit_events, audit_checkpoints, audit_segments, audit_meta):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+import weakref
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -123,7 +124,21 @@ def make_engine(url: str) -> Engine:
         raise InputError(f"--catalog: {_one_line(str(w), u)}") from None
     except (SQLAlchemyError, ImportError) as e:
         raise CatalogError(f"cannot use {u.render_as_string(hide_password=True)}: {type(e).__name__}") from None
+    _ENGINES.add(engine)
     return engine
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_connections_in_child() -> None:
+    """A forked worker never uses the catalog: it drops the parent's pooled connections without closing
+    them, which would end the parent's sessions (SQLAlchemy's advice for multiprocessing)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
 def _one_line(message: str, u: URL) -> str:
@@ -191,7 +206,8 @@ def reader(engine: Engine) -> Iterator[Connection]:
 
 # The newest revision under migrations/versions; a test keeps the two in step. Checking it first spares every
 # command alembic's import (about half a second) when the schema is already current.
-HEAD_REVISION = "0003"
+REVISIONS = ("0001", "0002", "0003")  # every migration this version ships, oldest first
+HEAD_REVISION = REVISIONS[-1]
 _PG_MIGRATION_LOCK = 0x5354524F4E47  # an arbitrary advisory-lock key for the catalog's migrations
 
 
@@ -200,7 +216,8 @@ def migrate(engine: Engine) -> None:
 
     Runs as one writer transaction (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL) that first
     re-reads the revision, so processes opening a new or old catalog at once migrate it exactly once."""
-    if current_revision(engine) == HEAD_REVISION:
+    found = current_revision(engine)
+    if found == HEAD_REVISION or _newer(found):
         return
     from alembic import command
     from alembic.config import Config
@@ -210,10 +227,17 @@ def migrate(engine: Engine) -> None:
     with writer(engine) as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-        if _revision(conn) == HEAD_REVISION:
+        found = _revision(conn)
+        if found == HEAD_REVISION or _newer(found):
             return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def _newer(revision: str | None) -> bool:
+    """A revision this version does not know: a newer strongroom migrated the catalog. Migrations only add
+    tables and columns, so this version goes on with the ones it knows (an older one would stop on it)."""
+    return revision is not None and revision not in REVISIONS
 
 
 def _revision(conn: Connection) -> str | None:

@@ -93,12 +93,16 @@ def follow(session: Session, after_seq: int, poll: float = 1.0) -> Iterator[Even
             time.sleep(poll)
 
 
+UNSETTLED_AFTER_S = 3600.0  # a pending event older than this, of a process no one can tell has ended, is reported
+
+
 @audited("audit.verify")
 def verify(session: Session) -> VerifyReport:
     repo = session.open()
     t0 = time.perf_counter()
     log = _log(session)
     report = log.verify(repo)
+    report.warnings += log.unsettled(UNSETTLED_AFTER_S)
     floor = session.pinned_log(log.repo_id).sealed(log.log_id)
     if report.ok and report.covered < floor:
         report.ok, report.first_bad, report.reason = False, report.covered, truncated(report.covered, floor)

@@ -32,8 +32,9 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.settings import Settings
-from strongroom.store import filecache, index
+from strongroom.store import filecache, index, process
 from strongroom.store.clientstate import ClientState, PinnedLog, PinnedSigners
+from strongroom.store.process import ProcessMark
 from strongroom.store.refs import Refs
 from strongroom.store.repository import Repository, missing_config
 from strongroom.store.scopes import load_scopes
@@ -375,14 +376,31 @@ class Session:
 
     def _begin(self, log: AuditLog, repo: Repository) -> None:
         """Record the running command's event as pending before it changes or reads anything, so that a
-        later command records it as interrupted should this process end first (kill -9, power loss)."""
+        later command records it should this process end first (kill -9, power loss). The process holds a
+        file locked meanwhile (state folder, ``running/``): the kernel releases it when the process dies,
+        which tells a later command so even from another PID namespace."""
         if not self._audit_stack or self._audit_begun is not None:
             return
+        pending_id = os.urandom(16).hex()
+        held = os.path.join(self.settings.state_dir, "running", pending_id)
+        mark = ProcessMark.current(held if process.hold(held) else "")
+        self._audit_begun = pending_id  # before the row exists: an interruption from here on still settles it
         try:
-            self._audit_begun, interrupted = log.begin(self._event(self._audit_stack[0], log.repo_id, repo))
+            ended = log.begin(pending_id, self._pending_event(log.repo_id, repo), mark)
         except CatalogError:
+            self._audit_begun = None
+            process.release(held)
             return  # reported when the command's own event cannot be recorded either
-        self._audit_pending = self._audit_pending or interrupted > 0
+        self._audit_pending = self._audit_pending or ended > 0
+
+    def _pending_event(self, repo_id: str, repo: Repository | None) -> Event:
+        """The running command's event as it stands: the outermost use case's, with what the use cases it
+        runs (a workspace commit runs a commit) have noted so far."""
+        event = self._event(self._audit_stack[0], repo_id, repo)
+        inner = [{"action": r.action, "targets": scrub(r.targets)} for r in self._audit_stack[1:] if r.targets]
+        if inner:
+            event.details["inner"] = inner
+        return event
 
     @contextlib.contextmanager
     def audited(self, action: str, **targets: Any) -> Iterator[AuditRecord]:
@@ -419,18 +437,17 @@ class Session:
                     raise
 
     def audit_note(self, **targets: Any) -> None:
-        """Add targets (a resolved version id, paths) to the event of the innermost running use case."""
+        """Add targets (a resolved version id, paths) to the event of the innermost running use case, and to
+        the command's pending event (about to read a version, or done changing one)."""
         if not self._audit_stack:
             return
         rec = self._audit_stack[-1]
         before = dict(rec.targets)
         rec.target(**targets)
-        if self._audit_begun is not None and len(self._audit_stack) == 1 and rec.targets != before:
-            log = self._audit_log
-            if log is not None:
-                with contextlib.suppress(CatalogError):  # the command's own event still records what it did
-                    log.update_pending(self._audit_begun, self._event(rec, log.repo_id, self._opened))
-                log.close()  # no open database connection is carried into forked workers
+        log = self._audit_log
+        if self._audit_begun is not None and log is not None and rec.targets != before:
+            with contextlib.suppress(CatalogError):  # the command's own event still records what it did
+                log.update_pending(self._audit_begun, self._pending_event(log.repo_id, self._opened))
 
     def audit_detail(self, **details: Any) -> None:
         if self._audit_stack:
@@ -440,11 +457,23 @@ class Session:
         settles = None
         if not self._audit_stack:  # the outermost command's event replaces its pending one
             settles, self._audit_begun = self._audit_begun, None
-        log = self.audit_log()
-        if log is None:
-            return
-        log.append([self._event(rec, log.repo_id, self._opened)], settles=settles)
-        self._audit_pending = True
+        try:
+            log = self.audit_log()
+            if log is None:
+                return
+            event = self._event(rec, log.repo_id, self._opened)
+            try:
+                log.append([event], settles=settles)
+            except BaseException:
+                if settles is not None:  # left pending: a later command records it once this process ends
+                    event.details["finished"] = event.outcome
+                    with contextlib.suppress(Exception):
+                        log.update_pending(settles, event)
+                raise
+            self._audit_pending = True
+        finally:
+            if settles is not None:
+                process.release(os.path.join(self.settings.state_dir, "running", settles))
 
     def _event(self, rec: AuditRecord, repo_id: str, repo: Repository | None) -> Event:
         targets = dict(rec.targets)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from strongroom.backends.base import Backend
 from strongroom.backends.local import LocalBackend, Temporary
-from strongroom.store import lock
+from strongroom.store.process import process_gone
 
 # The name records the writer's PID, but not its host or PID namespace: a repository on a shared filesystem is
 # written from several machines, and a container numbers its own processes. So a PID that runs no process here
@@ -25,7 +25,7 @@ def temporaries(backend: Backend) -> tuple[Temporary, ...]:
 
 def abandoned(temporary: Temporary, now_ns: int) -> bool:
     """Left by a writer that is gone: removing it breaks no write under way."""
-    return now_ns - temporary.mtime_ns >= ABANDONED_AFTER_S * 10**9 and lock.process_gone(temporary.pid)
+    return now_ns - temporary.mtime_ns >= ABANDONED_AFTER_S * 10**9 and process_gone(temporary.pid)
 
 
 def remove_abandoned(backend: Backend, now_ns: int, dry_run: bool = False) -> int:

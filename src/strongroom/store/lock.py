@@ -4,7 +4,6 @@ must honour. A lock whose holder is a dead process on this host is stale and is 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import socket
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 
 from strongroom.backends.base import Backend, ObjectMissing, StorageFull
 from strongroom.errors import RepositoryLocked, StrongroomWarning
+from strongroom.store.process import ProcessMark, boot_id, machine_id, pid_namespace, process_start
 
 PUBLISH = "locks/publish"
 CLEARING_EXPIRES_NS = 60 * 10**9
@@ -40,84 +40,11 @@ class Holder:
         age = max(0, (now_ns - self.time_ns) // 1_000_000_000)
         return f"PID {self.pid} on {self.host} ({self.command}, {age}s ago)"
 
+    started: int = 0  # when the holder process started (a reused PID names another process)
+    machine: str = ""  # the holder's machine id (two machines may share a host name)
+
     def is_stale(self) -> bool:
-        return ProcessMark(self.pid, self.host, self.boot, self.pid_ns).gone()
-
-
-@dataclass(frozen=True)
-class ProcessMark:
-    """Enough about a process to tell later, from another process, that it has ended."""
-
-    pid: int
-    host: str
-    boot: str = ""  # the host's boot id: after a reboot a PID names another process
-    pid_ns: str = ""  # the PID namespace the PID is in: two containers on one host share its name and boot id
-    started: int = 0  # when the process started (clock ticks since boot; 0: unknown): a reused PID differs
-
-    @classmethod
-    def current(cls) -> ProcessMark:
-        pid = os.getpid()
-        return cls(pid, socket.gethostname(), boot_id(), pid_namespace(), process_start(pid))
-
-    def gone(self) -> bool:
-        """True only when this process has certainly ended; a process of another host or PID namespace
-        cannot be told, and is taken as running."""
-        if self.host != socket.gethostname():
-            return False
-        now = boot_id()
-        if self.boot and now and self.boot != now:
-            return True  # before this host last booted (a record a power loss brought back)
-        if self.pid_ns != pid_namespace():
-            return False  # a PID of another namespace (another container): this one cannot tell if it lives
-        if process_gone(self.pid):
-            return True
-        return bool(self.started) and process_start(self.pid) not in (0, self.started)
-
-
-def process_gone(pid: int) -> bool:
-    """No process with this PID runs in this PID namespace (False when one does, or when that cannot be told).
-    Whether it is the process that once had the PID is for the caller to know (a host, a boot, a namespace)."""
-    if pid <= 0:
-        return False  # 0 and negative numbers name process groups: never a writer's PID
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OverflowError:
-        return True  # beyond any PID this system can hand out
-    except PermissionError:
-        return False
-    return False
-
-
-def process_start(pid: int) -> int:
-    """When process ``pid`` started, in clock ticks since boot (Linux; 0 when unknown)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # the command name, in parentheses, may hold spaces and parentheses: count fields after the last one
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-@functools.cache
-def boot_id() -> str:
-    """Linux's id of the current boot ("" elsewhere)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-@functools.cache
-def pid_namespace() -> str:
-    """The PID namespace this process's PIDs mean something in, as Linux names it ("" elsewhere)."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
+        return ProcessMark(self.pid, self.host, self.boot, self.pid_ns, self.started, self.machine).gone()
 
 
 def _record(command: str) -> bytes:
@@ -129,6 +56,8 @@ def _record(command: str) -> bytes:
             "command": command,
             "boot": boot_id(),
             "pid_ns": pid_namespace(),
+            "started": process_start(os.getpid()),
+            "machine": machine_id(),
         }
     ).encode()
 
@@ -153,6 +82,8 @@ def read_holder(backend: Backend, name: str) -> Holder | None:
                 str(obj.get("command", "")),
                 str(obj.get("boot", "")),
                 str(obj.get("pid_ns", pid_namespace())),  # older records name none: taken as ours
+                int(obj.get("started", 0)),
+                str(obj.get("machine", "")),
             )
         except Exception:
             return Holder(name, -1, "?", 0, "unreadable lock")

@@ -7,7 +7,8 @@ import dataclasses
 import subprocess
 import sys
 
-from strongroom.store.lock import ProcessMark, process_start
+from strongroom.store import process
+from strongroom.store.process import ProcessMark, process_start
 
 
 def test_this_process_runs() -> None:
@@ -43,3 +44,38 @@ def test_a_mark_from_before_the_last_boot_is_gone() -> None:
     if not me.boot:
         return  # no boot id outside Linux
     assert dataclasses.replace(me, boot="0" * 36).gone()
+
+
+def test_another_machine_under_the_same_host_name_is_taken_as_running() -> None:
+    me = ProcessMark.current()
+    if not me.machine:
+        return  # no machine id here
+    twin = dataclasses.replace(me, machine="0" * 32, boot="another boot", pid=2**22 + 7, started=0)
+    assert not twin.gone()  # cloned VMs, a shared catalog: its boot id and PIDs mean nothing here
+
+
+def test_a_held_file_decides_whatever_the_namespace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    held = str(tmp_path / "running" / "a")
+    assert process.hold(held)
+    elsewhere = dataclasses.replace(ProcessMark.current(), pid_ns="pid:[1]", pid=2**22 + 7, hold=held)
+    assert not elsewhere.gone()  # a PID that means nothing here, but the file is held: it runs
+    process.release(held)
+    open(held, "w").close()  # left behind by a process the kernel has released it for
+    assert elsewhere.gone()
+    assert dataclasses.replace(elsewhere, hold=str(tmp_path / "missing")).gone() is False  # falls back: no telling
+
+
+def test_marks_parse_with_fields_they_do_not_know() -> None:
+    me = ProcessMark.current()
+    assert ProcessMark.parse(dict(me.to_json(), uid=1000, later="x")) == me
+    assert ProcessMark.parse({"host": "h"}) is None
+    assert ProcessMark.parse("not a mark") is None
+
+
+def test_a_lock_of_a_reused_pid_is_stale() -> None:
+    from strongroom.store.lock import Holder
+
+    me = ProcessMark.current()
+    mine = Holder("locks/publish", me.pid, me.host, 0, "commit", me.boot, me.pid_ns, me.started, me.machine)
+    assert not mine.is_stale()
+    assert dataclasses.replace(mine, started=me.started - 1).is_stale()
