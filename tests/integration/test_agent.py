@@ -336,6 +336,7 @@ def test_agent_start_leaves_no_passphrase_in_the_agents_environment(cli: Cli) ->
             environ = f.read()
         assert PASSPHRASE.encode() not in environ
         assert b"STRONGROOM_PASSPHRASE" not in environ
+        assert _agents_of(cli) == [started["pid"]]
     finally:
         assert cli("agent", "stop", extra_env={"STRONGROOM_AGENT": started["socket"]}).code == 0
 
@@ -365,4 +366,18 @@ def test_bad_input_to_agent_start_and_run_is_one_line_and_exit_2(
     if message:
         assert message in lines[0]
     assert "Traceback" not in res.err
-    assert subprocess.run(["pgrep", "-f", "strongroom agent run --socket /proc/no"], capture_output=True).stdout == b""
+    assert _agents_of(cli) == []
+
+
+def _agents_of(cli: Cli) -> list[int]:
+    """The agents this test's CLI started (by their state folder: tests running beside it start their own)."""
+    mine = f"STRONGROOM_STATE_DIR={cli.env['STRONGROOM_STATE_DIR']}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0") if proc.name.isdigit() else []
+            if mine in env and b"agent" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
