@@ -96,16 +96,28 @@ def repo(repo_path: Path) -> Strongroom:
     return Strongroom.init(str(repo_path), PASSPHRASE)
 
 
-def injected_bug(folder: Path, target: str = "strongroom.store.ingest:commit_folder") -> dict[str, str]:
+def injected_bug(
+    folder: Path, target: str = "strongroom.store.ingest:commit_folder", kill_at: int = 0
+) -> dict[str, str]:
     """Environment for a CLI run in which target (module:function) raises RuntimeError, a stand-in for a bug:
-    a sitecustomize on PYTHONPATH patches it before strongroom is imported (strongroom knows nothing of it)."""
+    a sitecustomize on PYTHONPATH patches it before strongroom is imported (strongroom knows nothing of it).
+    With ``kill_at`` N, the first N-1 calls run as usual and the Nth SIGKILLs the process instead, a stand-in
+    for a crash or kill -9 at that moment."""
     module, name = target.split(":")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(
-        "import importlib\n"
+        "import importlib, os, signal\n"
+        f"_module = importlib.import_module({module!r})\n"
+        f"_real = getattr(_module, {name!r})\n"
+        "_calls = [0]\n"
         "def _bug(*args, **kwargs):\n"
-        "    raise RuntimeError('an injected bug')\n"
-        f"setattr(importlib.import_module({module!r}), {name!r}, _bug)\n"
+        f"    if not {kill_at}:\n"
+        "        raise RuntimeError('an injected bug')\n"
+        "    _calls[0] += 1\n"
+        f"    if _calls[0] >= {kill_at}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return _real(*args, **kwargs)\n"
+        f"setattr(_module, {name!r}, _bug)\n"
     )
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
 

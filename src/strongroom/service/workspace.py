@@ -6,7 +6,8 @@ Its file cache is primed at creation, so `status` and `commit` read only files t
 `commit` see the folder exactly as `strongroom commit` does (the same ignore rules; FIFOs, sockets and devices
 skipped), folders included. `switch` rewrites only the files that differ between two versions; an interrupted
 switch is recorded in the metadata and completed by running it again, which refuses to touch any file that
-belongs to neither version.
+belongs to neither version. So is a discard that was killed (marked ``discarding``, the metadata removed last):
+status, commit and switch refuse such a folder and say to run the discard again.
 
 A sparse workspace's view of its base is the files and folders matching its paths plus ``extra``: what its
 last commit took from the folder outside the paths. A commit keeps the base's files outside that view, and
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import stat
@@ -494,6 +496,7 @@ def _adopt(session: Session, repo: Repository, folder: str, meta: dict[str, obje
 @audited("workspace.status", folder="folder")
 def status(session: Session, folder: str) -> tuple[WorkspaceInfo, list[DiffEntry]]:
     meta = read_meta(folder)
+    _refuse_unfinished(folder, meta)
     repo = _open(session, folder, meta)
     adopted = None
     with _exclusive(folder, needed=False) as held:
@@ -541,6 +544,7 @@ def commit(session: Session, folder: str, message: str, branch: str | None, wait
 
 def _commit(session: Session, folder: str, message: str, branch: str | None, wait: float) -> CommitSummary:
     meta = read_meta(folder)
+    _refuse_unfinished(folder, meta)
     if meta.get("switching_to"):
         raise ProblemFound(f"an interrupted switch to {meta['switching_to']} must be completed first (run it again)")
     ws_branch = str(meta["branch"])
@@ -663,6 +667,7 @@ def switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
 
 def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
     meta = read_meta(folder)
+    _refuse_unfinished(folder, meta)
     repo = _open(session, folder, meta)
     target = resolve(repo, version)
     session.audit_note(version=target.hex())
@@ -748,20 +753,55 @@ def _switch(session: Session, folder: str, version: str) -> WorkspaceInfo:
 def discard(session: Session, folder: str) -> WorkspaceInfo:
     if os.path.islink(os.path.normpath(folder)):
         raise InputError(f"{folder} is a symbolic link; give the workspace folder itself")
-    meta = read_meta(folder)
+    read_meta(folder)
     with _exclusive(folder):
+        meta = read_meta(folder)
+        if not meta.get("discarding"):
+            # Marked first and removed last: a discard killed half way leaves a workspace that says so, which
+            # commit and switch refuse and a second discard completes.
+            meta["discarding"] = True
+            with contextlib.suppress(StrongroomError):  # a full disk: removing the files is what frees it
+                _write_meta(folder, meta)
         try:
-            try:
-                shutil.rmtree(folder)
-            except PermissionError:  # a version's read-only folder, without root's override
-                make_removable(folder)
-                shutil.rmtree(folder)
+            _remove_all_but(folder, (META, LOCK))
+            os.unlink(os.path.join(folder, LOCK))
+            os.unlink(_meta_path(folder))
+            os.rmdir(folder)
         except OSError as e:
             raise InputError(f"cannot remove {e.filename or folder}: {e.strerror or e}") from None
     repo_id = meta.get("repo_id")
     if isinstance(repo_id, str) and repo_id:
         _register(session, repo_id, folder, add=False)
     return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), str(meta["base"]), _paths(meta), 0, 0, None)
+
+
+def _refuse_unfinished(folder: str, meta: dict[str, object]) -> None:
+    """status, commit and switch refuse a workspace whose discard was cut off: it holds part of its files."""
+    if meta.get("discarding"):
+        raise ProblemFound(
+            f"the discard of workspace {folder} was interrupted: run `strongroom workspace discard"
+            f" {shlex.quote(folder)}` again"
+        )
+
+
+def _remove_all_but(folder: str, keep: tuple[str, ...]) -> None:
+    """Remove everything in ``folder`` but the names in ``keep``, read-only folders included."""
+
+    def remove() -> None:
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name in keep:
+                continue
+            if _is_folder(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+    try:
+        remove()
+    except PermissionError:  # a version's read-only folder, without root's override
+        make_removable(folder)
+        remove()
 
 
 def commit_any(
