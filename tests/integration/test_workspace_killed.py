@@ -1,5 +1,5 @@
-"""Workspace commands killed (SIGKILL) half way: what is left says so, and running the same command again
-finishes it. The kill lands inside a real `strongroom` process (conftest.injected_bug)."""
+"""Workspace create and discard killed (SIGKILL) half way: what is left says so, and running the same command
+again (or a discard) finishes it. The kill lands inside a real `strongroom` process (conftest.injected_bug)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,77 @@ def commit(cli: Cli, folder: Path, message: str) -> str:
     res = cli("--json", "commit", str(folder), "-m", message)
     assert res.code == 0, res.err
     return str(json.loads(res.out)["id"])
+
+
+def changes(cli: Cli, folder: Path) -> list[tuple[str, str]]:
+    res = cli("--json", "status", str(folder))
+    assert res.code == 0, res.err
+    return sorted((c["status"], c["path"]) for c in json.loads(res.out)["changes"])
+
+
+def heads(cli: Cli) -> dict[str, str]:
+    return {b["name"]: b["version"] for b in json.loads(cli("--json", "branch", "list").out)}
+
+
+def killed_create(cli: Cli, tmp_path: Path, folder: Path, *args: str) -> None:
+    """`workspace create FOLDER ARGS` killed (SIGKILL) as it starts writing its third file."""
+    kill = injected_bug(tmp_path / "kill", "strongroom.store.restore:write_file", kill_at=3)
+    res = cli("workspace", "create", str(folder), *args, extra_env=kill)
+    assert res.code == -signal.SIGKILL, res.err
+    assert len(files_of(folder)) > 1
+
+
+def test_a_create_killed_during_its_checkout_is_completed_by_running_it_again(cli: Cli, tmp_path: Path) -> None:
+    """A create killed half way leaves a folder that says so: status, commit and switch name the commands that
+    finish it; running the same create again removes what the killed one wrote (a file it was writing included)
+    and checks the version out again, but first refuses anything in the folder that is not of the version."""
+    src = make_tree(tmp_path / "src", {**{f"d/f{i}": b"%d\n" % i for i in range(6)}, "k": b"k\n"})
+    assert cli("init").code == 0
+    v1 = commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    killed_create(cli, tmp_path, w, "--branch", "feat")
+    assert heads(cli)["feat"] == v1
+    for res in (cli("status", str(w)), cli("commit", str(w), "-m", "part"), cli("workspace", "switch", str(w), v1)):
+        assert res.code == 1 and len(res.err.strip().splitlines()) == 1, res.err
+        assert f"the creation of workspace {w} was interrupted" in res.err
+        assert f"`strongroom workspace create {w} --branch feat` again" in res.err, res.err
+    assert heads(cli)["feat"] == v1
+    res = cli("workspace", "create", str(w), "--branch", "other")
+    assert res.code == 2 and "--branch feat" in res.err and "other" not in heads(cli)
+    half = next(p for p in sorted(w.rglob("f*")) if p.is_file())
+    half.write_bytes(half.read_bytes()[:1])  # as a file the kill cut off
+    (w / "d" / "mine").write_bytes(b"mine\n")
+    res = cli("workspace", "create", str(w), "--branch", "feat")
+    assert res.code == 1 and "d/mine" in res.err and "run the create again" in res.err, res.err
+    assert (w / "d" / "mine").read_bytes() == b"mine\n"
+    (w / "d" / "mine").unlink()
+    res = cli("workspace", "create", str(w), "--branch", "feat")
+    assert res.code == 0, res.err
+    assert files_of(w) == tree_snapshot(src)
+    assert changes(cli, w) == [] and heads(cli)["feat"] == v1
+    assert "creating" not in json.loads((w / META).read_text())
+
+
+def test_discarding_a_killed_create_deletes_only_a_branch_it_made_that_nothing_was_committed_to(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`workspace discard` removes what a killed create left, and the branch that create made; never a branch
+    that existed before, nor one a version was committed onto since (it says so)."""
+    src = make_tree(tmp_path / "src", {**{f"d/f{i}": b"%d\n" % i for i in range(6)}, "k": b"k\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    assert cli("branch", "create", "old").code == 0
+    for name in ("new", "old", "moved"):
+        killed_create(cli, tmp_path, tmp_path / name, "--branch", name)
+    (src / "k").write_bytes(b"k2\n")
+    assert cli("commit", str(src), "-b", "moved", "-m", "onto the branch").code == 0
+    said = {"new": "was deleted", "old": "", "moved": "was kept: it no longer names the version"}
+    for name, note in said.items():
+        res = cli("workspace", "discard", str(tmp_path / name))
+        assert res.code == 0, res.err
+        assert not (tmp_path / name).exists()
+        assert (f"branch {name}, made by the interrupted workspace create, {note}" in res.err) == bool(note), res.err
+    assert set(heads(cli)) == {"main", "old", "moved"}
 
 
 def test_a_discard_killed_half_way_is_completed_by_running_it_again(cli: Cli, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from strongroom.core.dag import validate_ref_name
-from strongroom.errors import InputError, PolicyDenied, UnknownVersion
+from strongroom.errors import BranchMoved, InputError, PolicyDenied, UnknownVersion
 from strongroom.service.context import Session, audited
 from strongroom.service.results import RefInfo
 from strongroom.service.versions import resolve
@@ -37,7 +37,8 @@ def branch_create(session: Session, name: str, from_version: str | None = None) 
 
 
 @audited("branch.delete", branch="name")
-def branch_delete(session: Session, name: str) -> RefInfo:
+def branch_delete(session: Session, name: str, at: bytes | None = None) -> RefInfo:
+    """Delete a branch; with ``at``, only while it still names that version (else BranchMoved, and it stays)."""
     repo = session.open()
     removed: list[bytes] = []
 
@@ -46,6 +47,8 @@ def branch_delete(session: Session, name: str) -> RefInfo:
             raise UnknownVersion(f"branch {name}")
         if name in refs.protected:
             raise PolicyDenied(f"branch {name} is protected: deleting it is refused")
+        if at is not None and refs.branches[name] != at:
+            raise BranchMoved()
         removed.append(refs.branches.pop(name))
 
     session.remember(repo, repo.edit_refs(drop, "branch delete"))

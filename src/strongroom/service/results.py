@@ -170,6 +170,7 @@ class WorkspaceInfo(Result):
     interrupted_switch: str | None
     bytes_reflinked: int = 0  # cloned from another workspace's unchanged files (shared blocks)
     adopted: str | None = None  # a version committed from here whose commit was cut off before it finished
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -6,8 +6,9 @@ Its file cache is primed at creation, so `status` and `commit` read only files t
 `commit` see the folder exactly as `strongroom commit` does (the same ignore rules; FIFOs, sockets and devices
 skipped), folders included. `switch` rewrites only the files that differ between two versions; an interrupted
 switch is recorded in the metadata and completed by running it again, which refuses to touch any file that
-belongs to neither version. So is a discard that was killed (marked ``discarding``, the metadata removed last):
-status, commit and switch refuse such a folder and say to run the discard again.
+belongs to neither version. So are a create (the metadata is written first, marked ``creating``) and a discard
+(marked ``discarding``, the metadata removed last) that were killed: status, commit and switch refuse such a
+folder and say which command finishes it.
 
 A sparse workspace's view of its base is the files and folders matching its paths plus ``extra``: what its
 last commit took from the folder outside the paths. A commit keeps the base's files outside that view, and
@@ -34,15 +35,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from strongroom.core.dag import validate_ref_name
 from strongroom.core.diff import diff_flat
 from strongroom.core.merge import same_entry
 from strongroom.core.model import DIR, FILE, SYMLINK, Entry
 from strongroom.errors import (
+    BranchMoved,
     CannotWrite,
     DestinationNotEmpty,
     InputError,
+    PolicyDenied,
     ProblemFound,
     StrongroomError,
+    UnknownVersion,
     UnreadableSource,
     refused_write,
 )
@@ -58,8 +63,8 @@ from strongroom.store.clientstate import WorkspaceRegistry
 from strongroom.store.filecache import CachedFile, FileCache
 from strongroom.store.reflink import Donors, Sharer, checkout_shared
 from strongroom.store.repository import Repository
+from strongroom.store.restore import CheckoutResult, matches, write_file
 from strongroom.store.restore import checkout as restore_checkout
-from strongroom.store.restore import matches, write_file
 from strongroom.store.treebuild import flatten
 
 META = ".strongroom-workspace.json"
@@ -338,6 +343,8 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
     from strongroom.service.branches import branch_create, branch_delete
 
     repo = session.open()
+    if is_workspace(folder) and _unfinished(read_meta(folder)):
+        return _create_again(session, repo, folder, branch, from_version, paths)
     refs = repo.read_refs()
     source = refs.branches.get(branch) or resolve(repo, from_version or "main")
     # A workspace rehashes and recommits its files under the repository's keys: not for a scope's versions.
@@ -345,52 +352,46 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
     if branch in refs.branches and from_version is not None and resolve(repo, from_version) != source:
         raise InputError(f"branch {branch} exists: leave out --from, or name a new branch")
     # Whatever can be refused is refused before a new branch is created.
+    new_branch = branch not in refs.branches
+    if new_branch:
+        validate_ref_name(branch)
     _check_destination(folder)
     fresh = FreshFolder(folder)  # absent or empty: on failure, what create wrote there is removed again
     files, folders = _version(repo, source)
     if paths and not any(matches(p, paths) for p in files):
         raise InputError(f"no path in the version matches {' '.join(paths)}")
-    new_branch = branch not in refs.branches
-    base = bytes.fromhex(branch_create(session, branch, from_version).version) if new_branch else source
-    session.audit_note(version=base.hex())
+    session.audit_note(version=source.hex())
+    meta: dict[str, object] = {
+        "format": "sr-workspace/1",
+        "repository": os.path.abspath(session.repo_path()),
+        "repo_id": repo.config.repo_id,
+        "branch": branch,
+        "base": source.hex(),
+        "paths": paths,
+        "extra": [],
+        # Until the checkout is done: a create killed meanwhile is completed by running it again, or discarded.
+        "creating": {"new_branch": new_branch},
+    }
+    made = mine = False
     try:
-        if base != source:
-            files, folders = _version(repo, base)
-        shown, shown_dirs = _view(files, folders, paths, [])
-        donors = _donors(session, repo, folder)
-        tree = repo.load_commit(base).tree
-        reflinked = 0
-        with lock.read_lock(repo.backend, "workspace create"):
-            if donors:
-                res, reflinked = checkout_shared(repo, tree, folder, paths or None, donors)
-            else:
-                res = restore_checkout(repo, tree, folder, paths or None)
-        writable = _Writable(folder)
-        try:  # a sparse checkout makes only the folders holding files
-            _make_folders(folder, shown_dirs, writable)
-        finally:
-            writable.restore()
-        _set_folder_stamps(folder, shown_dirs)
-        meta: dict[str, object] = {
-            "format": "sr-workspace/1",
-            "repository": os.path.abspath(session.repo_path()),
-            "repo_id": repo.config.repo_id,
-            "branch": branch,
-            "base": base.hex(),
-            "paths": paths,
-            "extra": [],
-            "created_ns": time.time_ns(),
-        }
-        _write_meta(folder, meta)
-        _prime_cache(session, repo, folder, shown)
+        os.makedirs(folder, 0o700, exist_ok=True)
+        with _exclusive(folder):  # held by another create of this folder: exit 1
+            if set(os.listdir(folder)) - {LOCK}:
+                raise DestinationNotEmpty(folder)  # filled by another create since it was checked
+            mine = True
+            _write_meta(folder, meta)  # first: whatever a kill leaves, `status` and `discard` know it
+            if new_branch:
+                branch_create(session, branch, source.hex())
+                made = True
+            res, reflinked = _materialise(session, repo, folder, meta, files, folders)
     except BaseException as e:
         # A retry must find the destination as it was (files without metadata made it 'not empty'), and no
-        # branch that no workspace holds (unless it moved meanwhile).
-        fresh.undo()
-        if new_branch:
+        # branch that no workspace holds (unless it moved meanwhile). What another create wrote stays.
+        if mine or not isinstance(e, (ProblemFound, DestinationNotEmpty)):
+            fresh.undo()
+        if made:
             with contextlib.suppress(StrongroomError):
-                if repo.read_refs().branches.get(branch) == base:
-                    branch_delete(session, branch)
+                branch_delete(session, branch, at=source)
         if isinstance(e, OSError):
             refused = f"cannot create a workspace at {folder}: {e.strerror or e}"
             raise (CannotWrite if refused_write(e) else InputError)(refused) from None
@@ -399,7 +400,172 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
             raise CannotWrite(f"workspace not created: {first}; nothing of it was left in {folder}") from None
         raise
     _register(session, repo.config.repo_id, folder)
+    return WorkspaceInfo(os.path.abspath(folder), branch, source.hex(), paths, res.files, res.bytes, None, reflinked)
+
+
+def _materialise(
+    session: Session, repo: Repository, folder: str, meta: dict[str, object], files: Files, folders: Files
+) -> tuple[CheckoutResult, int]:
+    """Check the base out into the folder (empty but for the workspace's own files), then mark the creation
+    done. Returns the checkout's result and the bytes reflinked."""
+    paths = _paths(meta)
+    shown, shown_dirs = _view(files, folders, paths, [])
+    donors = _donors(session, repo, folder)
+    tree = repo.load_commit(bytes.fromhex(str(meta["base"]))).tree
+    reflinked = 0
+    with lock.read_lock(repo.backend, "workspace create"):
+        if donors:
+            res, reflinked = checkout_shared(repo, tree, folder, paths or None, donors, own=OWN)
+        else:
+            res = restore_checkout(repo, tree, folder, paths or None, own=OWN)
+    writable = _Writable(folder)
+    try:  # a sparse checkout makes only the folders holding files
+        _make_folders(folder, shown_dirs, writable)
+    finally:
+        writable.restore()
+    _set_folder_stamps(folder, shown_dirs)
+    meta.pop("creating", None)
+    meta["created_ns"] = time.time_ns()
+    _write_meta(folder, meta)
+    _prime_cache(session, repo, folder, shown)
+    return res, reflinked
+
+
+def _unfinished(meta: dict[str, object]) -> bool:
+    """A create or discard of the workspace was cut off (killed): the folder holds part of its files."""
+    return bool(meta.get("creating") or meta.get("discarding"))
+
+
+def _made_branch(meta: dict[str, object]) -> bool:
+    """The unfinished create made the workspace's branch (it was new)."""
+    creating = meta.get("creating")
+    return isinstance(creating, dict) and creating.get("new_branch") is True
+
+
+def _to_finish(folder: str, meta: dict[str, object]) -> str:
+    """What an interrupted create or discard was, and the commands that finish it."""
+    q = shlex.quote(folder)
+    if meta.get("discarding"):
+        return f"the discard of workspace {folder} was interrupted: run `strongroom workspace discard {q}` again"
+    args = "".join(f" --paths {shlex.quote(p)}" for p in _paths(meta))
+    return (
+        f"the creation of workspace {folder} was interrupted: run `strongroom workspace create {q} --branch"
+        f" {shlex.quote(str(meta['branch']))}{args}` again to complete it, or `strongroom workspace discard {q}`"
+    )
+
+
+def _refuse_unfinished(folder: str, meta: dict[str, object]) -> None:
+    """status, commit and switch refuse a workspace whose create or discard was cut off, saying what finishes it
+    (a create that is still running holds the lock)."""
+    if not _unfinished(meta):
+        return
+    if meta.get("creating") and not meta.get("discarding"):
+        with _exclusive(folder, needed=False) as held:
+            if not held:
+                raise ProblemFound(
+                    f"workspace {folder} is being created by another strongroom command; run this again once it"
+                    " has finished"
+                )
+    raise ProblemFound(_to_finish(folder, meta))
+
+
+def _create_again(
+    session: Session, repo: Repository, folder: str, branch: str, from_version: str | None, paths: list[str]
+) -> WorkspaceInfo:
+    """`workspace create` run again, with the same branch and paths, on a folder whose creation was cut off:
+    what that run wrote is removed and the base checked out again. Everything in the folder must be at a name
+    the base's view has (all a create writes); anything else is the user's, and nothing is changed."""
+    from strongroom.service.branches import branch_create
+
+    with _exclusive(folder):
+        meta = read_meta(folder)
+        if not _unfinished(meta):
+            raise DestinationNotEmpty(folder)  # completed meanwhile
+        if meta.get("discarding"):
+            raise ProblemFound(_to_finish(folder, meta))
+        if meta.get("repo_id") != repo.config.repo_id:
+            raise InputError(f"{folder} is a workspace of another repository")
+        base = bytes.fromhex(str(meta["base"]))
+        same = meta.get("branch") == branch and _paths(meta) == paths
+        if not same or (from_version is not None and resolve(repo, from_version) != base):
+            raise InputError(_to_finish(folder, meta))
+        session.audit_note(version=base.hex())
+        if branch not in repo.read_refs().branches:
+            if not _made_branch(meta):
+                raise ProblemFound(
+                    f"branch {branch} no longer exists: run `strongroom workspace discard {shlex.quote(folder)}`,"
+                    " then create the workspace again"
+                )
+            branch_create(session, branch, base.hex())  # killed before it made the branch, or discarded since
+        files, folders = _version(repo, base)
+        try:
+            _clear_interrupted(folder, *_view(files, folders, paths, []))
+            res, reflinked = _materialise(session, repo, folder, meta, files, folders)
+        except OSError as e:
+            where = os.fsdecode(e.filename) if e.filename else folder
+            stopped = f"workspace create stopped at {where}: {e.strerror or e}; fix that, then run the create again"
+            raise (CannotWrite if refused_write(e) else InputError)(stopped) from None
+        except CannotWrite as e:
+            first = str(e).split("; ", 1)[0]
+            raise CannotWrite(f"workspace create stopped: {first}; fix that, then run the create again") from None
+    _register(session, repo.config.repo_id, folder)
     return WorkspaceInfo(os.path.abspath(folder), branch, base.hex(), paths, res.files, res.bytes, None, reflinked)
+
+
+def _clear_interrupted(folder: str, files: Files, dirs: Files) -> None:
+    """Remove what an interrupted create wrote (a file it was writing may be half written): everything in the
+    folder but the workspace's own files, once each is a folder where the view has one, or a file or link
+    where it has one. Anything else is refused (exit 1) before anything is removed."""
+    strangers: list[str] = []
+
+    def unreadable(e: OSError) -> None:
+        raise e  # what cannot be listed cannot be checked: nothing is removed
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        here = os.path.relpath(dirpath, folder)
+        for name in [*dirnames, *filenames]:
+            rel = os.path.normpath(os.path.join(here, name))
+            path = os.path.join(dirpath, name)
+            if here == "." and name in OWN:
+                continue
+            e = files.get(rel)
+            if _is_folder(path):
+                ok = rel in dirs
+            elif os.path.islink(path):
+                ok = e is not None and e.type == SYMLINK
+            else:
+                ok = e is not None and e.type == FILE and stat.S_ISREG(os.lstat(path).st_mode)
+            if not ok:
+                strangers.append(rel)
+        dirnames[:] = [d for d in dirnames if os.path.normpath(os.path.join(here, d)) in dirs]
+    if strangers:
+        strangers.sort()
+        more = f" and {len(strangers) - 10} more" if len(strangers) > 10 else ""
+        raise ProblemFound(
+            f"{len(strangers)} path(s) in {folder} are not of the version its interrupted creation was checking"
+            f" out: {', '.join(strangers[:10])}{more}; move them out of the folder, then run the create again"
+        )
+    _remove_all_but(folder, OWN)
+
+
+def _remove_all_but(folder: str, keep: tuple[str, ...]) -> None:
+    """Remove everything in ``folder`` but the names in ``keep``, read-only folders included."""
+
+    def remove() -> None:
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name in keep:
+                continue
+            if _is_folder(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+    try:
+        remove()
+    except PermissionError:  # a version's read-only folder, without root's override
+        make_removable(folder)
+        remove()
 
 
 def _listing(folder: str) -> dict[str, list[ingest.ScanNode]]:
@@ -754,8 +920,11 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
     if os.path.islink(os.path.normpath(folder)):
         raise InputError(f"{folder} is a symbolic link; give the workspace folder itself")
     read_meta(folder)
+    notes: list[str] = []
     with _exclusive(folder):
         meta = read_meta(folder)
+        if _made_branch(meta):
+            notes = _drop_made_branch(session, folder, meta)
         if not meta.get("discarding"):
             # Marked first and removed last: a discard killed half way leaves a workspace that says so, which
             # commit and switch refuse and a second discard completes.
@@ -772,36 +941,47 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
     repo_id = meta.get("repo_id")
     if isinstance(repo_id, str) and repo_id:
         _register(session, repo_id, folder, add=False)
-    return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), str(meta["base"]), _paths(meta), 0, 0, None)
+    base = str(meta["base"])
+    return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), base, _paths(meta), 0, 0, None, notes=notes)
 
 
-def _refuse_unfinished(folder: str, meta: dict[str, object]) -> None:
-    """status, commit and switch refuse a workspace whose discard was cut off: it holds part of its files."""
-    if meta.get("discarding"):
-        raise ProblemFound(
-            f"the discard of workspace {folder} was interrupted: run `strongroom workspace discard"
-            f" {shlex.quote(folder)}` again"
-        )
+def _drop_made_branch(session: Session, folder: str, meta: dict[str, object]) -> list[str]:
+    """Discarding a workspace whose create was cut off deletes the branch that create made, while it still
+    names the base (nothing was committed onto it since) and no other workspace of this client is on it.
+    Returns a note saying what became of it."""
+    from strongroom.service.branches import branch_delete
 
-
-def _remove_all_but(folder: str, keep: tuple[str, ...]) -> None:
-    """Remove everything in ``folder`` but the names in ``keep``, read-only folders included."""
-
-    def remove() -> None:
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            if name in keep:
-                continue
-            if _is_folder(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-
+    branch = str(meta["branch"])
+    base = bytes.fromhex(str(meta["base"]))
+    repo = _open(session, folder, meta)
+    head = repo.read_refs().branches.get(branch)
+    if head is None:
+        return []
+    kept = f"branch {branch}, made by the interrupted workspace create, was kept"
+    if head != base:
+        return [f"{kept}: it no longer names the version the create started from"]
+    me = os.path.realpath(folder)
     try:
-        remove()
-    except PermissionError:  # a version's read-only folder, without root's override
-        make_removable(folder)
-        remove()
+        others = WorkspaceRegistry(session.settings.state_dir, repo.config.repo_id).folders(
+            _is_workspace_of(repo.config.repo_id)
+        )
+    except OSError:
+        return [f"{kept} (the workspace list is unreadable); `strongroom branch delete {branch}` removes it"]
+    for other in others:
+        if os.path.realpath(other) != me and _branch_of(other) == branch:
+            return [f"{kept}: workspace {other} is on it"]
+    try:
+        branch_delete(session, branch, at=base)
+    except (BranchMoved, PolicyDenied, UnknownVersion) as e:
+        return [f"{kept}: {e}"]
+    return [f"branch {branch}, made by the interrupted workspace create, was deleted"]
+
+
+def _branch_of(folder: str) -> str | None:
+    try:
+        return str(read_meta(folder).get("branch"))
+    except InputError:
+        return None
 
 
 def commit_any(

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from strongroom.core.model import FILE, Entry
@@ -152,9 +153,9 @@ class Sharer:
 
 
 def checkout_shared(
-    repo: Repository, tree_id: bytes, dest: str, includes: list[str] | None, donors: Donors
+    repo: Repository, tree_id: bytes, dest: str, includes: list[str] | None, donors: Donors, own: Collection[str] = ()
 ) -> tuple[CheckoutResult, int]:
     """restore.checkout for a workspace: files a donor holds are reflinked, the others written. Returns the
     result (its ``bytes`` are the bytes written) and the bytes reflinked."""
     sharer = Sharer(repo, donors, dest)
-    return checkout(repo, tree_id, dest, includes, place=sharer.place), sharer.reflinked
+    return checkout(repo, tree_id, dest, includes, place=sharer.place, own=own), sharer.reflinked

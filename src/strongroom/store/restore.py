@@ -7,7 +7,7 @@ import contextlib
 import fnmatch
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -173,11 +173,13 @@ def checkout(
     progress_start: Callable[[int, int], None] | None = None,
     progress: Progress | None = None,
     place: Callable[[bytes, Entry], bool] | None = None,
+    own: Collection[str] = (),
 ) -> CheckoutResult:
     """Write the version (or the files matching includes) into dest. place(path, entry), when given, may
     put a file there by other means (a workspace's reflink) and say so; the others are written here.
-    The result's bytes are the bytes written."""
-    if os.path.lexists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+    Names in ``own`` (a workspace's metadata and lock) may already be in dest. The result's bytes are the
+    bytes written."""
+    if os.path.lexists(dest) and (not os.path.isdir(dest) or set(os.listdir(dest)) - set(own)):
         raise DestinationNotEmpty(dest)
     entries = list(walk(repo, tree_id))
     if includes:

@@ -20,6 +20,8 @@ def _show(info: WorkspaceInfo, verb: str) -> None:
         emit_json(info)
         return
     line(f"{verb} {safe(info.folder)}: branch {safe(info.branch)} at {info.base[:12]}")
+    for n in info.notes:
+        note(safe(n))
     if info.bytes_written or info.bytes_reflinked:
         shared = f", {human_bytes(info.bytes_reflinked)} reflinked" if info.bytes_reflinked else ""
         note(f"{info.files} files in the workspace, {human_bytes(info.bytes_written)} written{shared}")
