@@ -96,37 +96,26 @@ def repo(repo_path: Path) -> Strongroom:
     return Strongroom.init(str(repo_path), PASSPHRASE)
 
 
-def injected_bug(
-    folder: Path, target: str = "strongroom.store.ingest:commit_folder", kill_at: int = 0
-) -> dict[str, str]:
+def injected_bug(folder: Path, target: str = "strongroom.store.ingest:commit_folder") -> dict[str, str]:
     """Environment for a CLI run in which target (module:function) raises RuntimeError, a stand-in for a bug:
-    a sitecustomize on PYTHONPATH patches it before strongroom is imported (strongroom knows nothing of it).
-    With ``kill_at`` N, the first N-1 calls run as usual and the Nth SIGKILLs the process instead, a stand-in
-    for a crash or kill -9 at that moment."""
+    a sitecustomize on PYTHONPATH patches it before strongroom is imported (strongroom knows nothing of it)."""
     module, name = target.split(":")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(
-        "import importlib, os, signal\n"
-        f"_module = importlib.import_module({module!r})\n"
-        f"_real = getattr(_module, {name!r})\n"
-        "_calls = [0]\n"
+        "import importlib\n"
         "def _bug(*args, **kwargs):\n"
-        f"    if not {kill_at}:\n"
-        "        raise RuntimeError('an injected bug')\n"
-        "    _calls[0] += 1\n"
-        f"    if _calls[0] >= {kill_at}:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return _real(*args, **kwargs)\n"
-        f"setattr(_module, {name!r}, _bug)\n"
+        "    raise RuntimeError('an injected bug')\n"
+        f"setattr(importlib.import_module({module!r}), {name!r}, _bug)\n"
     )
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
 
 
-def injected_kill(folder: Path, target: str, when: str = "before", first_arg: str = "") -> dict[str, str]:
+def injected_kill(folder: Path, target: str, when: str = "before", first_arg: str = "", at: int = 1) -> dict[str, str]:
     """Environment for a CLI run that SIGKILLs itself, as a crash would (no cleanup, no finally), when target
     (module:function or module:Class.method) is called: "before" it runs or "after" it returned. With first_arg,
-    only a call with a string argument that starts with it (LocalBackend.put of "keys/..."). A sitecustomize
-    on PYTHONPATH patches it before strongroom is imported, as in injected_bug."""
+    only a call with a string argument that starts with it (LocalBackend.put of "keys/..."); with ``at`` N, at
+    the Nth such call (the earlier ones run as usual). A sitecustomize on PYTHONPATH patches it before
+    strongroom is imported, as in injected_bug."""
     module, attr = target.split(":")
     owner, _, name = attr.rpartition(".")
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,9 +125,12 @@ def injected_kill(folder: Path, target: str, when: str = "before", first_arg: st
         f"for _part in [p for p in {owner!r}.split('.') if p]:\n"
         "    _owner = getattr(_owner, _part)\n"
         f"_real = getattr(_owner, {name!r})\n"
+        "_calls = [0]\n"
         "@functools.wraps(_real)\n"
         "def _killing(*args, **kwargs):\n"
         f"    hit = any(isinstance(a, str) and a.startswith({first_arg!r}) for a in args) or not {first_arg!r}\n"
+        "    _calls[0] += hit\n"
+        f"    hit = hit and _calls[0] == {at}\n"
         f"    if hit and {when!r} == 'before':\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    result = _real(*args, **kwargs)\n"

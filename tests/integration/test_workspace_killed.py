@@ -1,5 +1,5 @@
 """Workspace create and discard killed (SIGKILL) half way: what is left says so, and running the same command
-again (or a discard) finishes it. The kill lands inside a real `strongroom` process (conftest.injected_bug)."""
+again (or a discard) finishes it. The kill lands inside a real `strongroom` process (conftest.injected_kill)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from tests.conftest import Cli, injected_bug, make_tree, tree_snapshot
+from tests.conftest import Cli, injected_kill, make_tree, tree_snapshot
 
 META = ".strongroom-workspace.json"
 
@@ -36,7 +36,7 @@ def heads(cli: Cli) -> dict[str, str]:
 
 def killed_create(cli: Cli, tmp_path: Path, folder: Path, *args: str) -> None:
     """`workspace create FOLDER ARGS` killed (SIGKILL) as it starts writing its third file."""
-    kill = injected_bug(tmp_path / "kill", "strongroom.store.restore:write_file", kill_at=3)
+    kill = injected_kill(tmp_path / "kill", "strongroom.store.restore:write_file", at=3)
     res = cli("workspace", "create", str(folder), *args, extra_env=kill)
     assert res.code == -signal.SIGKILL, res.err
     assert len(files_of(folder)) > 1
@@ -107,7 +107,7 @@ def test_a_discard_killed_half_way_is_completed_by_running_it_again(cli: Cli, tm
     told = False
     for n in itertools.count(1):
         shutil.copytree(template, w, symlinks=True)
-        res = cli("workspace", "discard", str(w), extra_env=injected_bug(tmp_path / "kill", "os:unlink", kill_at=n))
+        res = cli("workspace", "discard", str(w), extra_env=injected_kill(tmp_path / "kill", "os:unlink", at=n))
         if res.code == 0:
             break
         assert res.code == -signal.SIGKILL, res.err
