@@ -240,19 +240,33 @@ def test_sql_tamper_is_caught_with_first_bad_seq(case: str, logged: Strongroom, 
     assert not rep.ok and rep.first_bad == first_bad, (rep.first_bad, rep.reason)
 
 
-def test_rollback_to_older_copy_is_caught_and_exit_1(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+def _catalog_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """The catalog's file, and a copy of it as it is now."""
     db = _db(tmp_path)
-    repo_path = Path(logged._session.settings.repo or "")
     old = tmp_path / "old.sqlite"
     con = sqlite3.connect(db)
     con.execute(f"VACUUM INTO '{old}'")
     con.close()
+    return db, old
+
+
+def _put_back(sr: Strongroom, db: Path, old: Path) -> None:
+    """Replace the catalog with the older copy (the session's pooled connections let go first)."""
+    log = sr._session.audit_log()
+    assert log is not None
+    log.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    shutil.copy(old, db)
+
+
+def test_rollback_to_older_copy_is_caught_and_exit_1(logged: Strongroom, tmp_path: Path, cli: Cli) -> None:
+    db, old = _catalog_copy(tmp_path)
+    repo_path = Path(logged._session.settings.repo or "")
     size_then = _verify(repo_path).events
     logged.read("main", "a.txt")
     logged.log()
-    for suffix in ("-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    shutil.copy(old, db)
+    _put_back(logged, db, old)
     c = Cli(repo_path, cli.env)
     r = c("audit", "verify")
     assert r.code == 1, r.out + r.err
@@ -273,22 +287,13 @@ def test_newest_events_dropped_from_catalog_and_repository_alike_are_caught(
     """Someone who can write both the catalog and the repository drops the newest events from both
     consistently: what is left is a shorter log that verifies on its own. The client remembers how far it
     sealed, so it is caught, by `audit verify` and by the next command's seal, until `trust-current`."""
-    db = _db(tmp_path)
+    db, old = _catalog_copy(tmp_path)
     repo_path = Path(logged._session.settings.repo or "")
-    old = tmp_path / "old.sqlite"
-    con = sqlite3.connect(db)
-    con.execute(f"VACUUM INTO '{old}'")
-    con.close()
     audit_then = {p for p in (repo_path / "audit").rglob("*") if p.is_file()}
     size_then = _verify(repo_path).covered
     logged.read("main", "a.txt")
     logged.log()
-    log = logged._session.audit_log()
-    assert log is not None
-    log.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    shutil.copy(old, db)
+    _put_back(logged, db, old)
     for p in (repo_path / "audit").rglob("*"):
         if p.is_file() and p not in audit_then:
             p.unlink()
