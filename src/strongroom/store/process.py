@@ -9,15 +9,15 @@ process dies, whichever namespace or container it ran in, so a held file is the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ProcessMark:
     pid: int
     host: str
@@ -49,15 +49,7 @@ class ProcessMark:
             return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "host": self.host,
-            "boot": self.boot,
-            "pid_ns": self.pid_ns,
-            "started": self.started,
-            "machine": self.machine,
-            "hold": self.hold,
-        }
+        return dataclasses.asdict(self)
 
     def gone(self) -> bool:
         """True only when this process has certainly ended; one that cannot be told about (another host,
