@@ -412,7 +412,7 @@ class Session:
         self._audit_stack.append(rec)
         error: BaseException | None = None
         try:
-            if self._opened is not None and len(self._audit_stack) == 1:
+            if self._opened is not None and len(self._audit_stack) == 1 and action not in ACCEPTING_A_LOG:
                 self._check_audit_log_before_work(self._opened)  # a session running several commands opens once
             yield rec
         except PolicyDenied as e:
@@ -504,6 +504,8 @@ class Session:
 
 
 TARGET_KEYS = frozenset({"branch", "version", "paths", "tag"})
+# commands that repair or accept the catalog's log: they open the repository without the pin's check
+ACCEPTING_A_LOG = frozenset({"trust-current", "audit.rebuild"})
 P = ParamSpec("P")
 R = TypeVar("R")
 
