@@ -6,6 +6,7 @@ read and tells "could not read" from damage; bad input and a bad region exit 2 w
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -304,6 +305,10 @@ def test_bad_keep_within_and_region_exit_2(w: dict[str, Any], make_bucket: MakeB
         assert r.code == 2 and _one_line(r) and "36500" in r.err and days not in r.err, r.err
     r = cli("backup", "prune", "off", "--keep-within", "36500", "--dry-run", extra_env=_env())
     assert r.code == 0, r.err
+    # every refused prune is in the audit log, a number no event can hold as a (cut) string
+    r = cli("audit", "log", "--action", "backup.prune", "--json", extra_env=_env())
+    kept = [(e["outcome"], e["details"].get("keep_within")) for e in json.loads(r.out)]
+    assert kept == [("failed", "9" * 400), ("failed", "9" * 20), ("failed", 36501), ("ok", 36500)], kept
     args = ["--endpoint", w["moto"], "--region", "not a region!"]
     r = cli("remote", "add", "z", f"s3://{bucket}/q", *args, extra_env=_env())
     assert r.code == 2 and _one_line(r) and "invalid S3 endpoint or region" in r.err, r.err

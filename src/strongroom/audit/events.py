@@ -127,16 +127,23 @@ def _text(value: str) -> str:
 def scrub(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` that is safe to log: keys that name secrets are redacted, anything that is not
     plain JSON (a Secret, bytes, an object) becomes its type name, floats become integers of milliseconds
-    is not guessed (they become strings), long texts are cut."""
+    is not guessed (they become strings), integers an event cannot hold (beyond 64 bits, as a user may type)
+    become cut strings, long texts are cut."""
     if _depth > 8:
         return "[too deep]"
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return value
+        try:
+            return _cut(str(value))
+        except ValueError:  # more digits than Python converts
+            return "[integer too large]"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        value = _text(value)
-        return value if len(value) <= MAX_DETAIL_TEXT else value[:MAX_DETAIL_TEXT] + "…"
+        return _cut(_text(value))
     if isinstance(value, list | tuple):
         return [scrub(v, _depth + 1) for v in value[:1000]]
     if isinstance(value, dict):
@@ -146,6 +153,10 @@ def scrub(value: Any, _depth: int = 0) -> Any:
             out[key] = REDACTED if _SECRET_KEY.search(key) else scrub(v, _depth + 1)
         return out
     return f"[{type(value).__name__}]"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_TEXT else text[:MAX_DETAIL_TEXT] + "…"
 
 
 def utc_now() -> str:

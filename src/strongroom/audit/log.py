@@ -881,7 +881,10 @@ def _ended_event(row: Any) -> Event | None:
     else:
         message = "the process ended before the command did (it was killed, or the host lost power)"
     details["error"] = {"class": "Interrupted", "message": message}
-    return Event(0, utc_now(), was.actor, was.os_user, was.host, was.action, was.targets, "failed", details)
+    # scrubbed again: a row written by another version, or edited, must not keep every later command from starting
+    return Event(
+        0, utc_now(), was.actor, was.os_user, was.host, was.action, scrub(was.targets), "failed", scrub(details)
+    )
 
 
 def roots_at(leaves: Sequence[bytes], upto: int, sizes: Sequence[int]) -> list[bytes]:

@@ -387,7 +387,7 @@ class Session:
         self._audit_begun = pending_id  # before the row exists: an interruption from here on still settles it
         try:
             ended = log.begin(pending_id, self._pending_event(log.repo_id, repo), mark)
-        except CatalogError:
+        except StrongroomError:
             self._audit_begun = None
             process.release(held)
             return  # reported when the command's own event cannot be recorded either

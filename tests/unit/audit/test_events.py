@@ -51,3 +51,11 @@ def test_parse_time() -> None:
     assert parse_time("2026-01-02T03:04:05+01:00") == "2026-01-02T02:04:05.000000Z"
     with pytest.raises(InputError):
         parse_time("yesterday")
+
+
+def test_scrub_turns_integers_an_event_cannot_hold_into_strings() -> None:
+    from strongroom.audit.events import canonical_text, scrub
+
+    done = scrub({"fine": 2**63 - 1, "big": 10**30, "huge": 10**5000, "low": -(2**63) - 1})
+    assert done == {"fine": 2**63 - 1, "big": str(10**30), "huge": "[integer too large]", "low": str(-(2**63) - 1)}
+    canonical_text(done)  # an event can hold it
