@@ -354,12 +354,14 @@ class Session:
 
         return PinnedLog(self.settings.state_dir, repo_id, masked_url(self.settings.catalog_url(repo_id)))
 
-    def pin_audit_log(self, force: bool = False) -> None:
-        """Remember the catalog's current log as the one this client seals into, and its sealed size (which
-        goes down only when ``force``d: `trust-current`)."""
+    def pin_audit_log(self, force: bool = False, sealed: int | None = None) -> None:
+        """Remember the catalog's current log as the one this client seals into, and its sealed size
+        (``sealed``, else the catalog's newest checkpoint's), which goes down only when ``force``d
+        (`trust-current`)."""
         log = self.audit_log(check_pin=False)
         if log is not None:
-            self.pinned_log(log.repo_id).save(log.log_id, log.sealed_size(), force=force)
+            size = log.sealed_size() if sealed is None else sealed
+            self.pinned_log(log.repo_id).save(log.log_id, size, force=force)
             self._audit_log_checked = log.log_id
 
     def _check_audit_log_before_work(self, repo: Repository) -> None:
@@ -498,8 +500,8 @@ class Session:
         if not self._audit_pending or self._opened is None or self._audit_log is None:
             return
         floor = self.pinned_log(self._audit_log.repo_id).sealed(self._audit_log.log_id)
-        if self._audit_log.seal(self._opened, floor) is not None:
-            self.pin_audit_log()
+        if (sealed := self._audit_log.seal(self._opened, floor)) is not None:
+            self.pin_audit_log(sealed=sealed.size)
         self._audit_pending = False
 
 
