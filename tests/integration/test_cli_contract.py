@@ -302,6 +302,23 @@ def test_diff_names_added_removed_modified_and_renamed_with_sizes(hcli: Cli) -> 
     assert r.out == ""
 
 
+def test_diff_names_the_folders_files_do_not_show(cli: Cli, tmp_path: Path) -> None:
+    """An empty folder added or removed, or a folder's mode changed, is a difference between two versions
+    (they are recorded and checked out), though no file shows it."""
+    src = make_tree(tmp_path / "src", {"a.txt": b"a"})
+    ok(cli("init"))
+    ok(cli("commit", str(src)))
+    (src / "empty").mkdir()
+    (src / "empty").chmod(0o755)  # whatever the umask
+    ok(cli("commit", str(src)))
+    (src / "empty").chmod(0o700)
+    ok(cli("commit", str(src)))
+    assert ok(cli("diff", "main~2", "main~1")).out == "added\t0\tempty/\n"
+    assert ok(cli("diff", "main~1", "main")).out == "modified\tmode 0o755 -> 0o700\tempty/\n"
+    (got,) = json.loads(ok(cli("--json", "diff", "main", "main~2")).out)
+    assert (got["status"], got["path"]) == ("removed", "empty/")
+
+
 def test_stats(hcli: Cli, history: History) -> None:
     s = json.loads(ok(hcli("--json", "stats")).out)
     raw = sum(len(d) for d in V1.values()) + sum(len(d) for d in V2.values()) + len(b"experiment\n")

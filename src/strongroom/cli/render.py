@@ -91,6 +91,8 @@ def changes(entries: Sequence[DiffEntry], none_text: str) -> None:
     for c in entries:
         if c.status == "renamed":
             line(f"renamed\t{c.size}\t{safe(c.old_path or '')} -> {safe(c.path)}")
+        elif c.mode is not None:
+            line(f"{c.status}\tmode {c.old_mode} -> {c.mode}\t{safe(c.path)}")
         elif c.status == "modified" and c.old_size is not None:
             line(f"modified\t{c.old_size} -> {c.size}\t{safe(c.path)}")
         else:

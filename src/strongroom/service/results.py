@@ -80,6 +80,8 @@ class DiffEntry(Result):
     size: int
     old_path: str | None = None
     old_size: int | None = None
+    mode: str | None = None  # a folder whose mode changed: its modes after and before (octal)
+    old_mode: str | None = None
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 from strongroom.core.dag import ancestors, split_tilde, validate_ref_name, walk_first_parent
-from strongroom.core.diff import diff_flat
+from strongroom.core.diff import diff_flat, diff_folders
 from strongroom.core.ids import ID_LEN, ObjectKind, is_hex_prefix
 from strongroom.core.model import DIR, FILE, Entry
 from strongroom.errors import InputError, PolicyDenied, StrongroomError, UnknownPath, UnknownVersion
@@ -202,21 +202,29 @@ def ls(session: Session, version: str, path: str = "") -> list[LsEntry]:
     return [_ls_entry(rel, entry)] + [_ls_entry(r, e) for r, e in walk(repo, entry.subtree, rel)]
 
 
-def _flat(repo: Repository, tree_id: bytes) -> dict[str, Entry]:
-    return {r: e for r, e in walk(repo, tree_id) if e.type != DIR}
-
-
 @audited("diff", a="a", b="b")
 def diff(session: Session, a: str, b: str) -> list[DiffEntry]:
+    """Files added, removed, modified and renamed from A to B, with the folders files do not show (empty ones
+    added or removed, a mode changed; their paths end in ``/``), in path order."""
     repo = session.open()
     ta = repo.load_commit(resolve(repo, a)).tree
     tb = repo.load_commit(resolve(repo, b)).tree
     if ta == tb:
         return []
-    return [
+    every_a, every_b = dict(walk(repo, ta)), dict(walk(repo, tb))
+    files_a = {r: e for r, e in every_a.items() if e.type != DIR}
+    files_b = {r: e for r, e in every_b.items() if e.type != DIR}
+    out = [
         DiffEntry(c.status, c.path, c.size, c.old_path if c.status == "renamed" else None, c.old_size)
-        for c in diff_flat(_flat(repo, ta), _flat(repo, tb))
+        for c in diff_flat(files_a, files_b)
     ]
+    for c in diff_folders(every_a, every_b):
+        p = c.path.rstrip("/")
+        if c.status == "modified":
+            out.append(DiffEntry(c.status, c.path, 0, mode=oct(every_b[p].mode), old_mode=oct(every_a[p].mode)))
+        else:
+            out.append(DiffEntry(c.status, c.path, 0))
+    return sorted(out, key=lambda d: d.path)
 
 
 @audited("cat", version="version", paths="path")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from strongroom.core.diff import Change, diff_flat
-from strongroom.core.model import FILE, SYMLINK, Entry
+from strongroom.core.model import DIR, FILE, SYMLINK, Entry
 
 
 def f(content: bytes, mode: int = 0o644, mtime: int = 1) -> Entry:
@@ -84,3 +84,31 @@ def test_changes_are_sorted_by_path() -> None:
     paths = [c.path for c in diff_flat(old, new)]
     assert paths == sorted(paths)
     assert {c.path for c in diff_flat(old, new)} == {"a", "b", "m", "y", "z"}
+
+
+def d(mode: int = 0o755, mtime: int = 1) -> Entry:
+    return Entry(name="x", type=DIR, mode=mode, mtime_ns=mtime)
+
+
+def test_folders_show_when_files_do_not_say_it_an_empty_one_or_a_mode() -> None:
+    from strongroom.core.diff import diff_folders
+
+    old = {"a": d(), "a/f": f(b"1"), "gone": d(), "keep": d(0o755, mtime=1), "locked": d(0o755)}
+    new = {
+        "a": d(mtime=9),  # only its mtime moved (a file in it changed): not a change
+        "a/f": f(b"2"),
+        "keep": d(0o755, mtime=5),
+        "locked": d(0o700),
+        "new": d(),  # an empty folder added
+        "full": d(),  # a folder added with a file: the file says it
+        "full/x": f(b"x"),
+        "deep": d(),
+        "deep/er": d(),  # only the empty leaf is listed
+    }
+    assert diff_folders(old, new) == [
+        Change("added", "deep/er/", 0),
+        Change("removed", "gone/", 0),
+        Change("modified", "locked/", 0),
+        Change("added", "new/", 0),
+    ]
+    assert diff_folders(new, new) == []

@@ -116,7 +116,8 @@ def ls(
 
 
 def diff(a: Annotated[str, typer.Argument()], b: Annotated[str, typer.Argument()]) -> None:
-    """Files added, removed, modified and renamed from version A to version B."""
+    """Files added, removed, modified and renamed from version A to version B, and the folders no file shows
+    (an empty one added or removed, a mode changed; their paths end in /)."""
     changes = svc.diff(session(), a, b)
     if STATE.json:
         emit_json(changes)
