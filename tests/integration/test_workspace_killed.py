@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -73,26 +74,70 @@ def test_a_create_killed_during_its_checkout_is_completed_by_running_it_again(cl
     assert "creating" not in json.loads((w / META).read_text())
 
 
-def test_discarding_a_killed_create_deletes_only_a_branch_it_made_that_nothing_was_committed_to(
-    cli: Cli, tmp_path: Path
-) -> None:
-    """`workspace discard` removes what a killed create left, and the branch that create made; never a branch
-    that existed before, nor one a version was committed onto since (it says so)."""
+def test_discarding_a_killed_create_keeps_its_branch_and_says_how_to_remove_it(cli: Cli, tmp_path: Path) -> None:
+    """`workspace discard` removes what a killed create left, offline like any discard. The branch stays:
+    a workspace of another client may be on it, which no client can see; for a branch that create made the
+    discard says how to delete it."""
     src = make_tree(tmp_path / "src", {**{f"d/f{i}": b"%d\n" % i for i in range(6)}, "k": b"k\n"})
     assert cli("init").code == 0
     commit(cli, src, "v1")
     assert cli("branch", "create", "old").code == 0
-    for name in ("new", "old", "moved"):
+    for name in ("new", "old"):
         killed_create(cli, tmp_path, tmp_path / name, "--branch", name)
-    (src / "k").write_bytes(b"k2\n")
-    assert cli("commit", str(src), "-b", "moved", "-m", "onto the branch").code == 0
-    said = {"new": "was deleted", "old": "", "moved": "was kept: it no longer names the version"}
-    for name, note in said.items():
+    gone = tmp_path / "repo-elsewhere"
+    cli.repo.rename(gone)  # a discard needs no repository
+    for name, made in (("new", True), ("old", False)):
         res = cli("workspace", "discard", str(tmp_path / name))
         assert res.code == 0, res.err
         assert not (tmp_path / name).exists()
-        assert (f"branch {name}, made by the interrupted workspace create, {note}" in res.err) == bool(note), res.err
-    assert set(heads(cli)) == {"main", "old", "moved"}
+        note = f"branch {name}, made by the interrupted workspace create, was kept: `strongroom branch delete {name}`"
+        assert (note in res.err) == made, res.err
+    gone.rename(cli.repo)
+    assert set(heads(cli)) == {"main", "old", "new"}
+
+
+def test_a_create_killed_before_its_metadata_is_run_again(cli: Cli, tmp_path: Path) -> None:
+    """Killed before the metadata was written, a create leaves only its lock file (and perhaps the metadata's
+    temporary file): the folder counts as empty, so the same create run again completes."""
+    src = make_tree(tmp_path / "src", {"a": b"a\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    hook = injected_kill(tmp_path / "kill", "strongroom.service.workspace:_write_meta")
+    assert cli("workspace", "create", str(w), "--branch", "feat", extra_env=hook).code == -signal.SIGKILL
+    assert {p.name for p in w.iterdir()} <= {".strongroom-workspace.lock", f"{META}.tmp"}
+    res = cli("workspace", "create", str(w), "--branch", "feat")
+    assert res.code == 0, res.err
+    assert files_of(w) == tree_snapshot(src) and changes(cli, w) == []
+
+
+def test_a_workspace_swapped_for_a_link_while_discarded_is_refused_not_followed(cli: Cli, tmp_path: Path) -> None:
+    """Whoever can rename in the workspace's parent swaps the folder for a link to another folder while the
+    discard runs: the discard refuses it (exit 2, one line) and the other folder keeps every file."""
+    src = make_tree(tmp_path / "src", {"a": b"a\n", "d/b": b"b\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "feat").code == 0
+    precious = make_tree(tmp_path / "precious", {"keep.txt": b"mine\n", "sub/more.txt": b"more\n"})
+    hook = tmp_path / "swap"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "import strongroom.service.workspace as ws\n"
+        "_real = ws._remove_all_but\n"
+        "def _swapped(folder, keep):\n"
+        f"    os.rename(folder, {str(tmp_path / 'ws.moved')!r})\n"
+        f"    os.symlink({str(precious)!r}, folder)\n"
+        "    return _real(folder, keep)\n"
+        "ws._remove_all_but = _swapped\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)}
+    res = cli("workspace", "discard", str(w), extra_env=env)
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1 and "no longer the workspace folder" in res.err
+    assert tree_snapshot(precious) == tree_snapshot(
+        make_tree(tmp_path / "expected", {"keep.txt": b"mine\n", "sub/more.txt": b"more\n"})
+    )
 
 
 def test_a_discard_killed_half_way_is_completed_by_running_it_again(cli: Cli, tmp_path: Path) -> None:
@@ -119,3 +164,18 @@ def test_a_discard_killed_half_way_is_completed_by_running_it_again(cli: Cli, tm
             assert res.code == 0, (n, res.err)
         assert not w.exists()
     assert told and n > 10
+
+
+def test_damaged_workspace_metadata_is_one_line_exit_2(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": b"a\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "feat").code == 0
+    meta = json.loads((w / META).read_text())
+    for damage in ({"base": "not hex"}, {"base": None}, {"branch": 7}):
+        (w / META).write_text(json.dumps({**meta, **damage}))
+        for args in (("workspace", "discard", str(w)), ("status", str(w)), ("commit", str(w), "-m", "x")):
+            res = cli(*args)
+            assert res.code == 2 and res.err.count("\n") == 1 and "metadata is unreadable" in res.err, (damage, res.err)
+    assert (w / "a").read_bytes() == b"a\n"

@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import socket
 import stat
 import threading
@@ -40,14 +39,11 @@ from strongroom.core.diff import diff_flat
 from strongroom.core.merge import same_entry
 from strongroom.core.model import DIR, FILE, SYMLINK, Entry
 from strongroom.errors import (
-    BranchMoved,
     CannotWrite,
     DestinationNotEmpty,
     InputError,
-    PolicyDenied,
     ProblemFound,
     StrongroomError,
-    UnknownVersion,
     UnreadableSource,
     refused_write,
 )
@@ -71,6 +67,7 @@ META = ".strongroom-workspace.json"
 LOCK = ".strongroom-workspace.lock"
 # Never part of a version: the metadata, its copy while it is rewritten, and the lock of _exclusive.
 OWN = (META, META + ".tmp", LOCK)
+BEFORE_META = frozenset({LOCK, META + ".tmp"})  # all a create killed before its metadata was written leaves
 # A switch writes each file (one at a time) under a new name of this pattern in its folder, created exclusively,
 # and then renames it into place, so a killed switch leaves no half-written file under a name of either version
 # and never overwrites a user's file; running it again removes it.
@@ -91,8 +88,9 @@ def read_meta(folder: str) -> dict[str, object]:
     try:
         with open(_meta_path(folder), encoding="utf-8") as f:
             meta = json.load(f)
-        if meta.get("format") != "sr-workspace/1":
+        if meta.get("format") != "sr-workspace/1" or not isinstance(meta.get("branch"), str):
             raise ValueError
+        bytes.fromhex(str(meta.get("base")))  # a version id: anything else is damage
         return dict(meta)
     except FileNotFoundError:
         raise InputError(f"not a workspace: {folder} (no {META})") from None
@@ -274,8 +272,8 @@ def _check_destination(folder: str) -> None:
     """The workspace folder must be absent or empty (checked before a branch is created for it)."""
     try:
         st = os.stat(folder)  # follows a link, as checkout does: a link to an empty folder will do
-        if not stat.S_ISDIR(st.st_mode) or os.listdir(folder):
-            raise DestinationNotEmpty(folder)
+        if not stat.S_ISDIR(st.st_mode) or set(os.listdir(folder)) - BEFORE_META:
+            raise DestinationNotEmpty(folder)  # what a create killed before its metadata leaves is empty
     except FileNotFoundError:
         pass
     except OSError as e:
@@ -376,7 +374,7 @@ def create(session: Session, folder: str, branch: str, from_version: str | None,
     try:
         os.makedirs(folder, 0o700, exist_ok=True)
         with _exclusive(folder):  # held by another create of this folder: exit 1
-            if set(os.listdir(folder)) - {LOCK}:
+            if set(os.listdir(folder)) - BEFORE_META:
                 raise DestinationNotEmpty(folder)  # filled by another create since it was checked
             mine = True
             _write_meta(folder, meta)  # first: whatever a kill leaves, `status` and `discard` know it
@@ -549,23 +547,42 @@ def _clear_interrupted(folder: str, files: Files, dirs: Files) -> None:
 
 
 def _remove_all_but(folder: str, keep: tuple[str, ...]) -> None:
-    """Remove everything in ``folder`` but the names in ``keep``, read-only folders included."""
+    """Remove everything in ``folder`` but the names in ``keep``, read-only folders included. The folder is
+    opened once, without following a link, and everything is removed relative to it: a folder swapped for a
+    link meanwhile (by whoever can rename in its parent) is refused, never followed."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{folder} is no longer the workspace folder (a link, or gone): {e.strerror}") from None
 
     def remove() -> None:
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            if name in keep:
-                continue
-            if _is_folder(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+        for entry in os.scandir(fd):
+            if entry.name not in keep:
+                _remove_at(fd, entry)
 
     try:
-        remove()
-    except PermissionError:  # a version's read-only folder, without root's override
-        make_removable(folder)
-        remove()
+        try:
+            remove()
+        except PermissionError:  # a version's read-only folder, without root's override
+            make_removable(f"/proc/self/fd/{fd}")
+            remove()
+    finally:
+        os.close(fd)
+
+
+def _remove_at(dir_fd: int, entry: os.DirEntry[str]) -> None:
+    """Remove ``entry`` of the folder open as ``dir_fd``, a folder with everything in it, never following a
+    link."""
+    if not entry.is_dir(follow_symlinks=False):
+        os.unlink(entry.name, dir_fd=dir_fd)
+        return
+    fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        for inner in os.scandir(fd):
+            _remove_at(fd, inner)
+    finally:
+        os.close(fd)
+    os.rmdir(entry.name, dir_fd=dir_fd)
 
 
 def _listing(folder: str) -> dict[str, list[ingest.ScanNode]]:
@@ -924,7 +941,7 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
     with _exclusive(folder):
         meta = read_meta(folder)
         if _made_branch(meta):
-            notes = _drop_made_branch(session, folder, meta)
+            notes = _made_branch_note(meta)
         if not meta.get("discarding"):
             # Marked first and removed last: a discard killed half way leaves a workspace that says so, which
             # commit and switch refuse and a second discard completes.
@@ -945,43 +962,14 @@ def discard(session: Session, folder: str) -> WorkspaceInfo:
     return WorkspaceInfo(os.path.abspath(folder), str(meta["branch"]), base, _paths(meta), 0, 0, None, notes=notes)
 
 
-def _drop_made_branch(session: Session, folder: str, meta: dict[str, object]) -> list[str]:
-    """Discarding a workspace whose create was cut off deletes the branch that create made, while it still
-    names the base (nothing was committed onto it since) and no other workspace of this client is on it.
-    Returns a note saying what became of it."""
-    from strongroom.service.branches import branch_delete
-
+def _made_branch_note(meta: dict[str, object]) -> list[str]:
+    """Discarding a workspace whose create was cut off leaves the branch that create made: whether another
+    workspace (of any client, anywhere) is on it cannot be told from here. The note says how to remove it."""
     branch = str(meta["branch"])
-    base = bytes.fromhex(str(meta["base"]))
-    repo = _open(session, folder, meta)
-    head = repo.read_refs().branches.get(branch)
-    if head is None:
-        return []
-    kept = f"branch {branch}, made by the interrupted workspace create, was kept"
-    if head != base:
-        return [f"{kept}: it no longer names the version the create started from"]
-    me = os.path.realpath(folder)
-    try:
-        others = WorkspaceRegistry(session.settings.state_dir, repo.config.repo_id).folders(
-            _is_workspace_of(repo.config.repo_id)
-        )
-    except OSError:
-        return [f"{kept} (the workspace list is unreadable); `strongroom branch delete {branch}` removes it"]
-    for other in others:
-        if os.path.realpath(other) != me and _branch_of(other) == branch:
-            return [f"{kept}: workspace {other} is on it"]
-    try:
-        branch_delete(session, branch, at=base)
-    except (BranchMoved, PolicyDenied, UnknownVersion) as e:
-        return [f"{kept}: {e}"]
-    return [f"branch {branch}, made by the interrupted workspace create, was deleted"]
-
-
-def _branch_of(folder: str) -> str | None:
-    try:
-        return str(read_meta(folder).get("branch"))
-    except InputError:
-        return None
+    return [
+        f"branch {branch}, made by the interrupted workspace create, was kept: "
+        f"`strongroom branch delete {shlex.quote(branch)}` removes it if nothing uses it"
+    ]
 
 
 def commit_any(
