@@ -267,6 +267,23 @@ def test_a_change_killed_before_removing_the_old_slot_then_made_from_the_new_one
     assert cli("log", passphrase=third).code == 0
 
 
+def test_two_killed_changes_then_one_from_the_first_passphrase_leave_only_it(cli: Cli, tmp_path: Path) -> None:
+    """A→B killed, then B→C killed (each leaving both slots), then A→D run to the end: D is the user's last
+    word, so neither B nor C still opens (the slots the killed changes stored from D's place are removed)."""
+    assert cli("init").code == 0
+    hook = injected_kill(tmp_path / "hook", "strongroom.backends.local:LocalBackend.put", "after", first_arg="keys/")
+    b, c, d = "passphrase B 51f0-Otter", "passphrase C 9a2e-Lynx", "passphrase D 77c3-Wren"
+    for opener, new in ((PASSPHRASE, b), (b, c)):
+        env = {"STRONGROOM_NEW_PASSPHRASE": new, **hook}
+        killed = cli("key", "change-passphrase", passphrase=opener, extra_env=env)
+        assert killed.code == -signal.SIGKILL, killed.err
+    assert len(os.listdir(cli.repo / "keys")) == 3
+    res = cli("key", "change-passphrase", extra_env={"STRONGROOM_NEW_PASSPHRASE": d})
+    assert res.code == 0, res.err
+    assert len(os.listdir(cli.repo / "keys")) == 1
+    assert [cli("log", passphrase=p).code for p in (PASSPHRASE, b, c, d)] == [2, 2, 2, 0]
+
+
 def test_rotate_keeps_old_data_readable_and_seals_new_data_with_the_new_key(cli: Cli, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", {"a": os.urandom(30_000)})
     assert cli("init").code == 0

@@ -421,7 +421,7 @@ class Repository:
             ids = {s.slot_id for s in self.key_slots()}
             if old_id not in ids:
                 raise InputError(f"key slot {old_id!r} was removed meanwhile: nothing changed")
-            replaced = self._predecessors(old_id, ids - {slot.slot_id})
+            replaced = self._predecessors(old_id, ids - {slot.slot_id}) + self._successors(slot.slot_id, ids - {old_id})
             self.backend.put(f"keys/{slot.slot_id}", encode_slot(slot))
             try:
                 for gone in [*replaced, old_id]:
@@ -431,6 +431,17 @@ class Repository:
                     self.backend.delete(f"keys/{slot.slot_id}")
                 raise
         return slot
+
+    def _successors(self, slot_id: str, ids: set[str]) -> list[str]:
+        """The slots among ``ids`` that changes made from ``slot_id``'s passphrase (and from theirs) stored and
+        were killed before they finished: a change that puts a new slot in ``slot_id``'s place leaves none of
+        them opening."""
+        chain: list[str] = []
+        while (
+            after := successor_id(self.config.repo_id, chain[-1] if chain else slot_id)
+        ) in ids and after not in chain:
+            chain.append(after)
+        return chain
 
     def _predecessors(self, slot_id: str, ids: set[str]) -> list[str]:
         """The slots among ``ids`` that ``slot_id`` replaced, and those they replaced, newest first: each one's
