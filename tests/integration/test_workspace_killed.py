@@ -179,3 +179,20 @@ def test_damaged_workspace_metadata_is_one_line_exit_2(cli: Cli, tmp_path: Path)
             res = cli(*args)
             assert res.code == 2 and res.err.count("\n") == 1 and "metadata is unreadable" in res.err, (damage, res.err)
     assert (w / "a").read_bytes() == b"a\n"
+
+
+def test_a_workspace_whose_branch_was_deleted_says_how_to_make_it_again(cli: Cli, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": b"a\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "feat").code == 0
+    assert cli("branch", "delete", "feat").code == 0
+    (w / "a").write_bytes(b"edited\n")
+    res = cli("commit", str(w), "-m", "x")
+    assert res.code == 1 and res.err.count("\n") == 1 and "branch feat no longer exists" in res.err, res.err
+    made_again = res.err.split("`")[1].split()[1:]  # strongroom branch create feat --from <base>
+    assert cli(*made_again).code == 0
+    res = cli("commit", str(w), "-m", "x")
+    assert res.code == 0, res.err
+    assert changes(cli, w) == []

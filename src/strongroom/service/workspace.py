@@ -736,6 +736,11 @@ def _commit(session: Session, folder: str, message: str, branch: str | None, wai
     repo = _open(session, folder, meta)
     _adopt(session, repo, folder, meta)
     base = bytes.fromhex(str(meta["base"]))
+    if ws_branch not in repo.read_refs().branches:  # deleted since: a retry would never help
+        raise ProblemFound(
+            f"branch {ws_branch} no longer exists (deleted?): `strongroom branch create {shlex.quote(ws_branch)} "
+            f"--from {base.hex()[:16]}` makes it again at this workspace's base; then commit again"
+        )
     paths = _paths(meta)
     overlay = None
     if paths:
