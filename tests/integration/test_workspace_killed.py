@@ -35,6 +35,16 @@ def heads(cli: Cli) -> dict[str, str]:
     return {b["name"]: b["version"] for b in json.loads(cli("--json", "branch", "list").out)}
 
 
+def _workspace(cli: Cli, tmp_path: Path) -> Path:
+    """A repository with one version (one file, `a`) and a workspace of it on a new branch `feat`."""
+    src = make_tree(tmp_path / "src", {"a": b"a\n"})
+    assert cli("init").code == 0
+    commit(cli, src, "v1")
+    w = tmp_path / "ws"
+    assert cli("workspace", "create", str(w), "--branch", "feat").code == 0
+    return w
+
+
 def killed_create(cli: Cli, tmp_path: Path, folder: Path, *args: str) -> None:
     """`workspace create FOLDER ARGS` killed (SIGKILL) as it starts writing its third file."""
     kill = injected_kill(tmp_path / "kill", "strongroom.store.restore:write_file", at=3)
@@ -167,11 +177,7 @@ def test_a_discard_killed_half_way_is_completed_by_running_it_again(cli: Cli, tm
 
 
 def test_damaged_workspace_metadata_is_one_line_exit_2(cli: Cli, tmp_path: Path) -> None:
-    src = make_tree(tmp_path / "src", {"a": b"a\n"})
-    assert cli("init").code == 0
-    commit(cli, src, "v1")
-    w = tmp_path / "ws"
-    assert cli("workspace", "create", str(w), "--branch", "feat").code == 0
+    w = _workspace(cli, tmp_path)
     meta = json.loads((w / META).read_text())
     for damage in ({"base": "not hex"}, {"base": None}, {"branch": 7}):
         (w / META).write_text(json.dumps({**meta, **damage}))
@@ -182,11 +188,7 @@ def test_damaged_workspace_metadata_is_one_line_exit_2(cli: Cli, tmp_path: Path)
 
 
 def test_a_workspace_whose_branch_was_deleted_says_how_to_make_it_again(cli: Cli, tmp_path: Path) -> None:
-    src = make_tree(tmp_path / "src", {"a": b"a\n"})
-    assert cli("init").code == 0
-    commit(cli, src, "v1")
-    w = tmp_path / "ws"
-    assert cli("workspace", "create", str(w), "--branch", "feat").code == 0
+    w = _workspace(cli, tmp_path)
     assert cli("branch", "delete", "feat").code == 0
     (w / "a").write_bytes(b"edited\n")
     res = cli("commit", str(w), "-m", "x")
