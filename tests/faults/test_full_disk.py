@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -207,13 +207,16 @@ def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def init_until_it_fits(cli: Cli, disk: Path, steps: int, check: Callable[[int, CliResult], None]) -> None:
-    """`init` with the disk filled to 0, 4 KiB, 8 KiB, ... free, until it succeeds: each failure must be one
-    line naming ENOSPC, exit 1, and pass ``check``; at least one attempt must fail and the last succeed."""
+def run_until_it_fits(
+    cli: Cli, disk: Path, leaves: Iterable[int], args: tuple[str, ...], check: Callable[[int, CliResult], None]
+) -> None:
+    """Run the command with the disk filled to leave each of ``leaves`` bytes free in turn, until it succeeds:
+    each failure must be one line naming ENOSPC, exit 1, and pass ``check``; at least one attempt must fail and
+    the last succeed."""
     failed = 0
-    for leave in range(0, steps * 4096, 4096):
+    for leave in leaves:
         fill_disk(disk, leave)
-        r = cli("init")
+        r = cli(*args)
         free_disk(disk)
         if r.code == 0:
             break
@@ -222,6 +225,11 @@ def init_until_it_fits(cli: Cli, disk: Path, steps: int, check: Callable[[int, C
         one_error_line(r, "No space left on device")
         check(leave, r)
     assert failed and r.code == 0, r.err  # stopped at least once, then done
+
+
+def init_until_it_fits(cli: Cli, disk: Path, steps: int, check: Callable[[int, CliResult], None]) -> None:
+    """`init` with the disk filled to 0, 4 KiB, 8 KiB, ... free, until it succeeds (``run_until_it_fits``)."""
+    run_until_it_fits(cli, disk, range(0, steps * 4096, 4096), ("init",), check)
 
 
 @pytest.mark.parametrize("made", [False, True], ids=["new-folder", "empty-folder"])
@@ -272,19 +280,13 @@ def test_a_workspace_create_stopped_by_a_full_disk_leaves_nothing(
     if made:
         dest.mkdir(parents=True)
     before = listing(small_disk)
-    failed = 0
-    for leave in [0, 4096, 64 << 10, 512 << 10, 1 * MiB, 4 * MiB]:
-        fill_disk(small_disk, leave)
-        r = cli("workspace", "create", str(dest), "--branch", "work")
-        free_disk(small_disk)
-        if r.code == 0:
-            break
-        failed += 1
-        assert r.code == 1, r.err
-        one_error_line(r, "No space left on device")
+
+    def left_nothing(leave: int, r: CliResult) -> None:
         assert listing(small_disk) == before, (leave, r.err)
         assert "work" not in cli("branch", "list").out
-    assert failed and r.code == 0, r.err
+
+    leaves = [0, 4096, 64 << 10, 512 << 10, 1 * MiB, 4 * MiB]
+    run_until_it_fits(cli, small_disk, leaves, ("workspace", "create", str(dest), "--branch", "work"), left_nothing)
     r = cli("status", str(dest))
     assert r.code == 0, r.err
 

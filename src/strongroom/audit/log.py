@@ -244,10 +244,10 @@ class AuditLog:
         have ended without settling theirs (killed, or the host lost power) are appended as failures.
         Returns how many were appended (they still need sealing)."""
         with self.store.writer() as tx:
-            ended = [(row, was) for row in self.store.pending(tx) if (was := _ended_event(row)) is not None]
+            ended = [(row.id, *found) for row in self.store.pending(tx) if (found := _ended(row)) is not None]
             if ended:
-                self._insert(tx, [was for _, was in ended])
-                self.store.delete_pending(tx, [row.id for row, _ in ended])
+                self._insert(tx, [was for _, was, _ in ended])
+                self.store.delete_pending(tx, [row_id for row_id, _, _ in ended])
             self.store.insert_pending(
                 tx,
                 {
@@ -258,9 +258,8 @@ class AuditLog:
                     "event": json.dumps(event.to_json(), ensure_ascii=False),
                 },
             )
-        for row, _ in ended:
-            gone = ProcessMark.parse(_json_or_none(row.process))
-            if gone is not None and gone.hold:
+        for _, _, gone in ended:
+            if gone.hold:
                 discard(gone.hold)
         return len(ended)
 
@@ -864,9 +863,10 @@ def _json_or_none(text: Any) -> Any:
         return None
 
 
-def _ended_event(row: Any) -> Event | None:
-    """The event to append for a pending row whose process has ended (None while it may run, or when that
-    cannot be told); a row whose event does not parse is appended as what is left of it, never dropped."""
+def _ended(row: Any) -> tuple[Event, ProcessMark] | None:
+    """For a pending row whose process has ended, the event to append and that process (None while it may
+    run, or when that cannot be told); a row whose event does not parse is appended as what is left of it,
+    never dropped."""
     mark = ProcessMark.parse(_json_or_none(row.process))
     if mark is None or not mark.gone():
         return None
@@ -882,9 +882,10 @@ def _ended_event(row: Any) -> Event | None:
         message = "the process ended before the command did (it was killed, or the host lost power)"
     details["error"] = {"class": "Interrupted", "message": message}
     # scrubbed again: a row written by another version, or edited, must not keep every later command from starting
-    return Event(
+    event = Event(
         0, utc_now(), was.actor, was.os_user, was.host, was.action, scrub(was.targets), "failed", scrub(details)
     )
+    return event, mark
 
 
 def roots_at(leaves: Sequence[bytes], upto: int, sizes: Sequence[int]) -> list[bytes]:

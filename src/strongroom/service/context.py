@@ -384,7 +384,7 @@ class Session:
         if not self._audit_stack or self._audit_begun is not None:
             return
         pending_id = os.urandom(16).hex()
-        held = os.path.join(self.settings.state_dir, "running", pending_id)
+        held = self._held_path(pending_id)
         mark = ProcessMark.current(held if process.hold(held) else "")
         self._audit_begun = pending_id  # before the row exists: an interruption from here on still settles it
         try:
@@ -394,6 +394,10 @@ class Session:
             process.release(held)
             return  # reported when the command's own event cannot be recorded either
         self._audit_pending = self._audit_pending or ended > 0
+
+    def _held_path(self, pending_id: str) -> str:
+        """The file a command keeps locked while it runs (``_begin``)."""
+        return os.path.join(self.settings.state_dir, "running", pending_id)
 
     def _pending_event(self, repo_id: str, repo: Repository | None) -> Event:
         """The running command's event as it stands: the outermost use case's, with what the use cases it
@@ -475,7 +479,7 @@ class Session:
             self._audit_pending = True
         finally:
             if settles is not None:
-                process.release(os.path.join(self.settings.state_dir, "running", settles))
+                process.release(self._held_path(settles))
 
     def _event(self, rec: AuditRecord, repo_id: str, repo: Repository | None) -> Event:
         targets = dict(rec.targets)
